@@ -1,0 +1,42 @@
+// Package factory defines how a keyed pool makes, checks and destroys the
+// objects it holds, and small adapters that build such factories from plain
+// functions or from go-commons-pool factories.
+//
+// A factory is the pool's only contact with the outside world (dials, RPCs,
+// file handles). The pool never calls a factory method while it holds one of
+// its own locks, so a factory may block, and may call back into the pool.
+package factory
+
+import "context"
+
+// KeyedFactory makes and manages the objects a keyed pool lends for a key. It
+// is the Go form of commons-pool2's KeyedPooledObjectFactory: values instead
+// of wrapper objects, and a context on every call.
+//
+// A pool may call the methods of one factory from many goroutines at once,
+// for the same key and for different keys, so implementations must be safe
+// for concurrent use. A pool calls Activate, Validate, Passivate and Destroy
+// on one object from one goroutine at a time.
+type KeyedFactory[K comparable, V any] interface {
+	// Make creates a new object for key. The context carries the values of
+	// the borrower that caused the make; the pool cancels it when the pool
+	// closes, not when that borrower gives up, so that a slow make is not
+	// wasted (the object joins the idle set). Make should bound its own work.
+	Make(ctx context.Context, key K) (V, error)
+
+	// Destroy releases an object the pool no longer holds. It is called
+	// exactly once for every object Make returned.
+	Destroy(ctx context.Context, key K, v V) error
+
+	// Validate reports whether v is still usable; nil means usable. The pool
+	// destroys an object that fails validation.
+	Validate(ctx context.Context, key K, v V) error
+
+	// Activate readies an idle object before it is lent. An error destroys
+	// the object.
+	Activate(ctx context.Context, key K, v V) error
+
+	// Passivate resets an object that is going back to the idle set. An
+	// error destroys the object.
+	Passivate(ctx context.Context, key K, v V) error
+}

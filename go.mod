@@ -1,0 +1,3 @@
+module github.com/kpool-go/kpool
+
+go 1.25.0
