@@ -1,0 +1,128 @@
+package ilist_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/kpool-go/kpool/internal/ilist"
+)
+
+type node struct {
+	v    int
+	a, b ilist.Links[node]
+}
+
+func linksA(n *node) *ilist.Links[node] { return &n.a }
+func linksB(n *node) *ilist.Links[node] { return &n.b }
+
+func values(l *ilist.List[node]) []int {
+	var out []int
+	for e := l.Front(); e != nil; e = l.Next(e) {
+		out = append(out, e.v)
+	}
+	return out
+}
+
+func TestPushRemove(t *testing.T) {
+	nodes := make([]node, 5)
+	for i := range nodes {
+		nodes[i].v = i
+	}
+	tests := []struct {
+		name string
+		do   func(l *ilist.List[node])
+		want []int
+	}{
+		{"empty", func(*ilist.List[node]) {}, nil},
+		{"push back keeps order", func(l *ilist.List[node]) {
+			l.PushBack(&nodes[0])
+			l.PushBack(&nodes[1])
+			l.PushBack(&nodes[2])
+		}, []int{0, 1, 2}},
+		{"push front reverses", func(l *ilist.List[node]) {
+			l.PushFront(&nodes[0])
+			l.PushFront(&nodes[1])
+			l.PushFront(&nodes[2])
+		}, []int{2, 1, 0}},
+		{"remove middle", func(l *ilist.List[node]) {
+			l.PushBack(&nodes[0])
+			l.PushBack(&nodes[1])
+			l.PushBack(&nodes[2])
+			l.Remove(&nodes[1])
+		}, []int{0, 2}},
+		{"remove ends", func(l *ilist.List[node]) {
+			l.PushBack(&nodes[0])
+			l.PushBack(&nodes[1])
+			l.PushBack(&nodes[2])
+			l.Remove(&nodes[0])
+			l.Remove(&nodes[2])
+		}, []int{1}},
+		{"pop front", func(l *ilist.List[node]) {
+			l.PushBack(&nodes[3])
+			l.PushBack(&nodes[4])
+			if got := l.PopFront(); got != &nodes[3] {
+				t.Errorf("PopFront() = %v, want node 3", got)
+			}
+		}, []int{4}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for i := range nodes {
+				nodes[i].a = ilist.Links[node]{}
+			}
+			l := ilist.New(linksA)
+			tt.do(&l)
+			if got := values(&l); !slices.Equal(got, tt.want) {
+				t.Errorf("list = %v, want %v", got, tt.want)
+			}
+			if l.Len() != len(tt.want) {
+				t.Errorf("Len() = %d, want %d", l.Len(), len(tt.want))
+			}
+			if len(tt.want) == 0 {
+				if l.Front() != nil || l.Back() != nil {
+					t.Errorf("Front(), Back() = %v, %v, want nil, nil", l.Front(), l.Back())
+				}
+			} else if got, want := l.Back().v, tt.want[len(tt.want)-1]; got != want {
+				t.Errorf("Back() = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+func TestTwoListsAtOnce(t *testing.T) {
+	nodes := []node{{v: 0}, {v: 1}, {v: 2}}
+	la, lb := ilist.New(linksA), ilist.New(linksB)
+	for i := range nodes {
+		la.PushBack(&nodes[i])
+		lb.PushFront(&nodes[i])
+	}
+	la.Remove(&nodes[1])
+	if got, want := values(&la), []int{0, 2}; !slices.Equal(got, want) {
+		t.Errorf("list a = %v, want %v", got, want)
+	}
+	if got, want := values(&lb), []int{2, 1, 0}; !slices.Equal(got, want) {
+		t.Errorf("list b = %v, want %v", got, want)
+	}
+	if nodes[1].a.In() || !nodes[1].b.In() {
+		t.Errorf("node 1 In() = %v/%v, want false/true", nodes[1].a.In(), nodes[1].b.In())
+	}
+}
+
+func TestMisusePanics(t *testing.T) {
+	n := &node{}
+	l := ilist.New(linksA)
+	mustPanic(t, "Remove of absent element", func() { l.Remove(n) })
+	l.PushBack(n)
+	mustPanic(t, "PushBack twice", func() { l.PushBack(n) })
+	mustPanic(t, "PushFront twice", func() { l.PushFront(n) })
+}
+
+func mustPanic(t *testing.T, name string, f func()) {
+	t.Helper()
+	defer func() {
+		if recover() == nil {
+			t.Errorf("%s did not panic", name)
+		}
+	}()
+	f()
+}
