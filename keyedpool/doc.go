@@ -1,0 +1,16 @@
+// Package keyedpool is a keyed object pool modelled on Apache commons-pool2's
+// GenericKeyedObjectPool: a sub-pool per key, limits per key and overall,
+// idle objects kept warm, block-or-fail when full, and validation hooks.
+//
+// It differs from commons-pool2 where Go or experience says so: Borrow takes
+// a context that bounds its wait; borrowers of all keys are served first come
+// first served when capacity frees, so no key starves; the zero Config is a
+// valid default; Borrow returns a *Pooled handle that Return takes back, so
+// the hot path needs no identity map and allocates nothing; and with
+// MaxSharesPerObject above 1 one object is lent to several borrowers at once
+// (shared leases), which keeps HTTP/2 multiplexing when the objects are gRPC
+// connections.
+//
+// All methods of Pool are safe for concurrent use. The pool never calls its
+// factory while it holds its lock.
+package keyedpool

@@ -1,0 +1,34 @@
+package keyedpool
+
+import "errors"
+
+// Errors returned by a Pool. Match them with errors.Is: some are wrapped with
+// detail (the field of an invalid Config, the factory error of a failed
+// validation).
+var (
+	// ErrClosed is returned by Borrow, AddObject and Prepare on a closed
+	// pool, and to every borrower still waiting when Close is called.
+	ErrClosed = errors.New("keyedpool: pool closed")
+
+	// ErrExhausted is returned by Borrow when no object can be lent: at once
+	// with WhenExhausted set to Fail, after MaxWait with Block. AddObject and
+	// Prepare return it when the limits leave no room for another object.
+	ErrExhausted = errors.New("keyedpool: pool exhausted")
+
+	// ErrNotBorrowed is returned by Return and Invalidate for a handle that
+	// is not lent at the moment: returned or invalidated already, or nil.
+	ErrNotBorrowed = errors.New("keyedpool: object not borrowed")
+
+	// ErrForeignObject is returned by Return and Invalidate for a handle that
+	// another pool lent.
+	ErrForeignObject = errors.New("keyedpool: object belongs to another pool")
+
+	// ErrInvalidConfig is wrapped by the error New and SetConfig return for
+	// a Config they refuse; the message names the field.
+	ErrInvalidConfig = errors.New("keyedpool: invalid config")
+
+	// ErrValidation is wrapped, together with the factory's error, by the
+	// error Borrow returns when a newly made object fails activation or
+	// validation (TestOnCreate, TestOnBorrow).
+	ErrValidation = errors.New("keyedpool: object failed validation")
+)

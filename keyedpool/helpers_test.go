@@ -1,0 +1,76 @@
+package keyedpool_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/kpool-go/kpool/internal/testfactory"
+	"github.com/kpool-go/kpool/keyedpool"
+)
+
+type (
+	pool   = keyedpool.Pool[string, *testfactory.Obj]
+	handle = keyedpool.Pooled[string, *testfactory.Obj]
+)
+
+// newPool makes a pool over a fresh test factory and closes it when the test
+// ends, checking that every object was destroyed exactly once.
+func newPool(t *testing.T, cfg keyedpool.Config) (*pool, *testfactory.Factory) {
+	t.Helper()
+	f := &testfactory.Factory{}
+	return newPoolWith(t, f, cfg), f
+}
+
+func newPoolWith(t *testing.T, f *testfactory.Factory, cfg keyedpool.Config) *pool {
+	t.Helper()
+	p, err := keyedpool.New(f, cfg)
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // lent objects are the test's business: don't wait for them
+		if err := p.Close(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Close() = %v", err)
+		}
+		if err := f.Problems(); err != nil {
+			t.Errorf("factory saw misuse: %v", err)
+		}
+	})
+	return p
+}
+
+func mustBorrow(t *testing.T, p *pool, key string) *handle {
+	t.Helper()
+	h, err := p.Borrow(context.Background(), key)
+	if err != nil {
+		t.Fatalf("Borrow(%q) error = %v", key, err)
+	}
+	if got := h.Key(); got != key {
+		t.Fatalf("Borrow(%q).Key() = %q", key, got)
+	}
+	return h
+}
+
+func mustReturn(t *testing.T, p *pool, h *handle) {
+	t.Helper()
+	if err := p.Return(h); err != nil {
+		t.Fatalf("Return() error = %v", err)
+	}
+}
+
+// borrowAsync borrows in a goroutine and delivers the outcome.
+type result struct {
+	h   *handle
+	err error
+}
+
+func borrowAsync(ctx context.Context, p *pool, key string) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		h, err := p.Borrow(ctx, key)
+		ch <- result{h, err}
+	}()
+	return ch
+}

@@ -1,0 +1,1020 @@
+package keyedpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kpool-go/kpool/factory"
+	"github.com/kpool-go/kpool/internal/ilist"
+)
+
+// Pool is a keyed object pool. Make one with New; the zero Pool is not
+// usable. All methods are safe for concurrent use.
+type Pool[K comparable, V any] struct {
+	f      factory.KeyedFactory[K, V]
+	shared bool      // MaxSharesPerObject > 1; fixed at New
+	epoch  time.Time // timestamps are nanoseconds since epoch
+
+	// closeCtx ends when Close is called; it cancels makes in flight.
+	closeCtx   context.Context
+	closeMakes context.CancelFunc
+	// drained is closed once the pool is closed and holds no object.
+	drained chan struct{}
+
+	c   counters               // pool-wide totals, updated without the lock
+	cfg atomic.Pointer[Config] // read without the lock; stored under mu
+
+	mu         sync.Mutex // protects the fields below. Nothing slow runs under it: no factory call, no I/O, no blocking send.
+	lim        limits
+	closed     bool
+	isDrained  bool
+	keys       map[K]*subPool[K, V]
+	total      int                      // objects of all keys: idle, lent, being made or destroyed
+	making     int                      // objects being made, all keys
+	shares     int                      // leases out, all keys
+	idle       ilist.List[object[K, V]] // idle objects of all keys, oldest first
+	waiters    ilist.List[waiter[K, V]] // blocked borrowers of all keys, first come first
+	freeWaiter *waiter[K, V]            // waiters for reuse, linked by next
+}
+
+// subPool is the part of a pool that belongs to one key. Its fields below c
+// are protected by the pool's mu.
+type subPool[K comparable, V any] struct {
+	key  K
+	pool *Pool[K, V]
+	c    counters
+
+	count   int                      // objects of this key: idle, lent, being made or destroyed
+	making  int                      // objects being made
+	shares  int                      // leases out
+	idle    ilist.List[object[K, V]] // idle objects; the front is lent first
+	lent    ilist.List[object[K, V]] // shared mode: lent objects that may take more leases
+	waiters ilist.List[waiter[K, V]] // blocked borrowers of this key, first come first
+}
+
+type objState uint8
+
+const (
+	stIdle    objState = iota // in the idle lists
+	stLent                    // lent; in shared mode also in sub.lent and may take more leases
+	stBusy                    // held by one goroutine for a factory call; not lendable
+	stBroken                  // shared mode: invalidated, destroyed when its last lease comes back
+	stDestroy                 // being destroyed
+)
+
+// object is one pooled value and its bookkeeping. Its mutable fields are
+// protected by the pool's mu.
+type object[K comparable, V any] struct {
+	sub                             *subPool[K, V]
+	value                           V
+	keyLinks                        ilist.Links[object[K, V]] // in sub.idle or sub.lent
+	allLinks                        ilist.Links[object[K, V]] // in pool.idle
+	state                           objState
+	shares                          int32
+	created, lastBorrow, lastReturn int64
+	free                            *Pooled[K, V] // leases not in use, linked by next
+	lease                           Pooled[K, V]  // the first lease, so exclusive use allocates none
+}
+
+func keyLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] { return &o.keyLinks }
+func allLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] { return &o.allLinks }
+
+// Pooled is a borrower's handle on a lent object: one lease. Give it back
+// with Return or Invalidate exactly once and do not use it afterwards; the
+// pool reuses handles, so a handle used after its return may reach another
+// borrower's lease.
+type Pooled[K comparable, V any] struct {
+	obj    *object[K, V]
+	next   *Pooled[K, V] // in obj.free; protected by the pool's mu
+	leased atomic.Bool
+}
+
+// Value returns the borrowed object.
+func (h *Pooled[K, V]) Value() V { return h.obj.value }
+
+// Key returns the key the object was borrowed for.
+func (h *Pooled[K, V]) Key() K { return h.obj.sub.key }
+
+// grant is what a borrower is given: a lease, or capacity to make an object.
+type grant[K comparable, V any] struct {
+	lease *Pooled[K, V]
+	// fresh: the leased object came from the idle set or was just made and
+	// must be activated (and validated) by the borrower before use.
+	fresh bool
+	// reserved: room for one object of the key is counted for the borrower,
+	// who must make it, or give the room back.
+	reserved bool
+	// victim: an idle object of another key whose room was handed to this
+	// borrower; the borrower destroys it before making.
+	victim *object[K, V]
+	err    error
+}
+
+func (g grant[K, V]) ok() bool { return g.lease != nil || g.reserved || g.err != nil }
+
+// waiter is a blocked borrower. Waiters are reused; a grant is set under the
+// pool's lock and announced on ready, which holds at most one token.
+type waiter[K comparable, V any] struct {
+	sub      *subPool[K, V]
+	g        grant[K, V]
+	ready    chan struct{}
+	timer    *time.Timer
+	keyLinks ilist.Links[waiter[K, V]] // in sub.waiters
+	allLinks ilist.Links[waiter[K, V]] // in pool.waiters
+	next     *waiter[K, V]             // in pool.freeWaiter
+}
+
+func wKeyLinks[K comparable, V any](w *waiter[K, V]) *ilist.Links[waiter[K, V]] { return &w.keyLinks }
+func wAllLinks[K comparable, V any](w *waiter[K, V]) *ilist.Links[waiter[K, V]] { return &w.allLinks }
+
+// New returns a pool that makes its objects with f. It refuses an invalid
+// cfg with an error wrapping ErrInvalidConfig that names the field.
+func New[K comparable, V any](f factory.KeyedFactory[K, V], cfg Config) (*Pool[K, V], error) {
+	if f == nil {
+		return nil, fmt.Errorf("%w: factory is nil", ErrInvalidConfig)
+	}
+	cfg, lim, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool[K, V]{
+		f:       f,
+		shared:  lim.maxShares > 1,
+		epoch:   time.Now(),
+		drained: make(chan struct{}),
+		lim:     lim,
+		keys:    make(map[K]*subPool[K, V]),
+		idle:    ilist.New(allLinks[K, V]),
+		waiters: ilist.New(wAllLinks[K, V]),
+	}
+	p.cfg.Store(&cfg)
+	p.closeCtx, p.closeMakes = context.WithCancel(context.Background())
+	return p, nil
+}
+
+// now returns the pool's monotonic clock in nanoseconds.
+func (p *Pool[K, V]) now() int64 { return int64(time.Since(p.epoch)) }
+
+// Config returns the pool's configuration with defaults filled in.
+func (p *Pool[K, V]) Config() Config { return *p.cfg.Load() }
+
+// subLocked returns key's sub-pool, making it if needed.
+func (p *Pool[K, V]) subLocked(key K) *subPool[K, V] {
+	sp := p.keys[key]
+	if sp == nil {
+		sp = &subPool[K, V]{
+			key:     key,
+			pool:    p,
+			idle:    ilist.New(keyLinks[K, V]),
+			lent:    ilist.New(keyLinks[K, V]),
+			waiters: ilist.New(wKeyLinks[K, V]),
+		}
+		p.keys[key] = sp
+	}
+	return sp
+}
+
+// dropIfEmptyLocked forgets sp when it holds nothing and nobody waits on it,
+// so that one-off keys do not grow the pool forever.
+func (p *Pool[K, V]) dropIfEmptyLocked(sp *subPool[K, V]) {
+	if sp.count == 0 && sp.waiters.Len() == 0 && p.keys[sp.key] == sp {
+		delete(p.keys, sp.key)
+	}
+}
+
+// Borrow lends an object of key. It takes an idle object if there is one
+// (activating it, and validating it with TestOnBorrow: an object that fails
+// is destroyed and the next one tried), or a share of a lent object under
+// MaxSharesPerObject, or makes a new one if the limits allow, destroying the
+// oldest idle objects of other keys when MaxTotal is reached. Otherwise it
+// fails with ErrExhausted (WhenExhausted Fail) or waits, first come first
+// served with the borrowers of every key, until an object or room frees, ctx
+// ends (it returns ctx.Err()) or MaxWait passes (ErrExhausted). A failed make
+// returns the factory's error, wrapped.
+//
+// Give the handle back with Return or Invalidate.
+func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrClosed
+		}
+		sp := p.subLocked(key)
+		g := p.tryLocked(sp)
+		if !g.ok() {
+			if p.cfg.Load().WhenExhausted == Fail {
+				p.dropIfEmptyLocked(sp)
+				p.mu.Unlock()
+				return nil, ErrExhausted
+			}
+			var err error
+			if g, err = p.wait(ctx, sp); err != nil {
+				return nil, err
+			}
+		} else {
+			p.mu.Unlock()
+		}
+		if g.err != nil {
+			return nil, g.err
+		}
+		made := false
+		if g.reserved {
+			h, err := p.makeObject(ctx, sp, g.victim, false)
+			if err != nil {
+				return nil, err
+			}
+			g, made = grant[K, V]{lease: h, fresh: true}, true
+		}
+		if g.fresh {
+			if err := p.ready(ctx, g.lease); err != nil {
+				if made {
+					return nil, err
+				}
+				continue // the object was destroyed; try the next
+			}
+		}
+		p.c.borrowed.Add(1)
+		sp.c.borrowed.Add(1)
+		return g.lease, nil
+	}
+}
+
+// tryLocked finds something for a borrower of sp without waiting: an idle
+// object, a share of a lent object, or room to make one, possibly by taking
+// over the room of another key's oldest idle object.
+func (p *Pool[K, V]) tryLocked(sp *subPool[K, V]) grant[K, V] {
+	if g := p.lendLocked(sp); g.lease != nil {
+		return g
+	}
+	if sp.count >= p.lim.maxPerKey {
+		return grant[K, V]{}
+	}
+	var victim *object[K, V]
+	if p.total >= p.lim.maxTotal {
+		if victim = p.idle.Front(); victim == nil {
+			return grant[K, V]{}
+		}
+		p.unidleLocked(victim)
+		victim.state = stDestroy
+		victim.sub.count--
+		p.total--
+		p.dropIfEmptyLocked(victim.sub)
+	}
+	sp.count++
+	sp.making++
+	p.total++
+	p.making++
+	return grant[K, V]{reserved: true, victim: victim}
+}
+
+// lendLocked leases an idle object of sp, or in shared mode a share of its
+// least loaded lent object under the cap.
+func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
+	if obj := sp.idle.Front(); obj != nil {
+		p.unidleLocked(obj)
+		obj.state = stLent
+		if p.shared {
+			obj.state = stBusy // until activated: see ready
+		}
+		obj.lastBorrow = p.now()
+		return grant[K, V]{lease: p.leaseLocked(obj), fresh: true}
+	}
+	if !p.shared {
+		return grant[K, V]{}
+	}
+	var best *object[K, V]
+	for o := sp.lent.Front(); o != nil; o = sp.lent.Next(o) {
+		if int(o.shares) < p.lim.maxShares && (best == nil || o.shares < best.shares) {
+			best = o
+		}
+	}
+	if best == nil {
+		return grant[K, V]{}
+	}
+	best.lastBorrow = p.now()
+	return grant[K, V]{lease: p.leaseLocked(best)}
+}
+
+// leaseLocked takes a lease on obj.
+func (p *Pool[K, V]) leaseLocked(obj *object[K, V]) *Pooled[K, V] {
+	h := obj.free
+	if h != nil {
+		obj.free = h.next
+		h.next = nil
+	} else {
+		h = &Pooled[K, V]{obj: obj}
+	}
+	h.leased.Store(true)
+	obj.shares++
+	obj.sub.shares++
+	p.shares++
+	return h
+}
+
+// unleaseLocked puts back a lease whose leased flag the caller cleared, and
+// reports whether it was the object's last.
+func (p *Pool[K, V]) unleaseLocked(h *Pooled[K, V]) (last bool) {
+	obj := h.obj
+	h.next = obj.free
+	obj.free = h
+	obj.shares--
+	obj.sub.shares--
+	p.shares--
+	return obj.shares == 0
+}
+
+func (p *Pool[K, V]) unidleLocked(obj *object[K, V]) {
+	obj.sub.idle.Remove(obj)
+	p.idle.Remove(obj)
+}
+
+// wait queues a borrower of sp and blocks until it is granted something, ctx
+// ends or MaxWait passes. Called with p.mu held; returns with it released.
+func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V]) (grant[K, V], error) {
+	w := p.freeWaiter
+	if w != nil {
+		p.freeWaiter = w.next
+		w.next = nil
+	} else {
+		w = &waiter[K, V]{ready: make(chan struct{}, 1)}
+	}
+	w.sub = sp
+	sp.waiters.PushBack(w)
+	p.waiters.PushBack(w)
+	maxWait := p.cfg.Load().MaxWait
+	p.mu.Unlock()
+
+	start := time.Now()
+	var timeout <-chan time.Time
+	if maxWait > 0 {
+		if w.timer == nil {
+			w.timer = time.NewTimer(maxWait)
+		} else {
+			w.timer.Reset(maxWait)
+		}
+		timeout = w.timer.C
+	}
+	var err error
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timeout:
+		err = ErrExhausted
+	}
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	d := time.Since(start)
+	p.c.wait(d)
+	sp.c.wait(d)
+
+	p.mu.Lock()
+	if err != nil && w.allLinks.In() {
+		// Gave up before anything was granted.
+		p.unwaitLocked(w)
+		p.dropIfEmptyLocked(sp)
+		p.putWaiterLocked(w)
+		p.mu.Unlock()
+		return grant[K, V]{}, err
+	}
+	if err != nil {
+		// A grant raced with giving up; it was sent under the lock, so it
+		// is in ready now. Take it and hand it back.
+		<-w.ready
+	}
+	g := w.g
+	p.putWaiterLocked(w)
+	p.mu.Unlock()
+	if err != nil {
+		p.undo(sp, g)
+		return grant[K, V]{}, err
+	}
+	return g, nil
+}
+
+func (p *Pool[K, V]) unwaitLocked(w *waiter[K, V]) {
+	w.sub.waiters.Remove(w)
+	p.waiters.Remove(w)
+}
+
+func (p *Pool[K, V]) putWaiterLocked(w *waiter[K, V]) {
+	w.g, w.sub = grant[K, V]{}, nil
+	w.next = p.freeWaiter
+	p.freeWaiter = w
+}
+
+// grantLocked hands g to w, which leaves the queues.
+func (p *Pool[K, V]) grantLocked(w *waiter[K, V], g grant[K, V]) {
+	p.unwaitLocked(w)
+	w.g = g
+	w.ready <- struct{}{} // never blocks: one grant per wait, and ready is drained before reuse
+}
+
+// serveKeyLocked lends what sp has to lend to its waiters, in order.
+func (p *Pool[K, V]) serveKeyLocked(sp *subPool[K, V]) {
+	for w := sp.waiters.Front(); w != nil; w = sp.waiters.Front() {
+		g := p.lendLocked(sp)
+		if g.lease == nil {
+			return
+		}
+		p.grantLocked(w, g)
+	}
+}
+
+// dispatchLocked serves waiters of every key, first come first served, after
+// room freed or idle objects appeared: the longest waiting borrower whose key
+// can take an object gets it. A waiter whose key is at MaxTotalPerKey does
+// not hold up the others.
+func (p *Pool[K, V]) dispatchLocked() {
+	for w := p.waiters.Front(); w != nil; {
+		next := p.waiters.Next(w)
+		if g := p.tryLocked(w.sub); g.ok() {
+			p.grantLocked(w, g)
+		}
+		w = next
+	}
+}
+
+// undo gives back a grant to sp's borrower who no longer wants it.
+func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
+	switch {
+	case g.lease != nil && g.fresh:
+		// The object is passivated (it was idle, returned or just made):
+		// put it back without a factory call.
+		obj := g.lease.obj
+		p.mu.Lock()
+		g.lease.leased.Store(false)
+		p.unleaseLocked(g.lease)
+		r, destroy := p.putLocked(obj)
+		p.mu.Unlock()
+		if destroy {
+			p.destroy(context.Background(), obj, r)
+		}
+	case g.lease != nil:
+		g.lease.leased.Store(false)
+		p.giveBack(g.lease)
+	case g.reserved:
+		if g.victim != nil {
+			p.destroyVictim(context.Background(), g.victim)
+		}
+		p.mu.Lock()
+		sp.making--
+		p.making--
+		p.unreserveLocked(sp)
+		p.mu.Unlock()
+	}
+}
+
+// reserveLocked counts room for one object of sp that is about to be made.
+func (p *Pool[K, V]) reserveLocked(sp *subPool[K, V]) {
+	sp.count++
+	sp.making++
+	p.total++
+	p.making++
+}
+
+// unreserveLocked frees the room of one object of sp (destroyed, or never
+// made) and serves the waiters it lets in.
+func (p *Pool[K, V]) unreserveLocked(sp *subPool[K, V]) {
+	sp.count--
+	p.total--
+	if p.waiters.Len() > 0 {
+		p.dispatchLocked()
+	}
+	p.dropIfEmptyLocked(sp)
+	p.checkDrainedLocked()
+}
+
+func (p *Pool[K, V]) checkDrainedLocked() {
+	if p.closed && p.total == 0 && !p.isDrained {
+		p.isDrained = true
+		close(p.drained)
+	}
+}
+
+// putLocked takes back an object nobody holds, passivated or new: it goes to
+// a waiter of its key, or to the idle set, or is to be destroyed (surplus
+// over MaxIdlePerKey, or the pool is closed), which the caller does after
+// unlocking.
+func (p *Pool[K, V]) putLocked(obj *object[K, V]) (r reason, destroy bool) {
+	sp := obj.sub
+	if p.closed {
+		obj.state = stDestroy
+		return byClose, true
+	}
+	if sp.waiters.Len() == 0 && sp.idle.Len() >= p.lim.maxIdle {
+		obj.state = stDestroy
+		return bySurplus, true
+	}
+	obj.state = stIdle
+	obj.lastReturn = p.now()
+	if p.cfg.Load().FIFO {
+		sp.idle.PushBack(obj)
+	} else {
+		sp.idle.PushFront(obj)
+	}
+	p.idle.PushBack(obj)
+	if sp.waiters.Len() > 0 {
+		p.serveKeyLocked(sp)
+	} else if p.waiters.Len() > 0 {
+		p.dispatchLocked() // the object may make room for another key
+	}
+	return 0, false
+}
+
+// ready activates an object just taken from the idle set or just made, and
+// validates it with TestOnBorrow. On failure it destroys the object.
+func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
+	obj := h.obj
+	err := p.f.Activate(ctx, obj.sub.key, obj.value)
+	if err == nil && p.cfg.Load().TestOnBorrow {
+		err = p.f.Validate(ctx, obj.sub.key, obj.value)
+	}
+	if err != nil {
+		p.mu.Lock()
+		h.leased.Store(false)
+		p.unleaseLocked(h)
+		obj.state = stDestroy
+		p.mu.Unlock()
+		p.destroy(context.WithoutCancel(ctx), obj, byBorrowValidation)
+		return fmt.Errorf("%w: key %v: %w", ErrValidation, obj.sub.key, err)
+	}
+	if p.shared {
+		// Now that it is active, others may share it.
+		p.mu.Lock()
+		obj.state = stLent
+		obj.sub.lent.PushBack(obj)
+		p.serveKeyLocked(obj.sub)
+		p.mu.Unlock()
+	}
+	return nil
+}
+
+// makeRequest carries one make from the goroutine that runs it to the
+// borrower that asked for it. finished and place are protected by the
+// pool's mu; lease and err are written before done is closed.
+type makeRequest[K comparable, V any] struct {
+	done     chan struct{}
+	finished bool
+	place    bool // put the object in the pool instead of lending it
+	lease    *Pooled[K, V]
+	err      error
+}
+
+// makeObject makes an object of sp in room already reserved, first
+// destroying victim, whose room it takes over. It lends the object to the
+// caller, or with place puts it in the pool. If ctx ends first, the caller
+// gets ctx.Err() and the object, when made, joins the pool.
+func (p *Pool[K, V]) makeObject(ctx context.Context, sp *subPool[K, V], victim *object[K, V], place bool) (*Pooled[K, V], error) {
+	if victim != nil {
+		p.destroyVictim(ctx, victim)
+	}
+	r := &makeRequest[K, V]{done: make(chan struct{}), place: place}
+	if ctx.Done() == nil {
+		p.runMake(ctx, sp, r)
+		return r.lease, r.err
+	}
+	go p.runMake(ctx, sp, r)
+	select {
+	case <-r.done:
+		return r.lease, r.err
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	if !r.finished {
+		r.place = true
+		p.mu.Unlock()
+		return nil, ctx.Err()
+	}
+	p.mu.Unlock()
+	if r.lease != nil {
+		p.undo(sp, grant[K, V]{lease: r.lease, fresh: true})
+	}
+	return nil, ctx.Err()
+}
+
+// runMake calls the factory for r. Its context keeps the values of the
+// borrower's but not its cancellation: a borrower that gives up does not
+// waste the make. Close cancels it.
+func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequest[K, V]) {
+	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(p.closeCtx, cancel)
+	v, err := p.f.Make(mctx, sp.key)
+	invalid := false
+	if err == nil && p.cfg.Load().TestOnCreate {
+		if verr := p.f.Validate(mctx, sp.key, v); verr != nil {
+			p.f.Destroy(mctx, sp.key, v)
+			invalid = true
+			err = fmt.Errorf("%w: key %v: %w", ErrValidation, sp.key, verr)
+		}
+	}
+	stop()
+	cancel()
+
+	var obj *object[K, V]
+	var why reason
+	destroy := false
+	p.mu.Lock()
+	sp.making--
+	p.making--
+	r.finished = true
+	switch {
+	case invalid:
+		p.created(sp)
+		p.c.destroyed[byBorrowValidation].Add(1)
+		sp.c.destroyed[byBorrowValidation].Add(1)
+		r.err = err
+		p.unreserveLocked(sp)
+	case err != nil:
+		p.c.makeErrors.Add(1)
+		sp.c.makeErrors.Add(1)
+		r.err = fmt.Errorf("keyedpool: make key %v: %w", sp.key, err)
+		p.unreserveLocked(sp)
+	default:
+		p.created(sp)
+		obj = &object[K, V]{sub: sp, value: v, created: p.now(), state: stBusy}
+		obj.lease.obj = obj
+		obj.free = &obj.lease
+		if r.place {
+			why, destroy = p.putLocked(obj)
+		} else {
+			obj.lastBorrow = obj.created
+			if !p.shared {
+				obj.state = stLent
+			}
+			r.lease = p.leaseLocked(obj)
+		}
+	}
+	close(r.done)
+	p.mu.Unlock()
+	if destroy {
+		p.destroy(context.Background(), obj, why)
+	}
+}
+
+func (p *Pool[K, V]) created(sp *subPool[K, V]) {
+	p.c.created.Add(1)
+	sp.c.created.Add(1)
+}
+
+// check validates a handle given back to p and clears its leased flag.
+func (p *Pool[K, V]) check(h *Pooled[K, V]) error {
+	if h == nil || h.obj == nil {
+		return ErrNotBorrowed
+	}
+	if h.obj.sub.pool != p {
+		return ErrForeignObject
+	}
+	if !h.leased.CompareAndSwap(true, false) {
+		return ErrNotBorrowed
+	}
+	p.c.returned.Add(1)
+	h.obj.sub.c.returned.Add(1)
+	return nil
+}
+
+// Return gives back a borrowed object. When its last lease comes back the
+// object is passivated (and validated with TestOnReturn) and goes to a
+// waiter of its key, or to the idle set, or is destroyed: beyond
+// MaxIdlePerKey, after a failed passivation or validation, or after Close.
+// It fails with ErrNotBorrowed for a handle that is not lent (returned
+// twice) and ErrForeignObject for one from another pool. Other errors come
+// from the factory; the object is dealt with either way. Return does not
+// block on other borrowers.
+func (p *Pool[K, V]) Return(h *Pooled[K, V]) error {
+	if err := p.check(h); err != nil {
+		return err
+	}
+	return p.giveBack(h)
+}
+
+// giveBack returns a lease whose leased flag is already cleared.
+func (p *Pool[K, V]) giveBack(h *Pooled[K, V]) error {
+	obj := h.obj
+	sp := obj.sub
+	if p.shared {
+		p.mu.Lock()
+		if !p.unleaseLocked(h) {
+			if obj.state == stLent {
+				p.serveKeyLocked(sp) // a share came free
+			}
+			p.mu.Unlock()
+			return nil
+		}
+		if obj.state == stLent {
+			sp.lent.Remove(obj)
+		}
+		if obj.state == stBroken {
+			obj.state = stDestroy
+			p.mu.Unlock()
+			return p.destroy(context.Background(), obj, byInvalidate)
+		}
+		obj.state = stBusy
+		p.mu.Unlock()
+	}
+	// Only this goroutine holds obj now.
+	ctx := context.Background()
+	why, destroy := byReturnValidation, false
+	err := p.f.Passivate(ctx, sp.key, obj.value)
+	if err == nil && p.cfg.Load().TestOnReturn {
+		err = p.f.Validate(ctx, sp.key, obj.value)
+	}
+	p.mu.Lock()
+	if !p.shared {
+		p.unleaseLocked(h)
+	}
+	if err != nil {
+		obj.state = stDestroy
+		destroy = true
+	} else {
+		why, destroy = p.putLocked(obj)
+	}
+	p.mu.Unlock()
+	if destroy {
+		return errors.Join(err, p.destroy(ctx, obj, why))
+	}
+	return nil
+}
+
+// Invalidate gives back a borrowed object that must not be used again, and
+// destroys it. With shared leases the object stops being lent at once and is
+// destroyed when its last lease comes back, so other borrowers' work on it is
+// not cut. Errors as for Return; a destroy error is returned wrapped.
+func (p *Pool[K, V]) Invalidate(h *Pooled[K, V]) error {
+	if err := p.check(h); err != nil {
+		return err
+	}
+	obj := h.obj
+	p.mu.Lock()
+	last := p.unleaseLocked(h)
+	if p.shared && obj.state == stLent {
+		obj.sub.lent.Remove(obj)
+	}
+	if !last {
+		obj.state = stBroken
+		p.mu.Unlock()
+		return nil
+	}
+	obj.state = stDestroy
+	p.mu.Unlock()
+	return p.destroy(context.Background(), obj, byInvalidate)
+}
+
+// destroy destroys obj, which nobody holds any more, and frees its room.
+func (p *Pool[K, V]) destroy(ctx context.Context, obj *object[K, V], why reason) error {
+	sp := obj.sub
+	err := p.f.Destroy(ctx, sp.key, obj.value)
+	p.c.destroyed[why].Add(1)
+	sp.c.destroyed[why].Add(1)
+	p.mu.Lock()
+	p.unreserveLocked(sp)
+	p.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("keyedpool: destroy key %v: %w", sp.key, err)
+	}
+	return nil
+}
+
+// destroyVictim destroys an idle object whose room was handed to a borrower
+// of another key. Its error has nobody to go to: the borrower did not ask
+// for it.
+func (p *Pool[K, V]) destroyVictim(ctx context.Context, obj *object[K, V]) {
+	_ = p.f.Destroy(ctx, obj.sub.key, obj.value)
+	p.c.destroyed[byClear].Add(1)
+	obj.sub.c.destroyed[byClear].Add(1)
+}
+
+// destroyAll destroys objects already taken out of the pool.
+func (p *Pool[K, V]) destroyAll(ctx context.Context, objs []*object[K, V], why reason) error {
+	var errs []error
+	for _, o := range objs {
+		if err := p.destroy(ctx, o, why); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// takeIdleLocked removes an idle object from the pool for destruction.
+func (p *Pool[K, V]) takeIdleLocked(obj *object[K, V], doomed []*object[K, V]) []*object[K, V] {
+	p.unidleLocked(obj)
+	obj.state = stDestroy
+	return append(doomed, obj)
+}
+
+// Close closes the pool: Borrow fails with ErrClosed from now on, waiting
+// borrowers get ErrClosed, makes in flight are cancelled, and idle objects
+// are destroyed. Then it waits, bounded by ctx, until every lent object has
+// been returned (and destroyed). It returns the destroy errors and, if ctx
+// ended first, ctx.Err(), joined. Close may be called more than once; later
+// calls only wait.
+func (p *Pool[K, V]) Close(ctx context.Context) error {
+	var doomed []*object[K, V]
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		p.closeMakes()
+		for w := p.waiters.Front(); w != nil; w = p.waiters.Front() {
+			p.grantLocked(w, grant[K, V]{err: ErrClosed})
+		}
+		for o := p.idle.Front(); o != nil; o = p.idle.Front() {
+			doomed = p.takeIdleLocked(o, doomed)
+		}
+		p.checkDrainedLocked()
+	}
+	p.mu.Unlock()
+	err := p.destroyAll(ctx, doomed, byClose)
+	select {
+	case <-p.drained:
+		return err
+	case <-ctx.Done():
+		return errors.Join(err, ctx.Err())
+	}
+}
+
+// AddObject makes one object of key and puts it in the pool: to a waiter of
+// the key, or idle. It fails with ErrExhausted when the limits leave no room
+// (it never destroys other keys' objects to make room), with ErrClosed on a
+// closed pool, and with the factory's error, wrapped. If ctx ends before the
+// make does, it returns ctx.Err() and the object still joins the pool.
+func (p *Pool[K, V]) AddObject(ctx context.Context, key K) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	sp := p.subLocked(key)
+	if sp.count >= p.lim.maxPerKey || p.total >= p.lim.maxTotal {
+		p.dropIfEmptyLocked(sp)
+		p.mu.Unlock()
+		return ErrExhausted
+	}
+	p.reserveLocked(sp)
+	p.mu.Unlock()
+	_, err := p.makeObject(ctx, sp, nil, true)
+	return err
+}
+
+// Prepare makes idle objects of key until it has MinIdlePerKey of them (as
+// commons-pool2's preparePool). It stops at the first error, which it
+// returns: AddObject's.
+func (p *Pool[K, V]) Prepare(ctx context.Context, key K) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	need := p.lim.minIdle
+	if sp := p.keys[key]; sp != nil {
+		need -= sp.idle.Len()
+	}
+	p.mu.Unlock()
+	for ; need > 0; need-- {
+		if err := p.AddObject(ctx, key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Clear destroys the idle objects of key. Lent objects are not touched. It
+// returns the destroy errors, joined.
+func (p *Pool[K, V]) Clear(ctx context.Context, key K) error {
+	var doomed []*object[K, V]
+	p.mu.Lock()
+	if sp := p.keys[key]; sp != nil {
+		for o := sp.idle.Front(); o != nil; o = sp.idle.Front() {
+			doomed = p.takeIdleLocked(o, doomed)
+		}
+	}
+	p.mu.Unlock()
+	return p.destroyAll(ctx, doomed, byClear)
+}
+
+// ClearAll destroys the idle objects of every key. Lent objects are not
+// touched. It returns the destroy errors, joined.
+func (p *Pool[K, V]) ClearAll(ctx context.Context) error {
+	return p.clearOldest(ctx, -1)
+}
+
+// ClearOldest destroys the oldest 15% (at least one) of the idle objects of
+// all keys together, as commons-pool2's clearOldest. It returns the destroy
+// errors, joined.
+func (p *Pool[K, V]) ClearOldest(ctx context.Context) error {
+	p.mu.Lock()
+	n := p.idle.Len()*15/100 + 1
+	p.mu.Unlock()
+	return p.clearOldest(ctx, n)
+}
+
+// clearOldest destroys up to n of the oldest idle objects; n < 0: all.
+func (p *Pool[K, V]) clearOldest(ctx context.Context, n int) error {
+	var doomed []*object[K, V]
+	p.mu.Lock()
+	for o := p.idle.Front(); o != nil && n != 0; o = p.idle.Front() {
+		doomed = p.takeIdleLocked(o, doomed)
+		n--
+	}
+	p.mu.Unlock()
+	return p.destroyAll(ctx, doomed, byClear)
+}
+
+// Keys returns the keys that have a sub-pool (objects or waiters), in no
+// particular order.
+func (p *Pool[K, V]) Keys() []K {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keys := make([]K, 0, len(p.keys))
+	for k := range p.keys {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// SetConfig changes the pool's configuration while it runs. Raised limits
+// let waiting borrowers in at once; lowered limits never touch lent objects
+// but destroy idle objects over the new MaxIdlePerKey, MaxTotalPerKey and
+// MaxTotal (oldest first for MaxTotal). It refuses an invalid cfg, or a
+// change of MaxSharesPerObject, with an error wrapping ErrInvalidConfig, and
+// returns ErrClosed on a closed pool. Destroy errors are returned joined.
+func (p *Pool[K, V]) SetConfig(cfg Config) error {
+	cfg, lim, err := cfg.resolve()
+	if err != nil {
+		return err
+	}
+	var doomed []*object[K, V]
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	if lim.maxShares != p.lim.maxShares {
+		p.mu.Unlock()
+		return fmt.Errorf("%w: MaxSharesPerObject cannot change after New (is %d, got %d)",
+			ErrInvalidConfig, p.lim.maxShares, lim.maxShares)
+	}
+	p.cfg.Store(&cfg)
+	p.lim = lim
+	for _, sp := range p.keys {
+		excess := max(sp.idle.Len()-lim.maxIdle, sp.count-lim.maxPerKey)
+		for ; excess > 0 && sp.idle.Len() > 0; excess-- {
+			doomed = p.takeIdleLocked(sp.idle.Back(), doomed)
+		}
+	}
+	for excess := p.total - len(doomed) - lim.maxTotal; excess > 0 && p.idle.Len() > 0; excess-- {
+		doomed = p.takeIdleLocked(p.idle.Front(), doomed)
+	}
+	if p.waiters.Len() > 0 {
+		p.dispatchLocked()
+	}
+	p.mu.Unlock()
+	return p.destroyAll(context.Background(), doomed, bySurplus)
+}
+
+// Stats returns a snapshot of the whole pool.
+func (p *Pool[K, V]) Stats() Stats {
+	p.mu.Lock()
+	s := Stats{
+		Keys: len(p.keys),
+		Gauges: Gauges{
+			Active:      p.total - p.idle.Len() - p.making,
+			Idle:        p.idle.Len(),
+			Making:      p.making,
+			Waiters:     p.waiters.Len(),
+			SharesInUse: p.shares,
+		},
+	}
+	p.mu.Unlock()
+	s.Counters = p.c.snapshot()
+	return s
+}
+
+// KeyStats returns a snapshot of key's sub-pool; all zero for a key that has
+// none (never used, or dropped when it emptied).
+func (p *Pool[K, V]) KeyStats(key K) KeyStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sp := p.keys[key]
+	if sp == nil {
+		return KeyStats{}
+	}
+	return KeyStats{
+		Gauges: Gauges{
+			Active:      sp.count - sp.idle.Len() - sp.making,
+			Idle:        sp.idle.Len(),
+			Making:      sp.making,
+			Waiters:     sp.waiters.Len(),
+			SharesInUse: sp.shares,
+		},
+		Counters: sp.c.snapshot(),
+	}
+}

@@ -1,0 +1,136 @@
+package keyedpool
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Stats is a snapshot of a whole pool. Gauges are read together under the
+// pool's lock; counters are read from atomics and may be a moment apart from
+// the gauges and from each other.
+type Stats struct {
+	// Keys is the number of keys that have a sub-pool: ones that hold
+	// objects or have waiters.
+	Keys int
+	Gauges
+	Counters
+}
+
+// KeyStats is a snapshot of one key's sub-pool. A key's counters start when
+// its sub-pool is made and are forgotten when the sub-pool is dropped
+// (nothing held, nobody waiting); Stats keeps the pool-wide totals.
+type KeyStats struct {
+	Gauges
+	Counters
+}
+
+// Gauges are the current state of a pool or of one key.
+type Gauges struct {
+	// Active is the number of objects lent out, or being returned or
+	// destroyed (counted against the limits until Destroy returns).
+	Active int
+	// Idle is the number of idle objects ready to lend.
+	Idle int
+	// Making is the number of objects being made.
+	Making int
+	// Waiters is the number of borrowers blocked in Borrow.
+	Waiters int
+	// SharesInUse is the number of leases out: equal to the lent objects in
+	// exclusive mode, up to MaxSharesPerObject per object with shared leases.
+	SharesInUse int
+}
+
+// Counters are running totals since the pool (or the key's sub-pool) was
+// made.
+type Counters struct {
+	Borrowed int64 // successful Borrows
+	Returned int64 // Returns and Invalidates of lent handles
+	Created  int64 // objects made
+	// Destroyed counts every destroyed object; the DestroyedBy fields split
+	// it by cause and add up to it.
+	Destroyed int64
+	// DestroyedByBorrowValidation: activation or validation failed at
+	// Borrow, or validation of a new object failed (TestOnCreate).
+	DestroyedByBorrowValidation int64
+	// DestroyedByReturnValidation: passivation or validation failed at
+	// Return.
+	DestroyedByReturnValidation int64
+	// DestroyedSurplus: returned beyond MaxIdlePerKey, or idle beyond limits
+	// lowered by SetConfig.
+	DestroyedSurplus int64
+	// DestroyedByInvalidate: Invalidate.
+	DestroyedByInvalidate int64
+	// DestroyedByClear: Clear, ClearAll, ClearOldest, and idle objects of
+	// other keys destroyed to make room when MaxTotal is reached.
+	DestroyedByClear int64
+	// DestroyedByClose: destroyed by Close or returned after it.
+	DestroyedByClose int64
+	// MakeErrors counts failed Makes.
+	MakeErrors int64
+	// Waited counts Borrows that had to wait, whatever the outcome.
+	Waited int64
+	// WaitTime is the total time Borrows spent waiting.
+	WaitTime time.Duration
+	// MaxWaitTime is the longest wait of a single Borrow.
+	MaxWaitTime time.Duration
+}
+
+// MeanWaitTime is the mean wait of the Borrows that waited, or 0.
+func (c Counters) MeanWaitTime() time.Duration {
+	if c.Waited == 0 {
+		return 0
+	}
+	return c.WaitTime / time.Duration(c.Waited)
+}
+
+// reason is why an object was destroyed.
+type reason int
+
+const (
+	byBorrowValidation reason = iota
+	byReturnValidation
+	bySurplus
+	byInvalidate
+	byClear
+	byClose
+	numReasons
+)
+
+// counters are the atomics behind Counters, kept per pool and per key.
+type counters struct {
+	borrowed, returned, created, makeErrors atomic.Int64
+	waited, waitNanos, maxWaitNanos         atomic.Int64
+	destroyed                               [numReasons]atomic.Int64
+}
+
+func (c *counters) wait(d time.Duration) {
+	c.waited.Add(1)
+	c.waitNanos.Add(int64(d))
+	for {
+		m := c.maxWaitNanos.Load()
+		if int64(d) <= m || c.maxWaitNanos.CompareAndSwap(m, int64(d)) {
+			return
+		}
+	}
+}
+
+func (c *counters) snapshot() Counters {
+	s := Counters{
+		Borrowed:                    c.borrowed.Load(),
+		Returned:                    c.returned.Load(),
+		Created:                     c.created.Load(),
+		MakeErrors:                  c.makeErrors.Load(),
+		Waited:                      c.waited.Load(),
+		WaitTime:                    time.Duration(c.waitNanos.Load()),
+		MaxWaitTime:                 time.Duration(c.maxWaitNanos.Load()),
+		DestroyedByBorrowValidation: c.destroyed[byBorrowValidation].Load(),
+		DestroyedByReturnValidation: c.destroyed[byReturnValidation].Load(),
+		DestroyedSurplus:            c.destroyed[bySurplus].Load(),
+		DestroyedByInvalidate:       c.destroyed[byInvalidate].Load(),
+		DestroyedByClear:            c.destroyed[byClear].Load(),
+		DestroyedByClose:            c.destroyed[byClose].Load(),
+	}
+	s.Destroyed = s.DestroyedByBorrowValidation + s.DestroyedByReturnValidation + s.DestroyedSurplus +
+		s.DestroyedByInvalidate + s.DestroyedByClear + s.DestroyedByClose
+	return s
+}
