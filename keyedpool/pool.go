@@ -16,8 +16,7 @@ import (
 // usable. All methods are safe for concurrent use.
 type Pool[K comparable, V any] struct {
 	f      factory.KeyedFactory[K, V]
-	shared bool      // MaxSharesPerObject > 1; fixed at New
-	epoch  time.Time // timestamps are nanoseconds since epoch
+	shared bool // MaxSharesPerObject > 1; fixed at New
 
 	// closeCtx ends when Close is called; it cancels makes in flight.
 	closeCtx   context.Context
@@ -25,13 +24,13 @@ type Pool[K comparable, V any] struct {
 	// drained is closed once the pool is closed and holds no object.
 	drained chan struct{}
 
-	c   counters               // pool-wide totals, updated without the lock
 	cfg atomic.Pointer[Config] // read without the lock; stored under mu
 
 	mu         sync.Mutex // protects the fields below. Nothing slow runs under it: no factory call, no I/O, no blocking send.
 	lim        limits
 	closed     bool
 	isDrained  bool
+	c          counters // pool-wide totals
 	keys       map[K]*subPool[K, V]
 	total      int                      // objects of all keys: idle, lent, being made or destroyed
 	making     int                      // objects being made, all keys
@@ -41,12 +40,13 @@ type Pool[K comparable, V any] struct {
 	freeWaiter *waiter[K, V]            // waiters for reuse, linked by next
 }
 
-// subPool is the part of a pool that belongs to one key. Its fields below c
-// are protected by the pool's mu.
+// subPool is the part of a pool that belongs to one key. Its fields below
+// pool are protected by the pool's mu.
 type subPool[K comparable, V any] struct {
 	key  K
 	pool *Pool[K, V]
-	c    counters
+
+	c counters
 
 	count   int                      // objects of this key: idle, lent, being made or destroyed
 	making  int                      // objects being made
@@ -69,15 +69,14 @@ const (
 // object is one pooled value and its bookkeeping. Its mutable fields are
 // protected by the pool's mu.
 type object[K comparable, V any] struct {
-	sub                             *subPool[K, V]
-	value                           V
-	keyLinks                        ilist.Links[object[K, V]] // in sub.idle or sub.lent
-	allLinks                        ilist.Links[object[K, V]] // in pool.idle
-	state                           objState
-	shares                          int32
-	created, lastBorrow, lastReturn int64
-	free                            *Pooled[K, V] // leases not in use, linked by next
-	lease                           Pooled[K, V]  // the first lease, so exclusive use allocates none
+	sub      *subPool[K, V]
+	value    V
+	keyLinks ilist.Links[object[K, V]] // in sub.idle or sub.lent
+	allLinks ilist.Links[object[K, V]] // in pool.idle
+	state    objState
+	shares   int32
+	free     *Pooled[K, V] // leases not in use, linked by next
+	lease    Pooled[K, V]  // the first lease, so exclusive use allocates none
 }
 
 func keyLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] { return &o.keyLinks }
@@ -144,7 +143,6 @@ func New[K comparable, V any](f factory.KeyedFactory[K, V], cfg Config) (*Pool[K
 	p := &Pool[K, V]{
 		f:       f,
 		shared:  lim.maxShares > 1,
-		epoch:   time.Now(),
 		drained: make(chan struct{}),
 		lim:     lim,
 		keys:    make(map[K]*subPool[K, V]),
@@ -155,9 +153,6 @@ func New[K comparable, V any](f factory.KeyedFactory[K, V], cfg Config) (*Pool[K
 	p.closeCtx, p.closeMakes = context.WithCancel(context.Background())
 	return p, nil
 }
-
-// now returns the pool's monotonic clock in nanoseconds.
-func (p *Pool[K, V]) now() int64 { return int64(time.Since(p.epoch)) }
 
 // Config returns the pool's configuration with defaults filled in.
 func (p *Pool[K, V]) Config() Config { return *p.cfg.Load() }
@@ -241,8 +236,6 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 				continue // the object was destroyed; try the next
 			}
 		}
-		p.c.borrowed.Add(1)
-		sp.c.borrowed.Add(1)
 		return g.lease, nil
 	}
 }
@@ -264,6 +257,7 @@ func (p *Pool[K, V]) tryLocked(sp *subPool[K, V]) grant[K, V] {
 		}
 		p.unidleLocked(victim)
 		victim.state = stDestroy
+		p.countDestroyLocked(victim.sub, byClear)
 		victim.sub.count--
 		p.total--
 		p.dropIfEmptyLocked(victim.sub)
@@ -284,7 +278,6 @@ func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
 		if p.shared {
 			obj.state = stBusy // until activated: see ready
 		}
-		obj.lastBorrow = p.now()
 		return grant[K, V]{lease: p.leaseLocked(obj), fresh: true}
 	}
 	if !p.shared {
@@ -299,7 +292,6 @@ func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
 	if best == nil {
 		return grant[K, V]{}
 	}
-	best.lastBorrow = p.now()
 	return grant[K, V]{lease: p.leaseLocked(best)}
 }
 
@@ -316,18 +308,30 @@ func (p *Pool[K, V]) leaseLocked(obj *object[K, V]) *Pooled[K, V] {
 	obj.shares++
 	obj.sub.shares++
 	p.shares++
+	p.c.borrowed++
+	obj.sub.c.borrowed++
 	return h
 }
 
 // unleaseLocked puts back a lease whose leased flag the caller cleared, and
-// reports whether it was the object's last.
-func (p *Pool[K, V]) unleaseLocked(h *Pooled[K, V]) (last bool) {
+// reports whether it was the object's last. returned says whether the
+// borrower had it; if not (activation failed, or the borrower gave up before
+// receiving it), the lease is taken off Borrowed instead of added to
+// Returned.
+func (p *Pool[K, V]) unleaseLocked(h *Pooled[K, V], returned bool) (last bool) {
 	obj := h.obj
 	h.next = obj.free
 	obj.free = h
 	obj.shares--
 	obj.sub.shares--
 	p.shares--
+	if returned {
+		p.c.returned++
+		obj.sub.c.returned++
+	} else {
+		p.c.borrowed--
+		obj.sub.c.borrowed--
+	}
 	return obj.shares == 0
 }
 
@@ -374,10 +378,10 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V]) (grant[K, V], 
 		w.timer.Stop()
 	}
 	d := time.Since(start)
-	p.c.wait(d)
-	sp.c.wait(d)
 
 	p.mu.Lock()
+	p.c.wait(d)
+	sp.c.wait(d)
 	if err != nil && w.allLinks.In() {
 		// Gave up before anything was granted.
 		p.unwaitLocked(w)
@@ -453,7 +457,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 		obj := g.lease.obj
 		p.mu.Lock()
 		g.lease.leased.Store(false)
-		p.unleaseLocked(g.lease)
+		p.unleaseLocked(g.lease, false)
 		r, destroy := p.putLocked(obj)
 		p.mu.Unlock()
 		if destroy {
@@ -461,7 +465,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 		}
 	case g.lease != nil:
 		g.lease.leased.Store(false)
-		p.giveBack(g.lease)
+		p.giveBack(g.lease, false)
 	case g.reserved:
 		if g.victim != nil {
 			p.destroyVictim(context.Background(), g.victim)
@@ -516,7 +520,6 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V]) (r reason, destroy bool) {
 		return bySurplus, true
 	}
 	obj.state = stIdle
-	obj.lastReturn = p.now()
 	if p.cfg.Load().FIFO {
 		sp.idle.PushBack(obj)
 	} else {
@@ -542,7 +545,7 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 	if err != nil {
 		p.mu.Lock()
 		h.leased.Store(false)
-		p.unleaseLocked(h)
+		p.unleaseLocked(h, false)
 		obj.state = stDestroy
 		p.mu.Unlock()
 		p.destroy(context.WithoutCancel(ctx), obj, byBorrowValidation)
@@ -629,25 +632,25 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 	r.finished = true
 	switch {
 	case invalid:
-		p.created(sp)
-		p.c.destroyed[byBorrowValidation].Add(1)
-		sp.c.destroyed[byBorrowValidation].Add(1)
+		p.c.created++
+		sp.c.created++
+		p.countDestroyLocked(sp, byBorrowValidation)
 		r.err = err
 		p.unreserveLocked(sp)
 	case err != nil:
-		p.c.makeErrors.Add(1)
-		sp.c.makeErrors.Add(1)
+		p.c.makeErrors++
+		sp.c.makeErrors++
 		r.err = fmt.Errorf("keyedpool: make key %v: %w", sp.key, err)
 		p.unreserveLocked(sp)
 	default:
-		p.created(sp)
-		obj = &object[K, V]{sub: sp, value: v, created: p.now(), state: stBusy}
+		p.c.created++
+		sp.c.created++
+		obj = &object[K, V]{sub: sp, value: v, state: stBusy}
 		obj.lease.obj = obj
 		obj.free = &obj.lease
 		if r.place {
 			why, destroy = p.putLocked(obj)
 		} else {
-			obj.lastBorrow = obj.created
 			if !p.shared {
 				obj.state = stLent
 			}
@@ -661,9 +664,9 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 	}
 }
 
-func (p *Pool[K, V]) created(sp *subPool[K, V]) {
-	p.c.created.Add(1)
-	sp.c.created.Add(1)
+func (p *Pool[K, V]) countDestroyLocked(sp *subPool[K, V], why reason) {
+	p.c.destroyed[why]++
+	sp.c.destroyed[why]++
 }
 
 // check validates a handle given back to p and clears its leased flag.
@@ -677,8 +680,6 @@ func (p *Pool[K, V]) check(h *Pooled[K, V]) error {
 	if !h.leased.CompareAndSwap(true, false) {
 		return ErrNotBorrowed
 	}
-	p.c.returned.Add(1)
-	h.obj.sub.c.returned.Add(1)
 	return nil
 }
 
@@ -694,16 +695,17 @@ func (p *Pool[K, V]) Return(h *Pooled[K, V]) error {
 	if err := p.check(h); err != nil {
 		return err
 	}
-	return p.giveBack(h)
+	return p.giveBack(h, true)
 }
 
-// giveBack returns a lease whose leased flag is already cleared.
-func (p *Pool[K, V]) giveBack(h *Pooled[K, V]) error {
+// giveBack returns a lease whose leased flag is already cleared; returned
+// as for unleaseLocked.
+func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned bool) error {
 	obj := h.obj
 	sp := obj.sub
 	if p.shared {
 		p.mu.Lock()
-		if !p.unleaseLocked(h) {
+		if !p.unleaseLocked(h, returned) {
 			if obj.state == stLent {
 				p.serveKeyLocked(sp) // a share came free
 			}
@@ -730,7 +732,7 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V]) error {
 	}
 	p.mu.Lock()
 	if !p.shared {
-		p.unleaseLocked(h)
+		p.unleaseLocked(h, returned)
 	}
 	if err != nil {
 		obj.state = stDestroy
@@ -755,7 +757,7 @@ func (p *Pool[K, V]) Invalidate(h *Pooled[K, V]) error {
 	}
 	obj := h.obj
 	p.mu.Lock()
-	last := p.unleaseLocked(h)
+	last := p.unleaseLocked(h, true)
 	if p.shared && obj.state == stLent {
 		obj.sub.lent.Remove(obj)
 	}
@@ -773,9 +775,8 @@ func (p *Pool[K, V]) Invalidate(h *Pooled[K, V]) error {
 func (p *Pool[K, V]) destroy(ctx context.Context, obj *object[K, V], why reason) error {
 	sp := obj.sub
 	err := p.f.Destroy(ctx, sp.key, obj.value)
-	p.c.destroyed[why].Add(1)
-	sp.c.destroyed[why].Add(1)
 	p.mu.Lock()
+	p.countDestroyLocked(sp, why)
 	p.unreserveLocked(sp)
 	p.mu.Unlock()
 	if err != nil {
@@ -789,8 +790,6 @@ func (p *Pool[K, V]) destroy(ctx context.Context, obj *object[K, V], why reason)
 // for it.
 func (p *Pool[K, V]) destroyVictim(ctx context.Context, obj *object[K, V]) {
 	_ = p.f.Destroy(ctx, obj.sub.key, obj.value)
-	p.c.destroyed[byClear].Add(1)
-	obj.sub.c.destroyed[byClear].Add(1)
 }
 
 // destroyAll destroys objects already taken out of the pool.
@@ -993,8 +992,8 @@ func (p *Pool[K, V]) Stats() Stats {
 			SharesInUse: p.shares,
 		},
 	}
-	p.mu.Unlock()
 	s.Counters = p.c.snapshot()
+	p.mu.Unlock()
 	return s
 }
 

@@ -1,13 +1,8 @@
 package keyedpool
 
-import (
-	"sync/atomic"
-	"time"
-)
+import "time"
 
-// Stats is a snapshot of a whole pool. Gauges are read together under the
-// pool's lock; counters are read from atomics and may be a moment apart from
-// the gauges and from each other.
+// Stats is a snapshot of a whole pool, gauges and counters read together.
 type Stats struct {
 	// Keys is the number of keys that have a sub-pool: ones that hold
 	// objects or have waiters.
@@ -96,39 +91,37 @@ const (
 	numReasons
 )
 
-// counters are the atomics behind Counters, kept per pool and per key.
+// counters are the numbers behind Counters, kept per pool and per key. They
+// are plain integers updated under the pool's lock, which every path that
+// counts holds anyway: cheaper than atomics, and a snapshot is consistent
+// with the gauges.
 type counters struct {
-	borrowed, returned, created, makeErrors atomic.Int64
-	waited, waitNanos, maxWaitNanos         atomic.Int64
-	destroyed                               [numReasons]atomic.Int64
+	borrowed, returned, created, makeErrors int64
+	waited, waitNanos, maxWaitNanos         int64
+	destroyed                               [numReasons]int64
 }
 
 func (c *counters) wait(d time.Duration) {
-	c.waited.Add(1)
-	c.waitNanos.Add(int64(d))
-	for {
-		m := c.maxWaitNanos.Load()
-		if int64(d) <= m || c.maxWaitNanos.CompareAndSwap(m, int64(d)) {
-			return
-		}
-	}
+	c.waited++
+	c.waitNanos += int64(d)
+	c.maxWaitNanos = max(c.maxWaitNanos, int64(d))
 }
 
 func (c *counters) snapshot() Counters {
 	s := Counters{
-		Borrowed:                    c.borrowed.Load(),
-		Returned:                    c.returned.Load(),
-		Created:                     c.created.Load(),
-		MakeErrors:                  c.makeErrors.Load(),
-		Waited:                      c.waited.Load(),
-		WaitTime:                    time.Duration(c.waitNanos.Load()),
-		MaxWaitTime:                 time.Duration(c.maxWaitNanos.Load()),
-		DestroyedByBorrowValidation: c.destroyed[byBorrowValidation].Load(),
-		DestroyedByReturnValidation: c.destroyed[byReturnValidation].Load(),
-		DestroyedSurplus:            c.destroyed[bySurplus].Load(),
-		DestroyedByInvalidate:       c.destroyed[byInvalidate].Load(),
-		DestroyedByClear:            c.destroyed[byClear].Load(),
-		DestroyedByClose:            c.destroyed[byClose].Load(),
+		Borrowed:                    c.borrowed,
+		Returned:                    c.returned,
+		Created:                     c.created,
+		MakeErrors:                  c.makeErrors,
+		Waited:                      c.waited,
+		WaitTime:                    time.Duration(c.waitNanos),
+		MaxWaitTime:                 time.Duration(c.maxWaitNanos),
+		DestroyedByBorrowValidation: c.destroyed[byBorrowValidation],
+		DestroyedByReturnValidation: c.destroyed[byReturnValidation],
+		DestroyedSurplus:            c.destroyed[bySurplus],
+		DestroyedByInvalidate:       c.destroyed[byInvalidate],
+		DestroyedByClear:            c.destroyed[byClear],
+		DestroyedByClose:            c.destroyed[byClose],
 	}
 	s.Destroyed = s.DestroyedByBorrowValidation + s.DestroyedByReturnValidation + s.DestroyedSurplus +
 		s.DestroyedByInvalidate + s.DestroyedByClear + s.DestroyedByClose

@@ -1,0 +1,5 @@
+//go:build race
+
+package keyedpool_test
+
+const raceEnabled = true
