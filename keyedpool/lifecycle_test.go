@@ -1,0 +1,333 @@
+package keyedpool_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/kpool-go/kpool/internal/testfactory"
+	"github.com/kpool-go/kpool/keyedpool"
+)
+
+func TestCloseFailsWaitersDestroysIdleAndWaitsForLent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, f := newPool(t, keyedpool.Config{MaxTotalPerKey: 2})
+		idle := mustBorrow(t, p, "a")
+		lent := mustBorrow(t, p, "a")
+		mustReturn(t, p, idle)
+		mustBorrow(t, p, "a") // takes idle back; a is at its limit
+		waiting := borrowAsync(context.Background(), p, "a")
+		synctest.Wait()
+
+		closed := make(chan error, 1)
+		go func() { closed <- p.Close(context.Background()) }()
+		if r := <-waiting; !errors.Is(r.err, keyedpool.ErrClosed) {
+			t.Errorf("waiting Borrow() after Close = %v, want ErrClosed", r.err)
+		}
+		if _, err := p.Borrow(context.Background(), "a"); !errors.Is(err, keyedpool.ErrClosed) {
+			t.Errorf("Borrow() after Close = %v, want ErrClosed", err)
+		}
+		synctest.Wait()
+		select {
+		case err := <-closed:
+			t.Fatalf("Close() = %v before lent objects came back", err)
+		default:
+		}
+		// A return after Close destroys the object and succeeds.
+		mustReturn(t, p, lent)
+		if !lent.Value().Destroyed() {
+			t.Error("object returned after Close not destroyed")
+		}
+		if err := p.Return(idle); err != nil { // idle's handle was re-lent by the third Borrow
+			t.Errorf("Return() = %v", err)
+		}
+		if err := <-closed; err != nil {
+			t.Errorf("Close() = %v, want nil", err)
+		}
+		if got := f.LiveAll(); got != 0 {
+			t.Errorf("objects alive after Close = %d, want 0", got)
+		}
+		if err := p.Close(context.Background()); err != nil {
+			t.Errorf("second Close() = %v, want nil", err)
+		}
+		if got := p.Stats().DestroyedByClose; got != 2 {
+			t.Errorf("DestroyedByClose = %d, want 2", got)
+		}
+	})
+}
+
+func TestCloseBoundedByContextAndJoinsDestroyErrors(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		boom := errors.New("close failed")
+		f := &testfactory.Factory{DestroyHook: func(context.Context, *testfactory.Obj) error { return boom }}
+		p := newPoolWith(t, f, keyedpool.Config{})
+		mustReturn(t, p, mustBorrow(t, p, "a"))
+		lent := mustBorrow(t, p, "b")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		err := p.Close(ctx)
+		if !errors.Is(err, boom) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Close() = %v, want the destroy error and DeadlineExceeded joined", err)
+		}
+		if err := p.Return(lent); !errors.Is(err, boom) {
+			t.Errorf("Return() after Close = %v, want the destroy error", err)
+		}
+	})
+}
+
+func TestCloseCancelsMakesInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &testfactory.Factory{MakeHook: func(ctx context.Context, _ string) error {
+			<-ctx.Done() // a dial that only ends when cancelled
+			return ctx.Err()
+		}}
+		p := newPoolWith(t, f, keyedpool.Config{})
+		ch := borrowAsync(context.Background(), p, "a")
+		synctest.Wait()
+		if err := p.Close(context.Background()); err != nil {
+			t.Errorf("Close() = %v", err)
+		}
+		if r := <-ch; !errors.Is(r.err, context.Canceled) {
+			t.Errorf("Borrow() during Close = %v, want the cancelled make's error", r.err)
+		}
+	})
+}
+
+func TestAddObjectAndPrepare(t *testing.T) {
+	p, f := newPool(t, keyedpool.Config{MinIdlePerKey: 3, MaxTotalPerKey: 4})
+	ctx := context.Background()
+	if err := p.Prepare(ctx, "a"); err != nil {
+		t.Fatalf("Prepare() = %v", err)
+	}
+	if s := p.KeyStats("a"); s.Idle != 3 || s.Created != 3 {
+		t.Errorf("after Prepare: %+v, want 3 idle", s)
+	}
+	if err := p.Prepare(ctx, "a"); err != nil || f.Made.Load() != 3 {
+		t.Errorf("second Prepare() = %v with %d made, want nothing more made", err, f.Made.Load())
+	}
+	if err := p.AddObject(ctx, "a"); err != nil {
+		t.Fatalf("AddObject() = %v", err)
+	}
+	if err := p.AddObject(ctx, "a"); !errors.Is(err, keyedpool.ErrExhausted) {
+		t.Errorf("AddObject() beyond MaxTotalPerKey = %v, want ErrExhausted", err)
+	}
+	if got := f.Live("a"); got != 4 {
+		t.Errorf("live objects = %d, want 4", got)
+	}
+}
+
+func TestAddObjectGoesToWaiter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{MaxTotal: 2})
+		mustBorrow(t, p, "a")
+		mustBorrow(t, p, "b")
+		ch := borrowAsync(context.Background(), p, "a")
+		synctest.Wait()
+		if err := p.SetConfig(keyedpool.Config{MaxTotal: 3}); err != nil {
+			t.Fatal(err)
+		}
+		// Raising MaxTotal lets the waiter make its own object.
+		r := <-ch
+		if r.err != nil {
+			t.Fatalf("Borrow() after raising MaxTotal = %v", r.err)
+		}
+		mustReturn(t, p, r.h)
+	})
+}
+
+func TestClearAndClearOldest(t *testing.T) {
+	p, _ := newPool(t, keyedpool.Config{})
+	var lent []*handle
+	for _, k := range []string{"a", "a", "b", "b", "b", "c"} {
+		lent = append(lent, mustBorrow(t, p, k))
+	}
+	for _, h := range lent[:5] { // c stays lent
+		mustReturn(t, p, h)
+	}
+	if err := p.Clear(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if !lent[0].Value().Destroyed() || !lent[1].Value().Destroyed() || lent[2].Value().Destroyed() {
+		t.Errorf("Clear(a) destroyed the wrong objects")
+	}
+	// 3 idle left (b's): ClearOldest takes 15% + 1 = 1, the oldest.
+	if err := p.ClearOldest(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !lent[2].Value().Destroyed() || lent[3].Value().Destroyed() {
+		t.Errorf("ClearOldest() did not destroy exactly the oldest idle object")
+	}
+	if err := p.ClearAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if lent[5].Value().Destroyed() || !lent[4].Value().Destroyed() {
+		t.Errorf("ClearAll() destroyed a lent object or kept an idle one")
+	}
+	if s := p.Stats(); s.Idle != 0 || s.Active != 1 || s.DestroyedByClear != 5 {
+		t.Errorf("Stats() = %+v, want 0 idle, 1 active, 5 cleared", s)
+	}
+	if got := p.Keys(); !slices.Equal(got, []string{"c"}) {
+		t.Errorf("Keys() = %v, want [c]: emptied keys are dropped", got)
+	}
+}
+
+// One-off keys must not grow the pool: a key with nothing held and nobody
+// waiting is dropped.
+func TestEmptyKeysAreDropped(t *testing.T) {
+	p, _ := newPool(t, keyedpool.Config{WhenExhausted: keyedpool.Fail, MaxTotal: 1})
+	for i := range 1000 {
+		h := mustBorrow(t, p, string(rune('a'+i%26))+string(rune(i)))
+		if err := p.Invalidate(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := mustBorrow(t, p, "held")
+	if _, err := p.Borrow(context.Background(), "fails"); !errors.Is(err, keyedpool.ErrExhausted) {
+		t.Fatalf("Borrow() = %v, want ErrExhausted", err)
+	}
+	if err := p.AddObject(context.Background(), "add-fails"); !errors.Is(err, keyedpool.ErrExhausted) {
+		t.Fatalf("AddObject() = %v, want ErrExhausted", err)
+	}
+	if got := p.Keys(); !slices.Equal(got, []string{"held"}) {
+		t.Errorf("Keys() = %v, want [held]", got)
+	}
+	if s := p.Stats(); s.Keys != 1 || s.Created != 1001 || s.Destroyed != 1000 {
+		t.Errorf("Stats() = %+v, want 1 key, 1001 created, 1000 destroyed", s)
+	}
+	mustReturn(t, p, h)
+}
+
+func TestValidationHooks(t *testing.T) {
+	boom := errors.New("broken")
+	t.Run("TestOnBorrowTriesNext", func(t *testing.T) {
+		p, f := newPool(t, keyedpool.Config{TestOnBorrow: true})
+		h1, h2 := mustBorrow(t, p, "a"), mustBorrow(t, p, "a")
+		mustReturn(t, p, h1)
+		mustReturn(t, p, h2) // LIFO: h2 is lent first
+		h2.Value().Dead.Store(true)
+		h := mustBorrow(t, p, "a")
+		if h.Value() != h1.Value() || !h2.Value().Destroyed() {
+			t.Errorf("Borrow() = object %d, want the live object %d after the dead one is destroyed", h.Value().ID, h1.Value().ID)
+		}
+		h1.Value().Dead.Store(true)
+		mustReturn(t, p, h)
+		// Every idle object is dead: Borrow makes a new one.
+		if h := mustBorrow(t, p, "a"); h.Value().ID != 3 || f.Made.Load() != 3 {
+			t.Errorf("Borrow() = object %d, want a new object", h.Value().ID)
+		}
+		// Both of a's objects were destroyed, so a was dropped and made
+		// anew; its key counters restarted: the pool's keep the total.
+		if got := p.Stats().DestroyedByBorrowValidation; got != 2 {
+			t.Errorf("DestroyedByBorrowValidation = %d, want 2", got)
+		}
+	})
+	t.Run("ActivateFailureDestroys", func(t *testing.T) {
+		f := &testfactory.Factory{}
+		p := newPoolWith(t, f, keyedpool.Config{})
+		h := mustBorrow(t, p, "a")
+		mustReturn(t, p, h)
+		f.ActivateHook = func(_ context.Context, o *testfactory.Obj) error {
+			if o.ID == 1 {
+				return boom
+			}
+			return nil
+		}
+		if got := mustBorrow(t, p, "a"); got.Value().ID != 2 || !h.Value().Destroyed() {
+			t.Errorf("Borrow() = object %d, want new object 2 after object 1 failed activation", got.Value().ID)
+		}
+	})
+	t.Run("NewObjectFailingActivationFailsBorrow", func(t *testing.T) {
+		f := &testfactory.Factory{ActivateHook: func(context.Context, *testfactory.Obj) error { return boom }}
+		p := newPoolWith(t, f, keyedpool.Config{})
+		_, err := p.Borrow(context.Background(), "a")
+		if !errors.Is(err, keyedpool.ErrValidation) || !errors.Is(err, boom) {
+			t.Errorf("Borrow() = %v, want ErrValidation wrapping %v", err, boom)
+		}
+		if s := p.Stats(); s.Borrowed != 0 || f.LiveAll() != 0 {
+			t.Errorf("Stats() = %+v with %d alive, want no borrow counted and nothing alive", s, f.LiveAll())
+		}
+	})
+	t.Run("TestOnCreate", func(t *testing.T) {
+		f := &testfactory.Factory{ValidateHook: func(context.Context, *testfactory.Obj) error { return boom }}
+		p := newPoolWith(t, f, keyedpool.Config{TestOnCreate: true})
+		_, err := p.Borrow(context.Background(), "a")
+		if !errors.Is(err, keyedpool.ErrValidation) || !errors.Is(err, boom) {
+			t.Errorf("Borrow() = %v, want ErrValidation wrapping %v", err, boom)
+		}
+		if s := p.Stats(); s.Created != 1 || s.DestroyedByBorrowValidation != 1 || f.LiveAll() != 0 {
+			t.Errorf("Stats() = %+v, want 1 created and destroyed", s)
+		}
+	})
+	t.Run("TestOnReturn", func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{TestOnReturn: true})
+		h := mustBorrow(t, p, "a")
+		h.Value().Dead.Store(true)
+		if err := p.Return(h); !errors.Is(err, testfactory.ErrDead) {
+			t.Errorf("Return() of a dead object = %v, want the validation error", err)
+		}
+		if s := p.Stats(); s.Idle != 0 || s.Keys != 0 || s.DestroyedByReturnValidation != 1 || !h.Value().Destroyed() {
+			t.Errorf("Stats() = %+v, want the object destroyed and its key dropped", s)
+		}
+	})
+	t.Run("PassivateFailureDestroys", func(t *testing.T) {
+		f := &testfactory.Factory{PassivateHook: func(context.Context, *testfactory.Obj) error { return boom }}
+		p := newPoolWith(t, f, keyedpool.Config{})
+		h := mustBorrow(t, p, "a")
+		if err := p.Return(h); !errors.Is(err, boom) {
+			t.Errorf("Return() = %v, want %v", err, boom)
+		}
+		if !h.Value().Destroyed() {
+			t.Error("object that failed passivation not destroyed")
+		}
+	})
+}
+
+func TestReturnBeyondMaxIdleDestroys(t *testing.T) {
+	p, _ := newPool(t, keyedpool.Config{MaxIdlePerKey: 1})
+	h1, h2 := mustBorrow(t, p, "a"), mustBorrow(t, p, "a")
+	mustReturn(t, p, h1)
+	mustReturn(t, p, h2)
+	if s := p.KeyStats("a"); s.Idle != 1 || s.DestroyedSurplus != 1 || !h2.Value().Destroyed() {
+		t.Errorf("KeyStats() = %+v, want 1 idle and the surplus destroyed", s)
+	}
+}
+
+// The factory is never called with the pool's lock held: every factory call
+// here takes the lock itself (through Stats), which would deadlock.
+func TestFactoryNotCalledUnderLock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var p *pool
+		touch := func() error { p.Stats(); p.KeyStats("a"); return nil }
+		f := &testfactory.Factory{
+			MakeHook:      func(context.Context, string) error { return touch() },
+			DestroyHook:   func(context.Context, *testfactory.Obj) error { return touch() },
+			ValidateHook:  func(context.Context, *testfactory.Obj) error { return touch() },
+			ActivateHook:  func(context.Context, *testfactory.Obj) error { return touch() },
+			PassivateHook: func(context.Context, *testfactory.Obj) error { return touch() },
+		}
+		p = newPoolWith(t, f, keyedpool.Config{TestOnBorrow: true, TestOnReturn: true, TestOnCreate: true, MaxTotal: 2, MinIdlePerKey: 1})
+		ctx := context.Background()
+		a := mustBorrow(t, p, "a")
+		b := mustBorrow(t, p, "b")
+		mustReturn(t, p, b)
+		mustBorrow(t, p, "c") // destroys b's idle object to make room
+		if err := p.Invalidate(a); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Prepare(ctx, "d"); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.ClearAll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.SetConfig(keyedpool.Config{MaxTotal: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.Made.Load(); got != 4 {
+			t.Errorf("objects made = %d, want 4", got)
+		}
+	})
+}
