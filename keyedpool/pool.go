@@ -33,6 +33,7 @@ type Pool[K comparable, V any] struct {
 	c          counters // pool-wide totals
 	keys       map[K]*subPool[K, V]
 	total      int                      // objects of all keys: idle, lent, being made or destroyed
+	victims    int                      // of total: idle objects being destroyed whose room a reservation took
 	making     int                      // objects being made, all keys
 	shares     int                      // leases out, all keys
 	idle       ilist.List[object[K, V]] // idle objects of all keys, oldest first
@@ -251,21 +252,18 @@ func (p *Pool[K, V]) tryLocked(sp *subPool[K, V]) grant[K, V] {
 		return grant[K, V]{}
 	}
 	var victim *object[K, V]
-	if p.total >= p.lim.maxTotal {
+	if p.fullLocked() {
+		// Take over the room of the oldest idle object. It stays counted
+		// in its own key until destroyed, so that key's limit holds; the
+		// pool-wide limit counts it and the reservation as one.
 		if victim = p.idle.Front(); victim == nil {
 			return grant[K, V]{}
 		}
 		p.unidleLocked(victim)
 		victim.state = stDestroy
-		p.countDestroyLocked(victim.sub, byClear)
-		victim.sub.count--
-		p.total--
-		p.dropIfEmptyLocked(victim.sub)
+		p.victims++
 	}
-	sp.count++
-	sp.making++
-	p.total++
-	p.making++
+	p.reserveLocked(sp)
 	return grant[K, V]{reserved: true, victim: victim}
 }
 
@@ -478,6 +476,9 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 	}
 }
 
+// fullLocked reports whether MaxTotal leaves no room for another object.
+func (p *Pool[K, V]) fullLocked() bool { return p.total-p.victims >= p.lim.maxTotal }
+
 // reserveLocked counts room for one object of sp that is about to be made.
 func (p *Pool[K, V]) reserveLocked(sp *subPool[K, V]) {
 	sp.count++
@@ -579,7 +580,7 @@ type makeRequest[K comparable, V any] struct {
 // gets ctx.Err() and the object, when made, joins the pool.
 func (p *Pool[K, V]) makeObject(ctx context.Context, sp *subPool[K, V], victim *object[K, V], place bool) (*Pooled[K, V], error) {
 	if victim != nil {
-		p.destroyVictim(ctx, victim)
+		p.destroyVictim(context.WithoutCancel(ctx), victim)
 	}
 	r := &makeRequest[K, V]{done: make(chan struct{}), place: place}
 	if ctx.Done() == nil {
@@ -790,6 +791,11 @@ func (p *Pool[K, V]) destroy(ctx context.Context, obj *object[K, V], why reason)
 // for it.
 func (p *Pool[K, V]) destroyVictim(ctx context.Context, obj *object[K, V]) {
 	_ = p.f.Destroy(ctx, obj.sub.key, obj.value)
+	p.mu.Lock()
+	p.victims--
+	p.countDestroyLocked(obj.sub, byClear)
+	p.unreserveLocked(obj.sub)
+	p.mu.Unlock()
 }
 
 // destroyAll destroys objects already taken out of the pool.
@@ -852,7 +858,7 @@ func (p *Pool[K, V]) AddObject(ctx context.Context, key K) error {
 		return ErrClosed
 	}
 	sp := p.subLocked(key)
-	if sp.count >= p.lim.maxPerKey || p.total >= p.lim.maxTotal {
+	if sp.count >= p.lim.maxPerKey || p.fullLocked() {
 		p.dropIfEmptyLocked(sp)
 		p.mu.Unlock()
 		return ErrExhausted
@@ -969,7 +975,7 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 			doomed = p.takeIdleLocked(sp.idle.Back(), doomed)
 		}
 	}
-	for excess := p.total - len(doomed) - lim.maxTotal; excess > 0 && p.idle.Len() > 0; excess-- {
+	for excess := p.total - p.victims - len(doomed) - lim.maxTotal; excess > 0 && p.idle.Len() > 0; excess-- {
 		doomed = p.takeIdleLocked(p.idle.Front(), doomed)
 	}
 	if p.waiters.Len() > 0 {
@@ -985,7 +991,7 @@ func (p *Pool[K, V]) Stats() Stats {
 	s := Stats{
 		Keys: len(p.keys),
 		Gauges: Gauges{
-			Active:      p.total - p.idle.Len() - p.making,
+			Active:      p.total - p.victims - p.idle.Len() - p.making,
 			Idle:        p.idle.Len(),
 			Making:      p.making,
 			Waiters:     p.waiters.Len(),
