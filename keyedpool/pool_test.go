@@ -291,3 +291,31 @@ func TestMisuse(t *testing.T) {
 	}
 	mustReturn(t, other, oh)
 }
+
+// The pool judges age by when an object last went idle, however often
+// objects cycle through the idle set in between (its queue of idle objects
+// skips and compacts the stale entries this leaves).
+func TestOldestIdleAfterManyCycles(t *testing.T) {
+	p, _ := newPool(t, keyedpool.Config{MaxTotal: 3})
+	old := mustBorrow(t, p, "old")
+	a1, a2 := mustBorrow(t, p, "a"), mustBorrow(t, p, "a")
+	mustReturn(t, p, old) // idle first, so the oldest
+	mustReturn(t, p, a2)
+	for range 5000 { // a1 and a2 cycle, leaving stale entries behind
+		mustReturn(t, p, a1)
+		a1 = mustBorrow(t, p, "a")
+	}
+	mustReturn(t, p, a1)
+	h := mustBorrow(t, p, "new") // at MaxTotal: destroys the oldest idle
+	if !old.Value().Destroyed() || a1.Value().Destroyed() || a2.Value().Destroyed() {
+		t.Errorf("destroyed old, a1, a2 = %v, %v, %v; want only old",
+			old.Value().Destroyed(), a1.Value().Destroyed(), a2.Value().Destroyed())
+	}
+	mustReturn(t, p, h)
+	if err := p.ClearOldest(context.Background()); err != nil { // 3 idle: takes 1
+		t.Fatal(err)
+	}
+	if a1.Value().Destroyed() == a2.Value().Destroyed() {
+		t.Errorf("ClearOldest() destroyed a1 %v, a2 %v; want exactly the older one", a1.Value().Destroyed(), a2.Value().Destroyed())
+	}
+}
