@@ -17,6 +17,8 @@ var (
 
 	// ErrNotBorrowed is returned by Return and Invalidate for a handle that
 	// is not lent at the moment: returned or invalidated already, or nil.
+	// Handles are reused, so a handle given back twice is caught only until
+	// the pool lends it again (see Pooled).
 	ErrNotBorrowed = errors.New("keyedpool: object not borrowed")
 
 	// ErrForeignObject is returned by Return and Invalidate for a handle that

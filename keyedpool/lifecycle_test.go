@@ -18,7 +18,7 @@ func TestCloseFailsWaitersDestroysIdleAndWaitsForLent(t *testing.T) {
 		idle := mustBorrow(t, p, "a")
 		lent := mustBorrow(t, p, "a")
 		mustReturn(t, p, idle)
-		mustBorrow(t, p, "a") // takes idle back; a is at its limit
+		again := mustBorrow(t, p, "a") // takes the idle object back; a is at its limit
 		waiting := borrowAsync(context.Background(), p, "a")
 		synctest.Wait()
 
@@ -41,9 +41,7 @@ func TestCloseFailsWaitersDestroysIdleAndWaitsForLent(t *testing.T) {
 		if !lent.Value().Destroyed() {
 			t.Error("object returned after Close not destroyed")
 		}
-		if err := p.Return(idle); err != nil { // idle's handle was re-lent by the third Borrow
-			t.Errorf("Return() = %v", err)
-		}
+		mustReturn(t, p, again)
 		if err := <-closed; err != nil {
 			t.Errorf("Close() = %v, want nil", err)
 		}
@@ -90,8 +88,11 @@ func TestCloseCancelsMakesInFlight(t *testing.T) {
 		if err := p.Close(context.Background()); err != nil {
 			t.Errorf("Close() = %v", err)
 		}
-		if r := <-ch; !errors.Is(r.err, context.Canceled) {
-			t.Errorf("Borrow() during Close = %v, want the cancelled make's error", r.err)
+		if r := <-ch; !errors.Is(r.err, keyedpool.ErrClosed) || !errors.Is(r.err, context.Canceled) {
+			t.Errorf("Borrow() during Close = %v, want ErrClosed with the cancelled make's error", r.err)
+		}
+		if got := p.Stats().MakeErrors; got != 0 {
+			t.Errorf("MakeErrors = %d, want 0: a make cancelled by Close is not the factory's failure", got)
 		}
 	})
 }
@@ -119,7 +120,7 @@ func TestAddObjectAndPrepare(t *testing.T) {
 	}
 }
 
-func TestAddObjectGoesToWaiter(t *testing.T) {
+func TestRaisingMaxTotalLetsWaiterIn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, _ := newPool(t, keyedpool.Config{MaxTotal: 2})
 		mustBorrow(t, p, "a")
@@ -296,8 +297,23 @@ func TestReturnBeyondMaxIdleDestroys(t *testing.T) {
 }
 
 // The factory is never called with the pool's lock held: every factory call
-// here takes the lock itself (through Stats), which would deadlock.
+// here takes the lock itself (through Stats), which would deadlock. A
+// deadlock on a mutex is not one synctest sees, so a watchdog turns it into a
+// failure.
 func TestFactoryNotCalledUnderLock(t *testing.T) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		factoryNotCalledUnderLock(t)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		panic("TestFactoryNotCalledUnderLock: deadlocked: a factory call ran with the pool's lock held")
+	}
+}
+
+func factoryNotCalledUnderLock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var p *pool
 		touch := func() error { p.Stats(); p.KeyStats("a"); return nil }

@@ -49,12 +49,15 @@ type subPool[K comparable, V any] struct {
 
 	c counters
 
-	count   int                      // objects of this key: idle, lent, being made or destroyed
-	making  int                      // objects being made
-	shares  int                      // leases out
-	idle    ilist.List[object[K, V]] // idle objects; the front is lent first
-	lent    ilist.List[object[K, V]] // shared mode: lent objects that may take more leases
-	waiters ilist.List[waiter[K, V]] // blocked borrowers of this key, first come first
+	count  int // objects of this key: idle, lent, being made or destroyed
+	making int // objects being made
+	// activating counts shared-mode objects being activated for their
+	// first borrower, after which they take more.
+	activating int
+	shares     int                      // leases out
+	idle       ilist.List[object[K, V]] // idle objects; the front is lent first
+	lent       ilist.List[object[K, V]] // shared mode: lent objects that may take more leases
+	waiters    ilist.List[waiter[K, V]] // blocked borrowers of this key, first come first
 }
 
 type objState uint8
@@ -84,9 +87,10 @@ func keyLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] {
 func allLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] { return &o.allLinks }
 
 // Pooled is a borrower's handle on a lent object: one lease. Give it back
-// with Return or Invalidate exactly once and do not use it afterwards; the
-// pool reuses handles, so a handle used after its return may reach another
-// borrower's lease.
+// with Return or Invalidate exactly once and do not use it afterwards.
+// Giving it back twice fails with ErrNotBorrowed until the pool lends the
+// handle again: handles are reused, so that Borrow allocates nothing, and
+// once reused a stale handle is indistinguishable from the new borrower's.
 type Pooled[K comparable, V any] struct {
 	obj    *object[K, V]
 	next   *Pooled[K, V] // in obj.free; protected by the pool's mu
@@ -112,6 +116,9 @@ type grant[K comparable, V any] struct {
 	// borrower; the borrower destroys it before making.
 	victim *object[K, V]
 	err    error
+	// soon: nothing now, but objects of the key being made or activated
+	// will take this borrower as a share; wait for them even with Fail.
+	soon bool
 }
 
 func (g grant[K, V]) ok() bool { return g.lease != nil || g.reserved || g.err != nil }
@@ -204,9 +211,9 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 			return nil, ErrClosed
 		}
 		sp := p.subLocked(key)
-		g := p.tryLocked(sp)
+		g := p.tryLocked(sp, false)
 		if !g.ok() {
-			if p.cfg.Load().WhenExhausted == Fail {
+			if p.cfg.Load().WhenExhausted == Fail && !g.soon {
 				p.dropIfEmptyLocked(sp)
 				p.mu.Unlock()
 				return nil, ErrExhausted
@@ -231,22 +238,38 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 		}
 		if g.fresh {
 			if err := p.ready(ctx, g.lease); err != nil {
-				if made {
+				if made || ctx.Err() != nil {
 					return nil, err
 				}
 				continue // the object was destroyed; try the next
 			}
 		}
+		// Marked lent only now that the borrower has it, so that a stale
+		// handle given back meanwhile cannot take it.
+		g.lease.leased.Store(true)
 		return g.lease, nil
 	}
 }
 
 // tryLocked finds something for a borrower of sp without waiting: an idle
 // object, a share of a lent object, or room to make one, possibly by taking
-// over the room of another key's oldest idle object.
-func (p *Pool[K, V]) tryLocked(sp *subPool[K, V]) grant[K, V] {
+// over the room of another key's oldest idle object. queued says whether the
+// borrower is one of sp's waiters.
+func (p *Pool[K, V]) tryLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 	if g := p.lendLocked(sp); g.lease != nil {
 		return g
+	}
+	if p.shared {
+		// Objects of the key being made or activated will each take
+		// MaxSharesPerObject-1 more borrowers: a burst on a cold key waits
+		// for them instead of making an object per borrower.
+		need := sp.waiters.Len()
+		if !queued {
+			need++
+		}
+		if need <= (sp.making+sp.activating)*(p.lim.maxShares-1) {
+			return grant[K, V]{soon: true}
+		}
 	}
 	if sp.count >= p.lim.maxPerKey {
 		return grant[K, V]{}
@@ -275,6 +298,7 @@ func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
 		obj.state = stLent
 		if p.shared {
 			obj.state = stBusy // until activated: see ready
+			sp.activating++
 		}
 		return grant[K, V]{lease: p.leaseLocked(obj), fresh: true}
 	}
@@ -302,7 +326,6 @@ func (p *Pool[K, V]) leaseLocked(obj *object[K, V]) *Pooled[K, V] {
 	} else {
 		h = &Pooled[K, V]{obj: obj}
 	}
-	h.leased.Store(true)
 	obj.shares++
 	obj.sub.shares++
 	p.shares++
@@ -436,10 +459,14 @@ func (p *Pool[K, V]) serveKeyLocked(sp *subPool[K, V]) {
 // room freed or idle objects appeared: the longest waiting borrower whose key
 // can take an object gets it. A waiter whose key is at MaxTotalPerKey does
 // not hold up the others.
-func (p *Pool[K, V]) dispatchLocked() {
-	for w := p.waiters.Front(); w != nil; {
+func (p *Pool[K, V]) dispatchLocked() { p.dispatchAheadLocked(nil) }
+
+// dispatchAheadLocked is dispatchLocked for the waiters ahead of the first
+// waiter of stop (all waiters if stop has none or is nil).
+func (p *Pool[K, V]) dispatchAheadLocked(stop *subPool[K, V]) {
+	for w := p.waiters.Front(); w != nil && w.sub != stop; {
 		next := p.waiters.Next(w)
-		if g := p.tryLocked(w.sub); g.ok() {
+		if g := p.tryLocked(w.sub, true); g.ok() {
 			p.grantLocked(w, g)
 		}
 		w = next
@@ -454,25 +481,34 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 		// put it back without a factory call.
 		obj := g.lease.obj
 		p.mu.Lock()
-		g.lease.leased.Store(false)
 		p.unleaseLocked(g.lease, false)
+		if p.shared {
+			sp.activating--
+		}
 		r, destroy := p.putLocked(obj)
 		p.mu.Unlock()
 		if destroy {
 			p.destroy(context.Background(), obj, r)
 		}
 	case g.lease != nil:
-		g.lease.leased.Store(false)
 		p.giveBack(g.lease, false)
 	case g.reserved:
-		if g.victim != nil {
-			p.destroyVictim(context.Background(), g.victim)
-		}
+		// The victim, if any, is still whole: put it back rather than
+		// destroy it for nothing.
+		var r reason
+		destroy := false
 		p.mu.Lock()
+		if g.victim != nil {
+			p.victims--
+			r, destroy = p.putLocked(g.victim)
+		}
 		sp.making--
 		p.making--
 		p.unreserveLocked(sp)
 		p.mu.Unlock()
+		if destroy {
+			p.destroy(context.Background(), g.victim, r)
+		}
 	}
 }
 
@@ -527,40 +563,63 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V]) (r reason, destroy bool) {
 		sp.idle.PushFront(obj)
 	}
 	p.idle.PushBack(obj)
-	if sp.waiters.Len() > 0 {
+	if p.waiters.Len() > 0 {
+		// Borrowers of other keys that have waited longer than this key's
+		// first waiter get the object's room if they need it, so a busy key
+		// cannot starve them; then this key's waiters get what is left.
+		p.dispatchAheadLocked(sp)
 		p.serveKeyLocked(sp)
-	} else if p.waiters.Len() > 0 {
-		p.dispatchLocked() // the object may make room for another key
 	}
 	return 0, false
 }
 
 // ready activates an object just taken from the idle set or just made, and
-// validates it with TestOnBorrow. On failure it destroys the object.
+// validates it with TestOnBorrow. On failure it destroys the object, unless
+// the failure came from ctx ending: the borrower gave up, the object is not
+// to blame, and it goes back to the pool.
 func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 	obj := h.obj
-	err := p.f.Activate(ctx, obj.sub.key, obj.value)
+	sp := obj.sub
+	err := p.f.Activate(ctx, sp.key, obj.value)
 	if err == nil && p.cfg.Load().TestOnBorrow {
-		err = p.f.Validate(ctx, obj.sub.key, obj.value)
+		err = p.f.Validate(ctx, sp.key, obj.value)
 	}
-	if err != nil {
-		p.mu.Lock()
-		h.leased.Store(false)
-		p.unleaseLocked(h, false)
-		obj.state = stDestroy
-		p.mu.Unlock()
-		p.destroy(context.WithoutCancel(ctx), obj, byBorrowValidation)
-		return fmt.Errorf("%w: key %v: %w", ErrValidation, obj.sub.key, err)
+	if err == nil {
+		if p.shared {
+			// Now that it is active, others may share it.
+			p.mu.Lock()
+			sp.activating--
+			obj.state = stLent
+			sp.lent.PushBack(obj)
+			p.serveKeyLocked(sp)
+			p.mu.Unlock()
+		}
+		return nil
 	}
+	gaveUp := ctx.Err() != nil
+	why, destroy := byBorrowValidation, true
+	var perr error
+	if gaveUp {
+		perr = p.f.Passivate(context.WithoutCancel(ctx), sp.key, obj.value)
+	}
+	p.mu.Lock()
+	p.unleaseLocked(h, false)
 	if p.shared {
-		// Now that it is active, others may share it.
-		p.mu.Lock()
-		obj.state = stLent
-		obj.sub.lent.PushBack(obj)
-		p.serveKeyLocked(obj.sub)
-		p.mu.Unlock()
+		sp.activating--
 	}
-	return nil
+	if gaveUp && perr == nil {
+		why, destroy = p.putLocked(obj)
+	} else {
+		obj.state = stDestroy
+	}
+	p.mu.Unlock()
+	if destroy {
+		p.destroy(context.WithoutCancel(ctx), obj, why)
+	}
+	if gaveUp {
+		return ctx.Err()
+	}
+	return fmt.Errorf("%w: key %v: %w", ErrValidation, sp.key, err)
 }
 
 // makeRequest carries one make from the goroutine that runs it to the
@@ -613,6 +672,7 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(p.closeCtx, cancel)
 	v, err := p.f.Make(mctx, sp.key)
+	byClose := err != nil && p.closeCtx.Err() != nil
 	invalid := false
 	if err == nil && p.cfg.Load().TestOnCreate {
 		if verr := p.f.Validate(mctx, sp.key, v); verr != nil {
@@ -638,6 +698,10 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 		p.countDestroyLocked(sp, byBorrowValidation)
 		r.err = err
 		p.unreserveLocked(sp)
+	case byClose:
+		// Cancelled by Close: not counted as the factory's failure.
+		r.err = fmt.Errorf("%w: make key %v: %w", ErrClosed, sp.key, err)
+		p.unreserveLocked(sp)
 	case err != nil:
 		p.c.makeErrors++
 		sp.c.makeErrors++
@@ -652,7 +716,9 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 		if r.place {
 			why, destroy = p.putLocked(obj)
 		} else {
-			if !p.shared {
+			if p.shared {
+				sp.activating++ // until ready
+			} else {
 				obj.state = stLent
 			}
 			r.lease = p.leaseLocked(obj)
@@ -829,7 +895,9 @@ func (p *Pool[K, V]) Close(ctx context.Context) error {
 		p.closed = true
 		p.closeMakes()
 		for w := p.waiters.Front(); w != nil; w = p.waiters.Front() {
+			sp := w.sub
 			p.grantLocked(w, grant[K, V]{err: ErrClosed})
+			p.dropIfEmptyLocked(sp)
 		}
 		for o := p.idle.Front(); o != nil; o = p.idle.Front() {
 			doomed = p.takeIdleLocked(o, doomed)
@@ -838,6 +906,11 @@ func (p *Pool[K, V]) Close(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 	err := p.destroyAll(ctx, doomed, byClose)
+	select {
+	case <-p.drained: // first, so that an ended ctx does not hide success
+		return err
+	default:
+	}
 	select {
 	case <-p.drained:
 		return err

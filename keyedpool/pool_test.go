@@ -293,8 +293,7 @@ func TestMisuse(t *testing.T) {
 }
 
 // The pool judges age by when an object last went idle, however often
-// objects cycle through the idle set in between (its queue of idle objects
-// skips and compacts the stale entries this leaves).
+// objects cycle through the idle set in between.
 func TestOldestIdleAfterManyCycles(t *testing.T) {
 	p, _ := newPool(t, keyedpool.Config{MaxTotal: 3})
 	old := mustBorrow(t, p, "old")

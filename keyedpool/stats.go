@@ -22,7 +22,10 @@ type KeyStats struct {
 // Gauges are the current state of a pool or of one key.
 type Gauges struct {
 	// Active is the number of objects lent out, or being returned or
-	// destroyed (counted against the limits until Destroy returns).
+	// destroyed (counted against the limits until Destroy returns). An idle
+	// object destroyed to make room for another key counts as Active in its
+	// own key's KeyStats, but not in the pool's Stats, where the object being
+	// made in its room counts as Making.
 	Active int
 	// Idle is the number of idle objects ready to lend.
 	Idle int

@@ -131,7 +131,10 @@ func stress(t *testing.T, shares int) {
 	}
 	wg.Wait()
 	before := p.Stats()
-	if err := p.Close(context.Background()); err != nil {
+	// Bounded, so that a leaked lease fails the test instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
 		t.Errorf("Close() = %v", err)
 	}
 	s := p.Stats()
