@@ -3,6 +3,7 @@ package keyedpool_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 
 	"github.com/kpool-go/kpool/internal/testfactory"
@@ -73,4 +74,33 @@ func borrowAsync(ctx context.Context, p *pool, key string) <-chan result {
 		ch <- result{h, err}
 	}()
 	return ch
+}
+
+// borrowAtOnce borrows n objects of key from n goroutines at once.
+func borrowAtOnce(t *testing.T, p *pool, key string, n int) []*handle {
+	t.Helper()
+	var wg sync.WaitGroup
+	hs := make([]*handle, n)
+	for i := range hs {
+		wg.Go(func() {
+			h, err := p.Borrow(context.Background(), key)
+			if err != nil {
+				t.Errorf("Borrow(%q) = %v", key, err)
+				return
+			}
+			hs[i] = h
+		})
+	}
+	wg.Wait()
+	return hs
+}
+
+// returnAll returns every handle borrowAtOnce got.
+func returnAll(t *testing.T, p *pool, hs []*handle) {
+	t.Helper()
+	for _, h := range hs {
+		if h != nil {
+			mustReturn(t, p, h)
+		}
+	}
 }

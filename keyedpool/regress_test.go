@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -81,27 +80,11 @@ func TestSharedColdBurstMakesOneObject(t *testing.T) {
 					return nil
 				}}
 				p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 100, WhenExhausted: action})
-				var wg sync.WaitGroup
-				hs := make([]*handle, 8)
-				for i := range hs {
-					wg.Go(func() {
-						h, err := p.Borrow(context.Background(), "k")
-						if err != nil {
-							t.Errorf("Borrow() = %v", err)
-							return
-						}
-						hs[i] = h
-					})
-				}
-				wg.Wait()
+				hs := borrowAtOnce(t, p, "k", 8)
 				if got := f.Made.Load(); got != 1 {
 					t.Errorf("objects made for 8 borrowers with 100 shares each = %d, want 1", got)
 				}
-				for _, h := range hs {
-					if h != nil {
-						mustReturn(t, p, h)
-					}
-				}
+				returnAll(t, p, hs)
 			})
 		})
 	}
@@ -116,25 +99,11 @@ func TestSharedBurstBeyondPendingMakesMore(t *testing.T) {
 			return nil
 		}}
 		p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 2})
-		var wg sync.WaitGroup
-		hs := make([]*handle, 6)
-		for i := range hs {
-			wg.Go(func() {
-				h, err := p.Borrow(context.Background(), "k")
-				if err != nil {
-					t.Errorf("Borrow() = %v", err)
-					return
-				}
-				hs[i] = h
-			})
-		}
-		wg.Wait()
+		hs := borrowAtOnce(t, p, "k", 6)
 		if got := f.Made.Load(); got != 3 {
 			t.Errorf("objects made for 6 borrowers with 2 shares each = %d, want 3", got)
 		}
-		for _, h := range hs {
-			mustReturn(t, p, h)
-		}
+		returnAll(t, p, hs)
 	})
 }
 
