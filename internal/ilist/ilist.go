@@ -74,6 +74,26 @@ func (l *List[T]) PushBack(e *T) {
 	l.n++
 }
 
+// InsertBefore inserts e just before mark, which must be in this list. e
+// must not be in a list through the same Links.
+func (l *List[T]) InsertBefore(e, mark *T) {
+	le, lm := l.links(e), l.links(mark)
+	if le.in {
+		panic("ilist: InsertBefore of an element already in a list")
+	}
+	if !lm.in {
+		panic("ilist: InsertBefore a mark not in a list")
+	}
+	le.in, le.prev, le.next = true, lm.prev, mark
+	if lm.prev != nil {
+		l.links(lm.prev).next = e
+	} else {
+		l.head = e
+	}
+	lm.prev = e
+	l.n++
+}
+
 // Remove takes e out of the list. e must be in this list.
 func (l *List[T]) Remove(e *T) {
 	le := l.links(e)

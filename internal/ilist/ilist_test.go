@@ -57,6 +57,17 @@ func TestPushRemove(t *testing.T) {
 			l.Remove(&nodes[0])
 			l.Remove(&nodes[2])
 		}, []int{1}},
+		{"insert before middle", func(l *ilist.List[node]) {
+			l.PushBack(&nodes[0])
+			l.PushBack(&nodes[2])
+			l.InsertBefore(&nodes[1], &nodes[2])
+		}, []int{0, 1, 2}},
+		{"insert before front", func(l *ilist.List[node]) {
+			l.PushBack(&nodes[1])
+			l.InsertBefore(&nodes[0], &nodes[1])
+			l.Remove(&nodes[1])
+			l.PushBack(&nodes[2])
+		}, []int{0, 2}},
 		{"pop front", func(l *ilist.List[node]) {
 			l.PushBack(&nodes[3])
 			l.PushBack(&nodes[4])
@@ -115,6 +126,8 @@ func TestMisusePanics(t *testing.T) {
 	l.PushBack(n)
 	mustPanic(t, "PushBack twice", func() { l.PushBack(n) })
 	mustPanic(t, "PushFront twice", func() { l.PushFront(n) })
+	mustPanic(t, "InsertBefore of present element", func() { l.InsertBefore(n, n) })
+	mustPanic(t, "InsertBefore absent mark", func() { l.InsertBefore(&node{}, &node{}) })
 }
 
 func mustPanic(t *testing.T, name string, f func()) {

@@ -1,0 +1,60 @@
+package evictor
+
+import "time"
+
+// Candidate is what a Policy knows of one idle object.
+type Candidate struct {
+	// Key is the object's key in its pool.
+	Key any
+	// Created is when the object was made.
+	Created time.Time
+	// LastBorrowed and LastReturned are when the object was last lent and
+	// last given back (Created if never). A pool stamps them from a clock
+	// it advances at each eviction run, rounded up to the next run, so they
+	// may be later than the real moment by up to one run interval, never
+	// earlier.
+	LastBorrowed, LastReturned time.Time
+	// IdleTime is how long the object has been idle: the run's time minus
+	// LastReturned, never negative.
+	IdleTime time.Duration
+	// IdleCount is the number of idle objects of the key, this one included.
+	IdleCount int
+}
+
+// Settings are the pool's eviction settings a Policy reads.
+type Settings struct {
+	// MinEvictableIdle: an object idle longer is evicted. Zero or negative:
+	// never on idle time alone.
+	MinEvictableIdle time.Duration
+	// SoftMinEvictableIdle: an object idle longer is evicted while its key
+	// has more than MinIdle idle objects. Zero or negative: off.
+	SoftMinEvictableIdle time.Duration
+	// MinIdle is the number of idle objects a pool keeps for each key.
+	MinIdle int
+}
+
+// Policy decides whether an idle object is evicted. A pool calls it from its
+// eviction run, without holding any lock, one object at a time; a Policy
+// used by several pools must be safe for concurrent use.
+type Policy interface {
+	Evict(s Settings, c Candidate) bool
+}
+
+// PolicyFunc adapts a function to a Policy.
+type PolicyFunc func(s Settings, c Candidate) bool
+
+// Evict returns f(s, c).
+func (f PolicyFunc) Evict(s Settings, c Candidate) bool { return f(s, c) }
+
+// DefaultPolicy is commons-pool2's DefaultEvictionPolicy: an object is
+// evicted when it has been idle longer than MinEvictableIdle, or longer than
+// SoftMinEvictableIdle while its key has more than MinIdle idle objects.
+type DefaultPolicy struct{}
+
+// Evict applies the rule above.
+func (DefaultPolicy) Evict(s Settings, c Candidate) bool {
+	if s.MinEvictableIdle > 0 && c.IdleTime > s.MinEvictableIdle {
+		return true
+	}
+	return s.SoftMinEvictableIdle > 0 && c.IdleTime > s.SoftMinEvictableIdle && c.IdleCount > s.MinIdle
+}
