@@ -3,6 +3,7 @@ package keyedpool_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/kpool-go/kpool/factory"
 	"github.com/kpool-go/kpool/keyedpool"
@@ -15,14 +16,21 @@ func TestBorrowReturnAllocatesNothing(t *testing.T) {
 		t.Skip("the race detector allocates; allocation budgets are checked without -race")
 	}
 	for _, tt := range []struct {
-		name   string
-		shares int
+		name string
+		cfg  keyedpool.Config
 	}{
-		{"Exclusive", 1},
-		{"Shared", 4},
+		{"Exclusive", keyedpool.Config{}},
+		{"Shared", keyedpool.Config{MaxSharesPerObject: 4}},
+		// The options that stamp objects and leases, without an evictor
+		// (the real clock) and with one (the pool's clock).
+		{"LifetimeAbandoned", keyedpool.Config{MaxLifetime: time.Hour, Abandoned: &keyedpool.AbandonedConfig{}}},
+		{"Evictor", keyedpool.Config{
+			TimeBetweenEvictionRuns: time.Hour, MaxLifetime: time.Hour, MinIdlePerKey: 1,
+			Abandoned: &keyedpool.AbandonedConfig{RemoveOnMaintenance: true}, MakeFailureThreshold: 3,
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p, _ := newPool(t, keyedpool.Config{MaxSharesPerObject: tt.shares})
+			p, _ := newPool(t, tt.cfg)
 			ctx := context.Background()
 			mustReturn(t, p, mustBorrow(t, p, "k"))
 			allocs := testing.AllocsPerRun(1000, func() {

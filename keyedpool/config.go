@@ -2,8 +2,11 @@ package keyedpool
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 	"time"
+
+	"github.com/kpool-go/kpool/evictor"
 )
 
 // ExhaustedAction says what Borrow does when the limits leave no object to
@@ -31,8 +34,13 @@ func (a ExhaustedAction) String() string {
 
 // Default limits, as in commons-pool2's GenericKeyedObjectPoolConfig.
 const (
-	DefaultMaxTotalPerKey = 8
-	DefaultMaxIdlePerKey  = 8
+	DefaultMaxTotalPerKey         = 8
+	DefaultMaxIdlePerKey          = 8
+	DefaultNumTestsPerEvictionRun = 3
+	DefaultMinEvictableIdle       = 30 * time.Minute
+	DefaultAbandonedTimeout       = 5 * time.Minute
+	DefaultMakeBackoffBase        = time.Second
+	DefaultMakeBackoffMax         = 30 * time.Second
 )
 
 // Config holds a pool's limits and behaviour. Every field's zero value is a
@@ -84,8 +92,9 @@ type Config struct {
 	// failure destroys it.
 	TestOnReturn bool
 
-	// TestWhileIdle validates idle objects from the evictor. Stored for the
-	// evictor; no effect without one.
+	// TestWhileIdle makes each eviction run activate, validate and
+	// passivate the idle objects it looks at and the policy keeps; a failure
+	// destroys the object. No effect without eviction runs.
 	TestWhileIdle bool
 
 	// MaxSharesPerObject is how many borrowers may hold one object at once.
@@ -95,22 +104,117 @@ type Config struct {
 	// multiplexed connections such as gRPC's). Negative is invalid. Fixed
 	// when the pool is made: SetConfig refuses to change it.
 	MaxSharesPerObject int
+
+	// TimeBetweenEvictionRuns is how often the evictor runs RunEviction.
+	// Zero or negative: never (the default, as commons-pool2); RunEviction
+	// can still be called by hand. Pools with the same interval share one
+	// goroutine (evictor.Default).
+	TimeBetweenEvictionRuns time.Duration
+
+	// NumTestsPerEvictionRun is how many idle objects one eviction run looks
+	// at. Zero means the default, 3. Negative n looks at ceil(idle/|n|) of
+	// them, so -1 looks at all.
+	NumTestsPerEvictionRun int
+
+	// MinEvictableIdle: an idle object idle longer is evicted by the default
+	// policy. Zero means the default, 30 minutes. Negative: never on idle
+	// time alone.
+	MinEvictableIdle time.Duration
+
+	// SoftMinEvictableIdle: an idle object idle longer is evicted by the
+	// default policy while more than MinIdlePerKey objects of its key are
+	// idle. Zero (the default): off. Negative is invalid.
+	SoftMinEvictableIdle time.Duration
+
+	// EvictionPolicy decides which idle objects an eviction run destroys.
+	// Nil means evictor.DefaultPolicy.
+	EvictionPolicy evictor.Policy
+
+	// MaxLifetime: an object older than this is destroyed when an eviction
+	// run finds it idle, or when it is returned; never while borrowed. Zero
+	// (the default): no limit. Negative is invalid.
+	MaxLifetime time.Duration
+
+	// MaxLifetimeJitter adds to each object's MaxLifetime a random part of
+	// up to this much, drawn when the object is made, so that objects made
+	// together do not all expire together. Zero (the default): none.
+	// Negative is invalid.
+	MaxLifetimeJitter time.Duration
+
+	// Abandoned, when not nil, treats objects borrowed and left unused for
+	// too long as leaked and takes them back. Nil (the default): off.
+	Abandoned *AbandonedConfig
+
+	// MakeFailureThreshold is the number of consecutive failed makes of one
+	// key after which Borrow on that key fails fast with ErrBackoff for a
+	// backoff period, instead of sending every borrower to a dead backend.
+	// After the period one borrower probes with a make; a success ends the
+	// backoff, a failure starts a longer period. Other keys are unaffected.
+	// Zero (the default): off. Negative is invalid.
+	MakeFailureThreshold int
+
+	// MakeBackoffBase is the first backoff period; each further failed probe
+	// doubles it, up to MakeBackoffMax. Every period varies randomly by up
+	// to 20% either way, so that keys that failed together do not probe
+	// together. Zero means the default, 1 second. Negative is invalid.
+	MakeBackoffBase time.Duration
+
+	// MakeBackoffMax caps the backoff period. Zero means the default, 30
+	// seconds. Negative or below MakeBackoffBase is invalid.
+	MakeBackoffMax time.Duration
+}
+
+// AbandonedConfig says when a borrowed object counts as leaked, as
+// commons-pool2's AbandonedConfig. A leaked object is taken back: its handle
+// stops being valid (Return gives ErrNotBorrowed) and the object is
+// invalidated, which frees its room. It is counted in
+// Counters.DestroyedByAbandoned.
+type AbandonedConfig struct {
+	// RemoveOnBorrow looks for leaked objects when a Borrow finds nothing
+	// to lend at once.
+	RemoveOnBorrow bool
+	// RemoveOnMaintenance looks for leaked objects in each eviction run.
+	RemoveOnMaintenance bool
+	// Timeout is how long a lease may go without use (Borrow, or
+	// Pooled.MarkUsed) before it counts as leaked. Zero means the default,
+	// 5 minutes, as commons-pool2. Negative is invalid.
+	Timeout time.Duration
+	// LogAbandoned logs each leaked lease with the stack of the Borrow that
+	// took it. The stack is captured at every Borrow while this is on, which
+	// costs an allocation; off, Borrow allocates nothing.
+	LogAbandoned bool
+	// Logger receives LogAbandoned's records. Nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the default configuration: no total limit, 8 objects
 // and 8 idle per key, none kept warm, Block without a MaxWait, LIFO, no
-// tests, exclusive use.
+// tests, exclusive use, no evictor, no lifetime limit, no abandoned-object
+// tracking, no make backoff.
 func DefaultConfig() Config {
 	return Config{
-		MaxTotalPerKey:     DefaultMaxTotalPerKey,
-		MaxIdlePerKey:      DefaultMaxIdlePerKey,
-		MaxSharesPerObject: 1,
+		MaxTotalPerKey:         DefaultMaxTotalPerKey,
+		MaxIdlePerKey:          DefaultMaxIdlePerKey,
+		MaxSharesPerObject:     1,
+		NumTestsPerEvictionRun: DefaultNumTestsPerEvictionRun,
+		MinEvictableIdle:       DefaultMinEvictableIdle,
+		EvictionPolicy:         evictor.DefaultPolicy{},
+		MakeBackoffBase:        DefaultMakeBackoffBase,
+		MakeBackoffMax:         DefaultMakeBackoffMax,
 	}
 }
 
 // limits are a Config's caps as plain numbers: math.MaxInt means no limit.
 type limits struct {
 	maxTotal, maxPerKey, maxIdle, minIdle, maxShares int
+
+	// every is the eviction interval, 0 without an evictor.
+	every time.Duration
+	// exactClock: stamps read the real clock, because something needs
+	// times between eviction runs (abandoned tracking or MaxLifetime) and
+	// there are no runs to advance the pool's clock.
+	exactClock bool
+	abandoned  bool // Abandoned != nil
 }
 
 // resolve fills in defaults and checks every field, returning the completed
@@ -125,6 +229,31 @@ func (c Config) resolve() (Config, limits, error) {
 	if c.MaxSharesPerObject == 0 {
 		c.MaxSharesPerObject = 1
 	}
+	if c.NumTestsPerEvictionRun == 0 {
+		c.NumTestsPerEvictionRun = DefaultNumTestsPerEvictionRun
+	}
+	if c.MinEvictableIdle == 0 {
+		c.MinEvictableIdle = DefaultMinEvictableIdle
+	}
+	if c.EvictionPolicy == nil {
+		c.EvictionPolicy = evictor.DefaultPolicy{}
+	}
+	if c.MakeBackoffBase == 0 {
+		c.MakeBackoffBase = DefaultMakeBackoffBase
+	}
+	if c.MakeBackoffMax == 0 {
+		c.MakeBackoffMax = DefaultMakeBackoffMax
+	}
+	if c.Abandoned != nil {
+		a := *c.Abandoned // the caller's copy stays theirs
+		if a.Timeout == 0 {
+			a.Timeout = DefaultAbandonedTimeout
+		}
+		if a.Logger == nil {
+			a.Logger = slog.Default()
+		}
+		c.Abandoned = &a
+	}
 	unlimited := func(n int) int {
 		if n <= 0 {
 			return math.MaxInt
@@ -137,7 +266,10 @@ func (c Config) resolve() (Config, limits, error) {
 		maxIdle:   unlimited(c.MaxIdlePerKey),
 		minIdle:   c.MinIdlePerKey,
 		maxShares: c.MaxSharesPerObject,
+		every:     max(c.TimeBetweenEvictionRuns, 0),
+		abandoned: c.Abandoned != nil,
 	}
+	l.exactClock = l.every == 0 && (l.abandoned || c.MaxLifetime > 0)
 	switch {
 	case c.MinIdlePerKey < 0:
 		return c, l, fmt.Errorf("%w: MinIdlePerKey is %d, want 0 or more", ErrInvalidConfig, c.MinIdlePerKey)
@@ -151,6 +283,22 @@ func (c Config) resolve() (Config, limits, error) {
 		return c, l, fmt.Errorf("%w: MaxWait is %v, want 0 (bounded by the context only) or more", ErrInvalidConfig, c.MaxWait)
 	case c.MaxSharesPerObject < 0:
 		return c, l, fmt.Errorf("%w: MaxSharesPerObject is %d, want 1 or more (0 means 1)", ErrInvalidConfig, c.MaxSharesPerObject)
+	case c.SoftMinEvictableIdle < 0:
+		return c, l, fmt.Errorf("%w: SoftMinEvictableIdle is %v, want 0 (off) or more", ErrInvalidConfig, c.SoftMinEvictableIdle)
+	case c.MaxLifetime < 0:
+		return c, l, fmt.Errorf("%w: MaxLifetime is %v, want 0 (no limit) or more", ErrInvalidConfig, c.MaxLifetime)
+	case c.MaxLifetimeJitter < 0:
+		return c, l, fmt.Errorf("%w: MaxLifetimeJitter is %v, want 0 (none) or more", ErrInvalidConfig, c.MaxLifetimeJitter)
+	case c.Abandoned != nil && c.Abandoned.Timeout < 0:
+		return c, l, fmt.Errorf("%w: Abandoned.Timeout is %v, want 0 (5m) or more", ErrInvalidConfig, c.Abandoned.Timeout)
+	case c.MakeFailureThreshold < 0:
+		return c, l, fmt.Errorf("%w: MakeFailureThreshold is %d, want 0 (off) or more", ErrInvalidConfig, c.MakeFailureThreshold)
+	case c.MakeBackoffBase < 0:
+		return c, l, fmt.Errorf("%w: MakeBackoffBase is %v, want 0 (1s) or more", ErrInvalidConfig, c.MakeBackoffBase)
+	case c.MakeBackoffMax < 0:
+		return c, l, fmt.Errorf("%w: MakeBackoffMax is %v, want 0 (30s) or more", ErrInvalidConfig, c.MakeBackoffMax)
+	case c.MakeBackoffMax < c.MakeBackoffBase:
+		return c, l, fmt.Errorf("%w: MakeBackoffMax %v is below MakeBackoffBase %v", ErrInvalidConfig, c.MakeBackoffMax, c.MakeBackoffBase)
 	}
 	return c, l, nil
 }

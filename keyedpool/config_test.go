@@ -6,7 +6,9 @@ import (
 	"strings"
 	"testing"
 	"testing/synctest"
+	"time"
 
+	"github.com/kpool-go/kpool/evictor"
 	"github.com/kpool-go/kpool/internal/testfactory"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -16,7 +18,11 @@ func TestConfigDefaults(t *testing.T) {
 	if got, want := p.Config(), keyedpool.DefaultConfig(); got != want {
 		t.Errorf("Config() of New(Config{}) = %+v, want DefaultConfig() %+v", got, want)
 	}
-	want := keyedpool.Config{MaxTotalPerKey: 8, MaxIdlePerKey: 8, MaxSharesPerObject: 1}
+	want := keyedpool.Config{
+		MaxTotalPerKey: 8, MaxIdlePerKey: 8, MaxSharesPerObject: 1,
+		NumTestsPerEvictionRun: 3, MinEvictableIdle: 30 * time.Minute, EvictionPolicy: evictor.DefaultPolicy{},
+		MakeBackoffBase: time.Second, MakeBackoffMax: 30 * time.Second,
+	}
 	if got := keyedpool.DefaultConfig(); got != want {
 		t.Errorf("DefaultConfig() = %+v, want %+v", got, want)
 	}
@@ -36,6 +42,14 @@ func TestConfigInvalid(t *testing.T) {
 		{keyedpool.Config{WhenExhausted: 7}, "WhenExhausted"},
 		{keyedpool.Config{MaxWait: -1}, "MaxWait"},
 		{keyedpool.Config{MaxSharesPerObject: -2}, "MaxSharesPerObject"},
+		{keyedpool.Config{SoftMinEvictableIdle: -1}, "SoftMinEvictableIdle"},
+		{keyedpool.Config{MaxLifetime: -1}, "MaxLifetime"},
+		{keyedpool.Config{MaxLifetimeJitter: -1}, "MaxLifetimeJitter"},
+		{keyedpool.Config{Abandoned: &keyedpool.AbandonedConfig{Timeout: -1}}, "Abandoned.Timeout"},
+		{keyedpool.Config{MakeFailureThreshold: -1}, "MakeFailureThreshold"},
+		{keyedpool.Config{MakeBackoffBase: -1}, "MakeBackoffBase"},
+		{keyedpool.Config{MakeBackoffMax: -1}, "MakeBackoffMax"},
+		{keyedpool.Config{MakeBackoffBase: time.Minute, MakeBackoffMax: time.Second}, "MakeBackoffMax"},
 	} {
 		t.Run(tt.field, func(t *testing.T) {
 			_, err := keyedpool.New(&testfactory.Factory{}, tt.cfg)

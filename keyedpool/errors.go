@@ -16,7 +16,8 @@ var (
 	ErrExhausted = errors.New("keyedpool: pool exhausted")
 
 	// ErrNotBorrowed is returned by Return and Invalidate for a handle that
-	// is not lent at the moment: returned or invalidated already, or nil.
+	// is not lent at the moment: returned or invalidated already, taken back
+	// as abandoned, or nil.
 	// Handles are reused, so a handle given back twice is caught only until
 	// the pool lends it again (see Pooled).
 	ErrNotBorrowed = errors.New("keyedpool: object not borrowed")
@@ -33,4 +34,10 @@ var (
 	// error Borrow returns when a newly made object fails activation or
 	// validation (TestOnCreate, TestOnBorrow).
 	ErrValidation = errors.New("keyedpool: object failed validation")
+
+	// ErrBackoff is wrapped, together with the last make error of the key,
+	// by the error Borrow, AddObject and Prepare return for a key whose
+	// makes keep failing (Config.MakeFailureThreshold) while its backoff
+	// period runs.
+	ErrBackoff = errors.New("keyedpool: key in make backoff")
 )

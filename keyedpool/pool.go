@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/kpool-go/kpool/evictor"
 	"github.com/kpool-go/kpool/factory"
 	"github.com/kpool-go/kpool/internal/ilist"
 )
@@ -21,10 +24,17 @@ type Pool[K comparable, V any] struct {
 	// closeCtx ends when Close is called; it cancels makes in flight.
 	closeCtx   context.Context
 	closeMakes context.CancelFunc
-	// drained is closed once the pool is closed and holds no object.
+	// drained is closed once the pool is closed, holds no object and runs
+	// no eviction.
 	drained chan struct{}
 
 	cfg atomic.Pointer[Config] // read without the lock; stored under mu
+
+	// The pool's clock, in nanoseconds since epoch; see clock.go. Stored
+	// under mu, read without it.
+	epoch   time.Time
+	clock   atomic.Int64 // stamp for objects and leases: the next eviction run
+	lastRun atomic.Int64 // start of the last eviction run
 
 	mu         sync.Mutex // protects the fields below. Nothing slow runs under it: no factory call, no I/O, no blocking send.
 	lim        limits
@@ -39,6 +49,14 @@ type Pool[K comparable, V any] struct {
 	idle       ilist.List[object[K, V]] // idle objects of all keys, oldest first
 	waiters    ilist.List[waiter[K, V]] // blocked borrowers of all keys, first come first
 	freeWaiter *waiter[K, V]            // waiters for reuse, linked by next
+
+	reg         *evictor.Registration     // the evictor's schedule of this pool, or nil
+	runs        int                       // eviction runs in flight
+	testing     int                       // idle objects out of the idle lists for an eviction test
+	evictNext   *object[K, V]             // in idle: where the next eviction run goes on; nil: the front
+	upkeep      ilist.List[subPool[K, V]] // keys with fewer than MinIdlePerKey idle objects
+	lentLeases  ilist.List[Pooled[K, V]]  // leases out, while abandoned objects are tracked
+	backoffKeys int                       // keys in make backoff
 }
 
 // subPool is the part of a pool that belongs to one key. Its fields below
@@ -55,10 +73,20 @@ type subPool[K comparable, V any] struct {
 	// first borrower, after which they take more.
 	activating int
 	shares     int                      // leases out
+	testing    int                      // idle objects under an eviction test
 	idle       ilist.List[object[K, V]] // idle objects; the front is lent first
 	lent       ilist.List[object[K, V]] // shared mode: lent objects that may take more leases
 	waiters    ilist.List[waiter[K, V]] // blocked borrowers of this key, first come first
+	upLinks    ilist.Links[subPool[K, V]] // in pool.upkeep
+
+	// Make backoff (Config.MakeFailureThreshold); see backoff.go.
+	fails        int       // consecutive failed makes
+	lastErr      error     // the last of them
+	backoffUntil time.Time // end of the backoff period; zero: not in backoff
+	probing      bool      // past the period, a make is probing
 }
+
+func upLinks[K comparable, V any](sp *subPool[K, V]) *ilist.Links[subPool[K, V]] { return &sp.upLinks }
 
 type objState uint8
 
@@ -79,8 +107,13 @@ type object[K comparable, V any] struct {
 	allLinks ilist.Links[object[K, V]] // in pool.idle
 	state    objState
 	shares   int32
-	free     *Pooled[K, V] // leases not in use, linked by next
-	lease    Pooled[K, V]  // the first lease, so exclusive use allocates none
+	// Stamps in nanoseconds since the pool's epoch. created reads the real
+	// clock; the others the pool's clock (see clock.go).
+	created, lastBorrowed, lastReturned int64
+	jitter                              uint32 // this object's share of MaxLifetimeJitter, out of 1<<32
+	brokenWhy                           reason // stBroken: why it will be destroyed
+	free                                *Pooled[K, V] // leases not in use, linked by next
+	lease                               Pooled[K, V]  // the first lease, so exclusive use allocates none
 }
 
 func keyLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] { return &o.keyLinks }
@@ -95,13 +128,27 @@ type Pooled[K comparable, V any] struct {
 	obj    *object[K, V]
 	next   *Pooled[K, V] // in obj.free; protected by the pool's mu
 	leased atomic.Bool
+
+	// Abandoned-object tracking (Config.Abandoned).
+	lastUsed atomic.Int64                // when lent or marked used, as the pool's stamps
+	links    ilist.Links[Pooled[K, V]]   // in pool.lentLeases; protected by the pool's mu
+	stack    []byte                      // the Borrow's stack, with LogAbandoned; written before leased is set
 }
+
+func leaseLinks[K comparable, V any](h *Pooled[K, V]) *ilist.Links[Pooled[K, V]] { return &h.links }
 
 // Value returns the borrowed object.
 func (h *Pooled[K, V]) Value() V { return h.obj.value }
 
 // Key returns the key the object was borrowed for.
 func (h *Pooled[K, V]) Key() K { return h.obj.sub.key }
+
+// MarkUsed records that the borrower still uses the object, so that
+// abandoned-object tracking (Config.Abandoned) does not take it back: the
+// Timeout counts from the last call, or from Borrow. It costs an atomic
+// store (and a clock read when no evictor runs), and is safe for concurrent
+// use.
+func (h *Pooled[K, V]) MarkUsed() { h.lastUsed.Store(h.obj.sub.pool.useStamp()) }
 
 // grant is what a borrower is given: a lease, or capacity to make an object.
 type grant[K comparable, V any] struct {
@@ -149,16 +196,25 @@ func New[K comparable, V any](f factory.KeyedFactory[K, V], cfg Config) (*Pool[K
 		return nil, err
 	}
 	p := &Pool[K, V]{
-		f:       f,
-		shared:  lim.maxShares > 1,
-		drained: make(chan struct{}),
-		lim:     lim,
-		keys:    make(map[K]*subPool[K, V]),
-		idle:    ilist.New(allLinks[K, V]),
-		waiters: ilist.New(wAllLinks[K, V]),
+		f:          f,
+		shared:     lim.maxShares > 1,
+		drained:    make(chan struct{}),
+		epoch:      time.Now(),
+		lim:        lim,
+		keys:       make(map[K]*subPool[K, V]),
+		idle:       ilist.New(allLinks[K, V]),
+		waiters:    ilist.New(wAllLinks[K, V]),
+		upkeep:     ilist.New(upLinks[K, V]),
+		lentLeases: ilist.New(leaseLinks[K, V]),
 	}
 	p.cfg.Store(&cfg)
 	p.closeCtx, p.closeMakes = context.WithCancel(context.Background())
+	p.mu.Lock()
+	p.advanceClockLocked(0)
+	if lim.every > 0 {
+		p.reg = evictor.Default.Schedule(lim.every, p)
+	}
+	p.mu.Unlock()
 	return p, nil
 }
 
@@ -183,9 +239,13 @@ func (p *Pool[K, V]) subLocked(key K) *subPool[K, V] {
 
 // dropIfEmptyLocked forgets sp when it holds nothing and nobody waits on it,
 // so that one-off keys do not grow the pool forever.
+// A key whose makes are failing is kept, so that its backoff holds.
 func (p *Pool[K, V]) dropIfEmptyLocked(sp *subPool[K, V]) {
-	if sp.count == 0 && sp.waiters.Len() == 0 && p.keys[sp.key] == sp {
+	if sp.count == 0 && sp.waiters.Len() == 0 && sp.fails == 0 && p.keys[sp.key] == sp {
 		delete(p.keys, sp.key)
+		if sp.upLinks.In() {
+			p.upkeep.Remove(sp)
+		}
 	}
 }
 
@@ -204,6 +264,7 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	swept := false
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -213,7 +274,17 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 		sp := p.subLocked(key)
 		g := p.tryLocked(sp, false)
 		if !g.ok() {
-			if p.cfg.Load().WhenExhausted == Fail && !g.soon {
+			cfg := p.cfg.Load()
+			if ab := cfg.Abandoned; ab != nil && ab.RemoveOnBorrow && !swept {
+				// Leaked objects may be what fills the pool: take them
+				// back and try again, once.
+				swept = true
+				p.dropIfEmptyLocked(sp)
+				p.mu.Unlock()
+				p.removeAbandoned(ab, p.since())
+				continue
+			}
+			if cfg.WhenExhausted == Fail && !g.soon {
 				p.dropIfEmptyLocked(sp)
 				p.mu.Unlock()
 				return nil, ErrExhausted
@@ -244,6 +315,9 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 				continue // the object was destroyed; try the next
 			}
 		}
+		if ab := p.cfg.Load().Abandoned; ab != nil && ab.LogAbandoned {
+			g.lease.stack = debug.Stack()
+		}
 		// Marked lent only now that the borrower has it, so that a stale
 		// handle given back meanwhile cannot take it.
 		g.lease.leased.Store(true)
@@ -273,6 +347,12 @@ func (p *Pool[K, V]) tryLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 	}
 	if sp.count >= p.lim.maxPerKey {
 		return grant[K, V]{}
+	}
+	if sp.fails > 0 {
+		if err := p.backoffLocked(sp); err != nil {
+			p.countRejectedLocked(sp)
+			return grant[K, V]{err: err}
+		}
 	}
 	var victim *object[K, V]
 	if p.fullLocked() {
@@ -331,6 +411,12 @@ func (p *Pool[K, V]) leaseLocked(obj *object[K, V]) *Pooled[K, V] {
 	p.shares++
 	p.c.borrowed++
 	obj.sub.c.borrowed++
+	obj.lastBorrowed = p.stampLocked(obj)
+	if p.lim.abandoned {
+		h.lastUsed.Store(p.useStamp())
+		p.lentLeases.PushBack(h)
+	}
+	p.wantUpkeepLocked(obj.sub)
 	return h
 }
 
@@ -343,6 +429,10 @@ func (p *Pool[K, V]) unleaseLocked(h *Pooled[K, V], returned bool) (last bool) {
 	obj := h.obj
 	h.next = obj.free
 	obj.free = h
+	if h.links.In() {
+		p.lentLeases.Remove(h)
+	}
+	h.stack = nil
 	obj.shares--
 	obj.sub.shares--
 	p.shares--
@@ -357,8 +447,12 @@ func (p *Pool[K, V]) unleaseLocked(h *Pooled[K, V], returned bool) (last bool) {
 }
 
 func (p *Pool[K, V]) unidleLocked(obj *object[K, V]) {
+	if obj == p.evictNext {
+		p.evictNext = p.idle.Next(obj)
+	}
 	obj.sub.idle.Remove(obj)
 	p.idle.Remove(obj)
+	p.wantUpkeepLocked(obj.sub)
 }
 
 // wait queues a borrower of sp and blocks until it is granted something, ctx
@@ -485,7 +579,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 		if p.shared {
 			sp.activating--
 		}
-		r, destroy := p.putLocked(obj)
+		r, destroy := p.putLocked(obj, false)
 		p.mu.Unlock()
 		if destroy {
 			p.destroy(context.Background(), obj, r)
@@ -500,10 +594,11 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 		p.mu.Lock()
 		if g.victim != nil {
 			p.victims--
-			r, destroy = p.putLocked(g.victim)
+			r, destroy = p.putLocked(g.victim, false)
 		}
 		sp.making--
 		p.making--
+		sp.probing = false // if this was the probe, it never ran
 		p.unreserveLocked(sp)
 		p.mu.Unlock()
 		if destroy {
@@ -536,7 +631,7 @@ func (p *Pool[K, V]) unreserveLocked(sp *subPool[K, V]) {
 }
 
 func (p *Pool[K, V]) checkDrainedLocked() {
-	if p.closed && p.total == 0 && !p.isDrained {
+	if p.closed && p.total == 0 && p.runs == 0 && !p.isDrained {
 		p.isDrained = true
 		close(p.drained)
 	}
@@ -545,8 +640,10 @@ func (p *Pool[K, V]) checkDrainedLocked() {
 // putLocked takes back an object nobody holds, passivated or new: it goes to
 // a waiter of its key, or to the idle set, or is to be destroyed (surplus
 // over MaxIdlePerKey, or the pool is closed), which the caller does after
-// unlocking.
-func (p *Pool[K, V]) putLocked(obj *object[K, V]) (r reason, destroy bool) {
+// unlocking. tested says the object comes back from an eviction test: it
+// keeps its idle time and goes back among the oldest idle objects, where
+// the next eviction run does not see it again before the others.
+func (p *Pool[K, V]) putLocked(obj *object[K, V], tested bool) (r reason, destroy bool) {
 	sp := obj.sub
 	if p.closed {
 		obj.state = stDestroy
@@ -557,12 +654,29 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V]) (r reason, destroy bool) {
 		return bySurplus, true
 	}
 	obj.state = stIdle
-	if p.cfg.Load().FIFO {
+	fifo := p.cfg.Load().FIFO
+	switch {
+	case tested:
+		if fifo {
+			sp.idle.PushFront(obj)
+		} else {
+			sp.idle.PushBack(obj)
+		}
+		if p.evictNext != nil {
+			p.idle.InsertBefore(obj, p.evictNext)
+		} else {
+			p.idle.PushBack(obj)
+		}
+	case fifo:
 		sp.idle.PushBack(obj)
-	} else {
+		p.idle.PushBack(obj)
+	default:
 		sp.idle.PushFront(obj)
+		p.idle.PushBack(obj)
 	}
-	p.idle.PushBack(obj)
+	if !tested {
+		obj.lastReturned = p.stampLocked(obj)
+	}
 	if p.waiters.Len() > 0 {
 		// Borrowers of other keys that have waited longer than this key's
 		// first waiter get the object's room if they need it, so a busy key
@@ -608,7 +722,7 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 		sp.activating--
 	}
 	if gaveUp && perr == nil {
-		why, destroy = p.putLocked(obj)
+		why, destroy = p.putLocked(obj, false)
 	} else {
 		obj.state = stDestroy
 	}
@@ -685,6 +799,13 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 	cancel()
 
 	var obj *object[K, V]
+	if err == nil {
+		now := p.since()
+		obj = &object[K, V]{sub: sp, value: v, state: stBusy,
+			created: now, lastBorrowed: now, lastReturned: now, jitter: rand.Uint32()}
+		obj.lease.obj = obj
+		obj.free = &obj.lease
+	}
 	var why reason
 	destroy := false
 	p.mu.Lock()
@@ -697,24 +818,25 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 		sp.c.created++
 		p.countDestroyLocked(sp, byBorrowValidation)
 		r.err = err
+		p.makeFailedLocked(sp, err)
 		p.unreserveLocked(sp)
 	case byClose:
 		// Cancelled by Close: not counted as the factory's failure.
+		sp.probing = false
 		r.err = fmt.Errorf("%w: make key %v: %w", ErrClosed, sp.key, err)
 		p.unreserveLocked(sp)
 	case err != nil:
 		p.c.makeErrors++
 		sp.c.makeErrors++
 		r.err = fmt.Errorf("keyedpool: make key %v: %w", sp.key, err)
+		p.makeFailedLocked(sp, err)
 		p.unreserveLocked(sp)
 	default:
 		p.c.created++
 		sp.c.created++
-		obj = &object[K, V]{sub: sp, value: v, state: stBusy}
-		obj.lease.obj = obj
-		obj.free = &obj.lease
+		p.makeOKLocked(sp)
 		if r.place {
-			why, destroy = p.putLocked(obj)
+			why, destroy = p.putLocked(obj, false)
 		} else {
 			if p.shared {
 				sp.activating++ // until ready
@@ -785,27 +907,36 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned bool) error {
 		if obj.state == stBroken {
 			obj.state = stDestroy
 			p.mu.Unlock()
-			return p.destroy(context.Background(), obj, byInvalidate)
+			return p.destroy(context.Background(), obj, obj.brokenWhy)
 		}
 		obj.state = stBusy
 		p.mu.Unlock()
 	}
 	// Only this goroutine holds obj now.
 	ctx := context.Background()
+	cfg := p.cfg.Load()
+	expired := cfg.MaxLifetime > 0 && p.expired(obj, cfg, p.floorNow(cfg))
 	why, destroy := byReturnValidation, false
-	err := p.f.Passivate(ctx, sp.key, obj.value)
-	if err == nil && p.cfg.Load().TestOnReturn {
-		err = p.f.Validate(ctx, sp.key, obj.value)
+	var err error
+	if !expired {
+		err = p.f.Passivate(ctx, sp.key, obj.value)
+		if err == nil && cfg.TestOnReturn {
+			err = p.f.Validate(ctx, sp.key, obj.value)
+		}
 	}
 	p.mu.Lock()
 	if !p.shared {
 		p.unleaseLocked(h, returned)
 	}
-	if err != nil {
+	switch {
+	case expired:
+		obj.state = stDestroy
+		why, destroy = byLifetime, true
+	case err != nil:
 		obj.state = stDestroy
 		destroy = true
-	} else {
-		why, destroy = p.putLocked(obj)
+	default:
+		why, destroy = p.putLocked(obj, false)
 	}
 	p.mu.Unlock()
 	if destroy {
@@ -822,6 +953,12 @@ func (p *Pool[K, V]) Invalidate(h *Pooled[K, V]) error {
 	if err := p.check(h); err != nil {
 		return err
 	}
+	return p.invalidate(h, byInvalidate)
+}
+
+// invalidate is Invalidate for a lease whose leased flag is already
+// cleared.
+func (p *Pool[K, V]) invalidate(h *Pooled[K, V], why reason) error {
 	obj := h.obj
 	p.mu.Lock()
 	last := p.unleaseLocked(h, true)
@@ -829,13 +966,18 @@ func (p *Pool[K, V]) Invalidate(h *Pooled[K, V]) error {
 		obj.sub.lent.Remove(obj)
 	}
 	if !last {
-		obj.state = stBroken
+		if obj.state != stBroken {
+			obj.state, obj.brokenWhy = stBroken, why
+		}
 		p.mu.Unlock()
 		return nil
 	}
+	if obj.state == stBroken {
+		why = obj.brokenWhy // the first cause counts
+	}
 	obj.state = stDestroy
 	p.mu.Unlock()
-	return p.destroy(context.Background(), obj, byInvalidate)
+	return p.destroy(context.Background(), obj, why)
 }
 
 // destroy destroys obj, which nobody holds any more, and frees its room.
@@ -884,16 +1026,21 @@ func (p *Pool[K, V]) takeIdleLocked(obj *object[K, V], doomed []*object[K, V]) [
 
 // Close closes the pool: Borrow fails with ErrClosed from now on, waiting
 // borrowers get ErrClosed, makes in flight are cancelled, and idle objects
-// are destroyed. Then it waits, bounded by ctx, until every lent object has
-// been returned (and destroyed). It returns the destroy errors and, if ctx
-// ended first, ctx.Err(), joined. Close may be called more than once; later
-// calls only wait.
+// are destroyed, and the pool leaves the evictor's schedule (an eviction
+// run in flight is cancelled). Then it waits, bounded by ctx, until every
+// lent object has been returned (and destroyed) and no eviction run is in
+// flight. It returns the destroy errors and, if ctx ended first, ctx.Err(),
+// joined. Close may be called more than once; later calls only wait.
 func (p *Pool[K, V]) Close(ctx context.Context) error {
 	var doomed []*object[K, V]
 	p.mu.Lock()
 	if !p.closed {
 		p.closed = true
 		p.closeMakes()
+		if p.reg != nil {
+			p.reg.Stop()
+			p.reg = nil
+		}
 		for w := p.waiters.Front(); w != nil; w = p.waiters.Front() {
 			sp := w.sub
 			p.grantLocked(w, grant[K, V]{err: ErrClosed})
@@ -922,7 +1069,8 @@ func (p *Pool[K, V]) Close(ctx context.Context) error {
 // AddObject makes one object of key and puts it in the pool: to a waiter of
 // the key, or idle. It fails with ErrExhausted when the limits leave no room
 // (it never destroys other keys' objects to make room), with ErrClosed on a
-// closed pool, and with the factory's error, wrapped. If ctx ends before the
+// closed pool, with ErrBackoff while the key's make backoff runs, and with
+// the factory's error, wrapped. If ctx ends before the
 // make does, it returns ctx.Err() and the object still joins the pool.
 func (p *Pool[K, V]) AddObject(ctx context.Context, key K) error {
 	p.mu.Lock()
@@ -935,6 +1083,13 @@ func (p *Pool[K, V]) AddObject(ctx context.Context, key K) error {
 		p.dropIfEmptyLocked(sp)
 		p.mu.Unlock()
 		return ErrExhausted
+	}
+	if sp.fails > 0 {
+		if err := p.backoffLocked(sp); err != nil {
+			p.countRejectedLocked(sp)
+			p.mu.Unlock()
+			return err
+		}
 	}
 	p.reserveLocked(sp)
 	p.mu.Unlock()
@@ -1021,7 +1176,10 @@ func (p *Pool[K, V]) Keys() []K {
 // SetConfig changes the pool's configuration while it runs. Raised limits
 // let waiting borrowers in at once; lowered limits never touch lent objects
 // but destroy idle objects over the new MaxIdlePerKey, MaxTotalPerKey and
-// MaxTotal (oldest first for MaxTotal). It refuses an invalid cfg, or a
+// MaxTotal (oldest first for MaxTotal). A changed TimeBetweenEvictionRuns
+// reschedules the evictor; a raised MinIdlePerKey is made up by the next
+// eviction run. Abandoned tracking switched on covers leases taken from then
+// on. It refuses an invalid cfg, or a
 // change of MaxSharesPerObject, with an error wrapping ErrInvalidConfig, and
 // returns ErrClosed on a closed pool. Destroy errors are returned joined.
 func (p *Pool[K, V]) SetConfig(cfg Config) error {
@@ -1040,9 +1198,23 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 		return fmt.Errorf("%w: MaxSharesPerObject cannot change after New (is %d, got %d)",
 			ErrInvalidConfig, p.lim.maxShares, lim.maxShares)
 	}
+	if lim.every != p.lim.every {
+		if p.reg != nil {
+			p.reg.Stop()
+			p.reg = nil
+		}
+		if lim.every > 0 {
+			p.reg = evictor.Default.Schedule(lim.every, p)
+		}
+	}
+	raisedMin := lim.minIdle > p.lim.minIdle
 	p.cfg.Store(&cfg)
 	p.lim = lim
+	p.advanceClockLocked(p.since())
 	for _, sp := range p.keys {
+		if raisedMin {
+			p.wantUpkeepLocked(sp)
+		}
 		excess := max(sp.idle.Len()-lim.maxIdle, sp.count-lim.maxPerKey)
 		for ; excess > 0 && sp.idle.Len() > 0; excess-- {
 			doomed = p.takeIdleLocked(sp.idle.Back(), doomed)
@@ -1062,10 +1234,11 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 func (p *Pool[K, V]) Stats() Stats {
 	p.mu.Lock()
 	s := Stats{
-		Keys: len(p.keys),
+		Keys:          len(p.keys),
+		KeysInBackoff: p.backoffKeys,
 		Gauges: Gauges{
-			Active:      p.total - p.victims - p.idle.Len() - p.making,
-			Idle:        p.idle.Len(),
+			Active:      p.total - p.victims - p.idle.Len() - p.testing - p.making,
+			Idle:        p.idle.Len() + p.testing,
 			Making:      p.making,
 			Waiters:     p.waiters.Len(),
 			SharesInUse: p.shares,
@@ -1086,9 +1259,11 @@ func (p *Pool[K, V]) KeyStats(key K) KeyStats {
 		return KeyStats{}
 	}
 	return KeyStats{
+		MakeFailures: sp.fails,
+		BackoffUntil: sp.backoffUntil,
 		Gauges: Gauges{
-			Active:      sp.count - sp.idle.Len() - sp.making,
-			Idle:        sp.idle.Len(),
+			Active:      sp.count - sp.idle.Len() - sp.testing - sp.making,
+			Idle:        sp.idle.Len() + sp.testing,
 			Making:      sp.making,
 			Waiters:     sp.waiters.Len(),
 			SharesInUse: sp.shares,

@@ -5,8 +5,11 @@ import "time"
 // Stats is a snapshot of a whole pool, gauges and counters read together.
 type Stats struct {
 	// Keys is the number of keys that have a sub-pool: ones that hold
-	// objects or have waiters.
+	// objects or have waiters, or whose makes are failing.
 	Keys int
+	// KeysInBackoff is the number of keys whose makes failed
+	// MakeFailureThreshold times in a row and have not succeeded since.
+	KeysInBackoff int
 	Gauges
 	Counters
 }
@@ -15,6 +18,12 @@ type Stats struct {
 // its sub-pool is made and are forgotten when the sub-pool is dropped
 // (nothing held, nobody waiting); Stats keeps the pool-wide totals.
 type KeyStats struct {
+	// MakeFailures is the number of consecutive failed makes of the key
+	// (counted only while Config.MakeFailureThreshold is set).
+	MakeFailures int
+	// BackoffUntil is when the key's current backoff period ends: zero when
+	// the key is not in backoff. Past it, one borrower probes.
+	BackoffUntil time.Time
 	Gauges
 	Counters
 }
@@ -27,7 +36,8 @@ type Gauges struct {
 	// own key's KeyStats, but not in the pool's Stats, where the object being
 	// made in its room counts as Making.
 	Active int
-	// Idle is the number of idle objects ready to lend.
+	// Idle is the number of idle objects, including those an eviction run
+	// is testing at the moment, which are not lent until it is done.
 	Idle int
 	// Making is the number of objects being made.
 	Making int
@@ -63,8 +73,20 @@ type Counters struct {
 	DestroyedByClear int64
 	// DestroyedByClose: destroyed by Close or returned after it.
 	DestroyedByClose int64
+	// DestroyedByEvictor: evicted by the eviction policy, or failed the
+	// eviction run's test (TestWhileIdle).
+	DestroyedByEvictor int64
+	// DestroyedByLifetime: older than MaxLifetime, found idle by an
+	// eviction run or returned.
+	DestroyedByLifetime int64
+	// DestroyedByAbandoned: taken back as leaked (Config.Abandoned).
+	DestroyedByAbandoned int64
 	// MakeErrors counts failed Makes.
 	MakeErrors int64
+	// BackoffRejected counts Borrows and AddObjects refused with ErrBackoff.
+	BackoffRejected int64
+	// EvictionTests counts the idle objects eviction runs looked at.
+	EvictionTests int64
 	// Waited counts Borrows that had to wait, whatever the outcome.
 	Waited int64
 	// WaitTime is the total time Borrows spent waiting.
@@ -91,6 +113,9 @@ const (
 	byInvalidate
 	byClear
 	byClose
+	byEvictor
+	byLifetime
+	byAbandoned
 	numReasons
 )
 
@@ -100,6 +125,7 @@ const (
 // with the gauges.
 type counters struct {
 	borrowed, returned, created, makeErrors int64
+	backoffRejected, evictionTests          int64
 	waited, waitNanos, maxWaitNanos         int64
 	destroyed                               [numReasons]int64
 }
@@ -116,6 +142,8 @@ func (c *counters) snapshot() Counters {
 		Returned:                    c.returned,
 		Created:                     c.created,
 		MakeErrors:                  c.makeErrors,
+		BackoffRejected:             c.backoffRejected,
+		EvictionTests:               c.evictionTests,
 		Waited:                      c.waited,
 		WaitTime:                    time.Duration(c.waitNanos),
 		MaxWaitTime:                 time.Duration(c.maxWaitNanos),
@@ -125,8 +153,12 @@ func (c *counters) snapshot() Counters {
 		DestroyedByInvalidate:       c.destroyed[byInvalidate],
 		DestroyedByClear:            c.destroyed[byClear],
 		DestroyedByClose:            c.destroyed[byClose],
+		DestroyedByEvictor:          c.destroyed[byEvictor],
+		DestroyedByLifetime:         c.destroyed[byLifetime],
+		DestroyedByAbandoned:        c.destroyed[byAbandoned],
 	}
-	s.Destroyed = s.DestroyedByBorrowValidation + s.DestroyedByReturnValidation + s.DestroyedSurplus +
-		s.DestroyedByInvalidate + s.DestroyedByClear + s.DestroyedByClose
+	for _, n := range c.destroyed {
+		s.Destroyed += n
+	}
 	return s
 }

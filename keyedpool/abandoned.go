@@ -1,0 +1,29 @@
+package keyedpool
+
+import "errors"
+
+// removeAbandoned takes back the leases unused for longer than ab.Timeout
+// at now (Config.Abandoned): each stops being valid and its object is
+// invalidated, which frees its room. It returns the destroy errors, joined.
+func (p *Pool[K, V]) removeAbandoned(ab *AbandonedConfig, now int64) error {
+	var leaked []*Pooled[K, V]
+	p.mu.Lock()
+	for h := p.lentLeases.Front(); h != nil; h = p.lentLeases.Next(h) {
+		// A lease whose flag is not set is on its way to or from a
+		// borrower; the swap makes a Return racing with this one lose.
+		if now-h.lastUsed.Load() > int64(ab.Timeout) && h.leased.CompareAndSwap(true, false) {
+			leaked = append(leaked, h)
+		}
+	}
+	p.mu.Unlock()
+	var errs []error
+	for _, h := range leaked {
+		if ab.LogAbandoned {
+			// The swap above follows Borrow's write of the stack.
+			ab.Logger.Warn("keyedpool: abandoned object taken back",
+				"key", h.obj.sub.key, "timeout", ab.Timeout, "stack", string(h.stack))
+		}
+		errs = append(errs, p.invalidate(h, byAbandoned))
+	}
+	return errors.Join(errs...)
+}

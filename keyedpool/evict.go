@@ -1,0 +1,212 @@
+package keyedpool
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/kpool-go/kpool/evictor"
+)
+
+// upkeepMakes bounds the makes one eviction run has in flight to bring keys
+// up to MinIdlePerKey, so that a pool of many keys warming up after a burst
+// or a restart does not storm its backends with connects.
+const upkeepMakes = 4
+
+// RunEviction runs one eviction pass, as the evictor does every
+// TimeBetweenEvictionRuns; it may also be called by hand.
+//
+// With Abandoned.RemoveOnMaintenance it first takes back leaked leases.
+// Then it looks at NumTestsPerEvictionRun idle objects, going on where the
+// previous run stopped in the pool's list of idle objects, oldest first, so
+// that every idle object is visited in turn whatever its key, and the cost
+// of a run follows the number of objects it looks at, not the number of
+// keys. Each object it looks at is destroyed if it has outlived MaxLifetime
+// or the EvictionPolicy says so; otherwise, with TestWhileIdle, it is
+// activated, validated and passivated, and destroyed if any of that fails.
+// While it is looked at, the object is not lent: a borrower takes another,
+// or makes one, or waits for it. Last, the run makes idle objects for the
+// keys that have fewer than MinIdlePerKey of them, within the limits, at
+// most a few at a time, and never for a key in make backoff.
+//
+// Destroying an object frees room for the waiting borrowers of every key.
+// RunEviction is bounded by ctx and ended by Close; it returns ErrClosed on
+// a closed pool, ctx.Err() if ctx ended, and the errors of Destroy and of
+// the makes, joined. It is safe for concurrent use.
+func (p *Pool[K, V]) RunEviction(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(p.closeCtx, cancel)()
+
+	cfg := p.cfg.Load()
+	now := p.since()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	p.runs++
+	p.advanceClockLocked(now)
+	n, idle := cfg.NumTestsPerEvictionRun, p.idle.Len()
+	if n < 0 {
+		n = (idle + -n - 1) / -n
+	}
+	n = min(n, idle)
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.runs--
+		p.checkDrainedLocked()
+		p.mu.Unlock()
+	}()
+
+	var errs []error
+	if ab := cfg.Abandoned; ab != nil && ab.RemoveOnMaintenance {
+		errs = append(errs, p.removeAbandoned(ab, now))
+	}
+	settings := evictor.Settings{
+		MinEvictableIdle:     cfg.MinEvictableIdle,
+		SoftMinEvictableIdle: cfg.SoftMinEvictableIdle,
+		MinIdle:              cfg.MinIdlePerKey,
+	}
+	for ; n > 0 && ctx.Err() == nil; n-- {
+		more, err := p.evictOne(ctx, cfg, settings, now)
+		errs = append(errs, err)
+		if !more {
+			break
+		}
+	}
+	errs = append(errs, p.ensureMinIdle(ctx), ctx.Err())
+	return errors.Join(errs...)
+}
+
+// evictOne looks at the next idle object for eviction, as RunEviction says,
+// and reports whether there was one.
+func (p *Pool[K, V]) evictOne(ctx context.Context, cfg *Config, s evictor.Settings, now int64) (bool, error) {
+	p.mu.Lock()
+	obj := p.evictNext
+	if obj == nil {
+		obj = p.idle.Front()
+	}
+	if obj == nil {
+		p.mu.Unlock()
+		return false, nil
+	}
+	p.evictNext = p.idle.Next(obj)
+	p.unidleLocked(obj)
+	obj.state = stBusy
+	sp := obj.sub
+	sp.testing++
+	p.testing++
+	p.c.evictionTests++
+	sp.c.evictionTests++
+	c := evictor.Candidate{
+		Key:          sp.key,
+		Created:      p.at(obj.created),
+		LastBorrowed: p.at(obj.lastBorrowed),
+		LastReturned: p.at(obj.lastReturned),
+		IdleTime:     time.Duration(max(0, now-obj.lastReturned)),
+		IdleCount:    sp.idle.Len() + sp.testing,
+	}
+	p.mu.Unlock()
+
+	// The object is this goroutine's alone until it is put back.
+	why, destroy := byEvictor, true
+	switch {
+	case cfg.MaxLifetime > 0 && p.expired(obj, cfg, now):
+		why = byLifetime
+	case cfg.EvictionPolicy.Evict(s, c):
+	case cfg.TestWhileIdle:
+		destroy = !p.testIdle(ctx, obj)
+	default:
+		destroy = false
+	}
+
+	p.mu.Lock()
+	sp.testing--
+	p.testing--
+	if destroy {
+		obj.state = stDestroy
+	} else {
+		why, destroy = p.putLocked(obj, true)
+	}
+	p.mu.Unlock()
+	if destroy {
+		return true, p.destroy(context.WithoutCancel(ctx), obj, why)
+	}
+	return true, nil
+}
+
+// testIdle activates, validates and passivates an idle object for the
+// evictor and reports whether it passed. If ctx ends during the test, the
+// object is not to blame: it passes if it can be passivated.
+func (p *Pool[K, V]) testIdle(ctx context.Context, obj *object[K, V]) bool {
+	key, v := obj.sub.key, obj.value
+	if err := p.f.Activate(ctx, key, v); err != nil {
+		return ctx.Err() != nil && p.f.Passivate(context.WithoutCancel(ctx), key, v) == nil
+	}
+	if err := p.f.Validate(ctx, key, v); err != nil && ctx.Err() == nil {
+		return false
+	}
+	return p.f.Passivate(context.WithoutCancel(ctx), key, v) == nil
+}
+
+// wantUpkeepLocked queues sp for the next eviction run's upkeep if it has
+// fewer than MinIdlePerKey idle objects.
+func (p *Pool[K, V]) wantUpkeepLocked(sp *subPool[K, V]) {
+	if sp.idle.Len() < p.lim.minIdle && !sp.upLinks.In() {
+		p.upkeep.PushBack(sp)
+	}
+}
+
+// ensureMinIdle makes idle objects for the keys queued for upkeep until each
+// has MinIdlePerKey, within the limits, upkeepMakes at a time.
+func (p *Pool[K, V]) ensureMinIdle(ctx context.Context) error {
+	var (
+		wg   sync.WaitGroup
+		emu  sync.Mutex
+		errs []error
+		sem  = make(chan struct{}, upkeepMakes)
+	)
+	p.mu.Lock()
+	keys := p.upkeep.Len() // only those queued now, so that a busy pool cannot keep the run going
+	p.mu.Unlock()
+keys:
+	for ; keys > 0; keys-- {
+		p.mu.Lock()
+		sp := p.upkeep.PopFront()
+		if sp == nil || p.closed {
+			p.mu.Unlock()
+			break
+		}
+		need := p.lim.minIdle - sp.idle.Len() - sp.testing
+		p.mu.Unlock()
+		for ; need > 0; need-- {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				break keys
+			}
+			p.mu.Lock()
+			if p.closed || p.keys[sp.key] != sp || sp.count >= p.lim.maxPerKey || p.fullLocked() ||
+				(sp.fails > 0 && p.backoffLocked(sp) != nil) {
+				p.mu.Unlock()
+				<-sem
+				break
+			}
+			p.reserveLocked(sp)
+			p.mu.Unlock()
+			wg.Go(func() {
+				defer func() { <-sem }()
+				if _, err := p.makeObject(ctx, sp, nil, true); err != nil && ctx.Err() == nil {
+					emu.Lock()
+					errs = append(errs, err)
+					emu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
