@@ -189,8 +189,13 @@ keys:
 				break keys
 			}
 			p.mu.Lock()
-			if p.closed || p.keys[sp.key] != sp || sp.count >= p.lim.maxPerKey || p.fullLocked() ||
-				(sp.fails > 0 && p.backoffLocked(sp) != nil) {
+			if p.closed || p.keys[sp.key] != sp || sp.count >= p.lim.maxPerKey || p.fullLocked() {
+				p.mu.Unlock()
+				<-sem
+				break
+			}
+			if sp.fails > 0 && p.backoffLocked(sp) != nil {
+				p.wantUpkeepLocked(sp) // for a later run: the backoff spaces the tries
 				p.mu.Unlock()
 				<-sem
 				break
@@ -199,11 +204,18 @@ keys:
 			p.mu.Unlock()
 			wg.Go(func() {
 				defer func() { <-sem }()
-				if _, err := p.makeObject(ctx, sp, nil, true); err != nil && ctx.Err() == nil {
-					emu.Lock()
-					errs = append(errs, err)
-					emu.Unlock()
+				_, err := p.makeObject(ctx, sp, nil, true)
+				if err == nil || ctx.Err() != nil {
+					return
 				}
+				p.mu.Lock()
+				if p.keys[sp.key] == sp {
+					p.wantUpkeepLocked(sp) // try again next run
+				}
+				p.mu.Unlock()
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
 			})
 		}
 	}
