@@ -1049,6 +1049,10 @@ func (p *Pool[K, V]) Close(ctx context.Context) error {
 		for o := p.idle.Front(); o != nil; o = p.idle.Front() {
 			doomed = p.takeIdleLocked(o, doomed)
 		}
+		for _, sp := range p.keys {
+			p.makeOKLocked(sp) // a closed pool makes nothing: forget the backoffs
+			p.dropIfEmptyLocked(sp)
+		}
 		p.checkDrainedLocked()
 	}
 	p.mu.Unlock()

@@ -18,14 +18,18 @@ import (
 // makes, is slow for others and has objects go bad. The limits are checked by
 // the factory itself (objects made and not yet destroyed), so an object the
 // pool forgot to count would show. At the end every object made must have
-// been destroyed exactly once and the counters must agree.
+// been destroyed exactly once and the counters must agree. The Evictor
+// variants add eviction runs every half millisecond and by hand, with every
+// eviction option on and short enough to act during the test.
 func TestStress(t *testing.T) {
 	for _, shares := range []int{1, 3} {
-		t.Run(fmt.Sprintf("Shares=%d", shares), func(t *testing.T) { stress(t, shares) })
+		for _, evict := range []bool{false, true} {
+			t.Run(fmt.Sprintf("Shares=%d/Evictor=%v", shares, evict), func(t *testing.T) { stress(t, shares, evict) })
+		}
 	}
 }
 
-func stress(t *testing.T, shares int) {
+func stress(t *testing.T, shares int, evict bool) {
 	const (
 		goroutines = 16
 		ops        = 400
@@ -50,6 +54,19 @@ func stress(t *testing.T, shares int) {
 		},
 	}
 	base := keyedpool.Config{MaxTotal: maxTotal, MaxTotalPerKey: maxPerKey, MaxSharesPerObject: shares, MinIdlePerKey: 1}
+	if evict {
+		base.TimeBetweenEvictionRuns = 500 * time.Microsecond
+		base.NumTestsPerEvictionRun = -2
+		base.TestWhileIdle = true
+		base.MinEvictableIdle = 500 * time.Microsecond
+		base.SoftMinEvictableIdle = 200 * time.Microsecond
+		base.MaxLifetime = 3 * time.Millisecond
+		base.MaxLifetimeJitter = 2 * time.Millisecond
+		base.MakeFailureThreshold = 2
+		base.MakeBackoffBase = 100 * time.Microsecond
+		base.MakeBackoffMax = time.Millisecond
+		base.Abandoned = &keyedpool.AbandonedConfig{RemoveOnMaintenance: true, RemoveOnBorrow: true, Timeout: 2 * time.Millisecond}
+	}
 	p, err := keyedpool.New(f, base)
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +90,8 @@ func stress(t *testing.T, shares int) {
 					}
 					err = p.Return(h)
 				}
-				if err != nil && !errors.Is(err, testfactory.ErrDead) {
+				if err != nil && !errors.Is(err, testfactory.ErrDead) &&
+					!(evict && errors.Is(err, keyedpool.ErrNotBorrowed)) { // taken back as abandoned
 					t.Errorf("giving back: %v", err)
 				}
 			}
@@ -88,7 +106,8 @@ func stress(t *testing.T, shares int) {
 					case err == nil:
 						held = append(held, h)
 					case errors.Is(err, errMake), errors.Is(err, context.DeadlineExceeded),
-						errors.Is(err, keyedpool.ErrExhausted), errors.Is(err, keyedpool.ErrValidation):
+						errors.Is(err, keyedpool.ErrExhausted), errors.Is(err, keyedpool.ErrValidation),
+						errors.Is(err, keyedpool.ErrBackoff):
 					default:
 						t.Errorf("Borrow() = %v", err)
 					}
@@ -103,9 +122,13 @@ func stress(t *testing.T, shares int) {
 						t.Errorf("ClearOldest() = %v", err)
 					}
 				case op < 97:
-					if err := p.Prepare(context.Background(), key); err != nil &&
-						!errors.Is(err, errMake) && !errors.Is(err, keyedpool.ErrExhausted) {
+					if err := p.Prepare(context.Background(), key); err != nil && !errors.Is(err, errMake) &&
+						!errors.Is(err, keyedpool.ErrExhausted) && !errors.Is(err, keyedpool.ErrBackoff) {
 						t.Errorf("Prepare() = %v", err)
+					}
+				case op < 98 && evict:
+					if err := p.RunEviction(context.Background()); err != nil && !errors.Is(err, errMake) {
+						t.Errorf("RunEviction() = %v", err)
 					}
 				default:
 					cfg := base
@@ -158,7 +181,10 @@ func stress(t *testing.T, shares int) {
 	if before.Borrowed != before.Returned || before.SharesInUse != 0 {
 		t.Errorf("borrowed %d, returned %d, shares in use %d: want every lease back", before.Borrowed, before.Returned, before.SharesInUse)
 	}
-	if s.Borrowed == 0 || s.MakeErrors == 0 || s.Waited == 0 {
-		t.Errorf("Stats() = %+v: the stress did not exercise borrowing, make errors and waiting", s)
+	if s.Borrowed == 0 || s.MakeErrors == 0 || s.Waited == 0 || (evict && s.EvictionTests == 0) {
+		t.Errorf("Stats() = %+v: the stress did not exercise borrowing, make errors, waiting and eviction", s)
+	}
+	if s.Keys != 0 || s.KeysInBackoff != 0 {
+		t.Errorf("after Close: Keys = %d, KeysInBackoff = %d, want 0, 0", s.Keys, s.KeysInBackoff)
 	}
 }
