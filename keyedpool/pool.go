@@ -72,11 +72,11 @@ type subPool[K comparable, V any] struct {
 	// activating counts shared-mode objects being activated for their
 	// first borrower, after which they take more.
 	activating int
-	shares     int                      // leases out
-	testing    int                      // idle objects under an eviction test
-	idle       ilist.List[object[K, V]] // idle objects; the front is lent first
-	lent       ilist.List[object[K, V]] // shared mode: lent objects that may take more leases
-	waiters    ilist.List[waiter[K, V]] // blocked borrowers of this key, first come first
+	shares     int                        // leases out
+	testing    int                        // idle objects under an eviction test
+	idle       ilist.List[object[K, V]]   // idle objects; the front is lent first
+	lent       ilist.List[object[K, V]]   // shared mode: lent objects that may take more leases
+	waiters    ilist.List[waiter[K, V]]   // blocked borrowers of this key, first come first
 	upLinks    ilist.Links[subPool[K, V]] // in pool.upkeep
 
 	// Make backoff (Config.MakeFailureThreshold); see backoff.go.
@@ -110,8 +110,8 @@ type object[K comparable, V any] struct {
 	// Stamps in nanoseconds since the pool's epoch. created reads the real
 	// clock; the others the pool's clock (see clock.go).
 	created, lastBorrowed, lastReturned int64
-	jitter                              uint32 // this object's share of MaxLifetimeJitter, out of 1<<32
-	brokenWhy                           reason // stBroken: why it will be destroyed
+	jitter                              uint32        // this object's share of MaxLifetimeJitter, out of 1<<32
+	brokenWhy                           reason        // stBroken: why it will be destroyed
 	free                                *Pooled[K, V] // leases not in use, linked by next
 	lease                               Pooled[K, V]  // the first lease, so exclusive use allocates none
 }
@@ -130,9 +130,9 @@ type Pooled[K comparable, V any] struct {
 	leased atomic.Bool
 
 	// Abandoned-object tracking (Config.Abandoned).
-	lastUsed atomic.Int64                // when lent or marked used, as the pool's stamps
-	links    ilist.Links[Pooled[K, V]]   // in pool.lentLeases; protected by the pool's mu
-	stack    []byte                      // the Borrow's stack, with LogAbandoned; written before leased is set
+	lastUsed atomic.Int64              // when lent or marked used, as the pool's stamps
+	links    ilist.Links[Pooled[K, V]] // in pool.lentLeases; protected by the pool's mu
+	stack    []byte                    // the Borrow's stack, with LogAbandoned; written before leased is set
 }
 
 func leaseLinks[K comparable, V any](h *Pooled[K, V]) *ilist.Links[Pooled[K, V]] { return &h.links }
