@@ -1,0 +1,93 @@
+package benchmarks_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/kpool-go/kpool/keyedpool"
+)
+
+// BenchmarkRunEviction times one eviction run testing 3 objects over 100,000
+// idle objects spread over 100 or 10,000 keys: the cost must follow the
+// objects tested, not the number of keys.
+func BenchmarkRunEviction(b *testing.B) {
+	const objects = 100_000
+	for _, keys := range []int{100, 10_000} {
+		b.Run(fmt.Sprintf("Keys=%d/Objects=%d", keys, objects), func(b *testing.B) {
+			names := make([]string, keys)
+			for i := range names {
+				names[i] = fmt.Sprint("backend-", i)
+			}
+			per := objects / keys
+			p, err := newKpool(keyedpool.Config{
+				MaxTotalPerKey:         per,
+				MaxIdlePerKey:          per,
+				NumTestsPerEvictionRun: 3,
+				TestWhileIdle:          true,
+			}, names, per)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer closeKpool(b, p)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := p.RunEviction(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkParallelWithEvictor is BenchmarkParallel's kpool case, with 100
+// more keys of 8 idle objects each, beside the same with an evictor testing
+// 3 of them every millisecond (TestWhileIdle): the hot path must not slow by
+// more than 10%.
+func BenchmarkParallelWithEvictor(b *testing.B) {
+	ctx := context.Background()
+	n := 4 * runtime.GOMAXPROCS(0)
+	keys := []string{"k"}
+	for i := range 100 {
+		keys = append(keys, fmt.Sprint("idle-", i))
+	}
+	for _, every := range []time.Duration{0, time.Millisecond} {
+		name := "evictor=off"
+		if every > 0 {
+			name = "evictor=" + every.String()
+		}
+		b.Run(name, func(b *testing.B) {
+			p, err := newKpool(keyedpool.Config{
+				MaxTotalPerKey:          n,
+				MaxIdlePerKey:           n,
+				TimeBetweenEvictionRuns: every,
+				TestWhileIdle:           true,
+			}, keys, 8)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer closeKpool(b, p)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					h, err := p.Borrow(ctx, "k")
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if err := p.Return(h); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			if every > 0 && b.Elapsed() > 100*every && p.Stats().EvictionTests == 0 {
+				b.Error("the evictor never ran")
+			}
+		})
+	}
+}
