@@ -8,11 +8,11 @@ import "errors"
 func (p *Pool[K, V]) removeAbandoned(ab *AbandonedConfig, now int64) error {
 	var leaked []*Pooled[K, V]
 	p.mu.Lock()
-	for h := p.lentLeases.Front(); h != nil; h = p.lentLeases.Next(h) {
+	for t := p.lentLeases.Front(); t != nil; t = p.lentLeases.Next(t) {
 		// A lease whose flag is not set is on its way to or from a
 		// borrower; the swap makes a Return racing with this one lose.
-		if now-h.lastUsed.Load() > int64(ab.Timeout) && h.leased.CompareAndSwap(true, false) {
-			leaked = append(leaked, h)
+		if now-t.lastUsed.Load() > int64(ab.Timeout) && t.h.leased.CompareAndSwap(true, false) {
+			leaked = append(leaked, t.h)
 		}
 	}
 	p.mu.Unlock()
@@ -21,7 +21,7 @@ func (p *Pool[K, V]) removeAbandoned(ab *AbandonedConfig, now int64) error {
 		if ab.LogAbandoned {
 			// The swap above follows Borrow's write of the stack.
 			ab.Logger.Warn("keyedpool: abandoned object taken back",
-				"key", h.obj.sub.key, "timeout", ab.Timeout, "stack", string(h.stack))
+				"key", h.obj.sub.key, "timeout", ab.Timeout, "stack", string(h.track.stack))
 		}
 		errs = append(errs, p.invalidate(h, byAbandoned))
 	}

@@ -3,6 +3,7 @@ package keyedpool
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -155,9 +156,16 @@ func (p *Pool[K, V]) testIdle(ctx context.Context, obj *object[K, V]) bool {
 // wantUpkeepLocked queues sp for the next eviction run's upkeep if it has
 // fewer than MinIdlePerKey idle objects.
 func (p *Pool[K, V]) wantUpkeepLocked(sp *subPool[K, V]) {
-	if sp.idle.Len() < p.lim.minIdle && !sp.upLinks.In() {
-		p.upkeep.PushBack(sp)
+	if sp.idle.Len() >= p.lim.minIdle || sp.queued {
+		return
 	}
+	sp.queued = true
+	if len(p.upkeep) == cap(p.upkeep) && len(p.upkeep) > 2*len(p.keys) {
+		// Mostly keys dropped since they were queued, with no run to
+		// skip them (no evictor): forget those.
+		p.upkeep = slices.DeleteFunc(p.upkeep, func(q *subPool[K, V]) bool { return p.keys[q.key] != q })
+	}
+	p.upkeep = append(p.upkeep, sp)
 }
 
 // ensureMinIdle makes idle objects for the keys queued for upkeep until each
@@ -170,17 +178,34 @@ func (p *Pool[K, V]) ensureMinIdle(ctx context.Context) error {
 		sem  = make(chan struct{}, upkeepMakes)
 	)
 	p.mu.Lock()
-	keys := p.upkeep.Len() // only those queued now, so that a busy pool cannot keep the run going
+	queue := p.upkeep // only those queued now, so that a busy pool cannot keep the run going
+	p.upkeep = nil
 	p.mu.Unlock()
-keys:
-	for ; keys > 0; keys-- {
+	next := 0
+	defer func() {
+		// Keys a cut-short run did not reach wait for the next.
 		p.mu.Lock()
-		sp := p.upkeep.PopFront()
-		if sp == nil || p.closed {
+		for _, sp := range queue[next:] {
+			sp.queued = false
+			if p.keys[sp.key] == sp {
+				p.wantUpkeepLocked(sp)
+			}
+		}
+		p.mu.Unlock()
+	}()
+keys:
+	for ; next < len(queue); next++ {
+		sp := queue[next]
+		p.mu.Lock()
+		if p.closed {
 			p.mu.Unlock()
 			break
 		}
-		need := p.lim.minIdle - sp.idle.Len() - sp.testing
+		sp.queued = false
+		need := 0
+		if p.keys[sp.key] == sp { // else dropped since it was queued
+			need = p.lim.minIdle - sp.idle.Len() - sp.testing
+		}
 		p.mu.Unlock()
 		for ; need > 0; need-- {
 			select {
@@ -194,7 +219,7 @@ keys:
 				<-sem
 				break
 			}
-			if sp.fails > 0 && p.backoffLocked(sp) != nil {
+			if sp.bo != nil && p.backoffLocked(sp) != nil {
 				p.wantUpkeepLocked(sp) // for a later run: the backoff spaces the tries
 				p.mu.Unlock()
 				<-sem

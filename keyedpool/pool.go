@@ -50,13 +50,13 @@ type Pool[K comparable, V any] struct {
 	waiters    ilist.List[waiter[K, V]] // blocked borrowers of all keys, first come first
 	freeWaiter *waiter[K, V]            // waiters for reuse, linked by next
 
-	reg         *evictor.Registration     // the evictor's schedule of this pool, or nil
-	runs        int                       // eviction runs in flight
-	testing     int                       // idle objects out of the idle lists for an eviction test
-	evictNext   *object[K, V]             // in idle: where the next eviction run goes on; nil: the front
-	upkeep      ilist.List[subPool[K, V]] // keys with fewer than MinIdlePerKey idle objects
-	lentLeases  ilist.List[Pooled[K, V]]  // leases out, while abandoned objects are tracked
-	backoffKeys int                       // keys in make backoff
+	reg         *evictor.Registration        // the evictor's schedule of this pool, or nil
+	runs        int                          // eviction runs in flight
+	testing     int                          // idle objects out of the idle lists for an eviction test
+	evictNext   *object[K, V]                // in idle: where the next eviction run goes on; nil: the front
+	upkeep      []*subPool[K, V]             // keys with fewer than MinIdlePerKey idle objects, first queued first; may hold dropped ones
+	lentLeases  ilist.List[leaseTrack[K, V]] // leases out, while abandoned objects are tracked
+	backoffKeys int                          // keys in make backoff
 }
 
 // subPool is the part of a pool that belongs to one key. Its fields below
@@ -72,21 +72,15 @@ type subPool[K comparable, V any] struct {
 	// activating counts shared-mode objects being activated for their
 	// first borrower, after which they take more.
 	activating int
-	shares     int                        // leases out
-	testing    int                        // idle objects under an eviction test
-	idle       ilist.List[object[K, V]]   // idle objects; the front is lent first
-	lent       ilist.List[object[K, V]]   // shared mode: lent objects that may take more leases
-	waiters    ilist.List[waiter[K, V]]   // blocked borrowers of this key, first come first
-	upLinks    ilist.Links[subPool[K, V]] // in pool.upkeep
+	shares     int                      // leases out
+	testing    int                      // idle objects under an eviction test
+	idle       ilist.List[object[K, V]] // idle objects; the front is lent first
+	lent       ilist.List[object[K, V]] // shared mode: lent objects that may take more leases
+	waiters    ilist.List[waiter[K, V]] // blocked borrowers of this key, first come first
+	queued     bool                     // in pool.upkeep
 
-	// Make backoff (Config.MakeFailureThreshold); see backoff.go.
-	fails        int       // consecutive failed makes
-	lastErr      error     // the last of them
-	backoffUntil time.Time // end of the backoff period; zero: not in backoff
-	probing      bool      // past the period, a make is probing
+	bo *makeBackoff // make failures in a row (Config.MakeFailureThreshold), or nil; see backoff.go
 }
-
-func upLinks[K comparable, V any](sp *subPool[K, V]) *ilist.Links[subPool[K, V]] { return &sp.upLinks }
 
 type objState uint8
 
@@ -101,17 +95,17 @@ const (
 // object is one pooled value and its bookkeeping. Its mutable fields are
 // protected by the pool's mu.
 type object[K comparable, V any] struct {
-	sub      *subPool[K, V]
-	value    V
-	keyLinks ilist.Links[object[K, V]] // in sub.idle or sub.lent
-	allLinks ilist.Links[object[K, V]] // in pool.idle
-	state    objState
-	shares   int32
+	sub       *subPool[K, V]
+	value     V
+	keyLinks  ilist.Links[object[K, V]] // in sub.idle or sub.lent
+	allLinks  ilist.Links[object[K, V]] // in pool.idle
+	state     objState
+	brokenWhy reason // stBroken: why it will be destroyed
+	shares    int32
+	jitter    uint32 // this object's share of MaxLifetimeJitter, out of 1<<32
 	// Stamps in nanoseconds since the pool's epoch. created reads the real
 	// clock; the others the pool's clock (see clock.go).
 	created, lastBorrowed, lastReturned int64
-	jitter                              uint32        // this object's share of MaxLifetimeJitter, out of 1<<32
-	brokenWhy                           reason        // stBroken: why it will be destroyed
 	free                                *Pooled[K, V] // leases not in use, linked by next
 	lease                               Pooled[K, V]  // the first lease, so exclusive use allocates none
 }
@@ -129,13 +123,21 @@ type Pooled[K comparable, V any] struct {
 	next   *Pooled[K, V] // in obj.free; protected by the pool's mu
 	leased atomic.Bool
 
-	// Abandoned-object tracking (Config.Abandoned).
-	lastUsed atomic.Int64              // when lent or marked used, as the pool's stamps
-	links    ilist.Links[Pooled[K, V]] // in pool.lentLeases; protected by the pool's mu
-	stack    []byte                    // the Borrow's stack, with LogAbandoned; written before leased is set
+	track *leaseTrack[K, V] // made on the first lease while abandoned objects are tracked
 }
 
-func leaseLinks[K comparable, V any](h *Pooled[K, V]) *ilist.Links[Pooled[K, V]] { return &h.links }
+// leaseTrack is what abandoned-object tracking (Config.Abandoned) keeps of a
+// lease, apart so that pools without it do not pay its memory.
+type leaseTrack[K comparable, V any] struct {
+	h        *Pooled[K, V]
+	lastUsed atomic.Int64                  // when lent or marked used, as the pool's stamps
+	links    ilist.Links[leaseTrack[K, V]] // in pool.lentLeases; protected by the pool's mu
+	stack    []byte                        // the Borrow's stack, with LogAbandoned; written before leased is set
+}
+
+func trackLinks[K comparable, V any](t *leaseTrack[K, V]) *ilist.Links[leaseTrack[K, V]] {
+	return &t.links
+}
 
 // Value returns the borrowed object.
 func (h *Pooled[K, V]) Value() V { return h.obj.value }
@@ -148,7 +150,11 @@ func (h *Pooled[K, V]) Key() K { return h.obj.sub.key }
 // Timeout counts from the last call, or from Borrow. It costs an atomic
 // store (and a clock read when no evictor runs), and is safe for concurrent
 // use.
-func (h *Pooled[K, V]) MarkUsed() { h.lastUsed.Store(h.obj.sub.pool.useStamp()) }
+func (h *Pooled[K, V]) MarkUsed() {
+	if t := h.track; t != nil {
+		t.lastUsed.Store(h.obj.sub.pool.useStamp())
+	}
+}
 
 // grant is what a borrower is given: a lease, or capacity to make an object.
 type grant[K comparable, V any] struct {
@@ -204,8 +210,7 @@ func New[K comparable, V any](f factory.KeyedFactory[K, V], cfg Config) (*Pool[K
 		keys:       make(map[K]*subPool[K, V]),
 		idle:       ilist.New(allLinks[K, V]),
 		waiters:    ilist.New(wAllLinks[K, V]),
-		upkeep:     ilist.New(upLinks[K, V]),
-		lentLeases: ilist.New(leaseLinks[K, V]),
+		lentLeases: ilist.New(trackLinks[K, V]),
 	}
 	p.cfg.Store(&cfg)
 	p.closeCtx, p.closeMakes = context.WithCancel(context.Background())
@@ -241,11 +246,8 @@ func (p *Pool[K, V]) subLocked(key K) *subPool[K, V] {
 // so that one-off keys do not grow the pool forever.
 // A key whose makes are failing is kept, so that its backoff holds.
 func (p *Pool[K, V]) dropIfEmptyLocked(sp *subPool[K, V]) {
-	if sp.count == 0 && sp.waiters.Len() == 0 && sp.fails == 0 && p.keys[sp.key] == sp {
-		delete(p.keys, sp.key)
-		if sp.upLinks.In() {
-			p.upkeep.Remove(sp)
-		}
+	if sp.count == 0 && sp.waiters.Len() == 0 && sp.bo == nil && p.keys[sp.key] == sp {
+		delete(p.keys, sp.key) // if queued for upkeep, the run skips it
 	}
 }
 
@@ -315,8 +317,8 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 				continue // the object was destroyed; try the next
 			}
 		}
-		if ab := p.cfg.Load().Abandoned; ab != nil && ab.LogAbandoned {
-			g.lease.stack = debug.Stack()
+		if ab := p.cfg.Load().Abandoned; ab != nil && ab.LogAbandoned && g.lease.track != nil {
+			g.lease.track.stack = debug.Stack()
 		}
 		// Marked lent only now that the borrower has it, so that a stale
 		// handle given back meanwhile cannot take it.
@@ -348,7 +350,7 @@ func (p *Pool[K, V]) tryLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 	if sp.count >= p.lim.maxPerKey {
 		return grant[K, V]{}
 	}
-	if sp.fails > 0 {
+	if sp.bo != nil {
 		if err := p.backoffLocked(sp); err != nil {
 			p.countRejectedLocked(sp)
 			return grant[K, V]{err: err}
@@ -413,8 +415,11 @@ func (p *Pool[K, V]) leaseLocked(obj *object[K, V]) *Pooled[K, V] {
 	obj.sub.c.borrowed++
 	obj.lastBorrowed = p.stampLocked(obj)
 	if p.lim.abandoned {
-		h.lastUsed.Store(p.useStamp())
-		p.lentLeases.PushBack(h)
+		if h.track == nil {
+			h.track = &leaseTrack[K, V]{h: h}
+		}
+		h.track.lastUsed.Store(p.useStamp())
+		p.lentLeases.PushBack(h.track)
 	}
 	p.wantUpkeepLocked(obj.sub)
 	return h
@@ -429,10 +434,10 @@ func (p *Pool[K, V]) unleaseLocked(h *Pooled[K, V], returned bool) (last bool) {
 	obj := h.obj
 	h.next = obj.free
 	obj.free = h
-	if h.links.In() {
-		p.lentLeases.Remove(h)
+	if t := h.track; t != nil && t.links.In() {
+		p.lentLeases.Remove(t)
+		t.stack = nil
 	}
-	h.stack = nil
 	obj.shares--
 	obj.sub.shares--
 	p.shares--
@@ -598,7 +603,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 		}
 		sp.making--
 		p.making--
-		sp.probing = false // if this was the probe, it never ran
+		sp.bo.endProbe() // if this was the probe, it never ran
 		p.unreserveLocked(sp)
 		p.mu.Unlock()
 		if destroy {
@@ -822,7 +827,7 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 		p.unreserveLocked(sp)
 	case byClose:
 		// Cancelled by Close: not counted as the factory's failure.
-		sp.probing = false
+		sp.bo.endProbe()
 		r.err = fmt.Errorf("%w: make key %v: %w", ErrClosed, sp.key, err)
 		p.unreserveLocked(sp)
 	case err != nil:
@@ -1088,7 +1093,7 @@ func (p *Pool[K, V]) AddObject(ctx context.Context, key K) error {
 		p.mu.Unlock()
 		return ErrExhausted
 	}
-	if sp.fails > 0 {
+	if sp.bo != nil {
 		if err := p.backoffLocked(sp); err != nil {
 			p.countRejectedLocked(sp)
 			p.mu.Unlock()
@@ -1262,9 +1267,7 @@ func (p *Pool[K, V]) KeyStats(key K) KeyStats {
 	if sp == nil {
 		return KeyStats{}
 	}
-	return KeyStats{
-		MakeFailures: sp.fails,
-		BackoffUntil: sp.backoffUntil,
+	ks := KeyStats{
 		Gauges: Gauges{
 			Active:      sp.count - sp.idle.Len() - sp.testing - sp.making,
 			Idle:        sp.idle.Len() + sp.testing,
@@ -1274,4 +1277,8 @@ func (p *Pool[K, V]) KeyStats(key K) KeyStats {
 		},
 		Counters: sp.c.snapshot(),
 	}
+	if b := sp.bo; b != nil {
+		ks.MakeFailures, ks.BackoffUntil = b.fails, b.until
+	}
+	return ks
 }

@@ -104,7 +104,7 @@ func (c Counters) MeanWaitTime() time.Duration {
 }
 
 // reason is why an object was destroyed.
-type reason int
+type reason uint8
 
 const (
 	byBorrowValidation reason = iota
