@@ -11,6 +11,13 @@
 // (shared leases), which keeps HTTP/2 multiplexing when the objects are gRPC
 // connections.
 //
+// A background evictor (Config.TimeBetweenEvictionRuns, and RunEviction)
+// keeps a long-running pool healthy: it destroys idle objects that have
+// been idle too long (EvictionPolicy), outlived MaxLifetime or fail
+// validation (TestWhileIdle), makes idle objects up to MinIdlePerKey, and
+// takes back leaked leases (Abandoned). Keys whose makes keep failing back
+// off (MakeFailureThreshold) so that their borrowers fail fast.
+//
 // All methods of Pool are safe for concurrent use. The pool never calls its
 // factory while it holds its lock.
 package keyedpool
