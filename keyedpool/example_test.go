@@ -67,3 +67,38 @@ func ExamplePool_Borrow_shared() {
 	p.Return(h2)
 	// Output: true 2
 }
+
+func ExamplePool_RunEviction() {
+	type conn struct {
+		addr   string
+		broken bool // the server dropped it while idle
+	}
+	f := factory.Funcs[string, *conn]{
+		MakeFunc: func(_ context.Context, addr string) (*conn, error) { return &conn{addr: addr}, nil },
+		ValidateFunc: func(_ context.Context, _ string, c *conn) error {
+			if c.broken {
+				return errors.New("connection reset")
+			}
+			return nil
+		},
+	}
+	// In production set TimeBetweenEvictionRuns and let the evictor call
+	// RunEviction; here it is called by hand.
+	p, _ := keyedpool.New(f, keyedpool.Config{
+		TestWhileIdle:          true,
+		NumTestsPerEvictionRun: -1, // every idle object
+		MinIdlePerKey:          2,
+	})
+	defer p.Close(context.Background())
+
+	a, _ := p.Borrow(context.Background(), "a")
+	b, _ := p.Borrow(context.Background(), "a")
+	a.Value().broken = true
+	p.Return(a)
+	p.Return(b)
+
+	p.RunEviction(context.Background()) // destroys the broken one, makes one to keep 2 idle
+	s := p.Stats()
+	fmt.Println("evicted:", s.DestroyedByEvictor, "idle:", s.Idle, "created:", s.Created)
+	// Output: evicted: 1 idle: 2 created: 3
+}
