@@ -13,6 +13,14 @@ type Runner interface {
 	RunEviction(ctx context.Context) error
 }
 
+// Ticker is implemented by a Runner that wants to hear of every tick of its
+// interval, even one whose run is skipped because the previous run is still
+// going: a pool keeps its clock with it. EvictionTick must return quickly;
+// the Scheduler calls it without holding its own lock.
+type Ticker interface {
+	EvictionTick()
+}
+
 // Scheduler runs registered Runners, each at its interval, like
 // commons-pool2's EvictionTimer. Runners with the same interval share one
 // ticking goroutine, which starts with the first of them and stops with the
@@ -77,6 +85,7 @@ func (s *Scheduler) Schedule(interval time.Duration, r Runner) *Registration {
 func (s *Scheduler) tick(interval time.Duration, g *group) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var regs []*Registration
 	for {
 		select {
 		case <-g.stop:
@@ -84,8 +93,21 @@ func (s *Scheduler) tick(interval time.Duration, g *group) {
 		case <-t.C:
 		}
 		s.mu.Lock()
+		regs = regs[:0]
 		for reg := range g.regs {
-			if !reg.running {
+			regs = append(regs, reg)
+		}
+		s.mu.Unlock()
+		// Outside the lock: a Runner may call Schedule or Stop while
+		// holding its own lock, which EvictionTick takes.
+		for _, reg := range regs {
+			if t, ok := reg.r.(Ticker); ok {
+				t.EvictionTick()
+			}
+		}
+		s.mu.Lock()
+		for _, reg := range regs {
+			if !reg.stopped && !reg.running {
 				reg.running = true
 				go reg.run()
 			}

@@ -58,7 +58,7 @@ func (p *Pool[K, V]) countRejectedLocked(sp *subPool[K, V]) {
 func (p *Pool[K, V]) makeFailedLocked(sp *subPool[K, V], err error) {
 	sp.bo.endProbe()
 	cfg := p.cfg.Load()
-	if cfg.MakeFailureThreshold == 0 {
+	if cfg.MakeFailureThreshold == 0 || p.closed {
 		return
 	}
 	if sp.bo == nil {

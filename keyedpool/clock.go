@@ -9,16 +9,18 @@ import (
 //
 // Reading the real clock costs about as much as a whole Borrow and Return on
 // a virtual machine, so the hot path never does while an evictor runs.
-// Objects and leases are stamped instead from the pool's clock, which every
-// eviction run sets to the time of the next run: a stamp is late by up to
-// one TimeBetweenEvictionRuns, never early, so nothing is evicted or taken
-// as abandoned before its time, and the evictor, which acts only at runs,
-// decides at most one run later than with exact stamps.
+// Objects and leases are stamped instead from the pool's clock, which the
+// evictor sets at every tick of TimeBetweenEvictionRuns (even one whose run
+// is skipped because the last is still going) to the time of the next tick:
+// a stamp is late by up to one interval, never early, so nothing is evicted
+// or taken as abandoned before its time, and the evictor, which acts only at
+// runs, decides at most one run later than with exact stamps.
 //
-// Without an evictor there are no runs to move the clock: lease stamps for
-// abandoned tracking and the MaxLifetime check on Return read the real clock
-// (a cost only pools with those options pay), and idle times count from the
-// last run of RunEviction called by hand.
+// Without an evictor there are no ticks: lease stamps for abandoned tracking
+// and the MaxLifetime checks read the real clock (a cost only pools with
+// those options pay). Once RunEviction has been called by hand, objects are
+// stamped from the real clock too, and idle times count from that first
+// call at the earliest.
 
 // since returns the real time in nanoseconds since the pool's epoch.
 func (p *Pool[K, V]) since() int64 { return int64(time.Since(p.epoch)) }
@@ -26,15 +28,32 @@ func (p *Pool[K, V]) since() int64 { return int64(time.Since(p.epoch)) }
 // at converts a stamp back to a time.
 func (p *Pool[K, V]) at(stamp int64) time.Time { return p.epoch.Add(time.Duration(stamp)) }
 
-// advanceClockLocked records an eviction run starting at now.
+// advanceClockLocked records a tick of the evictor, or the start of a run,
+// at now. The clock never goes back.
 func (p *Pool[K, V]) advanceClockLocked(now int64) {
+	if now < p.lastRun.Load() {
+		return
+	}
 	p.lastRun.Store(now)
 	p.clock.Store(now + int64(p.lim.every))
 }
 
+// EvictionTick advances the pool's clock. The evictor calls it at every tick
+// of TimeBetweenEvictionRuns; it is not meant to be called otherwise.
+func (p *Pool[K, V]) EvictionTick() {
+	p.mu.Lock()
+	p.advanceClockLocked(p.since())
+	p.mu.Unlock()
+}
+
 // stampLocked is the pool's clock for a stamp on obj, which is never before
 // the object was made.
-func (p *Pool[K, V]) stampLocked(obj *object[K, V]) int64 { return max(p.clock.Load(), obj.created) }
+func (p *Pool[K, V]) stampLocked(obj *object[K, V]) int64 {
+	if p.handClock {
+		return max(p.since(), obj.created)
+	}
+	return max(p.clock.Load(), obj.created)
+}
 
 // useStamp is the stamp for a lease's last use.
 func (p *Pool[K, V]) useStamp() int64 {

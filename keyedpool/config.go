@@ -208,13 +208,8 @@ func DefaultConfig() Config {
 type limits struct {
 	maxTotal, maxPerKey, maxIdle, minIdle, maxShares int
 
-	// every is the eviction interval, 0 without an evictor.
-	every time.Duration
-	// exactClock: stamps read the real clock, because something needs
-	// times between eviction runs (abandoned tracking or MaxLifetime) and
-	// there are no runs to advance the pool's clock.
-	exactClock bool
-	abandoned  bool // Abandoned != nil
+	every     time.Duration // the eviction interval, 0 without an evictor
+	abandoned bool          // Abandoned != nil
 }
 
 // resolve fills in defaults and checks every field, returning the completed
@@ -269,7 +264,6 @@ func (c Config) resolve() (Config, limits, error) {
 		every:     max(c.TimeBetweenEvictionRuns, 0),
 		abandoned: c.Abandoned != nil,
 	}
-	l.exactClock = l.every == 0 && (l.abandoned || c.MaxLifetime > 0)
 	switch {
 	case c.MinIdlePerKey < 0:
 		return c, l, fmt.Errorf("%w: MinIdlePerKey is %d, want 0 or more", ErrInvalidConfig, c.MinIdlePerKey)

@@ -41,14 +41,22 @@ func (p *Pool[K, V]) RunEviction(ctx context.Context) error {
 	defer context.AfterFunc(p.closeCtx, cancel)()
 
 	cfg := p.cfg.Load()
-	now := p.since()
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return ErrClosed
 	}
 	p.runs++
+	now := p.since()
 	p.advanceClockLocked(now)
+	if p.lim.every == 0 && !p.handClock {
+		// Called by hand: stamps so far are from a clock nothing moved,
+		// so count idle times from now, and stamp exactly from now on.
+		p.handClock = true
+		for o := p.idle.Front(); o != nil; o = p.idle.Next(o) {
+			o.lastReturned = max(o.lastReturned, now)
+		}
+	}
 	n, idle := cfg.NumTestsPerEvictionRun, p.idle.Len()
 	if n < 0 {
 		n = (idle + -n - 1) / -n

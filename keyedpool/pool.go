@@ -51,6 +51,7 @@ type Pool[K comparable, V any] struct {
 	freeWaiter *waiter[K, V]            // waiters for reuse, linked by next
 
 	reg         *evictor.Registration        // the evictor's schedule of this pool, or nil
+	handClock   bool                         // no evictor, and RunEviction was called: stamp from the real clock
 	runs        int                          // eviction runs in flight
 	testing     int                          // idle objects out of the idle lists for an eviction test
 	evictNext   *object[K, V]                // in idle: where the next eviction run goes on; nil: the front
@@ -350,6 +351,12 @@ func (p *Pool[K, V]) tryLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 	if sp.count >= p.lim.maxPerKey {
 		return grant[K, V]{}
 	}
+	full := p.fullLocked()
+	if full && p.idle.Len() == 0 {
+		return grant[K, V]{}
+	}
+	// Only now that there is room: past the backoff period, this borrower
+	// becomes the probe and must make.
 	if sp.bo != nil {
 		if err := p.backoffLocked(sp); err != nil {
 			p.countRejectedLocked(sp)
@@ -357,13 +364,11 @@ func (p *Pool[K, V]) tryLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 		}
 	}
 	var victim *object[K, V]
-	if p.fullLocked() {
+	if full {
 		// Take over the room of the oldest idle object. It stays counted
 		// in its own key until destroyed, so that key's limit holds; the
 		// pool-wide limit counts it and the reservation as one.
-		if victim = p.idle.Front(); victim == nil {
-			return grant[K, V]{}
-		}
+		victim = p.idle.Front()
 		p.unidleLocked(victim)
 		victim.state = stDestroy
 		p.victims++
@@ -1208,6 +1213,7 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 			ErrInvalidConfig, p.lim.maxShares, lim.maxShares)
 	}
 	if lim.every != p.lim.every {
+		p.handClock = false
 		if p.reg != nil {
 			p.reg.Stop()
 			p.reg = nil
@@ -1217,6 +1223,11 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 		}
 	}
 	raisedMin := lim.minIdle > p.lim.minIdle
+	if cfg.MakeFailureThreshold == 0 {
+		for _, sp := range p.keys {
+			p.makeOKLocked(sp) // backoff switched off: no key stays in it
+		}
+	}
 	p.cfg.Store(&cfg)
 	p.lim = lim
 	p.advanceClockLocked(p.since())
