@@ -1,6 +1,9 @@
 package keyedpool
 
-import "errors"
+import (
+	"errors"
+	"log/slog"
+)
 
 // removeAbandoned takes back the leases unused for longer than ab.Timeout
 // at now (Config.Abandoned): each stops being valid and its object is
@@ -17,10 +20,14 @@ func (p *Pool[K, V]) removeAbandoned(ab *AbandonedConfig, now int64) error {
 	}
 	p.mu.Unlock()
 	var errs []error
+	lg := ab.Logger
+	if lg == nil {
+		lg = slog.Default() // read now, so that a later slog.SetDefault counts
+	}
 	for _, h := range leaked {
 		if ab.LogAbandoned {
 			// The swap above follows Borrow's write of the stack.
-			ab.Logger.Warn("keyedpool: abandoned object taken back",
+			lg.Warn("keyedpool: abandoned object taken back",
 				"key", h.obj.sub.key, "timeout", ab.Timeout, "stack", string(h.track.stack))
 		}
 		errs = append(errs, p.invalidate(h, byAbandoned))

@@ -3,6 +3,7 @@ package keyedpool
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -16,6 +17,7 @@ import (
 type makeBackoff struct {
 	fails   int       // consecutive failed makes
 	lastErr error     // the last of them
+	last    time.Time // when it failed
 	until   time.Time // end of the backoff period; zero: not in backoff
 	probing bool      // past the period, a make is probing
 }
@@ -63,10 +65,11 @@ func (p *Pool[K, V]) makeFailedLocked(sp *subPool[K, V], err error) {
 	}
 	if sp.bo == nil {
 		sp.bo = &makeBackoff{}
+		p.failing = append(p.failing, sp)
 	}
 	b := sp.bo
 	b.fails++
-	b.lastErr = err
+	b.lastErr, b.last = err, time.Now()
 	if b.fails < cfg.MakeFailureThreshold {
 		return
 	}
@@ -91,4 +94,23 @@ func (p *Pool[K, V]) makeOKLocked(sp *subPool[K, V]) {
 		p.backoffKeys--
 	}
 	sp.bo = nil
+}
+
+// forgetFailuresLocked forgets the failures of keys that hold nothing and
+// have not failed for MakeBackoffMax, and drops them, so that one-off keys
+// that failed do not grow the pool for ever. Eviction runs call it.
+func (p *Pool[K, V]) forgetFailuresLocked(now time.Time) {
+	maxQuiet := p.cfg.Load().MakeBackoffMax
+	p.failing = slices.DeleteFunc(p.failing, func(sp *subPool[K, V]) bool {
+		b := sp.bo
+		switch {
+		case b == nil || p.keys[sp.key] != sp:
+			return true // recovered or dropped already
+		case sp.count > 0 || sp.waiters.Len() > 0 || b.probing || now.Sub(b.last) < maxQuiet || now.Before(b.until):
+			return false
+		}
+		p.makeOKLocked(sp)
+		p.dropIfEmptyLocked(sp)
+		return true
+	})
 }

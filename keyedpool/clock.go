@@ -1,6 +1,7 @@
 package keyedpool
 
 import (
+	"math"
 	"math/bits"
 	"time"
 )
@@ -77,5 +78,5 @@ func (p *Pool[K, V]) floorNow(cfg *Config) int64 {
 func (p *Pool[K, V]) expired(obj *object[K, V], cfg *Config, now int64) bool {
 	hi, lo := bits.Mul64(uint64(cfg.MaxLifetimeJitter), uint64(obj.jitter))
 	jitter := int64(hi<<32 | lo>>32) // MaxLifetimeJitter * jitter / 2^32, without overflow
-	return now-obj.created >= int64(cfg.MaxLifetime)+jitter
+	return now-obj.created >= int64(cfg.MaxLifetime)+min(jitter, math.MaxInt64-int64(cfg.MaxLifetime))
 }

@@ -210,6 +210,7 @@ type limits struct {
 
 	every     time.Duration // the eviction interval, 0 without an evictor
 	abandoned bool          // Abandoned != nil
+	lifetime  bool          // MaxLifetime > 0
 }
 
 // resolve fills in defaults and checks every field, returning the completed
@@ -244,9 +245,6 @@ func (c Config) resolve() (Config, limits, error) {
 		if a.Timeout == 0 {
 			a.Timeout = DefaultAbandonedTimeout
 		}
-		if a.Logger == nil {
-			a.Logger = slog.Default()
-		}
 		c.Abandoned = &a
 	}
 	unlimited := func(n int) int {
@@ -263,6 +261,7 @@ func (c Config) resolve() (Config, limits, error) {
 		maxShares: c.MaxSharesPerObject,
 		every:     max(c.TimeBetweenEvictionRuns, 0),
 		abandoned: c.Abandoned != nil,
+		lifetime:  c.MaxLifetime > 0,
 	}
 	switch {
 	case c.MinIdlePerKey < 0:

@@ -49,6 +49,9 @@ func (p *Pool[K, V]) RunEviction(ctx context.Context) error {
 	p.runs++
 	now := p.since()
 	p.advanceClockLocked(now)
+	if len(p.failing) > 0 {
+		p.forgetFailuresLocked(p.at(now))
+	}
 	if p.lim.every == 0 && !p.handClock {
 		// Called by hand: stamps so far are from a clock nothing moved,
 		// so count idle times from now, and stamp exactly from now on.
@@ -118,6 +121,7 @@ func (p *Pool[K, V]) evictOne(ctx context.Context, cfg *Config, s evictor.Settin
 		IdleTime:     time.Duration(max(0, now-obj.lastReturned)),
 		IdleCount:    sp.idle.Len() + sp.testing,
 	}
+	clears := uint64(sp.clears)<<32 | uint64(p.clears)
 	p.mu.Unlock()
 
 	// The object is this goroutine's alone until it is put back.
@@ -135,6 +139,10 @@ func (p *Pool[K, V]) evictOne(ctx context.Context, cfg *Config, s evictor.Settin
 	p.mu.Lock()
 	sp.testing--
 	p.testing--
+	if !destroy && uint64(sp.clears)<<32|uint64(p.clears) != clears {
+		// Cleared during its test: as it would have been, were it idle.
+		why, destroy = byClear, true
+	}
 	if destroy {
 		obj.state = stDestroy
 	} else {
@@ -222,7 +230,16 @@ keys:
 				break keys
 			}
 			p.mu.Lock()
-			if p.closed || p.keys[sp.key] != sp || sp.count >= p.lim.maxPerKey || p.fullLocked() {
+			if p.fullLocked() {
+				// No key can have more; this one and the rest wait for the
+				// next run.
+				p.mu.Unlock()
+				<-sem
+				break keys
+			}
+			if p.closed || p.keys[sp.key] != sp || sp.count >= p.lim.maxPerKey {
+				// At its limit, the key is queued again when room frees
+				// (unreserveLocked).
 				p.mu.Unlock()
 				<-sem
 				break

@@ -52,12 +52,14 @@ type Pool[K comparable, V any] struct {
 
 	reg         *evictor.Registration        // the evictor's schedule of this pool, or nil
 	handClock   bool                         // no evictor, and RunEviction was called: stamp from the real clock
+	clears      uint32                       // ClearAlls, so that an object under test learns of them
 	runs        int                          // eviction runs in flight
 	testing     int                          // idle objects out of the idle lists for an eviction test
 	evictNext   *object[K, V]                // in idle: where the next eviction run goes on; nil: the front
 	upkeep      []*subPool[K, V]             // keys with fewer than MinIdlePerKey idle objects, first queued first; may hold dropped ones
 	lentLeases  ilist.List[leaseTrack[K, V]] // leases out, while abandoned objects are tracked
 	backoffKeys int                          // keys in make backoff
+	failing     []*subPool[K, V]             // keys that have a makeBackoff; may hold stale ones
 }
 
 // subPool is the part of a pool that belongs to one key. Its fields below
@@ -79,6 +81,7 @@ type subPool[K comparable, V any] struct {
 	lent       ilist.List[object[K, V]] // shared mode: lent objects that may take more leases
 	waiters    ilist.List[waiter[K, V]] // blocked borrowers of this key, first come first
 	queued     bool                     // in pool.upkeep
+	clears     uint32                   // Clears of the key, so that an object under test learns of them
 
 	bo *makeBackoff // make failures in a row (Config.MakeFailureThreshold), or nil; see backoff.go
 }
@@ -310,6 +313,9 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 			}
 			g, made = grant[K, V]{lease: h, fresh: true}, true
 		}
+		if g.fresh && !made && p.retired(g.lease) {
+			continue // it outlived MaxLifetime and was destroyed; try the next
+		}
 		if g.fresh {
 			if err := p.ready(ctx, g.lease); err != nil {
 				if made || ctx.Err() != nil {
@@ -393,10 +399,24 @@ func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
 		return grant[K, V]{}
 	}
 	var best *object[K, V]
-	for o := sp.lent.Front(); o != nil; o = sp.lent.Next(o) {
-		if int(o.shares) < p.lim.maxShares && (best == nil || o.shares < best.shares) {
+	var cfg *Config
+	var now int64
+	if p.lim.lifetime {
+		cfg = p.cfg.Load()
+		now = p.floorNow(cfg)
+	}
+	for o := sp.lent.Front(); o != nil; {
+		next := sp.lent.Next(o)
+		if cfg != nil && p.expired(o, cfg, now) {
+			// Under steady load a shared object may never go back to
+			// zero leases: stop lending it, so that it retires when its
+			// borrowers are done.
+			sp.lent.Remove(o)
+			o.state, o.brokenWhy = stBroken, byLifetime
+		} else if int(o.shares) < p.lim.maxShares && (best == nil || o.shares < best.shares) {
 			best = o
 		}
+		o = next
 	}
 	if best == nil {
 		return grant[K, V]{}
@@ -636,6 +656,7 @@ func (p *Pool[K, V]) unreserveLocked(sp *subPool[K, V]) {
 	if p.waiters.Len() > 0 {
 		p.dispatchLocked()
 	}
+	p.wantUpkeepLocked(sp) // its room may be what upkeep lacked
 	p.dropIfEmptyLocked(sp)
 	p.checkDrainedLocked()
 }
@@ -695,6 +716,25 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], tested bool) (r reason, destro
 		p.serveKeyLocked(sp)
 	}
 	return 0, false
+}
+
+// retired destroys the object of a lease just taken from the idle set if it
+// has outlived MaxLifetime, and reports whether it did.
+func (p *Pool[K, V]) retired(h *Pooled[K, V]) bool {
+	cfg := p.cfg.Load()
+	if cfg.MaxLifetime <= 0 || !p.expired(h.obj, cfg, p.floorNow(cfg)) {
+		return false
+	}
+	obj := h.obj
+	p.mu.Lock()
+	p.unleaseLocked(h, false)
+	if p.shared {
+		obj.sub.activating--
+	}
+	obj.state = stDestroy
+	p.mu.Unlock()
+	p.destroy(context.Background(), obj, byLifetime)
+	return true
 }
 
 // ready activates an object just taken from the idle set or just made, and
@@ -1139,6 +1179,7 @@ func (p *Pool[K, V]) Clear(ctx context.Context, key K) error {
 	var doomed []*object[K, V]
 	p.mu.Lock()
 	if sp := p.keys[key]; sp != nil {
+		sp.clears++ // for objects under an eviction test
 		for o := sp.idle.Front(); o != nil; o = sp.idle.Front() {
 			doomed = p.takeIdleLocked(o, doomed)
 		}
@@ -1150,6 +1191,9 @@ func (p *Pool[K, V]) Clear(ctx context.Context, key K) error {
 // ClearAll destroys the idle objects of every key. Lent objects are not
 // touched. It returns the destroy errors, joined.
 func (p *Pool[K, V]) ClearAll(ctx context.Context) error {
+	p.mu.Lock()
+	p.clears++ // for objects under an eviction test
+	p.mu.Unlock()
 	return p.clearOldest(ctx, -1)
 }
 
