@@ -150,6 +150,8 @@ type Config struct {
 	// backoff period, instead of sending every borrower to a dead backend.
 	// After the period one borrower probes with a make; a success ends the
 	// backoff, a failure starts a longer period. Other keys are unaffected.
+	// A failing key is kept while it holds nothing, so that its backoff
+	// holds; eviction runs forget it after MakeBackoffMax without failures.
 	// Zero (the default): off. Negative is invalid.
 	MakeFailureThreshold int
 
