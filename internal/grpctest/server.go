@@ -104,14 +104,19 @@ func (s *Server) Stop() {
 	s.mu.Lock()
 	srv := s.srv
 	s.srv = nil
+	s.mu.Unlock()
+	if srv != nil {
+		// Held handlers see their contexts end as their connections close.
+		srv.Stop()
+	}
+	// A hold ends with the server, now that no answer can reach a client:
+	// the restarted server answers at once.
+	s.mu.Lock()
 	if s.hold != nil {
-		close(s.hold) // let held handlers finish so Stop does not wait on them
+		close(s.hold)
 		s.hold = nil
 	}
 	s.mu.Unlock()
-	if srv != nil {
-		srv.Stop()
-	}
 }
 
 // Restart stops the server if it runs and serves again on the same address.
@@ -280,12 +285,18 @@ func (b *benchService) StreamingFromClient(stream grpc.ClientStreamingServer[tes
 }
 
 // StreamingFromServer sends the request's payload ResponseSize times and
-// ends the stream; with ResponseSize 0 it sends until the client goes away.
+// ends the stream. With ResponseSize 0 it sends the payload once and then
+// waits, without end, until the client goes away.
 func (b *benchService) StreamingFromServer(req *testpb.SimpleRequest, stream grpc.ServerStreamingServer[testpb.SimpleResponse]) error {
-	for i := int32(0); req.GetResponseSize() == 0 || i < req.GetResponseSize(); i++ {
+	n := req.GetResponseSize()
+	for i := int32(0); i < max(n, 1); i++ {
 		if err := stream.Send(&testpb.SimpleResponse{Payload: req.GetPayload()}); err != nil {
 			return err
 		}
+	}
+	if n == 0 {
+		<-stream.Context().Done()
+		return status.FromContextError(stream.Context().Err()).Err()
 	}
 	return nil
 }
