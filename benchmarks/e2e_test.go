@@ -54,7 +54,11 @@ type e2eMode struct {
 
 var e2eModes = []e2eMode{
 	{"single", setupSingle},
-	{"roundrobin16", setupRoundRobin},
+	{"roundrobin16", setupRoundRobin(e2eConns)},
+	// A control: as many plain connections as shared mode settles on
+	// (1000 callers / 100 shares), so that the pool's own cost shows apart
+	// from the cost of using more connections.
+	{"roundrobin10", setupRoundRobin(10)},
 	{"exclusive16", setupExclusive},
 	{"shared", setupShared},
 }
@@ -62,9 +66,10 @@ var e2eModes = []e2eMode{
 var e2eRequest = &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("ping")}}
 
 // BenchmarkE2E sends unary RPCs from 1000 concurrent callers to a real
-// grpc.Server on loopback: one ClientConn, 16 ClientConns picked round-robin,
-// kpool with exclusive borrowing of up to 16 connections, and kpool with
-// shared leases (100 per connection, up to 16 connections). b.N is the
+// grpc.Server on loopback: one ClientConn, 16 (and, as a control, 10)
+// ClientConns picked round-robin, kpool with exclusive borrowing of up to 16
+// connections, and kpool with shared leases (100 per connection, up to 16
+// connections). b.N is the
 // number of RPCs of a run, spread over the callers; each sub-benchmark
 // reports RPCs per second, median and 99th percentile latency, and the
 // connections the server held at the end.
@@ -168,17 +173,19 @@ func setupSingle(b *testing.B, addr string) func(context.Context) error {
 	}
 }
 
-// setupRoundRobin: 16 ClientConns picked in turn, no pool: the hand-made
+// setupRoundRobin: n ClientConns picked in turn, no pool: the hand-made
 // way past a stream cap, with every connection open all the time.
-func setupRoundRobin(b *testing.B, addr string) func(context.Context) error {
-	stubs := make([]testpb.BenchmarkServiceClient, e2eConns)
-	for i := range stubs {
-		stubs[i] = testpb.NewBenchmarkServiceClient(dial(b, addr))
-	}
-	var next atomic.Uint64
-	return func(ctx context.Context) error {
-		_, err := stubs[next.Add(1)%e2eConns].UnaryCall(ctx, e2eRequest)
-		return err
+func setupRoundRobin(n int) func(b *testing.B, addr string) func(context.Context) error {
+	return func(b *testing.B, addr string) func(context.Context) error {
+		stubs := make([]testpb.BenchmarkServiceClient, n)
+		for i := range stubs {
+			stubs[i] = testpb.NewBenchmarkServiceClient(dial(b, addr))
+		}
+		var next atomic.Uint64
+		return func(ctx context.Context) error {
+			_, err := stubs[next.Add(1)%uint64(n)].UnaryCall(ctx, e2eRequest)
+			return err
+		}
 	}
 }
 
