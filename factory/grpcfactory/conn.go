@@ -58,7 +58,11 @@ func (c *Conn[K, T]) Key() K { return c.key }
 
 // Invoke borrows a share of a connection of the key, bounded by ctx and the
 // pool's MaxWait, and makes the unary RPC on it. A failed Borrow fails the
-// RPC with a status error that wraps the pool's (see borrowStatus).
+// RPC with a status error that wraps the pool's error, so that both
+// status.Code and errors.Is work on it: Canceled or DeadlineExceeded when
+// ctx ended, ResourceExhausted for keyedpool.ErrExhausted, Canceled for
+// keyedpool.ErrClosed, and Unavailable when no connection could be made or
+// validated (ErrConnect, ErrNotServing, ...).
 func (c *Conn[K, T]) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
 	h, err := c.pool.Borrow(ctx, c.key)
 	if err != nil {
@@ -69,9 +73,9 @@ func (c *Conn[K, T]) Invoke(ctx context.Context, method string, args, reply any,
 	return err
 }
 
-// NewStream borrows a share of a connection of the key, as Invoke, and
-// opens the stream on it. The share is given back when the stream ends
-// (see Conn).
+// NewStream borrows a share of a connection of the key, as Invoke (whose
+// errors it shares), and opens the stream on it. The share is given back
+// when the stream ends (see Conn).
 func (c *Conn[K, T]) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	h, err := c.pool.Borrow(ctx, c.key)
 	if err != nil {
