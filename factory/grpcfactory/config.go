@@ -1,0 +1,340 @@
+package grpcfactory
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Config configures a Factory. NewStub and one transport security setting
+// (TLS, TransportCredentials or Insecure) are required; every other field's
+// zero value is a documented default. New refuses an invalid Config with an
+// error wrapping ErrInvalidConfig that names the field.
+type Config[K comparable, T any] struct {
+	// NewStub makes the generated stub for a connection, for example
+	// pb.NewFooClient. Required.
+	NewStub func(grpc.ClientConnInterface) T
+
+	// Target maps a key to the gRPC target to dial ("host:port",
+	// "dns:///name:port", ...). Nil, the default: the key is the target
+	// (formatted with fmt.Sprint), which New allows only for keys of a
+	// string kind or that implement fmt.Stringer.
+	Target func(K) (string, error)
+
+	// TLS dials with TLS using this configuration: set RootCAs to trust a
+	// private CA, and Certificates to present a client certificate (mTLS).
+	// Exactly one of TLS, TransportCredentials and Insecure must be set, so
+	// that nobody sends plaintext by accident.
+	TLS *tls.Config
+
+	// TransportCredentials dials with these credentials (ALTS, xDS, ...).
+	// See TLS.
+	TransportCredentials credentials.TransportCredentials
+
+	// Insecure dials in plaintext. See TLS.
+	Insecure bool
+
+	// Keepalive configures the client's HTTP/2 keepalive pings. The zero
+	// value pings every 30 s, with or without RPCs in flight, and gives up
+	// on the connection after 10 s without an answer.
+	Keepalive Keepalive
+
+	// IdleTimeout is how long a connection may carry no RPC before gRPC
+	// closes its transport and moves it to IDLE; the next RPC, or Activate,
+	// reconnects it. Zero: gRPC's default, 30 minutes. Negative is invalid.
+	IdleTimeout time.Duration
+
+	// Retry, when its MaxAttempts is 2 or more, becomes the connections'
+	// default service config, so gRPC retries failed RPCs on the same
+	// connection. The zero value: no retry policy.
+	Retry RetryPolicy
+
+	// ConnectTimeout makes Make connect at once and wait up to this long
+	// for the connection to be READY, so that the pool never lends a
+	// connection that has not connected; Activate waits the same way for an
+	// IDLE connection it reconnects. A failed first attempt (refused, TLS
+	// handshake) fails Make at once with gRPC's reason, wrapped in
+	// ErrConnect. Zero, the default: off, connections connect lazily on
+	// their first RPC. Negative is invalid. Set it: Borrow then reports a
+	// dead backend or a certificate problem instead of lending a connection
+	// that cannot work.
+	ConnectTimeout time.Duration
+
+	// HealthCheck, when set, makes Validate ask the backend's
+	// grpc.health.v1 service. Nil, the default: Validate checks the
+	// connectivity state only. The pool calls Validate with its
+	// TestOnCreate, TestOnBorrow and TestOnReturn settings.
+	HealthCheck *HealthCheck
+
+	// Classifier decides whether an RPC's error means its connection is
+	// broken, so that Conn and Release invalidate the connection instead of
+	// returning it. It is called with the error (never nil) and the
+	// connection's state just after the RPC failed. Nil, the default:
+	// DefaultClassifier.
+	Classifier func(err error, state connectivity.State) bool
+
+	// DialOptions are passed to grpc.NewClient after the options the fields
+	// above make, so they override them.
+	DialOptions []grpc.DialOption
+}
+
+// Keepalive configures HTTP/2 keepalive pings from the client. The server
+// must allow them (its keepalive.EnforcementPolicy: MinTime at most Time and
+// PermitWithoutStream, unless OnlyWithStreams is set); a grpc-go server's
+// default policy allows one ping every 5 minutes and none without streams,
+// and closes the connection of a client that pings more often.
+type Keepalive struct {
+	// Time is how long the connection may be silent before the client
+	// pings. Zero: 30 s. gRPC raises values under 10 s to 10 s. Negative is
+	// invalid.
+	Time time.Duration
+	// Timeout is how long the client waits for the ping's answer before it
+	// closes the connection. Zero: 10 s. Negative is invalid.
+	Timeout time.Duration
+	// OnlyWithStreams pings only while RPCs are in flight. False, the
+	// default: ping idle connections too (gRPC's PermitWithoutStream), so
+	// that a pooled connection to a vanished backend is found broken before
+	// an RPC is sent on it.
+	OnlyWithStreams bool
+	// Disable turns keepalive pings off; the other fields are then ignored.
+	Disable bool
+}
+
+// Keepalive defaults.
+const (
+	DefaultKeepaliveTime    = 30 * time.Second
+	DefaultKeepaliveTimeout = 10 * time.Second
+)
+
+// RetryPolicy is gRPC's retry policy (gRFC A6) for every method of a
+// connection. gRPC retries on the same connection, only RPCs that have not
+// yet received response headers, and within the RPC's deadline.
+type RetryPolicy struct {
+	// MaxAttempts is the number of attempts, the first included. 0 or 1:
+	// no retries (the default). gRPC caps it at 5. Negative is invalid.
+	MaxAttempts int
+	// InitialBackoff bounds the random wait before the first retry. Zero:
+	// 100 ms. Negative is invalid.
+	InitialBackoff time.Duration
+	// MaxBackoff caps the random wait before any retry. Zero: 1 s.
+	// Negative is invalid.
+	MaxBackoff time.Duration
+	// BackoffMultiplier grows the wait bound after each retry. Zero: 2.
+	// Negative is invalid.
+	BackoffMultiplier float64
+	// RetryableStatusCodes are the status codes that are retried. Empty:
+	// Unavailable only. OK is invalid.
+	RetryableStatusCodes []codes.Code
+}
+
+// Retry defaults, used when MaxAttempts is 2 or more.
+const (
+	DefaultInitialBackoff    = 100 * time.Millisecond
+	DefaultMaxBackoff        = time.Second
+	DefaultBackoffMultiplier = 2.0
+)
+
+// HealthCheck configures the grpc.health.v1 Check that Validate makes.
+type HealthCheck struct {
+	// Service is the service name to ask about. Empty: the server as a
+	// whole.
+	Service string
+	// Timeout bounds each Check. Zero: 1 s. Negative is invalid.
+	Timeout time.Duration
+}
+
+// DefaultHealthCheckTimeout bounds a health Check when HealthCheck.Timeout
+// is zero.
+const DefaultHealthCheckTimeout = time.Second
+
+// resolved is a checked Config turned into what the factory uses.
+type resolved[K comparable] struct {
+	target        func(K) (string, error)
+	dialOpts      []grpc.DialOption
+	classify      func(error, connectivity.State) bool
+	healthService string
+	healthTimeout time.Duration // 0: no health check
+	connect       time.Duration
+}
+
+// resolve checks every field of c and fills in the defaults.
+func (c Config[K, T]) resolve() (resolved[K], error) {
+	var r resolved[K]
+	invalid := func(format string, args ...any) (resolved[K], error) {
+		return r, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	if c.NewStub == nil {
+		return invalid("NewStub is nil, want the generated stub constructor (pb.NewFooClient)")
+	}
+	r.target = c.Target
+	if r.target == nil {
+		kt := reflect.TypeFor[K]()
+		if kt.Kind() != reflect.String && !kt.Implements(reflect.TypeFor[fmt.Stringer]()) {
+			return invalid("Target is nil and key type %v is neither a string nor a fmt.Stringer", kt)
+		}
+		r.target = func(k K) (string, error) { return fmt.Sprint(k), nil }
+	}
+
+	var creds credentials.TransportCredentials
+	set := 0
+	if c.TLS != nil {
+		set++
+		creds = credentials.NewTLS(c.TLS)
+	}
+	if c.TransportCredentials != nil {
+		set++
+		creds = c.TransportCredentials
+	}
+	if c.Insecure {
+		set++
+		creds = insecure.NewCredentials()
+	}
+	switch set {
+	case 0:
+		return invalid("none of TLS, TransportCredentials and Insecure is set, want exactly one (Insecure: true for plaintext)")
+	case 1:
+	default:
+		return invalid("more than one of TLS, TransportCredentials and Insecure is set, want exactly one")
+	}
+	r.dialOpts = append(r.dialOpts, grpc.WithTransportCredentials(creds))
+
+	ka := c.Keepalive
+	switch {
+	case ka.Time < 0:
+		return invalid("Keepalive.Time is %v, want 0 (default %v) or more", ka.Time, DefaultKeepaliveTime)
+	case ka.Timeout < 0:
+		return invalid("Keepalive.Timeout is %v, want 0 (default %v) or more", ka.Timeout, DefaultKeepaliveTimeout)
+	}
+	if !ka.Disable {
+		if ka.Time == 0 {
+			ka.Time = DefaultKeepaliveTime
+		}
+		if ka.Timeout == 0 {
+			ka.Timeout = DefaultKeepaliveTimeout
+		}
+		r.dialOpts = append(r.dialOpts, grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                ka.Time,
+			Timeout:             ka.Timeout,
+			PermitWithoutStream: !ka.OnlyWithStreams,
+		}))
+	}
+
+	switch {
+	case c.IdleTimeout < 0:
+		return invalid("IdleTimeout is %v, want 0 (gRPC's default) or more", c.IdleTimeout)
+	case c.IdleTimeout > 0:
+		r.dialOpts = append(r.dialOpts, grpc.WithIdleTimeout(c.IdleTimeout))
+	}
+
+	sc, err := c.Retry.serviceConfig()
+	if err != nil {
+		return r, err
+	}
+	if sc != "" {
+		r.dialOpts = append(r.dialOpts, grpc.WithDefaultServiceConfig(sc))
+	}
+
+	if c.ConnectTimeout < 0 {
+		return invalid("ConnectTimeout is %v, want 0 (lazy connect) or more", c.ConnectTimeout)
+	}
+	r.connect = c.ConnectTimeout
+
+	if hc := c.HealthCheck; hc != nil {
+		if hc.Timeout < 0 {
+			return invalid("HealthCheck.Timeout is %v, want 0 (default %v) or more", hc.Timeout, DefaultHealthCheckTimeout)
+		}
+		r.healthService = hc.Service
+		r.healthTimeout = hc.Timeout
+		if r.healthTimeout == 0 {
+			r.healthTimeout = DefaultHealthCheckTimeout
+		}
+	}
+
+	r.classify = c.Classifier
+	if r.classify == nil {
+		r.classify = DefaultClassifier
+	}
+	r.dialOpts = append(r.dialOpts, c.DialOptions...)
+	return r, nil
+}
+
+// serviceConfig checks the policy and returns it as a gRPC service config
+// in JSON, or "" when it asks for no retries.
+func (p RetryPolicy) serviceConfig() (string, error) {
+	invalid := func(format string, args ...any) (string, error) {
+		return "", fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	switch {
+	case p.MaxAttempts < 0:
+		return invalid("Retry.MaxAttempts is %d, want 0 (no retries) or more", p.MaxAttempts)
+	case p.InitialBackoff < 0:
+		return invalid("Retry.InitialBackoff is %v, want 0 (default %v) or more", p.InitialBackoff, DefaultInitialBackoff)
+	case p.MaxBackoff < 0:
+		return invalid("Retry.MaxBackoff is %v, want 0 (default %v) or more", p.MaxBackoff, DefaultMaxBackoff)
+	case p.BackoffMultiplier < 0:
+		return invalid("Retry.BackoffMultiplier is %v, want 0 (default %v) or more", p.BackoffMultiplier, DefaultBackoffMultiplier)
+	}
+	// Codes go out as numbers, which gRPC's parser takes, so that no table
+	// of their upper-case names is needed here.
+	codeList := []int{int(codes.Unavailable)}
+	if len(p.RetryableStatusCodes) > 0 {
+		codeList = codeList[:0]
+		for _, c := range p.RetryableStatusCodes {
+			if c == codes.OK || c > codes.Unauthenticated {
+				return invalid("Retry.RetryableStatusCodes holds %v, want error codes only", c)
+			}
+			codeList = append(codeList, int(c))
+		}
+	}
+	if p.MaxAttempts < 2 {
+		return "", nil
+	}
+	initial, maxB, mult := p.InitialBackoff, p.MaxBackoff, p.BackoffMultiplier
+	if initial == 0 {
+		initial = DefaultInitialBackoff
+	}
+	if maxB == 0 {
+		maxB = DefaultMaxBackoff
+	}
+	if mult == 0 {
+		mult = DefaultBackoffMultiplier
+	}
+	seconds := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
+	type retryPolicy struct {
+		MaxAttempts          int     `json:"maxAttempts"`
+		InitialBackoff       string  `json:"initialBackoff"`
+		MaxBackoff           string  `json:"maxBackoff"`
+		BackoffMultiplier    float64 `json:"backoffMultiplier"`
+		RetryableStatusCodes []int   `json:"retryableStatusCodes"`
+	}
+	type methodConfig struct {
+		Name        []struct{}  `json:"name"` // one empty name: every method
+		RetryPolicy retryPolicy `json:"retryPolicy"`
+	}
+	b, err := json.Marshal(struct {
+		MethodConfig []methodConfig `json:"methodConfig"`
+	}{[]methodConfig{{
+		Name: []struct{}{{}},
+		RetryPolicy: retryPolicy{
+			MaxAttempts:          p.MaxAttempts,
+			InitialBackoff:       seconds(initial),
+			MaxBackoff:           seconds(maxB),
+			BackoffMultiplier:    mult,
+			RetryableStatusCodes: codeList,
+		},
+	}}})
+	if err != nil {
+		return "", fmt.Errorf("grpcfactory: retry service config: %w", err)
+	}
+	return string(b), nil
+}

@@ -1,0 +1,193 @@
+package grpcfactory
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/kpool-go/kpool/keyedpool"
+)
+
+// Conn is a grpc.ClientConnInterface for one key, backed by a pool of
+// clients, so that generated stubs work unchanged over the pool:
+//
+//	conn := grpcfactory.NewConn(pool, "10.0.0.7:443")
+//	foo := pb.NewFooClient(conn)
+//	resp, err := foo.Bar(ctx, req) // one share of the least loaded connection
+//
+// Each unary RPC borrows a share of a connection of the key for as long as
+// it runs. A stream holds its share until it ends: RecvMsg returns an error
+// (io.EOF included) or, for a stream with one response, that response;
+// Header or SendMsg returns an error other than io.EOF; or the stream's
+// context ends. Callers must end their streams in one of these ways, as
+// gRPC itself asks, or the share is never given back.
+//
+// When an RPC's error means its connection is broken (Client.Broken, by the
+// factory's Classifier) the share is given back with Invalidate: the
+// connection is lent no more and closed once its other RPCs end. Otherwise
+// it is returned.
+//
+// Make the pool with MaxSharesPerObject near the backend's
+// MAX_CONCURRENT_STREAMS: the pool then opens another connection only when
+// every connection of the key carries that many RPCs, up to MaxTotalPerKey.
+// With exclusive leases (MaxSharesPerObject 1) a Conn still works, with one
+// RPC per connection at a time.
+//
+// A Conn is safe for concurrent use and holds nothing of its own: closing
+// the pool closes its connections.
+type Conn[K comparable, T any] struct {
+	pool *keyedpool.Pool[K, *Client[T]]
+	key  K
+}
+
+var _ grpc.ClientConnInterface = (*Conn[string, int])(nil)
+
+// NewConn returns a Conn that sends the RPCs for key over p's clients.
+func NewConn[K comparable, T any](p *keyedpool.Pool[K, *Client[T]], key K) *Conn[K, T] {
+	return &Conn[K, T]{pool: p, key: key}
+}
+
+// Key returns the key the Conn sends RPCs for.
+func (c *Conn[K, T]) Key() K { return c.key }
+
+// Invoke borrows a share of a connection of the key, bounded by ctx and the
+// pool's MaxWait, and makes the unary RPC on it. A failed Borrow fails the
+// RPC with a status error that wraps the pool's error, so that both
+// status.Code and errors.Is work on it: Canceled or DeadlineExceeded when
+// ctx ended, ResourceExhausted for keyedpool.ErrExhausted, Canceled for
+// keyedpool.ErrClosed, and Unavailable when no connection could be made or
+// validated (ErrConnect, ErrNotServing, ...).
+func (c *Conn[K, T]) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	h, err := c.pool.Borrow(ctx, c.key)
+	if err != nil {
+		return borrowStatus(ctx, err)
+	}
+	err = h.Value().conn.Invoke(ctx, method, args, reply, opts...)
+	c.release(h, err)
+	return err
+}
+
+// NewStream borrows a share of a connection of the key, as Invoke (whose
+// errors it shares), and opens the stream on it. The share is given back
+// when the stream ends (see Conn).
+func (c *Conn[K, T]) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	h, err := c.pool.Borrow(ctx, c.key)
+	if err != nil {
+		return nil, borrowStatus(ctx, err)
+	}
+	cs, err := h.Value().conn.NewStream(ctx, desc, method, opts...)
+	if err != nil {
+		c.release(h, err)
+		return nil, err
+	}
+	s := &stream[K, T]{ClientStream: cs, conn: c, h: h, oneResponse: !desc.ServerStreams}
+	// The callback runs in its own goroutine when ctx ends; stop, called
+	// when the stream ends first, unregisters it. Neither leaves a
+	// goroutine behind.
+	s.stop = context.AfterFunc(ctx, func() { s.end(nil, true) })
+	return s, nil
+}
+
+// release gives back a share after an RPC that returned err.
+func (c *Conn[K, T]) release(h *keyedpool.Pooled[K, *Client[T]], err error) {
+	// The pool's own errors here can only be a destroy error (closing the
+	// connection), which the RPC's caller can do nothing about.
+	if h.Value().Broken(err) {
+		_ = c.pool.Invalidate(h)
+	} else {
+		_ = c.pool.Return(h)
+	}
+}
+
+// stream is a ClientStream that gives its share back, once, when it ends.
+type stream[K comparable, T any] struct {
+	grpc.ClientStream
+	conn        *Conn[K, T]
+	h           *keyedpool.Pooled[K, *Client[T]]
+	oneResponse bool        // the stream ends with its first response
+	stop        func() bool // unregisters the context callback
+	ended       atomic.Bool
+}
+
+// end gives the share back unless that was done already; byCtx says the
+// stream's context callback calls it.
+func (s *stream[K, T]) end(err error, byCtx bool) {
+	if !s.ended.CompareAndSwap(false, true) {
+		return
+	}
+	if !byCtx {
+		s.stop()
+	}
+	s.conn.release(s.h, err)
+}
+
+// RecvMsg ends the stream, as gRPC does, on an error or on the response of
+// a stream that has one.
+func (s *stream[K, T]) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	switch {
+	case errors.Is(err, io.EOF):
+		s.end(nil, false)
+	case err != nil || s.oneResponse:
+		s.end(err, false)
+	}
+	return err
+}
+
+// SendMsg ends the stream, as gRPC does, on an error other than io.EOF
+// (which says the stream ended and RecvMsg has its status).
+func (s *stream[K, T]) SendMsg(m any) error {
+	err := s.ClientStream.SendMsg(m)
+	if err != nil && !errors.Is(err, io.EOF) {
+		s.end(err, false)
+	}
+	return err
+}
+
+// Header ends the stream, as gRPC does, on an error.
+func (s *stream[K, T]) Header() (md metadata.MD, err error) {
+	md, err = s.ClientStream.Header()
+	if err != nil {
+		s.end(err, false)
+	}
+	return md, err
+}
+
+// borrowError is a failed Borrow as an RPC error: gRPC's status functions
+// see its code, errors.Is and errors.As see the pool's error.
+type borrowError struct {
+	code codes.Code
+	err  error
+}
+
+func (e *borrowError) Error() string { return "grpcfactory: borrow: " + e.err.Error() }
+
+func (e *borrowError) Unwrap() error { return e.err }
+
+// GRPCStatus makes status.Code and status.FromError report e's code.
+func (e *borrowError) GRPCStatus() *status.Status { return status.New(e.code, e.Error()) }
+
+// borrowStatus turns the error of a Borrow with ctx into an RPC error whose
+// status code says what went wrong: Canceled or DeadlineExceeded when ctx
+// ended, ResourceExhausted when the pool was exhausted (WhenExhausted Fail,
+// or MaxWait passed), Canceled when the pool is closed, and Unavailable when
+// no connection could be made or validated (the connect or health error is
+// wrapped).
+func borrowStatus(ctx context.Context, err error) error {
+	code := codes.Unavailable
+	switch {
+	case ctx.Err() != nil && err == ctx.Err():
+		code = status.FromContextError(err).Code()
+	case errors.Is(err, keyedpool.ErrExhausted):
+		code = codes.ResourceExhausted
+	case errors.Is(err, keyedpool.ErrClosed):
+		code = codes.Canceled
+	}
+	return &borrowError{code: code, err: err}
+}

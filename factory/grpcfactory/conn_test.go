@@ -1,0 +1,384 @@
+package grpcfactory_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/internal/grpctest"
+	"github.com/kpool-go/kpool/keyedpool"
+)
+
+// sharedPool returns a shared-lease pool for srv's address and a stub over
+// a Conn for it.
+func sharedPool(t *testing.T, srv *grpctest.Server, cfg config, pcfg keyedpool.Config) (*pool, stub) {
+	t.Helper()
+	if pcfg.MaxSharesPerObject == 0 {
+		pcfg.MaxSharesPerObject = 100
+	}
+	p := newPool(t, cfg, pcfg)
+	return p, testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, srv.Addr))
+}
+
+// wantShares checks the key's shares in use and lent connections, and that
+// every borrow was matched by a return.
+func wantShares(t *testing.T, p *pool, key string, shares, active int) {
+	t.Helper()
+	s := p.KeyStats(key)
+	if s.SharesInUse != shares || s.Active != active {
+		t.Errorf("KeyStats() shares in use %d on %d active connections, want %d on %d", s.SharesInUse, s.Active, shares, active)
+	}
+	if shares == 0 && s.Borrowed != s.Returned {
+		t.Errorf("KeyStats() Borrowed %d, Returned %d; want equal (each share given back once)", s.Borrowed, s.Returned)
+	}
+}
+
+func TestConnUnary(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
+	for range 3 {
+		resp, err := foo.UnaryCall(ctx(t), req("hello"))
+		if err != nil {
+			t.Fatalf("UnaryCall() error = %v", err)
+		}
+		if got := string(resp.GetPayload().GetBody()); got != "hello" {
+			t.Errorf("UnaryCall() payload = %q, want %q", got, "hello")
+		}
+	}
+	wantShares(t, p, srv.Addr, 0, 0)
+	if got := srv.Accepted(); got != 1 {
+		t.Errorf("server accepted %d connections for sequential RPCs, want 1", got)
+	}
+}
+
+// inFlight starts n UnaryCalls on foo that the server holds, waits until
+// the server has them all, and returns a function that waits for their
+// results.
+func inFlight(t *testing.T, srv *grpctest.Server, foo stub, n int) (wait func() []error) {
+	t.Helper()
+	before := srv.InFlight()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, errs[i] = foo.UnaryCall(ctx(t), req("held"))
+		})
+	}
+	grpctest.WaitFor(t, testTimeout, "the held RPCs did not all reach the server", func() bool {
+		return srv.InFlight() == before+int64(n)
+	})
+	return func() []error { wg.Wait(); return errs }
+}
+
+// Concurrent RPCs share connections up to MaxSharesPerObject and the pool
+// opens another only when every one is full, up to MaxTotalPerKey; beyond
+// that RPCs wait for a share.
+func TestConnSharesFillBeforeGrowing(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	p, foo := sharedPool(t, srv, config{ConnectTimeout: testTimeout}, keyedpool.Config{MaxSharesPerObject: 3, MaxTotalPerKey: 3})
+	release := srv.Hold()
+	defer release()
+
+	wait1 := inFlight(t, srv, foo, 7) // 3 + 3 + 1
+	if got := srv.Accepted(); got != 3 {
+		t.Errorf("7 RPCs at 3 shares per connection opened %d connections, want 3", got)
+	}
+	wantShares(t, p, srv.Addr, 7, 3)
+
+	// Two more fill the third connection; the tenth must wait.
+	wait2 := inFlight(t, srv, foo, 2)
+	done := make(chan error, 1)
+	go func() { _, err := foo.UnaryCall(ctx(t), req("waits")); done <- err }()
+	grpctest.WaitFor(t, testTimeout, "the tenth RPC did not wait for a share", func() bool {
+		return p.KeyStats(srv.Addr).Waiters == 1
+	})
+	if got := srv.InFlight(); got != 9 {
+		t.Errorf("server has %d RPCs in flight, want 9 (3 connections x 3 shares)", got)
+	}
+	release()
+	for i, err := range append(wait1(), wait2()...) {
+		if err != nil {
+			t.Errorf("held RPC %d error = %v", i, err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Errorf("waiting RPC error = %v", err)
+	}
+	if got := srv.Accepted(); got != 3 {
+		t.Errorf("server accepted %d connections, want 3 (MaxTotalPerKey)", got)
+	}
+	wantShares(t, p, srv.Addr, 0, 0)
+}
+
+func TestConnStreams(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+
+	t.Run("BidiHoldsShareUntilEOF", func(t *testing.T) {
+		p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
+		s, err := foo.StreamingCall(ctx(t))
+		if err != nil {
+			t.Fatalf("StreamingCall() error = %v", err)
+		}
+		for _, body := range []string{"a", "b"} {
+			if err := s.Send(req(body)); err != nil {
+				t.Fatalf("Send() error = %v", err)
+			}
+			resp, err := s.Recv()
+			if err != nil || string(resp.GetPayload().GetBody()) != body {
+				t.Fatalf("Recv() = %v, %v; want payload %q", resp, err, body)
+			}
+			wantShares(t, p, srv.Addr, 1, 1)
+		}
+		if err := s.CloseSend(); err != nil {
+			t.Fatalf("CloseSend() error = %v", err)
+		}
+		wantShares(t, p, srv.Addr, 1, 1) // half-closed is not ended
+		for range 3 {                    // the end is seen more than once; the share goes back once
+			if _, err := s.Recv(); err != io.EOF {
+				t.Fatalf("Recv() after CloseSend error = %v, want io.EOF", err)
+			}
+		}
+		wantShares(t, p, srv.Addr, 0, 0)
+		if got := p.KeyStats(srv.Addr).Returned; got != 1 {
+			t.Errorf("Returned = %d, want 1", got)
+		}
+	})
+
+	t.Run("ServerStreamEOF", func(t *testing.T) {
+		p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
+		s, err := foo.StreamingFromServer(ctx(t), &testpb.SimpleRequest{ResponseSize: 3, Payload: &testpb.Payload{Body: []byte("x")}})
+		if err != nil {
+			t.Fatalf("StreamingFromServer() error = %v", err)
+		}
+		n := 0
+		for {
+			_, err := s.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("Recv() error = %v", err)
+			}
+			n++
+			wantShares(t, p, srv.Addr, 1, 1)
+		}
+		if n != 3 {
+			t.Errorf("received %d messages, want 3", n)
+		}
+		wantShares(t, p, srv.Addr, 0, 0)
+	})
+
+	t.Run("ClientStreamEndsWithResponse", func(t *testing.T) {
+		p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
+		s, err := foo.StreamingFromClient(ctx(t))
+		if err != nil {
+			t.Fatalf("StreamingFromClient() error = %v", err)
+		}
+		for _, body := range []string{"a", "b"} {
+			if err := s.Send(req(body)); err != nil {
+				t.Fatalf("Send() error = %v", err)
+			}
+		}
+		wantShares(t, p, srv.Addr, 1, 1)
+		resp, err := s.CloseAndRecv()
+		if err != nil || string(resp.GetPayload().GetBody()) != "b" {
+			t.Fatalf("CloseAndRecv() = %v, %v; want payload b", resp, err)
+		}
+		wantShares(t, p, srv.Addr, 0, 0)
+	})
+
+	t.Run("ContextEnds", func(t *testing.T) {
+		p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
+		sctx, cancel := context.WithCancel(ctx(t))
+		s, err := foo.StreamingFromServer(sctx, req("forever"))
+		if err != nil {
+			t.Fatalf("StreamingFromServer() error = %v", err)
+		}
+		if _, err := s.Recv(); err != nil {
+			t.Fatalf("Recv() error = %v", err)
+		}
+		wantShares(t, p, srv.Addr, 1, 1)
+		// The caller stops reading and cancels: the share comes back
+		// without another call on the stream.
+		cancel()
+		grpctest.WaitFor(t, testTimeout, "share not given back after the stream's context ended", func() bool {
+			return p.KeyStats(srv.Addr).SharesInUse == 0
+		})
+		wantShares(t, p, srv.Addr, 0, 0)
+		// Reading after the cancel sees Canceled and gives nothing back twice.
+		for {
+			if _, err := s.Recv(); err != nil {
+				if status.Code(err) != codes.Canceled {
+					t.Errorf("Recv() after cancel error = %v, want Canceled", err)
+				}
+				break
+			}
+		}
+		if got := p.KeyStats(srv.Addr).Returned; got != 1 {
+			t.Errorf("Returned = %d, want 1", got)
+		}
+	})
+
+	t.Run("NewStreamFails", func(t *testing.T) {
+		// A lazy client to a dead address: the stream cannot start, and the
+		// broken connection is invalidated, not kept.
+		dead := deadAddr(t)
+		p := newPool(t, config{}, keyedpool.Config{MaxSharesPerObject: 10})
+		foo := testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, dead))
+		_, err := foo.StreamingCall(ctx(t))
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("StreamingCall() to a dead address = %v, want Unavailable", err)
+		}
+		// Stats, not KeyStats: the key's sub-pool is gone with its last
+		// connection.
+		s := p.Stats()
+		if s.SharesInUse != 0 || s.DestroyedByInvalidate != 1 {
+			t.Errorf("KeyStats() = %+v, want no share in use and the connection invalidated", s)
+		}
+	})
+}
+
+// Errors a handler returns leave the connection in the pool, Unavailable
+// included: the connection itself is fine.
+func TestConnApplicationErrorsKeepConnection(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
+	for _, code := range []codes.Code{codes.Unavailable, codes.Internal, codes.NotFound} {
+		_, err := foo.UnaryCall(ctx(t), failing(int32(code), "app says no"))
+		if status.Code(err) != code {
+			t.Errorf("UnaryCall() = %v, want code %v", err, code)
+		}
+	}
+	s := p.KeyStats(srv.Addr)
+	if s.Created != 1 || s.DestroyedByInvalidate != 0 || s.Idle != 1 {
+		t.Errorf("KeyStats() = %+v, want the one connection kept idle", s)
+	}
+}
+
+// An RPC cut by the backend going away invalidates its connection; the next
+// RPC gets a new one.
+func TestConnBrokenConnectionInvalidated(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	p, foo := sharedPool(t, srv, config{ConnectTimeout: testTimeout}, keyedpool.Config{})
+	srv.Hold()
+	wait := inFlight(t, srv, foo, 2)
+	srv.Restart()
+	for i, err := range wait() {
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("held RPC %d cut by a restart = %v, want Unavailable", i, err)
+		}
+	}
+	s := p.Stats()
+	if s.DestroyedByInvalidate != 1 || s.SharesInUse != 0 {
+		t.Errorf("KeyStats() = %+v, want the connection invalidated once, no share in use", s)
+	}
+	if _, err := foo.UnaryCall(ctx(t), req("x")); err != nil {
+		t.Errorf("UnaryCall() after restart = %v", err)
+	}
+	if got := p.Stats().Created; got != 2 {
+		t.Errorf("Created = %d, want 2", got)
+	}
+}
+
+func TestConnClassifier(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	var sawState connectivity.State
+	p, foo := sharedPool(t, srv, config{Classifier: func(err error, state connectivity.State) bool {
+		sawState = state
+		return status.Code(err) == codes.DataLoss
+	}}, keyedpool.Config{})
+	foo.UnaryCall(ctx(t), failing(int32(codes.Internal), "kept"))
+	if got := p.KeyStats(srv.Addr).DestroyedByInvalidate; got != 0 {
+		t.Errorf("DestroyedByInvalidate after Internal = %d, want 0", got)
+	}
+	foo.UnaryCall(ctx(t), failing(int32(codes.DataLoss), "dropped"))
+	if got := p.Stats().DestroyedByInvalidate; got != 1 {
+		t.Errorf("DestroyedByInvalidate after DataLoss = %d, want 1", got)
+	}
+	if sawState != connectivity.Ready {
+		t.Errorf("classifier saw state %v, want READY", sawState)
+	}
+}
+
+func TestDefaultClassifier(t *testing.T) {
+	unavailable := status.Error(codes.Unavailable, "x")
+	for _, tt := range []struct {
+		err   error
+		state connectivity.State
+		want  bool
+	}{
+		{unavailable, connectivity.Ready, false},
+		{unavailable, connectivity.Idle, true},
+		{unavailable, connectivity.Connecting, true},
+		{unavailable, connectivity.TransientFailure, true},
+		{unavailable, connectivity.Shutdown, true},
+		{status.Error(codes.Internal, "x"), connectivity.TransientFailure, false},
+		{status.Error(codes.DeadlineExceeded, "x"), connectivity.Idle, false},
+		{context.Canceled, connectivity.Idle, false},
+	} {
+		if got := grpcfactory.DefaultClassifier(tt.err, tt.state); got != tt.want {
+			t.Errorf("DefaultClassifier(%v, %v) = %v, want %v", tt.err, tt.state, got, tt.want)
+		}
+	}
+}
+
+// A failed Borrow fails the RPC with a status code saying why, and wraps
+// the pool's error.
+func TestConnBorrowErrors(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+
+	t.Run("Exhausted", func(t *testing.T) {
+		p, foo := sharedPool(t, srv, config{}, keyedpool.Config{MaxSharesPerObject: 1, MaxTotalPerKey: 1, WhenExhausted: keyedpool.Fail})
+		release := srv.Hold()
+		wait := inFlight(t, srv, foo, 1)
+		_, err := foo.UnaryCall(ctx(t), req("x"))
+		if status.Code(err) != codes.ResourceExhausted || !errors.Is(err, keyedpool.ErrExhausted) {
+			t.Errorf("UnaryCall() on an exhausted pool = %v, want ResourceExhausted wrapping ErrExhausted", err)
+		}
+		release()
+		wait()
+		wantShares(t, p, srv.Addr, 0, 0)
+	})
+
+	t.Run("Deadline", func(t *testing.T) {
+		_, foo := sharedPool(t, srv, config{}, keyedpool.Config{MaxSharesPerObject: 1, MaxTotalPerKey: 1})
+		release := srv.Hold()
+		wait := inFlight(t, srv, foo, 1)
+		short, cancel := context.WithTimeout(ctx(t), 50*time.Millisecond)
+		defer cancel()
+		_, err := foo.UnaryCall(short, req("x"))
+		if status.Code(err) != codes.DeadlineExceeded || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("UnaryCall() waiting past its deadline = %v, want DeadlineExceeded", err)
+		}
+		release()
+		wait()
+	})
+
+	t.Run("Closed", func(t *testing.T) {
+		p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
+		p.Close(ctx(t))
+		_, err := foo.UnaryCall(ctx(t), req("x"))
+		if status.Code(err) != codes.Canceled || !errors.Is(err, keyedpool.ErrClosed) {
+			t.Errorf("UnaryCall() on a closed pool = %v, want Canceled wrapping ErrClosed", err)
+		}
+	})
+
+	t.Run("ConnectFails", func(t *testing.T) {
+		dead := deadAddr(t)
+		p := newPool(t, config{ConnectTimeout: testTimeout}, keyedpool.Config{MaxSharesPerObject: 10})
+		foo := testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, dead))
+		_, err := foo.UnaryCall(ctx(t), req("x"))
+		if status.Code(err) != codes.Unavailable || !errors.Is(err, grpcfactory.ErrConnect) {
+			t.Errorf("UnaryCall() to a dead backend = %v, want Unavailable wrapping ErrConnect", err)
+		}
+	})
+}

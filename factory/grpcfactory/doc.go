@@ -1,0 +1,32 @@
+// Package grpcfactory pools gRPC clients with kpool's keyedpool: one
+// *grpc.ClientConn (a single HTTP/2 connection to one backend) and its
+// generated stub per pooled object, keyed by whatever routes traffic to a
+// backend (its address by default).
+//
+// Factory implements factory.KeyedFactory for a keyedpool.Pool. It makes a
+// Client with grpc.NewClient and, with ConnectTimeout, connects it before the
+// pool lends it; Validate refuses connections in TRANSIENT_FAILURE or
+// SHUTDOWN and, with HealthCheck, backends whose grpc.health.v1 service does
+// not say SERVING; Activate reconnects an IDLE connection; Destroy closes it.
+//
+// There are two ways to use the pool.
+//
+// Shared use, the one we recommend: make the pool with MaxSharesPerObject
+// near the backends' MAX_CONCURRENT_STREAMS (often 100) and wrap it, per key,
+// in a Conn. A Conn is a grpc.ClientConnInterface, so generated stubs work
+// unchanged (pb.NewFooClient(conn)). Every RPC takes one share of the least
+// loaded connection of its key for as long as it runs, so a connection
+// carries many RPCs at once, as HTTP/2 intends, and the pool opens another
+// only when all are full, up to MaxTotalPerKey.
+//
+// Exclusive use, as commons-pool2 users know it: Borrow a *Client, call its
+// Stub, and give it back with Release (or Return/Invalidate). Each
+// connection then carries one caller at a time, which wastes HTTP/2
+// multiplexing; it suits callers that hold a client for a sequence of calls
+// or need one connection to themselves.
+//
+// Either way, an RPC that fails because its connection is broken (by
+// default: status Unavailable while the connection is not READY; see
+// DefaultClassifier) invalidates that connection instead of returning it, so
+// the pool makes a fresh one; application errors leave it in the pool.
+package grpcfactory

@@ -1,0 +1,125 @@
+package grpcfactory_test
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/keyedpool"
+)
+
+type (
+	stub   = testpb.BenchmarkServiceClient
+	client = grpcfactory.Client[stub]
+	pool   = keyedpool.Pool[string, *client]
+	handle = keyedpool.Pooled[string, *client]
+	config = grpcfactory.Config[string, stub]
+)
+
+// testTimeout bounds every wait of these tests: a bug shows up as a failure
+// naming what did not happen, never as a hang.
+const testTimeout = 10 * time.Second
+
+// newFactory makes a factory for the BenchmarkService stub, in plaintext
+// unless cfg says otherwise.
+func newFactory(t *testing.T, cfg config) *grpcfactory.Factory[string, stub] {
+	t.Helper()
+	if cfg.NewStub == nil {
+		cfg.NewStub = testpb.NewBenchmarkServiceClient
+	}
+	if cfg.TLS == nil && cfg.TransportCredentials == nil {
+		cfg.Insecure = true
+	}
+	f, err := grpcfactory.New(cfg)
+	if err != nil {
+		t.Fatalf("grpcfactory.New() error = %v", err)
+	}
+	return f
+}
+
+// newPool makes a pool over newFactory(cfg) and closes it when the test
+// ends, failing the test if a lease is still out by then: every RPC and
+// stream must have given its share back.
+func newPool(t *testing.T, cfg config, pcfg keyedpool.Config) *pool {
+	t.Helper()
+	p, err := keyedpool.New(newFactory(t, cfg), pcfg)
+	if err != nil {
+		t.Fatalf("keyedpool.New() error = %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("pool Close() = %v, want nil (a lease not given back?)", err)
+		}
+	})
+	return p
+}
+
+// ctx returns a context that ends with the test, bounded by testTimeout.
+func ctx(t *testing.T) context.Context {
+	t.Helper()
+	c, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return c
+}
+
+// req is a request whose payload is body.
+func req(body string) *testpb.SimpleRequest {
+	return &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte(body)}}
+}
+
+// failing returns a request the server answers with code and message.
+func failing(code int32, msg string) *testpb.SimpleRequest {
+	return &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: code, Message: msg}}
+}
+
+// deadAddr returns a loopback address nobody listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return addr
+}
+
+// silentListener listens on addr and accepts connections without ever
+// answering, like a backend that hangs.
+func silentListener(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	var lis net.Listener
+	var err error
+	deadline := time.Now().Add(testTimeout)
+	for lis, err = net.Listen("tcp", addr); err != nil; lis, err = net.Listen("tcp", addr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("listen on %s: %v", addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	wg.Go(func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	})
+	return lis
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package grpcfactory_test
+
+const raceEnabled = false
