@@ -1,9 +1,11 @@
 package grpcfactory
 
 import (
+	"cmp"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"time"
@@ -144,27 +146,38 @@ const (
 	DefaultBackoffMultiplier = 2.0
 )
 
-// HealthCheck configures the grpc.health.v1 Check that Validate makes.
+// HealthCheck configures the grpc.health.v1 Check that Validate makes, and
+// that Conn repeats on connections it keeps using.
 type HealthCheck struct {
 	// Service is the service name to ask about. Empty: the server as a
 	// whole.
 	Service string
 	// Timeout bounds each Check. Zero: 1 s. Negative is invalid.
 	Timeout time.Duration
+	// Interval is how long a Check's answer holds for a Conn. With shared
+	// leases a busy connection may never go idle, where the pool validates
+	// it; so before an RPC, Conn asks again when the last answer is older
+	// than this, and while the backend's last answer is not SERVING it
+	// fails the RPC at once with Unavailable (wrapping ErrNotServing)
+	// without sending it. Zero: 5 s. Negative is invalid.
+	Interval time.Duration
 }
 
-// DefaultHealthCheckTimeout bounds a health Check when HealthCheck.Timeout
-// is zero.
-const DefaultHealthCheckTimeout = time.Second
+// Health check defaults, used when the HealthCheck fields are zero.
+const (
+	DefaultHealthCheckTimeout  = time.Second
+	DefaultHealthCheckInterval = 5 * time.Second
+)
 
 // resolved is a checked Config turned into what the factory uses.
 type resolved[K comparable] struct {
-	target        func(K) (string, error)
-	dialOpts      []grpc.DialOption
-	classify      func(error, connectivity.State) bool
-	healthService string
-	healthTimeout time.Duration // 0: no health check
-	connect       time.Duration
+	target         func(K) (string, error)
+	dialOpts       []grpc.DialOption
+	classify       func(error, connectivity.State) bool
+	healthService  string
+	healthTimeout  time.Duration // 0: no health check
+	healthInterval time.Duration
+	connect        time.Duration
 }
 
 // resolve checks every field of c and fills in the defaults.
@@ -253,8 +266,12 @@ func (c Config[K, T]) resolve() (resolved[K], error) {
 		if hc.Timeout < 0 {
 			return invalid("HealthCheck.Timeout is %v, want 0 (default %v) or more", hc.Timeout, DefaultHealthCheckTimeout)
 		}
+		if hc.Interval < 0 {
+			return invalid("HealthCheck.Interval is %v, want 0 (default %v) or more", hc.Interval, DefaultHealthCheckInterval)
+		}
 		r.healthService = hc.Service
 		r.healthTimeout = hc.Timeout
+		r.healthInterval = cmp.Or(hc.Interval, DefaultHealthCheckInterval)
 		if r.healthTimeout == 0 {
 			r.healthTimeout = DefaultHealthCheckTimeout
 		}
@@ -281,7 +298,7 @@ func (p RetryPolicy) serviceConfig() (string, error) {
 		return invalid("Retry.InitialBackoff is %v, want 0 (default %v) or more", p.InitialBackoff, DefaultInitialBackoff)
 	case p.MaxBackoff < 0:
 		return invalid("Retry.MaxBackoff is %v, want 0 (default %v) or more", p.MaxBackoff, DefaultMaxBackoff)
-	case p.BackoffMultiplier < 0:
+	case p.BackoffMultiplier < 0 || math.IsNaN(p.BackoffMultiplier) || math.IsInf(p.BackoffMultiplier, 0):
 		return invalid("Retry.BackoffMultiplier is %v, want 0 (default %v) or more", p.BackoffMultiplier, DefaultBackoffMultiplier)
 	}
 	// Codes go out as numbers, which gRPC's parser takes, so that no table

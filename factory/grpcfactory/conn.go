@@ -39,8 +39,19 @@ import (
 // With exclusive leases (MaxSharesPerObject 1) a Conn still works, with one
 // RPC per connection at a time.
 //
-// A Conn is safe for concurrent use and holds nothing of its own: closing
-// the pool closes its connections.
+// With the factory's HealthCheck, an RPC on a connection whose backend last
+// answered other than SERVING fails at once with Unavailable, wrapping
+// ErrNotServing, without being sent; the answer is asked again every
+// HealthCheck.Interval.
+//
+// With the pool's Abandoned tracking, a stream marks its share used at every
+// message it sends or receives; a unary RPC cannot, so make Abandoned.Timeout
+// longer than any RPC's deadline.
+//
+// A Conn is safe for concurrent use and holds nothing of its own. Closing
+// the pool does not end RPCs or streams in flight: Close waits for their
+// shares, bounded by its context, so end them (cancel their contexts)
+// first.
 type Conn[K comparable, T any] struct {
 	pool *keyedpool.Pool[K, *Client[T]]
 	key  K
@@ -68,6 +79,10 @@ func (c *Conn[K, T]) Invoke(ctx context.Context, method string, args, reply any,
 	if err != nil {
 		return borrowStatus(ctx, err)
 	}
+	if err := h.Value().serving(ctx); err != nil {
+		_ = c.pool.Return(h)
+		return borrowStatus(ctx, err)
+	}
 	err = h.Value().conn.Invoke(ctx, method, args, reply, opts...)
 	c.release(h, err)
 	return err
@@ -79,6 +94,10 @@ func (c *Conn[K, T]) Invoke(ctx context.Context, method string, args, reply any,
 func (c *Conn[K, T]) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	h, err := c.pool.Borrow(ctx, c.key)
 	if err != nil {
+		return nil, borrowStatus(ctx, err)
+	}
+	if err := h.Value().serving(ctx); err != nil {
+		_ = c.pool.Return(h)
 		return nil, borrowStatus(ctx, err)
 	}
 	cs, err := h.Value().conn.NewStream(ctx, desc, method, opts...)
@@ -130,6 +149,7 @@ func (s *stream[K, T]) end(err error, byCtx bool) {
 // RecvMsg ends the stream, as gRPC does, on an error or on the response of
 // a stream that has one.
 func (s *stream[K, T]) RecvMsg(m any) error {
+	s.h.MarkUsed()
 	err := s.ClientStream.RecvMsg(m)
 	switch {
 	case errors.Is(err, io.EOF):
@@ -143,6 +163,7 @@ func (s *stream[K, T]) RecvMsg(m any) error {
 // SendMsg ends the stream, as gRPC does, on an error other than io.EOF
 // (which says the stream ended and RecvMsg has its status).
 func (s *stream[K, T]) SendMsg(m any) error {
+	s.h.MarkUsed()
 	err := s.ClientStream.SendMsg(m)
 	if err != nil && !errors.Is(err, io.EOF) {
 		s.end(err, false)

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -24,6 +27,57 @@ type Client[T any] struct {
 	key      any
 	target   string
 	classify func(error, connectivity.State) bool
+	health   *health // nil without HealthCheck
+}
+
+// health is a client's last health Check answer, for Conn.
+type health struct {
+	service           string
+	timeout, interval time.Duration
+	checked           atomic.Int64 // when the last Check began, in Unix nanoseconds; 0: never
+	mu                sync.Mutex   // protects err
+	err               error        // the last answer: nil for SERVING
+}
+
+// check asks the backend's health service, bounded by the timeout and ctx,
+// and keeps the answer unless ctx ended first.
+func (c *Client[T]) check(ctx context.Context) error {
+	h := c.health
+	h.checked.Store(time.Now().UnixNano())
+	cctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(c.conn).Check(cctx, &healthpb.HealthCheckRequest{Service: h.service}, grpc.WaitForReady(false))
+	switch {
+	case err != nil:
+		err = fmt.Errorf("grpcfactory: health check of %s (service %q): %w", c.target, h.service, err)
+	case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+		err = fmt.Errorf("%w: %s (service %q) says %v", ErrNotServing, c.target, h.service, resp.GetStatus())
+	}
+	if ctx.Err() != nil {
+		h.checked.Store(0) // not the backend's answer: ask again next time
+		return err
+	}
+	h.mu.Lock()
+	h.err = err
+	h.mu.Unlock()
+	return err
+}
+
+// serving returns the backend's last health answer, asking again when it is
+// older than HealthCheck.Interval: one caller asks, the others meanwhile
+// use the last answer. Without HealthCheck it returns nil at once.
+func (c *Client[T]) serving(ctx context.Context) error {
+	h := c.health
+	if h == nil {
+		return nil
+	}
+	last := h.checked.Load()
+	if now := time.Now().UnixNano(); now-last >= int64(h.interval) && h.checked.CompareAndSwap(last, now) {
+		return c.check(ctx)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err
 }
 
 // Stub returns the generated stub over the client's connection.
@@ -98,7 +152,11 @@ func (f *Factory[K, T]) Make(ctx context.Context, key K) (*Client[T], error) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrConnect, target, err)
 		}
 	}
-	return &Client[T]{conn: cc, stub: f.newStub(cc), key: key, target: target, classify: f.r.classify}, nil
+	c := &Client[T]{conn: cc, stub: f.newStub(cc), key: key, target: target, classify: f.r.classify}
+	if f.r.healthTimeout > 0 {
+		c.health = &health{service: f.r.healthService, timeout: f.r.healthTimeout, interval: f.r.healthInterval}
+	}
+	return c, nil
 }
 
 // connect starts connecting cc and waits until it is READY, ConnectTimeout
@@ -107,6 +165,7 @@ func (f *Factory[K, T]) connect(ctx context.Context, cc *grpc.ClientConn) error 
 	ctx, cancel := context.WithTimeout(ctx, f.r.connect)
 	defer cancel()
 	cc.Connect()
+	tried := false
 	for {
 		s := cc.GetState()
 		switch s {
@@ -116,6 +175,15 @@ func (f *Factory[K, T]) connect(ctx context.Context, cc *grpc.ClientConn) error 
 			return whyFailed(ctx, cc)
 		case connectivity.Shutdown:
 			return errors.New("connection closed while connecting")
+		case connectivity.Connecting:
+			tried = true
+		case connectivity.Idle:
+			if tried {
+				// The attempt ended without READY (the server closed the
+				// connection after the handshake, say); gRPC does not
+				// try again from IDLE by itself.
+				return errors.New("connection closed before it was READY")
+			}
 		}
 		if !cc.WaitForStateChange(ctx, s) {
 			return fmt.Errorf("not READY within %v (state %v): %w", f.r.connect, s, ctx.Err())
@@ -128,7 +196,9 @@ func (f *Factory[K, T]) connect(ctx context.Context, cc *grpc.ClientConn) error 
 // TRANSIENT_FAILURE, so ask with one: it fails at once without leaving the
 // client, and its message carries the dial or handshake error.
 func whyFailed(ctx context.Context, cc *grpc.ClientConn) error {
-	err := cc.Invoke(ctx, healthpb.Health_Check_FullMethodName, &healthpb.HealthCheckRequest{}, new(healthpb.HealthCheckResponse))
+	// WaitForReady(false): a default from the user's DialOptions must not
+	// make this wait for the connection.
+	err := cc.Invoke(ctx, healthpb.Health_Check_FullMethodName, &healthpb.HealthCheckRequest{}, new(healthpb.HealthCheckResponse), grpc.WaitForReady(false))
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
 		return errors.New(st.Message())
 	}
@@ -154,19 +224,10 @@ func (f *Factory[K, T]) Validate(ctx context.Context, _ K, c *Client[T]) error {
 	if err := usable(c); err != nil {
 		return err
 	}
-	if f.r.healthTimeout == 0 {
+	if c.health == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.r.healthTimeout)
-	defer cancel()
-	resp, err := healthpb.NewHealthClient(c.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: f.r.healthService})
-	if err != nil {
-		return fmt.Errorf("grpcfactory: health check of %s (service %q): %w", c.target, f.r.healthService, err)
-	}
-	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("%w: %s (service %q) says %v", ErrNotServing, c.target, f.r.healthService, s)
-	}
-	return nil
+	return c.check(ctx)
 }
 
 func usable[T any](c *Client[T]) error {
@@ -179,17 +240,20 @@ func usable[T any](c *Client[T]) error {
 
 // Activate readies an idle client before the pool lends it: a connection in
 // TRANSIENT_FAILURE or SHUTDOWN is refused (ErrUnusable), so the pool
-// destroys it and tries another; an IDLE one is told to reconnect and, with
-// ConnectTimeout, waited for as in Make.
+// destroys it and tries another; an IDLE one is told to reconnect. With
+// ConnectTimeout, an IDLE or CONNECTING one is waited for as in Make, so
+// that the pool never lends a connection that has not connected.
 func (f *Factory[K, T]) Activate(ctx context.Context, _ K, c *Client[T]) error {
 	if err := usable(c); err != nil {
 		return err
 	}
-	if c.conn.GetState() != connectivity.Idle {
+	switch s := c.conn.GetState(); {
+	case s == connectivity.Ready:
 		return nil
-	}
-	if f.r.connect == 0 {
-		c.conn.Connect()
+	case f.r.connect == 0:
+		if s == connectivity.Idle {
+			c.conn.Connect()
+		}
 		return nil
 	}
 	if err := f.connect(ctx, c.conn); err != nil {
