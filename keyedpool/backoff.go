@@ -85,6 +85,15 @@ func (p *Pool[K, V]) makeFailedLocked(sp *subPool[K, V], err error) {
 	b.until = time.Now().Add(d)
 }
 
+// forgetAllFailuresLocked ends every key's failure streak and backoff, and
+// drops the keys that hold nothing.
+func (p *Pool[K, V]) forgetAllFailuresLocked() {
+	for _, sp := range p.keys {
+		p.makeOKLocked(sp)
+		p.dropIfEmptyLocked(sp)
+	}
+}
+
 // makeOKLocked ends sp's failure streak, and its backoff if one runs.
 func (p *Pool[K, V]) makeOKLocked(sp *subPool[K, V]) {
 	if sp.bo == nil {

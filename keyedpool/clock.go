@@ -32,10 +32,10 @@ func (p *Pool[K, V]) at(stamp int64) time.Time { return p.epoch.Add(time.Duratio
 // advanceClockLocked records a tick of the evictor, or the start of a run,
 // at now. The clock never goes back.
 func (p *Pool[K, V]) advanceClockLocked(now int64) {
-	if now < p.lastRun.Load() {
+	if now < p.lastTick.Load() {
 		return
 	}
-	p.lastRun.Store(now)
+	p.lastTick.Store(now)
 	p.clock.Store(now + int64(p.lim.every))
 }
 
@@ -64,13 +64,13 @@ func (p *Pool[K, V]) useStamp() int64 {
 	return p.clock.Load()
 }
 
-// floorNow is a time no later than now: the start of the last eviction run,
-// or the real time without an evictor.
+// floorNow is a time no later than now: the evictor's last tick, or the
+// real time without an evictor.
 func (p *Pool[K, V]) floorNow(cfg *Config) int64 {
 	if cfg.TimeBetweenEvictionRuns <= 0 {
 		return p.since()
 	}
-	return p.lastRun.Load()
+	return p.lastTick.Load()
 }
 
 // expired reports whether obj has outlived cfg.MaxLifetime, plus its share

@@ -403,41 +403,43 @@ func TestMinIdleUpkeep(t *testing.T) {
 }
 
 func TestMinIdleUpkeepBoundsConcurrentMakes(t *testing.T) {
-	f := &testfactory.Factory{}
-	var inFlight, peak atomic.Int64
-	f.MakeHook = func(context.Context, string) error {
-		n := inFlight.Add(1)
-		for {
-			old := peak.Load()
-			if n <= old || peak.CompareAndSwap(old, n) {
-				break
+	synctest.Test(t, func(t *testing.T) {
+		f := &testfactory.Factory{}
+		var inFlight, peak atomic.Int64
+		f.MakeHook = func(context.Context, string) error {
+			n := inFlight.Add(1)
+			for {
+				old := peak.Load()
+				if n <= old || peak.CompareAndSwap(old, n) {
+					break
+				}
+			}
+			time.Sleep(time.Millisecond)
+			inFlight.Add(-1)
+			return nil
+		}
+		p := newPoolWith(t, f, keyedpool.Config{MinIdlePerKey: 1})
+		for k := range 40 {
+			mustReturn(t, p, mustBorrow(t, p, fmt.Sprint(k)))
+			if err := p.Clear(context.Background(), fmt.Sprint(k)); err != nil {
+				t.Fatal(err)
 			}
 		}
-		time.Sleep(time.Millisecond)
-		inFlight.Add(-1)
-		return nil
-	}
-	p := newPoolWith(t, f, keyedpool.Config{MinIdlePerKey: 1})
-	for k := range 40 {
-		mustReturn(t, p, mustBorrow(t, p, fmt.Sprint(k)))
-		if err := p.Clear(context.Background(), fmt.Sprint(k)); err != nil {
-			t.Fatal(err)
+		// Clear dropped the keys; borrow again to have 40 keys with one object lent.
+		hs := make([]*handle, 40)
+		for k := range hs {
+			hs[k] = mustBorrow(t, p, fmt.Sprint(k))
 		}
-	}
-	// Clear dropped the keys; borrow again to have 40 keys with one object lent.
-	hs := make([]*handle, 40)
-	for k := range hs {
-		hs[k] = mustBorrow(t, p, fmt.Sprint(k))
-	}
-	peak.Store(0)
-	mustRunEviction(t, p)
-	if got := p.Stats().Idle; got != 40 {
-		t.Errorf("Idle after upkeep = %d, want 40", got)
-	}
-	if got := peak.Load(); got > 4 || got < 2 {
-		t.Errorf("peak concurrent makes = %d, want 2..4: upkeep is parallel but bounded", got)
-	}
-	returnAll(t, p, hs)
+		peak.Store(0)
+		mustRunEviction(t, p)
+		if got := p.Stats().Idle; got != 40 {
+			t.Errorf("Idle after upkeep = %d, want 40", got)
+		}
+		if got := peak.Load(); got > 4 || got < 2 {
+			t.Errorf("peak concurrent makes = %d, want 2..4: upkeep is parallel but bounded", got)
+		}
+		returnAll(t, p, hs)
+	})
 }
 
 func TestEvictorSchedule(t *testing.T) {

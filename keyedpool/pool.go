@@ -32,9 +32,9 @@ type Pool[K comparable, V any] struct {
 
 	// The pool's clock, in nanoseconds since epoch; see clock.go. Stored
 	// under mu, read without it.
-	epoch   time.Time
-	clock   atomic.Int64 // stamp for objects and leases: the next eviction run
-	lastRun atomic.Int64 // start of the last eviction run
+	epoch    time.Time
+	clock    atomic.Int64 // stamp for objects and leases: the evictor's next tick
+	lastTick atomic.Int64 // the evictor's last tick, or the start of the last run
 
 	mu         sync.Mutex // protects the fields below. Nothing slow runs under it: no factory call, no I/O, no blocking send.
 	lim        limits
@@ -220,11 +220,21 @@ func New[K comparable, V any](f factory.KeyedFactory[K, V], cfg Config) (*Pool[K
 	p.closeCtx, p.closeMakes = context.WithCancel(context.Background())
 	p.mu.Lock()
 	p.advanceClockLocked(0)
-	if lim.every > 0 {
-		p.reg = evictor.Default.Schedule(lim.every, p)
-	}
+	p.scheduleLocked(lim.every)
 	p.mu.Unlock()
 	return p, nil
+}
+
+// scheduleLocked puts the pool on the evictor's schedule at every, taking it
+// off its old one; every 0 takes it off.
+func (p *Pool[K, V]) scheduleLocked(every time.Duration) {
+	if p.reg != nil {
+		p.reg.Stop()
+		p.reg = nil
+	}
+	if every > 0 {
+		p.reg = evictor.Default.Schedule(every, p)
+	}
 }
 
 // Config returns the pool's configuration with defaults filled in.
@@ -446,7 +456,6 @@ func (p *Pool[K, V]) leaseLocked(obj *object[K, V]) *Pooled[K, V] {
 		h.track.lastUsed.Store(p.useStamp())
 		p.lentLeases.PushBack(h.track)
 	}
-	p.wantUpkeepLocked(obj.sub)
 	return h
 }
 
@@ -894,6 +903,7 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 				obj.state = stLent
 			}
 			r.lease = p.leaseLocked(obj)
+			p.wantUpkeepLocked(sp) // lent straight from the make: the key may still have no idle object
 		}
 	}
 	close(r.done)
@@ -1087,10 +1097,7 @@ func (p *Pool[K, V]) Close(ctx context.Context) error {
 	if !p.closed {
 		p.closed = true
 		p.closeMakes()
-		if p.reg != nil {
-			p.reg.Stop()
-			p.reg = nil
-		}
+		p.scheduleLocked(0)
 		for w := p.waiters.Front(); w != nil; w = p.waiters.Front() {
 			sp := w.sub
 			p.grantLocked(w, grant[K, V]{err: ErrClosed})
@@ -1099,10 +1106,7 @@ func (p *Pool[K, V]) Close(ctx context.Context) error {
 		for o := p.idle.Front(); o != nil; o = p.idle.Front() {
 			doomed = p.takeIdleLocked(o, doomed)
 		}
-		for _, sp := range p.keys {
-			p.makeOKLocked(sp) // a closed pool makes nothing: forget the backoffs
-			p.dropIfEmptyLocked(sp)
-		}
+		p.forgetAllFailuresLocked() // a closed pool makes nothing
 		p.checkDrainedLocked()
 	}
 	p.mu.Unlock()
@@ -1258,19 +1262,11 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 	}
 	if lim.every != p.lim.every {
 		p.handClock = false
-		if p.reg != nil {
-			p.reg.Stop()
-			p.reg = nil
-		}
-		if lim.every > 0 {
-			p.reg = evictor.Default.Schedule(lim.every, p)
-		}
+		p.scheduleLocked(lim.every)
 	}
 	raisedMin := lim.minIdle > p.lim.minIdle
 	if cfg.MakeFailureThreshold == 0 {
-		for _, sp := range p.keys {
-			p.makeOKLocked(sp) // backoff switched off: no key stays in it
-		}
+		p.forgetAllFailuresLocked() // backoff switched off: no key stays in it
 	}
 	p.cfg.Store(&cfg)
 	p.lim = lim
