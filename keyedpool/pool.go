@@ -1294,6 +1294,7 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 func (p *Pool[K, V]) Stats() Stats {
 	p.mu.Lock()
 	s := Stats{
+		Closed:        p.closed,
 		Keys:          len(p.keys),
 		KeysInBackoff: p.backoffKeys,
 		Gauges: Gauges{
@@ -1318,6 +1319,24 @@ func (p *Pool[K, V]) KeyStats(key K) KeyStats {
 	if sp == nil {
 		return KeyStats{}
 	}
+	return sp.statsLocked()
+}
+
+// AllKeyStats returns a snapshot of every key's sub-pool, taken at one
+// instant: the keys Keys would return, each with what KeyStats would. It
+// holds the pool's lock while it copies, so it costs one map entry per key;
+// metrics collectors call it once per scrape.
+func (p *Pool[K, V]) AllKeyStats() map[K]KeyStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	all := make(map[K]KeyStats, len(p.keys))
+	for k, sp := range p.keys {
+		all[k] = sp.statsLocked()
+	}
+	return all
+}
+
+func (sp *subPool[K, V]) statsLocked() KeyStats {
 	ks := KeyStats{
 		Gauges: Gauges{
 			Active:      sp.count - sp.idle.Len() - sp.testing - sp.making,

@@ -4,6 +4,9 @@ import "time"
 
 // Stats is a snapshot of a whole pool, gauges and counters read together.
 type Stats struct {
+	// Closed reports whether Close has been called; a closed pool lends
+	// nothing.
+	Closed bool
 	// Keys is the number of keys that have a sub-pool: ones that hold
 	// objects or have waiters, or whose makes are failing.
 	Keys int
