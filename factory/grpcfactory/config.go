@@ -85,6 +85,12 @@ type Config[K comparable, T any] struct {
 	// DefaultClassifier.
 	Classifier func(err error, state connectivity.State) bool
 
+	// Observer, when set, is told about every RPC the factory's
+	// connections carry (through a gRPC stats handler on each connection),
+	// for metrics: metrics.NewGRPC returns one. Nil, the default: nothing
+	// is observed and RPCs pay nothing for it.
+	Observer Observer
+
 	// DialOptions are passed to grpc.NewClient after the options the fields
 	// above make, so they override them.
 	DialOptions []grpc.DialOption
@@ -178,6 +184,7 @@ type resolved[K comparable] struct {
 	healthTimeout  time.Duration // 0: no health check
 	healthInterval time.Duration
 	connect        time.Duration
+	observer       Observer
 }
 
 // resolve checks every field of c and fills in the defaults.
@@ -281,6 +288,7 @@ func (c Config[K, T]) resolve() (resolved[K], error) {
 	if r.classify == nil {
 		r.classify = DefaultClassifier
 	}
+	r.observer = c.Observer
 	r.dialOpts = append(r.dialOpts, c.DialOptions...)
 	return r, nil
 }

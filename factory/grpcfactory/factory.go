@@ -37,6 +37,7 @@ type health struct {
 	checked           atomic.Int64 // when the last Check began, in Unix nanoseconds; 0: never
 	mu                sync.Mutex   // protects err
 	err               error        // the last answer: nil for SERVING
+	targets           *targets     // the factory's, told every answer
 }
 
 // check asks the backend's health service, bounded by the timeout and ctx,
@@ -60,6 +61,7 @@ func (c *Client[T]) check(ctx context.Context) error {
 	h.mu.Lock()
 	h.err = err
 	h.mu.Unlock()
+	h.targets.checked(c.target, err)
 	return err
 }
 
@@ -119,6 +121,7 @@ func DefaultClassifier(err error, state connectivity.State) bool {
 type Factory[K comparable, T any] struct {
 	newStub func(grpc.ClientConnInterface) T
 	r       resolved[K]
+	targets targets
 }
 
 var _ factory.KeyedFactory[string, *Client[int]] = (*Factory[string, int])(nil)
@@ -142,7 +145,11 @@ func (f *Factory[K, T]) Make(ctx context.Context, key K) (*Client[T], error) {
 	if err != nil {
 		return nil, fmt.Errorf("grpcfactory: target for key %v: %w", key, err)
 	}
-	cc, err := grpc.NewClient(target, f.r.dialOpts...)
+	opts := f.r.dialOpts
+	if f.r.observer != nil {
+		opts = append(opts[:len(opts):len(opts)], grpc.WithStatsHandler(&rpcStats{target: target, obs: f.r.observer}))
+	}
+	cc, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("grpcfactory: new client for %s: %w", target, err)
 	}
@@ -154,8 +161,9 @@ func (f *Factory[K, T]) Make(ctx context.Context, key K) (*Client[T], error) {
 	}
 	c := &Client[T]{conn: cc, stub: f.newStub(cc), key: key, target: target, classify: f.r.classify}
 	if f.r.healthTimeout > 0 {
-		c.health = &health{service: f.r.healthService, timeout: f.r.healthTimeout, interval: f.r.healthInterval}
+		c.health = &health{service: f.r.healthService, timeout: f.r.healthTimeout, interval: f.r.healthInterval, targets: &f.targets}
 	}
+	f.targets.made(target)
 	return c, nil
 }
 
@@ -211,8 +219,13 @@ func whyFailed(ctx context.Context, cc *grpc.ClientConn) error {
 // Destroy closes the client's connection; RPCs still running on it fail
 // with Canceled.
 func (f *Factory[K, T]) Destroy(_ context.Context, _ K, c *Client[T]) error {
+	f.targets.destroyed(c.target)
 	return c.conn.Close()
 }
+
+// HealthStats returns a snapshot of the factory's health checks and of
+// which targets are unhealthy. It is safe for concurrent use.
+func (f *Factory[K, T]) HealthStats() HealthStats { return f.targets.stats() }
 
 // Validate reports whether the client is usable: nil when its connection is
 // READY, IDLE or CONNECTING, an error wrapping ErrUnusable when it is in
