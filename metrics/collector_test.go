@@ -1,0 +1,373 @@
+package metrics_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/kpool-go/kpool/discovery"
+	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/internal/testfactory"
+	"github.com/kpool-go/kpool/keyedpool"
+	"github.com/kpool-go/kpool/metrics"
+)
+
+type pool = keyedpool.Pool[string, *testfactory.Obj]
+
+func newPool(t *testing.T, f *testfactory.Factory, cfg keyedpool.Config) *pool {
+	t.Helper()
+	p, err := keyedpool.New(f, cfg)
+	if err != nil {
+		t.Fatalf("keyedpool.New() = %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // lent objects are the test's business
+		p.Close(ctx)
+	})
+	return p
+}
+
+func newMetrics(t *testing.T, opts metrics.Options) (*metrics.Metrics, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	m, err := metrics.New(reg, opts)
+	if err != nil {
+		t.Fatalf("metrics.New() = %v", err)
+	}
+	return m, reg
+}
+
+func borrow(t *testing.T, p *pool, key string) *keyedpool.Pooled[string, *testfactory.Obj] {
+	t.Helper()
+	h, err := p.Borrow(context.Background(), key)
+	if err != nil {
+		t.Fatalf("Borrow(%q) = %v", key, err)
+	}
+	return h
+}
+
+// knownState drives a pool into a state worked out by hand: key a made 3
+// objects, returned one (idle), returned one over MaxIdlePerKey (destroyed
+// as surplus) and invalidated one; key b failed one make and then lent one
+// object, still out.
+func knownState(t *testing.T) *pool {
+	t.Helper()
+	failB := true
+	f := &testfactory.Factory{MakeHook: func(_ context.Context, key string) error {
+		if key == "b" && failB {
+			failB = false
+			return errors.New("refused")
+		}
+		return nil
+	}}
+	p := newPool(t, f, keyedpool.Config{MaxTotal: 10, MaxTotalPerKey: 3, MaxIdlePerKey: 1})
+	a1, a2, a3 := borrow(t, p, "a"), borrow(t, p, "a"), borrow(t, p, "a")
+	for _, err := range []error{p.Return(a1), p.Return(a2), p.Invalidate(a3)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.Borrow(context.Background(), "b"); err == nil {
+		t.Fatal("Borrow(b) with a failing make = nil error")
+	}
+	borrow(t, p, "b")
+	return p
+}
+
+// healthStub stands in for a factory's health counters.
+type healthStub grpcfactory.HealthStats
+
+func (h healthStub) HealthStats() grpcfactory.HealthStats { return grpcfactory.HealthStats(h) }
+
+func TestPoolCollectorExact(t *testing.T) {
+	m, reg := newMetrics(t, metrics.Options{Namespace: "kp"})
+	p := knownState(t)
+	health := healthStub{Serving: 5, NotServing: 1, Failed: 2, Targets: 2, Unhealthy: []string{"b"}}
+	if err := metrics.AddPool(m, "orders", p, health); err != nil {
+		t.Fatalf("AddPool() = %v", err)
+	}
+	want := `
+# HELP kp_grpc_connections_created_total Connections made.
+# TYPE kp_grpc_connections_created_total counter
+kp_grpc_connections_created_total{pool="orders"} 4
+# HELP kp_grpc_connections_destroyed_total Connections destroyed, by reason.
+# TYPE kp_grpc_connections_destroyed_total counter
+kp_grpc_connections_destroyed_total{pool="orders",reason="abandoned"} 0
+kp_grpc_connections_destroyed_total{pool="orders",reason="cleared"} 0
+kp_grpc_connections_destroyed_total{pool="orders",reason="closed"} 0
+kp_grpc_connections_destroyed_total{pool="orders",reason="evicted"} 0
+kp_grpc_connections_destroyed_total{pool="orders",reason="invalidated"} 1
+kp_grpc_connections_destroyed_total{pool="orders",reason="lifetime"} 0
+kp_grpc_connections_destroyed_total{pool="orders",reason="returned-surplus"} 1
+kp_grpc_connections_destroyed_total{pool="orders",reason="validation"} 0
+# HELP kp_grpc_health_checks_total gRPC health Checks of pooled connections, by result: serving, not_serving or failed.
+# TYPE kp_grpc_health_checks_total counter
+kp_grpc_health_checks_total{pool="orders",result="failed"} 2
+kp_grpc_health_checks_total{pool="orders",result="not_serving"} 1
+kp_grpc_health_checks_total{pool="orders",result="serving"} 5
+# HELP kp_grpc_pool_active_connections Connections lent out, or being returned or destroyed.
+# TYPE kp_grpc_pool_active_connections gauge
+kp_grpc_pool_active_connections{pool="orders"} 1
+# HELP kp_grpc_pool_borrow_wait_max_seconds The longest a single Borrow has waited.
+# TYPE kp_grpc_pool_borrow_wait_max_seconds gauge
+kp_grpc_pool_borrow_wait_max_seconds{pool="orders"} 0
+# HELP kp_grpc_pool_borrow_wait_seconds Time Borrows spent waiting, over the Borrows that had to wait.
+# TYPE kp_grpc_pool_borrow_wait_seconds summary
+kp_grpc_pool_borrow_wait_seconds_sum{pool="orders"} 0
+kp_grpc_pool_borrow_wait_seconds_count{pool="orders"} 0
+# HELP kp_grpc_pool_borrows_total Successful Borrows.
+# TYPE kp_grpc_pool_borrows_total counter
+kp_grpc_pool_borrows_total{pool="orders"} 4
+# HELP kp_grpc_pool_idle_connections Idle connections, including those an eviction run is testing.
+# TYPE kp_grpc_pool_idle_connections gauge
+kp_grpc_pool_idle_connections{pool="orders"} 1
+# HELP kp_grpc_pool_keys Keys with a sub-pool.
+# TYPE kp_grpc_pool_keys gauge
+kp_grpc_pool_keys{pool="orders"} 2
+# HELP kp_grpc_pool_make_errors_total Failed connection makes.
+# TYPE kp_grpc_pool_make_errors_total counter
+kp_grpc_pool_make_errors_total{pool="orders"} 1
+# HELP kp_grpc_pool_max_connections The pool's MaxTotal: connections it may hold over all keys.
+# TYPE kp_grpc_pool_max_connections gauge
+kp_grpc_pool_max_connections{pool="orders"} 10
+# HELP kp_grpc_pool_returns_total Leases given back, by Return or Invalidate.
+# TYPE kp_grpc_pool_returns_total counter
+kp_grpc_pool_returns_total{pool="orders"} 3
+# HELP kp_grpc_pool_shares_in_use Leases out: lent connections, times their concurrent borrowers under shared leases.
+# TYPE kp_grpc_pool_shares_in_use gauge
+kp_grpc_pool_shares_in_use{pool="orders"} 1
+# HELP kp_grpc_pool_size Connections the pool holds: active plus idle.
+# TYPE kp_grpc_pool_size gauge
+kp_grpc_pool_size{pool="orders"} 2
+# HELP kp_grpc_pool_up 1 while the pool is open, 0 once it is closed.
+# TYPE kp_grpc_pool_up gauge
+kp_grpc_pool_up{pool="orders"} 1
+# HELP kp_grpc_pool_waiters Borrowers blocked waiting for a connection.
+# TYPE kp_grpc_pool_waiters gauge
+kp_grpc_pool_waiters{pool="orders"} 0
+# HELP kp_grpc_unhealthy_nodes Targets with live connections whose latest health Check was not SERVING.
+# TYPE kp_grpc_unhealthy_nodes gauge
+kp_grpc_unhealthy_nodes{pool="orders"} 1
+`
+	names := []string{
+		"kp_grpc_connections_created_total", "kp_grpc_connections_destroyed_total",
+		"kp_grpc_health_checks_total", "kp_grpc_pool_active_connections",
+		"kp_grpc_pool_borrow_wait_max_seconds", "kp_grpc_pool_borrow_wait_seconds",
+		"kp_grpc_pool_borrows_total", "kp_grpc_pool_idle_connections", "kp_grpc_pool_keys",
+		"kp_grpc_pool_make_errors_total", "kp_grpc_pool_max_connections",
+		"kp_grpc_pool_returns_total", "kp_grpc_pool_shares_in_use", "kp_grpc_pool_size",
+		"kp_grpc_pool_up", "kp_grpc_pool_waiters", "kp_grpc_unhealthy_nodes",
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
+		t.Errorf("GatherAndCompare: %v", err)
+	}
+
+	// Four more pool families carry one series each (making, keys in
+	// backoff, backoff rejections, eviction tests); without PerKey there is
+	// no per-key family, and no RPC has been observed.
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 30 {
+		t.Errorf("GatherAndCount() = %d, %v; want 30 series: 26 above and 4 more", n, err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // b's object is still out: do not wait for it
+	p.Close(ctx)
+	want = `
+# HELP kp_grpc_pool_up 1 while the pool is open, 0 once it is closed.
+# TYPE kp_grpc_pool_up gauge
+kp_grpc_pool_up{pool="orders"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "kp_grpc_pool_up"); err != nil {
+		t.Errorf("after Close: %v", err)
+	}
+}
+
+func TestPerKeySeries(t *testing.T) {
+	m, reg := newMetrics(t, metrics.Options{PerKey: true, MaxKeySeries: 1})
+	f := &testfactory.Factory{}
+	p := newPool(t, f, keyedpool.Config{MaxTotalPerKey: 4})
+	if err := metrics.AddPool(m, "p", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	a := borrow(t, p, "a")
+	// The first scrape gives "a", the only key, the one series allowed.
+	if _, err := reg.Gather(); err != nil {
+		t.Fatalf("Gather() = %v", err)
+	}
+	borrow(t, p, "b")
+	borrow(t, p, "c")
+	if err := p.Return(a); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP grpc_pool_key_active_connections Active connections of one key.
+# TYPE grpc_pool_key_active_connections gauge
+grpc_pool_key_active_connections{key="__other__",pool="p"} 2
+grpc_pool_key_active_connections{key="a",pool="p"} 0
+# HELP grpc_pool_key_connections_created_total Connections made for one key since its sub-pool was made.
+# TYPE grpc_pool_key_connections_created_total counter
+grpc_pool_key_connections_created_total{key="__other__",pool="p"} 2
+grpc_pool_key_connections_created_total{key="a",pool="p"} 1
+# HELP grpc_pool_key_idle_connections Idle connections of one key.
+# TYPE grpc_pool_key_idle_connections gauge
+grpc_pool_key_idle_connections{key="__other__",pool="p"} 0
+grpc_pool_key_idle_connections{key="a",pool="p"} 1
+# HELP grpc_pool_keys_aggregated Keys summed under the __other__ series because of the MaxKeySeries cap.
+# TYPE grpc_pool_keys_aggregated gauge
+grpc_pool_keys_aggregated{pool="p"} 2
+`
+	names := []string{"grpc_pool_key_active_connections", "grpc_pool_key_connections_created_total",
+		"grpc_pool_key_idle_connections", "grpc_pool_keys_aggregated"}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
+		t.Errorf("GatherAndCompare: %v", err)
+	}
+}
+
+func TestPerKeyCardinalityCap(t *testing.T) {
+	const keys, maxSeries = 10000, 50
+	m, reg := newMetrics(t, metrics.Options{PerKey: true, MaxKeySeries: maxSeries})
+	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{MaxTotal: keys})
+	if err := metrics.AddPool(m, "big", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range keys {
+		if err := p.AddObject(context.Background(), fmt.Sprintf("k%05d", i)); err != nil {
+			t.Fatalf("AddObject() = %v", err)
+		}
+	}
+	for range 2 { // the second scrape must keep the same split
+		if n, err := testutil.GatherAndCount(reg, "grpc_pool_key_idle_connections"); err != nil || n != maxSeries+1 {
+			t.Errorf("grpc_pool_key_idle_connections has %d series (%v), want %d: %d keys and %s", n, err, maxSeries+1, maxSeries, metrics.OtherKey)
+		}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatalf("Gather() = %v", err)
+		}
+		var total, other float64
+		for _, mf := range mfs {
+			if mf.GetName() != "grpc_pool_key_idle_connections" {
+				continue
+			}
+			for _, s := range mf.GetMetric() {
+				total += s.GetGauge().GetValue()
+				for _, l := range s.GetLabel() {
+					if l.GetName() == "key" && l.GetValue() == metrics.OtherKey {
+						other = s.GetGauge().GetValue()
+					}
+				}
+			}
+		}
+		if total != keys || other != keys-maxSeries {
+			t.Errorf("idle over all series = %v (other %v), want %d (other %d): nothing lost in the cap", total, other, keys, keys-maxSeries)
+		}
+	}
+}
+
+func TestRPCKeyCardinalityCap(t *testing.T) {
+	m, reg := newMetrics(t, metrics.Options{PerKey: true, MaxKeySeries: 3})
+	obs := m.Observer()
+	for i := range 10 {
+		obs.ObserveRPC(fmt.Sprintf("10.0.0.%d:443", i), "/svc/M", 0, 0)
+	}
+	obs.ObserveRPC("10.0.0.0:443", "/svc/M", 0, 0) // an early target keeps its series
+	if n, err := testutil.GatherAndCount(reg, "grpc_requests_total"); err != nil || n != 4 {
+		t.Errorf("grpc_requests_total has %d series (%v), want 4: 3 targets and %s", n, err, metrics.OtherKey)
+	}
+	want := `
+# HELP grpc_requests_total RPCs sent on pooled connections, by method and status code (and key, with PerKey).
+# TYPE grpc_requests_total counter
+grpc_requests_total{code="OK",key="10.0.0.0:443",method="/svc/M"} 2
+grpc_requests_total{code="OK",key="10.0.0.1:443",method="/svc/M"} 1
+grpc_requests_total{code="OK",key="10.0.0.2:443",method="/svc/M"} 1
+grpc_requests_total{code="OK",key="__other__",method="/svc/M"} 7
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "grpc_requests_total"); err != nil {
+		t.Errorf("GatherAndCompare: %v", err)
+	}
+}
+
+func TestNewRefusesBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		reg  prometheus.Registerer
+		opts metrics.Options
+		want string
+	}{
+		{"nil registerer", nil, metrics.Options{}, "Registerer is nil"},
+		{"bad namespace", prometheus.NewRegistry(), metrics.Options{Namespace: "my-app"}, "Options.Namespace"},
+		{"negative cap", prometheus.NewRegistry(), metrics.Options{MaxKeySeries: -1}, "Options.MaxKeySeries"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := metrics.New(tc.reg, tc.opts)
+			if !errors.Is(err, metrics.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New() = %v, want ErrInvalid naming %q", err, tc.want)
+			}
+		})
+	}
+
+	reg := prometheus.NewRegistry()
+	if _, err := metrics.New(reg, metrics.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := metrics.New(reg, metrics.Options{}); err == nil {
+		t.Errorf("a second New on the same registry = nil error, want a registration error")
+	}
+
+	m, _ := newMetrics(t, metrics.Options{})
+	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{})
+	if err := metrics.AddPool(m, "", p, nil); !errors.Is(err, metrics.ErrInvalid) {
+		t.Errorf("AddPool(empty name) = %v, want ErrInvalid", err)
+	}
+	if err := metrics.AddPool[string, *testfactory.Obj](m, "x", nil, nil); !errors.Is(err, metrics.ErrInvalid) {
+		t.Errorf("AddPool(nil pool) = %v, want ErrInvalid", err)
+	}
+	if err := metrics.AddPool(m, "x", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := metrics.AddPool(m, "x", p, nil); !errors.Is(err, metrics.ErrInvalid) || !strings.Contains(err.Error(), `"x" is already added`) {
+		t.Errorf("AddPool(same name) = %v, want ErrInvalid naming the pool", err)
+	}
+	if !m.RemovePool("x") || m.RemovePool("x") {
+		t.Errorf("RemovePool(x) twice: want true then false")
+	}
+}
+
+// services is a fixed ServiceSource.
+type services []discovery.ServiceStats
+
+func (s services) Services() []discovery.ServiceStats { return s }
+
+func TestDiscoveryFamilies(t *testing.T) {
+	m, reg := newMetrics(t, metrics.Options{})
+	m.AddServices(services{
+		{Service: "users", Endpoints: 3, Usable: 2, Updates: 7, Errors: 1},
+		{Service: "orders", Endpoints: 0, Usable: 0, Updates: 1, Errors: 4, LastError: "consul: 500"},
+	})
+	want := `
+# HELP grpc_service_discovery_errors_total Failed discovery lookups for the service.
+# TYPE grpc_service_discovery_errors_total counter
+grpc_service_discovery_errors_total{service="orders"} 4
+grpc_service_discovery_errors_total{service="users"} 1
+# HELP grpc_service_discovery_nodes Endpoints in the service's latest discovery snapshot.
+# TYPE grpc_service_discovery_nodes gauge
+grpc_service_discovery_nodes{service="orders"} 0
+grpc_service_discovery_nodes{service="users"} 3
+# HELP grpc_service_discovery_updates_total Discovery snapshots received for the service.
+# TYPE grpc_service_discovery_updates_total counter
+grpc_service_discovery_updates_total{service="orders"} 1
+grpc_service_discovery_updates_total{service="users"} 7
+# HELP grpc_service_discovery_usable_nodes Endpoints of the service the router routes to now.
+# TYPE grpc_service_discovery_usable_nodes gauge
+grpc_service_discovery_usable_nodes{service="orders"} 0
+grpc_service_discovery_usable_nodes{service="users"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Errorf("GatherAndCompare: %v", err)
+	}
+}
