@@ -45,7 +45,7 @@ type health struct {
 func (c *Client[T]) check(ctx context.Context) error {
 	h := c.health
 	h.checked.Store(time.Now().UnixNano())
-	cctx, cancel := context.WithTimeout(ctx, h.timeout)
+	cctx, cancel := context.WithTimeout(withOwnRPC(ctx), h.timeout)
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(c.conn).Check(cctx, &healthpb.HealthCheckRequest{Service: h.service}, grpc.WaitForReady(false))
 	switch {
@@ -206,7 +206,7 @@ func (f *Factory[K, T]) connect(ctx context.Context, cc *grpc.ClientConn) error 
 func whyFailed(ctx context.Context, cc *grpc.ClientConn) error {
 	// WaitForReady(false): a default from the user's DialOptions must not
 	// make this wait for the connection.
-	err := cc.Invoke(ctx, healthpb.Health_Check_FullMethodName, &healthpb.HealthCheckRequest{}, new(healthpb.HealthCheckResponse), grpc.WaitForReady(false))
+	err := cc.Invoke(withOwnRPC(ctx), healthpb.Health_Check_FullMethodName, &healthpb.HealthCheckRequest{}, new(healthpb.HealthCheckResponse), grpc.WaitForReady(false))
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
 		return errors.New(st.Message())
 	}

@@ -12,7 +12,8 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Observer is told about every RPC a factory's connections carry, for
+// Observer is told about every RPC of the user's that a factory's
+// connections carry (not the factory's own health Checks), for
 // metrics (package metrics implements it over Prometheus). ObserveRPC is
 // called once per RPC when it ends: for a unary RPC when its answer or
 // error arrives, for a stream however it ends (status received, context
@@ -34,7 +35,16 @@ type rpcStats struct {
 // rpcTag carries the method of one RPC from TagRPC to its End event.
 type rpcTag struct{}
 
+// ownRPC marks the context of the RPCs the factory makes itself (health
+// Checks, connect probes), which are not the user's traffic.
+type ownRPC struct{}
+
+func withOwnRPC(ctx context.Context) context.Context { return context.WithValue(ctx, ownRPC{}, true) }
+
 func (s *rpcStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	if ctx.Value(ownRPC{}) != nil {
+		return ctx
+	}
 	return context.WithValue(ctx, rpcTag{}, info.FullMethodName)
 }
 
@@ -43,8 +53,9 @@ func (s *rpcStats) HandleRPC(ctx context.Context, st stats.RPCStats) {
 	if !ok {
 		return
 	}
-	method, _ := ctx.Value(rpcTag{}).(string)
-	s.obs.ObserveRPC(s.target, method, status.Code(end.Error), end.EndTime.Sub(end.BeginTime))
+	if method, ok := ctx.Value(rpcTag{}).(string); ok {
+		s.obs.ObserveRPC(s.target, method, status.Code(end.Error), end.EndTime.Sub(end.BeginTime))
+	}
 }
 
 func (*rpcStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
