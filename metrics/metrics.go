@@ -122,7 +122,7 @@ func AddPool[K comparable, V any](m *Metrics, name string, p *keyedpool.Pool[K, 
 			all := p.AllKeyStats()
 			out := make(map[string]keyedpool.KeyStats, len(all))
 			for k, ks := range all {
-				out[fmt.Sprint(k)] = ks
+				out[keyString(k)] = ks
 			}
 			return out
 		},
@@ -185,4 +185,13 @@ func serviceStats(srcs []ServiceSource) []discovery.ServiceStats {
 	}
 	slices.SortStableFunc(all, func(a, b discovery.ServiceStats) int { return cmp.Compare(a.Service, b.Service) })
 	return all
+}
+
+// keyString is the label value of a key: the key itself for string keys,
+// fmt.Sprint's text otherwise.
+func keyString(k any) string {
+	if s, ok := k.(string); ok {
+		return s
+	}
+	return fmt.Sprint(k)
 }
