@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"math"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,7 +34,9 @@ func (v *poolView) split(all map[string]keyedpool.KeyStats, limit int) (own []st
 	}
 	for k, ks := range all {
 		if _, ok := v.series[k]; !ok {
-			if len(v.series) >= limit {
+			// A key whose text is OtherKey has no series of its own: it
+			// would collide with the sum.
+			if len(v.series) >= limit || k == OtherKey {
 				addKeyStats(&other, ks)
 				others++
 				if !ks.BackoffUntil.IsZero() {
@@ -85,7 +88,7 @@ func newDescs(o Options) *descs {
 		making:        d("grpc_pool_making_connections", "Connections being made.", pool),
 		waiters:       d("grpc_pool_waiters", "Borrowers blocked waiting for a connection.", pool),
 		shares:        d("grpc_pool_shares_in_use", "Leases out: lent connections, times their concurrent borrowers under shared leases.", pool),
-		maxConns:      d("grpc_pool_max_connections", "The pool's MaxTotal: connections it may hold over all keys.", pool),
+		maxConns:      d("grpc_pool_max_connections", "The pool's MaxTotal: connections it may hold over all keys; +Inf without a limit.", pool),
 		keys:          d("grpc_pool_keys", "Keys with a sub-pool.", pool),
 		keysInBackoff: d("grpc_pool_keys_in_backoff", "Keys whose connection attempts are failing and in backoff.", pool),
 		up:            d("grpc_pool_up", "1 while the pool is open, 0 once it is closed.", pool),
@@ -168,7 +171,7 @@ func (c *collector) collectPool(ch chan<- prometheus.Metric, v *poolView) {
 	ch <- gauge(d.making, float64(s.Making), n)
 	ch <- gauge(d.waiters, float64(s.Waiters), n)
 	ch <- gauge(d.shares, float64(s.SharesInUse), n)
-	ch <- gauge(d.maxConns, float64(v.config().MaxTotal), n)
+	ch <- gauge(d.maxConns, maxTotal(v.config()), n)
 	ch <- gauge(d.keys, float64(s.Keys), n)
 	ch <- gauge(d.keysInBackoff, float64(s.KeysInBackoff), n)
 	up := 1.0
@@ -224,6 +227,15 @@ func (c *collector) collectPool(ch chan<- prometheus.Metric, v *poolView) {
 		key(OtherKey, other, float64(otherBackoff))
 	}
 	ch <- gauge(d.keysAggregated, float64(others), n)
+}
+
+// maxTotal is the pool's MaxTotal, +Inf when it has no limit, so that
+// size / max is 0 rather than a division by zero.
+func maxTotal(c keyedpool.Config) float64 {
+	if c.MaxTotal <= 0 {
+		return math.Inf(1)
+	}
+	return float64(c.MaxTotal)
 }
 
 type reasonCount struct {

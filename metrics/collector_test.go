@@ -133,7 +133,7 @@ kp_grpc_pool_keys{pool="orders"} 2
 # HELP kp_grpc_pool_make_errors_total Failed connection makes.
 # TYPE kp_grpc_pool_make_errors_total counter
 kp_grpc_pool_make_errors_total{pool="orders"} 1
-# HELP kp_grpc_pool_max_connections The pool's MaxTotal: connections it may hold over all keys.
+# HELP kp_grpc_pool_max_connections The pool's MaxTotal: connections it may hold over all keys; +Inf without a limit.
 # TYPE kp_grpc_pool_max_connections gauge
 kp_grpc_pool_max_connections{pool="orders"} 10
 # HELP kp_grpc_pool_returns_total Leases given back, by Return or Invalidate.

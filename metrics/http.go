@@ -31,31 +31,48 @@ const DefaultStatsLimit = 1000
 //     are on).
 //   - /health: a HealthReport in JSON, with status 200 when every pool is
 //     open and every service has at least one usable endpoint, 503 with the
-//     reasons otherwise. ?service=NAME judges that service only (404 if it
-//     is unknown).
+//     reasons otherwise. ?service=NAME judges that service only, not the
+//     pools (404 if it is unknown): a readiness probe per service.
 //   - /stats: a StatsReport in JSON: per pool and per key active, idle,
 //     waiters, shares and counters, and the services. ?key=K reports only
 //     that key (404 if no pool holds it), ?service=NAME only that service
 //     (404 if unknown), ?limit=N at most N keys per pool (default
 //     DefaultStatsLimit).
 //
-// Errors are JSON objects {"error": "..."} naming what was wrong.
+// Errors, an unknown path (404) and a method other than GET or HEAD (405)
+// included, are JSON objects {"error": "..."} naming what was wrong.
 func (m *Metrics) Handler(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /health", m.serveHealth)
-	mux.HandleFunc("GET /stats", m.serveStats)
+	mux.Handle("/metrics", getOnly(promhttp.HandlerFor(g, promhttp.HandlerOpts{})))
+	mux.Handle("/health", getOnly(http.HandlerFunc(m.serveHealth)))
+	mux.Handle("/stats", getOnly(http.HandlerFunc(m.serveStats)))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "unknown path %q: want /metrics, /health or /stats", r.URL.Path)
+	})
 	return mux
+}
+
+// getOnly refuses methods other than GET and HEAD with a JSON 405.
+func getOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, "method %s not allowed on %s: want GET", r.Method, r.URL.Path)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (m *Metrics) serveHealth(w http.ResponseWriter, r *http.Request) {
 	pools, srcs := m.snapshot()
-	services, ok := filterServices(serviceStats(srcs), r.URL.Query().Get("service"))
+	name := r.URL.Query().Get("service")
+	services, ok := filterServices(serviceStats(srcs), name)
 	if !ok {
-		writeError(w, http.StatusNotFound, "unknown service %q", r.URL.Query().Get("service"))
+		writeError(w, http.StatusNotFound, "unknown service %q", name)
 		return
 	}
-	h := healthReport(pools, services)
+	h := healthReport(pools, services, name == "")
 	code := http.StatusOK
 	if h.Status != "ok" {
 		code = http.StatusServiceUnavailable
@@ -126,7 +143,8 @@ func writeError(w http.ResponseWriter, code int, format string, args ...any) {
 }
 
 // ListenAndServe serves h on addr (DefaultAddr when empty) until ctx ends,
-// then shuts the server down, giving requests in flight up to 5 seconds. It
+// then shuts the server down, giving requests in flight up to 5 seconds
+// before it cuts them. It
 // returns nil after a shutdown caused by ctx, or the error that stopped the
 // server (a port in use, say). Use Listen and Serve to learn the address of
 // ":0" before serving.
@@ -163,6 +181,11 @@ func Serve(ctx context.Context, lis net.Listener, h http.Handler) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := srv.Shutdown(sctx)
+	if err != nil {
+		// Requests still running past the grace period: cut them, so that
+		// nothing of the server outlives Serve.
+		err = errors.Join(err, srv.Close())
+	}
 	if serr := <-done; !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
 	}

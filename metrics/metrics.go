@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,8 +98,12 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 		m.others = DefaultMaxKeySeries
 	}
 	m.rpc = newRPCMetrics(opts, m.others)
-	for _, c := range []prometheus.Collector{(*collector)(m), m.rpc.requests, m.rpc.duration} {
+	cs := []prometheus.Collector{(*collector)(m), m.rpc.requests, m.rpc.duration}
+	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done) // leave reg as it was
+			}
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
 	}
@@ -107,7 +112,10 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 
 // AddPool adds p to m under name, the value of the pool label; health, if
 // not nil, adds the health-check counters of p's factory (a
-// *grpcfactory.Factory). It refuses an empty name, a name already added, or
+// *grpcfactory.Factory; give a factory shared by several pools to one of
+// them only, or its checks are counted once per pool). Keys appear in
+// labels and /stats as text: a string key as is, a fmt.Stringer's String,
+// anything else in Go syntax (%#v). It refuses an empty name, a name already added, or
 // a nil pool, with an error wrapping ErrInvalid. A closed pool stays
 // exported (grpc_pool_up 0, and /health reports it) until RemovePool.
 func AddPool[K comparable, V any](m *Metrics, name string, p *keyedpool.Pool[K, V], health HealthSource) error {
@@ -122,7 +130,11 @@ func AddPool[K comparable, V any](m *Metrics, name string, p *keyedpool.Pool[K, 
 			all := p.AllKeyStats()
 			out := make(map[string]keyedpool.KeyStats, len(all))
 			for k, ks := range all {
-				out[keyString(k)] = ks
+				s := keyString(k)
+				if prev, ok := out[s]; ok {
+					ks = mergeKeyStats(prev, ks) // two keys with one text: report their sum
+				}
+				out[s] = ks
 			}
 			return out
 		},
@@ -187,11 +199,29 @@ func serviceStats(srcs []ServiceSource) []discovery.ServiceStats {
 	return all
 }
 
-// keyString is the label value of a key: the key itself for string keys,
-// fmt.Sprint's text otherwise.
+// keyString is the text of a key in labels and /stats: a string key itself,
+// a fmt.Stringer's String, otherwise Go syntax (%#v), which tells apart keys
+// that fmt.Sprint would print alike. Invalid UTF-8 is replaced, as label
+// values must be UTF-8.
 func keyString(k any) string {
-	if s, ok := k.(string); ok {
-		return s
+	var s string
+	switch k := k.(type) {
+	case string:
+		s = k
+	case fmt.Stringer:
+		s = k.String()
+	default:
+		s = fmt.Sprintf("%#v", k)
 	}
-	return fmt.Sprint(k)
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// mergeKeyStats adds b to a, for keys whose texts are the same.
+func mergeKeyStats(a, b keyedpool.KeyStats) keyedpool.KeyStats {
+	addKeyStats(&a, b)
+	a.MakeFailures = max(a.MakeFailures, b.MakeFailures)
+	if b.BackoffUntil.After(a.BackoffUntil) {
+		a.BackoffUntil = b.BackoffUntil
+	}
+	return a
 }

@@ -21,7 +21,7 @@ type PoolReport struct {
 	Closed        bool   `json:"closed"`
 	Keys          int    `json:"keys"`
 	KeysInBackoff int    `json:"keys_in_backoff"`
-	MaxTotal      int    `json:"max_total"`
+	MaxTotal      int    `json:"max_total"` // 0: no limit
 	GaugesReport
 	Counters CountersReport `json:"counters"`
 	// PerKey lists the pool's keys, sorted, at most the request's limit.
@@ -164,16 +164,15 @@ func poolReport(v *poolView, key string, limit int) (r PoolReport, ok bool) {
 	return r, true
 }
 
-// healthReport judges the pools and services; service, when set, limits the
-// services judged to that one.
-func healthReport(pools []*poolView, services []discovery.ServiceStats) HealthReport {
+// healthReport judges the services, and the pools when judgePools is set.
+func healthReport(pools []*poolView, services []discovery.ServiceStats, judgePools bool) HealthReport {
 	h := HealthReport{Status: "ok", Pools: []PoolHealth{}}
 	for _, v := range pools {
 		ph := PoolHealth{Name: v.name, Open: !v.stats().Closed}
 		if v.health != nil {
 			ph.Unhealthy = v.health.HealthStats().Unhealthy
 		}
-		if !ph.Open {
+		if !ph.Open && judgePools {
 			h.Reasons = append(h.Reasons, fmt.Sprintf("pool %q is closed", v.name))
 		}
 		h.Pools = append(h.Pools, ph)

@@ -86,9 +86,9 @@ type Config[K comparable, T any] struct {
 	Classifier func(err error, state connectivity.State) bool
 
 	// Observer, when set, is told about every RPC the factory's
-	// connections carry (through a gRPC stats handler on each connection),
-	// for metrics: metrics.NewGRPC returns one. Nil, the default: nothing
-	// is observed and RPCs pay nothing for it.
+	// connections carry (through client interceptors on each connection),
+	// for metrics: metrics.Metrics.Observer returns one. Nil, the default:
+	// nothing is observed and RPCs pay nothing for it.
 	Observer Observer
 
 	// DialOptions are passed to grpc.NewClient after the options the fields

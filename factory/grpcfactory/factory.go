@@ -38,6 +38,7 @@ type health struct {
 	mu                sync.Mutex   // protects err
 	err               error        // the last answer: nil for SERVING
 	targets           *targets     // the factory's, told every answer
+	destroyed         atomic.Bool  // Destroy was called: later answers are not the backend's
 }
 
 // check asks the backend's health service, bounded by the timeout and ctx,
@@ -54,7 +55,7 @@ func (c *Client[T]) check(ctx context.Context) error {
 	case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
 		err = fmt.Errorf("%w: %s (service %q) says %v", ErrNotServing, c.target, h.service, resp.GetStatus())
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || h.destroyed.Load() {
 		h.checked.Store(0) // not the backend's answer: ask again next time
 		return err
 	}
@@ -147,7 +148,7 @@ func (f *Factory[K, T]) Make(ctx context.Context, key K) (*Client[T], error) {
 	}
 	opts := f.r.dialOpts
 	if f.r.observer != nil {
-		opts = append(opts[:len(opts):len(opts)], grpc.WithStatsHandler(&rpcStats{target: target, obs: f.r.observer}))
+		opts = append(opts[:len(opts):len(opts)], observeOptions(target, f.r.observer)...)
 	}
 	cc, err := grpc.NewClient(target, opts...)
 	if err != nil {
@@ -162,8 +163,8 @@ func (f *Factory[K, T]) Make(ctx context.Context, key K) (*Client[T], error) {
 	c := &Client[T]{conn: cc, stub: f.newStub(cc), key: key, target: target, classify: f.r.classify}
 	if f.r.healthTimeout > 0 {
 		c.health = &health{service: f.r.healthService, timeout: f.r.healthTimeout, interval: f.r.healthInterval, targets: &f.targets}
+		f.targets.made(target)
 	}
-	f.targets.made(target)
 	return c, nil
 }
 
@@ -219,7 +220,10 @@ func whyFailed(ctx context.Context, cc *grpc.ClientConn) error {
 // Destroy closes the client's connection; RPCs still running on it fail
 // with Canceled.
 func (f *Factory[K, T]) Destroy(_ context.Context, _ K, c *Client[T]) error {
-	f.targets.destroyed(c.target)
+	if c.health != nil {
+		c.health.destroyed.Store(true) // a Check still in flight is no answer
+		f.targets.destroyed(c.target)
+	}
 	return c.conn.Close()
 }
 

@@ -3,22 +3,24 @@ package grpcfactory
 import (
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
 // Observer is told about every RPC of the user's that a factory's
-// connections carry (not the factory's own health Checks), for
-// metrics (package metrics implements it over Prometheus). ObserveRPC is
-// called once per RPC when it ends: for a unary RPC when its answer or
-// error arrives, for a stream however it ends (status received, context
-// ended, connection lost). It is called concurrently from the RPCs'
-// goroutines and must return quickly.
+// connections carry (not the factory's own health Checks), for metrics:
+// metrics.Metrics.Observer returns one. ObserveRPC is called exactly once
+// per RPC when it ends, retries included in the one call: for a unary RPC
+// when its answer or error arrives (also when it fails before it is sent,
+// as with an expired deadline), for a stream when the caller reads its end
+// or an error, or when its context ends first. It is called concurrently
+// from the RPCs' goroutines and must return quickly.
 type Observer interface {
 	// ObserveRPC reports one finished RPC: the target of the connection
 	// that carried it, its full method name ("/pkg.Service/Method"), its
@@ -26,40 +28,70 @@ type Observer interface {
 	ObserveRPC(target, method string, code codes.Code, d time.Duration)
 }
 
-// rpcStats is a connection's stats.Handler that feeds an Observer.
-type rpcStats struct {
-	target string
-	obs    Observer
-}
-
-// rpcTag carries the method of one RPC from TagRPC to its End event.
-type rpcTag struct{}
-
 // ownRPC marks the context of the RPCs the factory makes itself (health
 // Checks, connect probes), which are not the user's traffic.
 type ownRPC struct{}
 
 func withOwnRPC(ctx context.Context) context.Context { return context.WithValue(ctx, ownRPC{}, true) }
 
-func (s *rpcStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
-	if ctx.Value(ownRPC{}) != nil {
-		return ctx
+// observeOptions returns the dial options that report a connection's RPCs
+// to obs: interceptors, which see a call once whatever gRPC does inside it
+// (retries, failing before the first attempt).
+func observeOptions(target string, obs Observer) []grpc.DialOption {
+	unary := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if ctx.Value(ownRPC{}) != nil {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
+		start := time.Now()
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		obs.ObserveRPC(target, method, status.Code(err), time.Since(start))
+		return err
 	}
-	return context.WithValue(ctx, rpcTag{}, info.FullMethodName)
+	stream := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		start := time.Now()
+		cs, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			obs.ObserveRPC(target, method, status.Code(err), time.Since(start))
+			return nil, err
+		}
+		s := &observedStream{ClientStream: cs, target: target, method: method, start: start, obs: obs}
+		// A stream the caller abandons by ending its context is never read
+		// to its end: report it when the context ends. AfterFunc starts no
+		// goroutine until then.
+		s.stop = context.AfterFunc(ctx, func() { s.end(status.FromContextError(ctx.Err()).Code()) })
+		return s, nil
+	}
+	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream)}
 }
 
-func (s *rpcStats) HandleRPC(ctx context.Context, st stats.RPCStats) {
-	end, ok := st.(*stats.End)
-	if !ok {
-		return
-	}
-	if method, ok := ctx.Value(rpcTag{}).(string); ok {
-		s.obs.ObserveRPC(s.target, method, status.Code(end.Error), end.EndTime.Sub(end.BeginTime))
-	}
+// observedStream reports its stream's end once.
+type observedStream struct {
+	grpc.ClientStream
+	target, method string
+	start          time.Time
+	obs            Observer
+	stop           func() bool
+	once           sync.Once
 }
 
-func (*rpcStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-func (*rpcStats) HandleConn(context.Context, stats.ConnStats)                       {}
+func (s *observedStream) end(code codes.Code) {
+	s.once.Do(func() { s.obs.ObserveRPC(s.target, s.method, code, time.Since(s.start)) })
+}
+
+// RecvMsg reports the stream's end when it reads one: io.EOF is the server's
+// OK, any other error its status.
+func (s *observedStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil {
+		s.stop()
+		if err == io.EOF {
+			s.end(codes.OK)
+		} else {
+			s.end(status.Code(err))
+		}
+	}
+	return err
+}
 
 // HealthStats is a snapshot of a factory's health checks (Config.HealthCheck),
 // for metrics and health endpoints. It is all zero without HealthCheck.
