@@ -144,4 +144,3 @@ func start(ctx context.Context, o startOptions) int {
 	}
 	return 0
 }
-
