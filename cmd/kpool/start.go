@@ -120,9 +120,13 @@ func start(ctx context.Context, o startOptions) int {
 	closeErr := m.Close(closeCtx)
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	// The goroutines stop with runCtx; serve may still be finishing the
+	// work that Close waited for, so it gets what is left of the timeout,
+	// and at least a second.
+	deadline, _ := closeCtx.Deadline()
 	select {
 	case <-done:
-	case <-closeCtx.Done():
+	case <-time.After(max(time.Until(deadline), time.Second)):
 		log.Error("shutdown timed out waiting for work to stop", "timeout", o.shutdownTimeout)
 		return 1
 	}
