@@ -151,15 +151,15 @@ func (m *Manager) Warm(ctx context.Context) {
 	for _, addr := range m.Addresses() {
 		wg.Go(func() {
 			err := m.pool.Prepare(ctx, addr)
-			if ctx.Err() != nil {
-				return // shutting down: not the endpoint's fault
+			if ctx.Err() != nil || errors.Is(err, keyedpool.ErrExhausted) {
+				return // shutting down, or the pool is full: not the endpoint's fault
 			}
 			m.mu.Lock()
 			wasDown := m.down[addr]
 			m.down[addr] = err != nil
 			m.mu.Unlock()
 			switch {
-			case err != nil && !wasDown && !errors.Is(err, keyedpool.ErrExhausted):
+			case err != nil && !wasDown:
 				m.log.Warn("cannot warm endpoint; retrying", "addr", addr, "err", err, "retry_every", m.warmEvery)
 			case err == nil && wasDown:
 				m.log.Info("endpoint warm again", "addr", addr)
