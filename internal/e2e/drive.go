@@ -122,7 +122,9 @@ type Bench struct {
 
 // Report is the outcome of a Bench.
 type Report struct {
-	Mode   string
+	// Mode is the mode's label: Mode.Name, or its Kind's name.
+	Mode string
+	// Result is the measured run's, without the warm-up.
 	Result Result
 	// Conns is the number of connections the server held at the end of
 	// the measured run.
