@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
 	"testing"
@@ -87,4 +88,21 @@ func serial(tb testing.TB) *big.Int {
 		tb.Fatalf("grpctest: serial: %v", err)
 	}
 	return n
+}
+
+// PEM returns the CA's certificate in PEM, for a test that writes it to a
+// file that a configuration names.
+func (ca *CA) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+}
+
+// LeafPEM returns a certificate from Leaf and its key in PEM.
+func LeafPEM(tb testing.TB, c tls.Certificate) (certPEM, keyPEM []byte) {
+	tb.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		tb.Fatalf("grpctest: marshal key: %v", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }

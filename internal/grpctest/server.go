@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -49,7 +50,7 @@ type Server struct {
 	Health *health.Server
 
 	opts Options
-	tb   testing.TB
+	tb   testing.TB // nil for a Server made by Listen
 
 	accepted atomic.Int64 // TCP connections accepted, over all restarts
 	open     atomic.Int64 // TCP connections accepted and not yet closed
@@ -65,15 +66,27 @@ type Server struct {
 // Start starts a Server on 127.0.0.1 port 0 and stops it when the test ends.
 func Start(tb testing.TB, opts Options) *Server {
 	tb.Helper()
-	s := &Server{opts: opts, tb: tb, Health: health.NewServer()}
+	s, err := Listen(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.tb = tb
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// Listen starts a Server on 127.0.0.1 port 0 outside a test, for programs
+// such as the kpool command; the caller stops it with Stop. Restart on such
+// a server panics if it cannot listen again, as there is no test to fail.
+func Listen(opts Options) (*Server, error) {
+	s := &Server{opts: opts, Health: health.NewServer()}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		tb.Fatalf("grpctest: listen: %v", err)
+		return nil, fmt.Errorf("grpctest: listen: %w", err)
 	}
 	s.Addr = lis.Addr().String()
 	s.serve(lis)
-	tb.Cleanup(s.Stop)
-	return s
+	return s, nil
 }
 
 func (s *Server) serve(lis net.Listener) {
@@ -123,7 +136,9 @@ func (s *Server) Stop() {
 // The port may stay busy for a moment after the stop; Restart retries the
 // listen for up to 5 seconds.
 func (s *Server) Restart() {
-	s.tb.Helper()
+	if s.tb != nil {
+		s.tb.Helper()
+	}
 	s.Stop()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -133,6 +148,9 @@ func (s *Server) Restart() {
 			return
 		}
 		if time.Now().After(deadline) {
+			if s.tb == nil {
+				panic(fmt.Sprintf("grpctest: listen again on %s: %v", s.Addr, err))
+			}
 			s.tb.Fatalf("grpctest: listen again on %s: %v", s.Addr, err)
 		}
 		time.Sleep(10 * time.Millisecond)

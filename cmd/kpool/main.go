@@ -1,0 +1,140 @@
+// Command kpool runs kpool's tools: an end-to-end gRPC benchmark of
+// kpool's ways of connecting, and a pool manager driven by a configuration
+// file with hot reload and graceful shutdown.
+//
+// Usage:
+//
+//	kpool <command> [flags]
+//
+// The commands are:
+//
+//	bench   compare one ClientConn, round-robin ClientConns and kpool (exclusive, shared) over gRPC
+//	start   run the pools of a configuration file until SIGINT or SIGTERM
+//
+// "kpool <command> --help" describes a command's flags. Flags take one or
+// two dashes. Logs go to standard error through log/slog; results to
+// standard output.
+//
+// Exit status: 0 on success, 1 when a command fails, 2 for a usage error
+// (unknown command or flag), 128+n when a second signal n ends the process.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/kpool-go/kpool/internal/shutdown"
+)
+
+// command is one subcommand. Its run parses its own flags from args.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+// commands are the subcommands, in the order usage lists them. A new
+// command is one line here and its own file.
+var commands = []command{
+	{"bench", "compare one ClientConn, round-robin ClientConns and kpool (exclusive, shared) over gRPC", runBench},
+	{"start", "run the pools of a configuration file until SIGINT or SIGTERM", runStart},
+}
+
+func main() {
+	// The first signal cancels ctx: the command finishes its work and
+	// returns; a second one exits at once.
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := shutdown.Notify(context.Background(), log, os.Exit, os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run runs the command args name with the rest of args, and returns the
+// exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		if args[0] == "help" && len(args) > 1 {
+			return run(ctx, []string{args[1], "--help"}, stdout, stderr)
+		}
+		usage(stdout)
+		return 0
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "kpool: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, "usage: kpool <command> [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-7s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, "\nRun \"kpool <command> --help\" for a command's flags.\n")
+}
+
+// newFlags returns the flag set of a command; about is the text its --help
+// shows above the flags.
+func newFlags(name, args, about string) *flag.FlagSet {
+	fs := flag.NewFlagSet("kpool "+name, flag.ContinueOnError)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "usage: kpool %s %s\n\n%s\n\nflags:\n", name, args, strings.TrimSpace(about))
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args with fs. It returns ok when the command should
+// run; otherwise the exit status: 0 after --help (usage on stdout), 2 after
+// a bad flag or a stray argument (the error and usage on stderr).
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, ok bool) {
+	fs.SetOutput(io.Discard) // Parse would print usage on its own
+	err := fs.Parse(args)
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch {
+	case err == nil:
+		return 0, true
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return 0, false
+	default:
+		fmt.Fprintf(stderr, "%s: %v\n\n", fs.Name(), err)
+		fs.SetOutput(stderr)
+		fs.Usage()
+		return 2, false
+	}
+}
+
+// usageError reports a flag value that parsed but is not acceptable.
+func usageError(fs *flag.FlagSet, stderr io.Writer, format string, args ...any) int {
+	fmt.Fprintf(stderr, "%s: %s\n", fs.Name(), fmt.Sprintf(format, args...))
+	return 2
+}
+
+// logLevel is a flag.Value for a slog level: debug, info, warn, error.
+type logLevel struct{ slog.LevelVar }
+
+func (l *logLevel) Set(s string) error { return l.UnmarshalText([]byte(s)) }
+
+func (l *logLevel) String() string { return strings.ToLower(l.Level().String()) }

@@ -1,0 +1,236 @@
+package config
+
+import (
+	"crypto/tls"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// File is a configuration file, decoded and checked. Load and Parse return
+// it; its fields hold what the file says, with defaults filled in where the
+// field's comment says so.
+type File struct {
+	// Path is the file's name as given to Load.
+	Path string `yaml:"-"`
+	// Pool is the keyedpool configuration of the pool that holds every
+	// service's connections, keyed by endpoint address.
+	Pool Pool `yaml:"pool"`
+	// GRPC says how connections are made.
+	GRPC GRPC `yaml:"grpc"`
+	// Services are the services whose endpoints the pool connects to. At
+	// least one is required.
+	Services []Service `yaml:"services"`
+	// HTTP configures the HTTP endpoints.
+	HTTP HTTP `yaml:"http"`
+	// Metrics configures the Prometheus metrics.
+	Metrics Metrics `yaml:"metrics"`
+
+	tls *tls.Config // built from GRPC.TLS by Load
+}
+
+// Pool mirrors keyedpool.Config field for field (the Go field names are
+// the same), with durations as Go duration strings ("500ms", "30s",
+// "1h30m"). Zero or absent values mean what they mean in keyedpool.Config.
+// The eviction policy is keyedpool's default; a custom one needs code.
+type Pool struct {
+	MaxTotal                int        `yaml:"max_total"`
+	MaxTotalPerKey          int        `yaml:"max_total_per_key"`
+	MaxIdlePerKey           int        `yaml:"max_idle_per_key"`
+	MinIdlePerKey           int        `yaml:"min_idle_per_key"`
+	WhenExhausted           Exhausted  `yaml:"when_exhausted"`
+	MaxWait                 Duration   `yaml:"max_wait"`
+	FIFO                    bool       `yaml:"fifo"`
+	TestOnCreate            bool       `yaml:"test_on_create"`
+	TestOnBorrow            bool       `yaml:"test_on_borrow"`
+	TestOnReturn            bool       `yaml:"test_on_return"`
+	TestWhileIdle           bool       `yaml:"test_while_idle"`
+	MaxSharesPerObject      int        `yaml:"max_shares_per_object"`
+	TimeBetweenEvictionRuns Duration   `yaml:"time_between_eviction_runs"`
+	NumTestsPerEvictionRun  int        `yaml:"num_tests_per_eviction_run"`
+	MinEvictableIdle        Duration   `yaml:"min_evictable_idle"`
+	SoftMinEvictableIdle    Duration   `yaml:"soft_min_evictable_idle"`
+	MaxLifetime             Duration   `yaml:"max_lifetime"`
+	MaxLifetimeJitter       Duration   `yaml:"max_lifetime_jitter"`
+	Abandoned               *Abandoned `yaml:"abandoned"`
+	MakeFailureThreshold    int        `yaml:"make_failure_threshold"`
+	MakeBackoffBase         Duration   `yaml:"make_backoff_base"`
+	MakeBackoffMax          Duration   `yaml:"make_backoff_max"`
+}
+
+// Abandoned mirrors keyedpool.AbandonedConfig. Present (even empty, "{}"),
+// abandoned-object tracking is on; absent or null, off. Its records go to
+// the program's logger.
+type Abandoned struct {
+	RemoveOnBorrow      bool     `yaml:"remove_on_borrow"`
+	RemoveOnMaintenance bool     `yaml:"remove_on_maintenance"`
+	Timeout             Duration `yaml:"timeout"`
+	LogAbandoned        bool     `yaml:"log_abandoned"`
+}
+
+// GRPC maps onto grpcfactory.Config: the Go field names are the same where
+// the field is. Exactly one of Insecure and TLS must be set.
+type GRPC struct {
+	// Insecure dials in plaintext.
+	Insecure bool `yaml:"insecure"`
+	// TLS dials with TLS; present (even empty), TLS is on.
+	TLS *TLS `yaml:"tls"`
+	// Keepalive is grpcfactory.Keepalive.
+	Keepalive Keepalive `yaml:"keepalive"`
+	// IdleTimeout: zero, gRPC's default (30m).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// ConnectTimeout: zero, connections connect lazily.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// HealthCheck: present (even empty), Validate asks grpc.health.v1.
+	HealthCheck *HealthCheck `yaml:"health_check"`
+	// Retry is grpcfactory.RetryPolicy.
+	Retry Retry `yaml:"retry"`
+}
+
+// TLS names the PEM files of a TLS client configuration. Load reads them.
+type TLS struct {
+	// CAFile holds the certificates that sign the servers'. Empty: the
+	// system's roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the client's certificate and key, for
+	// mTLS. Both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName overrides the name checked in the servers' certificates.
+	// Empty: the host of each address.
+	ServerName string `yaml:"server_name"`
+}
+
+// Keepalive mirrors grpcfactory.Keepalive.
+type Keepalive struct {
+	Time            Duration `yaml:"time"`
+	Timeout         Duration `yaml:"timeout"`
+	OnlyWithStreams bool     `yaml:"only_with_streams"`
+	Disable         bool     `yaml:"disable"`
+}
+
+// HealthCheck mirrors grpcfactory.HealthCheck.
+type HealthCheck struct {
+	Service  string   `yaml:"service"`
+	Timeout  Duration `yaml:"timeout"`
+	Interval Duration `yaml:"interval"`
+}
+
+// Retry mirrors grpcfactory.RetryPolicy; status codes are named as gRPC
+// spells them (UNAVAILABLE, RESOURCE_EXHAUSTED, ...).
+type Retry struct {
+	MaxAttempts          int      `yaml:"max_attempts"`
+	InitialBackoff       Duration `yaml:"initial_backoff"`
+	MaxBackoff           Duration `yaml:"max_backoff"`
+	BackoffMultiplier    float64  `yaml:"backoff_multiplier"`
+	RetryableStatusCodes []string `yaml:"retryable_status_codes"`
+}
+
+// Service is one service: a name and how its endpoints are found.
+type Service struct {
+	// Name identifies the service; unique in the file. Required.
+	Name string `yaml:"name"`
+	// Discovery says where the endpoints come from: exactly one of Static
+	// and Consul.
+	Discovery Discovery `yaml:"discovery"`
+}
+
+// Discovery holds exactly one way of finding a service's endpoints.
+type Discovery struct {
+	Static *Static `yaml:"static"`
+	Consul *Consul `yaml:"consul"`
+}
+
+// Static is a fixed list of endpoints.
+type Static struct {
+	// Addresses are host:port endpoints; at least one, no repeats.
+	Addresses []string `yaml:"addresses"`
+}
+
+// Consul finds endpoints in Consul's catalog, with health.
+type Consul struct {
+	// Address is the Consul agent's HTTP address. Default
+	// DefaultConsulAddress.
+	Address string `yaml:"address"`
+	// Service is the name registered in Consul. Default: the service's
+	// Name.
+	Service string `yaml:"service"`
+	// Tags must all be on an instance for it to be used.
+	Tags []string `yaml:"tags"`
+	// Datacenter to ask. Empty: the agent's.
+	Datacenter string `yaml:"datacenter"`
+	// Token is the ACL token. Empty: the agent's default.
+	Token string `yaml:"token"`
+	// PassingOnly uses only instances whose checks pass. Absent: true.
+	PassingOnly *bool `yaml:"passing_only"`
+	// Fallback, with PassingOnly, uses every instance when none passes,
+	// rather than none.
+	Fallback bool `yaml:"fallback"`
+}
+
+// DefaultConsulAddress is the address of a local Consul agent.
+const DefaultConsulAddress = "127.0.0.1:8500"
+
+// Passing reports whether only passing instances are used (PassingOnly,
+// true when absent).
+func (c *Consul) Passing() bool { return c.PassingOnly == nil || *c.PassingOnly }
+
+// HTTP configures the HTTP endpoints (/metrics, /health, /stats).
+type HTTP struct {
+	// Listen is the host:port to listen on. Default DefaultListen, which
+	// only this machine reaches.
+	Listen string `yaml:"listen"`
+}
+
+// DefaultListen is HTTP.Listen's default.
+const DefaultListen = "127.0.0.1:9090"
+
+// Metrics configures the Prometheus metrics.
+type Metrics struct {
+	// Namespace prefixes every metric name. Default "kpool".
+	Namespace string `yaml:"namespace"`
+	// PerKey adds per-endpoint series beside the pool-wide ones.
+	PerKey bool `yaml:"per_key"`
+	// MaxKeySeries caps the endpoints that get their own series, so that a
+	// pool of many keys cannot blow up the metrics. Zero: the default,
+	// DefaultMaxKeySeries. Negative is invalid.
+	MaxKeySeries int `yaml:"max_key_series"`
+}
+
+// Metrics defaults.
+const (
+	DefaultNamespace    = "kpool"
+	DefaultMaxKeySeries = 1000
+)
+
+// Duration is a time.Duration written as a Go duration string ("0",
+// "250ms", "30s", "1h30m"); a bare number other than 0 is refused, as it
+// names no unit.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d *Duration) decodeNode(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return errWant("a duration such as 30s", n)
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return errWant("a Go duration such as 500ms, 30s or 1h30m", n)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Exhausted is keyedpool.ExhaustedAction written as "block" (the default)
+// or "fail".
+type Exhausted string
+
+func (e *Exhausted) decodeNode(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || (n.Value != "block" && n.Value != "fail") {
+		return errWant("block or fail", n)
+	}
+	*e = Exhausted(n.Value)
+	return nil
+}
