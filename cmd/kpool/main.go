@@ -10,6 +10,8 @@
 //
 //	bench   compare one ClientConn, round-robin ClientConns and kpool (exclusive, shared) over gRPC
 //	start   run the pools of a configuration file until SIGINT or SIGTERM
+//	stats   print a running instance's pools, keys and services
+//	health  print whether a running instance is healthy, and why not
 //
 // "kpool <command> --help" describes a command's flags. Flags take one or
 // two dashes. Logs go to standard error through log/slog; results to
@@ -45,6 +47,8 @@ type command struct {
 var commands = []command{
 	{"bench", "compare one ClientConn, round-robin ClientConns and kpool (exclusive, shared) over gRPC", runBench},
 	{"start", "run the pools of a configuration file until SIGINT or SIGTERM", runStart},
+	{"stats", "print a running instance's pools, keys and services", runStats},
+	{"health", "print whether a running instance is healthy, and why not", runHealth},
 }
 
 func main() {

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kpool-go/kpool/metrics"
+)
+
+const statsAbout = `Reads /stats from a running kpool (start or demo) and prints each pool,
+its keys and the services it follows as tables, or the JSON as is with
+--json. It exits 1 when it cannot reach the instance or the instance
+answers with an error (an unknown key or service, say).`
+
+const healthAbout = `Reads /health from a running kpool (start or demo) and prints whether it
+is healthy and why not. It exits 0 when healthy, 1 when unhealthy or when
+it cannot reach the instance.`
+
+// inspectFlags are the flags stats and health share.
+type inspectFlags struct {
+	addr, service, key string
+	json               bool
+	timeout            time.Duration
+}
+
+func (f *inspectFlags) register(fs interface {
+	StringVar(*string, string, string, string)
+	BoolVar(*bool, string, bool, string)
+	DurationVar(*time.Duration, string, time.Duration, string)
+}, withKey bool) {
+	fs.StringVar(&f.addr, "addr", metrics.DefaultAddr, "`host:port` of the instance's HTTP endpoints (its --http)")
+	fs.StringVar(&f.service, "service", "", "report this service only")
+	if withKey {
+		fs.StringVar(&f.key, "key", "", "report this pool key only (an endpoint's host:port)")
+	}
+	fs.BoolVar(&f.json, "json", false, "print the JSON the instance answered")
+	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "give up on the instance after this long")
+}
+
+// fetch GETs path from the instance with the filters; it returns the body
+// and status, or an error that says what could not be reached.
+func (f *inspectFlags) fetch(ctx context.Context, path string) ([]byte, int, error) {
+	q := url.Values{}
+	if f.service != "" {
+		q.Set("service", f.service)
+	}
+	if f.key != "" {
+		q.Set("key", f.key)
+	}
+	u := url.URL{Scheme: "http", Host: f.addr, Path: path, RawQuery: q.Encode()}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("bad --addr %q: %w", f.addr, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("cannot reach a kpool instance at %s: %w", f.addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading %s: %w", u.String(), err)
+	}
+	return body, resp.StatusCode, nil
+}
+
+// answerError returns the error an instance answered with, if body is one.
+func answerError(body []byte, code int) error {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		return fmt.Errorf("the instance answered %d: %s", code, e.Error)
+	}
+	return fmt.Errorf("the instance answered %d: %.200s", code, body)
+}
+
+func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("stats", "[flags]", statsAbout)
+	var f inspectFlags
+	f.register(fs, true)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	body, code, err := f.fetch(ctx, "/stats")
+	if err == nil && code != http.StatusOK {
+		err = answerError(body, code)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "kpool stats: %v\n", err)
+		return 1
+	}
+	if f.json {
+		stdout.Write(body)
+		return 0
+	}
+	var rep metrics.StatsReport
+	if err := json.Unmarshal(body, &rep); err != nil {
+		fmt.Fprintf(stderr, "kpool stats: the answer from %s is not a stats report: %v\n", f.addr, err)
+		return 1
+	}
+	printStats(stdout, rep)
+	return 0
+}
+
+func printStats(w io.Writer, rep metrics.StatsReport) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "pool\tkey\tactive\tidle\tmaking\twaiters\tshares\tborrowed\tcreated\tdestroyed\tmake errors\t")
+	for _, p := range rep.Pools {
+		state := p.Name
+		if p.Closed {
+			state += " (closed)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", state, fmt.Sprintf("(%d keys)", p.Keys),
+			p.Active, p.Idle, p.Making, p.Waiters, p.SharesInUse,
+			p.Counters.Borrowed, p.Counters.Created, p.Counters.Destroyed, p.Counters.MakeErrors)
+		for _, k := range p.PerKey {
+			key := k.Key
+			if k.BackoffUntil != "" {
+				key += " (backoff)"
+			}
+			fmt.Fprintf(tw, "\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", key,
+				k.Active, k.Idle, k.Making, k.Waiters, k.SharesInUse,
+				k.Counters.Borrowed, k.Counters.Created, k.Counters.Destroyed, k.Counters.MakeErrors)
+		}
+		if p.KeysOmitted > 0 {
+			fmt.Fprintf(tw, "\t(%d more keys)\t\t\t\t\t\t\t\t\t\t\n", p.KeysOmitted)
+		}
+	}
+	tw.Flush()
+	if len(rep.Services) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "service\tendpoints\tusable\tupdates\terrors\tlast error\t")
+	for _, s := range rep.Services {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t\n", s.Service, s.Endpoints, s.Usable, s.Updates, s.Errors, s.LastError)
+	}
+	tw.Flush()
+}
+
+func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("health", "[flags]", healthAbout)
+	var f inspectFlags
+	f.register(fs, false)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	body, code, err := f.fetch(ctx, "/health")
+	if err == nil && code != http.StatusOK && code != http.StatusServiceUnavailable {
+		err = answerError(body, code)
+	}
+	var rep metrics.HealthReport
+	if err == nil {
+		if jerr := json.Unmarshal(body, &rep); jerr != nil || rep.Status == "" {
+			err = errors.Join(fmt.Errorf("the answer from %s is not a health report", f.addr), jerr)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "kpool health: %v\n", err)
+		return 1
+	}
+	if f.json {
+		stdout.Write(body)
+	} else {
+		printHealth(stdout, rep)
+	}
+	if rep.Status != "ok" {
+		return 1
+	}
+	return 0
+}
+
+func printHealth(w io.Writer, rep metrics.HealthReport) {
+	fmt.Fprintf(w, "status: %s\n", rep.Status)
+	for _, r := range rep.Reasons {
+		fmt.Fprintf(w, "  - %s\n", r)
+	}
+	for _, p := range rep.Pools {
+		state := "open"
+		if !p.Open {
+			state = "closed"
+		}
+		line := fmt.Sprintf("pool %s: %s", p.Name, state)
+		if len(p.Unhealthy) > 0 {
+			line += ", unhealthy: " + strings.Join(p.Unhealthy, ", ")
+		}
+		fmt.Fprintln(w, line)
+	}
+	for _, s := range rep.Services {
+		fmt.Fprintf(w, "service %s: %d of %d endpoints usable\n", s.Service, s.Usable, s.Endpoints)
+	}
+}
