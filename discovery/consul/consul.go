@@ -1,0 +1,352 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/kpool-go/kpool/discovery"
+	"github.com/kpool-go/kpool/internal/broadcast"
+)
+
+// Defaults of Config.
+const (
+	DefaultWaitTime    = 5 * time.Minute
+	DefaultBackoffBase = 500 * time.Millisecond
+	DefaultBackoffMax  = 30 * time.Second
+)
+
+// ErrInvalidConfig is wrapped by the error New returns for a Config it
+// refuses; the message names the field.
+var ErrInvalidConfig = errors.New("consul: invalid config")
+
+// Config configures a Resolver. The zero value asks the agent that
+// api.DefaultConfig finds (CONSUL_HTTP_ADDR, else 127.0.0.1:8500) for the
+// passing instances of each service.
+type Config struct {
+	// Address is the Consul agent's HTTP API: "host:port", or a URL such as
+	// "https://host:8501" (https turns TLS on). Empty: CONSUL_HTTP_ADDR,
+	// else 127.0.0.1:8500 (api.DefaultConfig).
+	Address string
+
+	// Datacenter to ask. Empty: the agent's own.
+	Datacenter string
+
+	// Token is the ACL token sent with each query. Empty:
+	// CONSUL_HTTP_TOKEN (or CONSUL_HTTP_TOKEN_FILE), else the agent's
+	// default token.
+	Token string
+
+	// TLS, when set, talks to Consul over HTTPS with these settings: CA
+	// (CAFile, CAPath or CAPem), client certificate for mTLS
+	// (CertFile/KeyFile or CertPEM/KeyPEM), server name (Address).
+	// Nil: HTTPS only when Address says https (or CONSUL_HTTP_SSL), with
+	// the CONSUL_CACERT, CONSUL_CLIENT_CERT... environment settings.
+	TLS *api.TLSConfig
+
+	// HTTPClient, when set, carries the queries instead of a client of the
+	// Resolver's own; its transport then holds any TLS settings, and TLS
+	// must be nil.
+	HTTPClient *http.Client
+
+	// Tags an instance must all carry to be an endpoint. Empty: any.
+	Tags []string
+
+	// FallbackToAll makes every instance an endpoint, whatever its checks
+	// say, when none passes, rather than leaving the service without
+	// endpoints: better a backend that fails its checks than none. False
+	// (the default): only instances whose checks all pass.
+	FallbackToAll bool
+
+	// AllowStale lets any Consul server answer, not only the leader:
+	// lighter on the servers, possibly a little behind. False: the leader.
+	AllowStale bool
+
+	// WaitTime bounds how long one blocking query waits in Consul for a
+	// change before it returns unchanged and the next begins. Zero means
+	// the default, 5 minutes (Consul caps it at 10). Negative is invalid.
+	WaitTime time.Duration
+
+	// BackoffBase is the wait before the first retry after a failed query;
+	// each further failure in a row doubles it, up to BackoffMax, and each
+	// wait is drawn at random between half and all of it (jitter), so that
+	// many clients do not retry together. Zero means the default, 500 ms.
+	// Negative is invalid.
+	BackoffBase time.Duration
+
+	// BackoffMax caps the wait between retries. Zero means the default, 30
+	// seconds. Negative or below BackoffBase is invalid.
+	BackoffMax time.Duration
+}
+
+// Resolver finds services in Consul. Make one with New. Its methods are
+// safe for concurrent use.
+type Resolver struct {
+	cfg    Config
+	health *api.Health
+	idle   func() // closes the idle connections of the Resolver's own HTTP client; nil with Config.HTTPClient
+	q      api.QueryOptions
+
+	mu      sync.Mutex // protects watches
+	watches map[string]*watch
+}
+
+var _ discovery.Resolver = (*Resolver)(nil)
+
+// New returns a Resolver for cfg. It refuses an invalid cfg with an error
+// wrapping ErrInvalidConfig that names the field. It does not contact
+// Consul: watches do.
+func New(cfg Config) (*Resolver, error) {
+	var bad []string
+	if cfg.WaitTime < 0 {
+		bad = append(bad, fmt.Sprintf("WaitTime is %v", cfg.WaitTime))
+	}
+	if cfg.BackoffBase < 0 {
+		bad = append(bad, fmt.Sprintf("BackoffBase is %v", cfg.BackoffBase))
+	}
+	if cfg.BackoffMax < 0 {
+		bad = append(bad, fmt.Sprintf("BackoffMax is %v", cfg.BackoffMax))
+	}
+	if cfg.TLS != nil && cfg.HTTPClient != nil {
+		bad = append(bad, "TLS is set with HTTPClient (put TLS in HTTPClient's transport)")
+	}
+	if cfg.WaitTime == 0 {
+		cfg.WaitTime = DefaultWaitTime
+	}
+	if cfg.BackoffBase == 0 {
+		cfg.BackoffBase = DefaultBackoffBase
+	}
+	if cfg.BackoffMax == 0 {
+		cfg.BackoffMax = DefaultBackoffMax
+	}
+	if cfg.BackoffMax < cfg.BackoffBase {
+		bad = append(bad, fmt.Sprintf("BackoffMax is %v, below BackoffBase %v", cfg.BackoffMax, cfg.BackoffBase))
+	}
+	for i, t := range cfg.Tags {
+		if t == "" {
+			bad = append(bad, fmt.Sprintf("Tags[%d] is empty", i))
+		}
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(bad, ", "))
+	}
+	cfg.Tags = slices.Clone(cfg.Tags)
+
+	ac := api.DefaultConfig()
+	if cfg.Address != "" {
+		ac.Address = cfg.Address
+	}
+	if cfg.Token != "" {
+		ac.Token = cfg.Token
+	}
+	if cfg.TLS != nil {
+		ac.Scheme = "https"
+		ac.TLSConfig = *cfg.TLS
+	}
+	r := &Resolver{cfg: cfg, watches: make(map[string]*watch)}
+	if cfg.HTTPClient != nil {
+		ac.HttpClient = cfg.HTTPClient
+	} else {
+		tr := ac.Transport
+		r.idle = tr.CloseIdleConnections
+	}
+	c, err := api.NewClient(ac)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	r.health = c.Health()
+	r.q = api.QueryOptions{Datacenter: cfg.Datacenter, AllowStale: cfg.AllowStale, WaitTime: cfg.WaitTime}
+	return r, nil
+}
+
+// watch is the one blocking query of a service, shared by its watchers.
+type watch struct {
+	hub    broadcast.Hub[[]discovery.Endpoint]
+	refs   int // watchers; under Resolver.mu
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the query loop has ended
+}
+
+// Watch delivers the endpoints of service to w: at once if another watch of
+// the service already knows them, else after the first query; then every
+// change, and every failed query as an error, until ctx ends. It returns
+// ctx.Err() then, once the service's query has stopped if this was its last
+// watch.
+func (r *Resolver) Watch(ctx context.Context, service string, w discovery.Watcher) error {
+	if service == "" {
+		return fmt.Errorf("consul: empty service name")
+	}
+	r.mu.Lock()
+	wt := r.watches[service]
+	if wt == nil {
+		qctx, cancel := context.WithCancel(context.Background())
+		wt = &watch{cancel: cancel, done: make(chan struct{})}
+		r.watches[service] = wt
+		go func() {
+			defer close(wt.done)
+			r.run(qctx, service, &wt.hub)
+		}()
+	}
+	wt.refs++
+	r.mu.Unlock()
+
+	err := wt.hub.Serve(ctx, w.Update, w.Error)
+
+	r.mu.Lock()
+	wt.refs--
+	last := wt.refs == 0
+	if last {
+		delete(r.watches, service)
+	}
+	r.mu.Unlock()
+	if last {
+		wt.cancel()
+		<-wt.done
+		if r.idle != nil {
+			r.idle()
+		}
+	}
+	return err
+}
+
+// run queries service until ctx ends, publishing each new list of endpoints
+// and each failure to hub.
+func (r *Resolver) run(ctx context.Context, service string, hub *broadcast.Hub[[]discovery.Endpoint]) {
+	var (
+		index     uint64
+		published bool
+		last      []discovery.Endpoint
+		fails     int
+	)
+	for ctx.Err() == nil {
+		q := r.q // a copy per query
+		q.WaitIndex = index
+		entries, meta, err := r.health.ServiceMultipleTags(service, r.cfg.Tags, false, q.WithContext(ctx))
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			hub.Fail(fmt.Errorf("consul: service %q: %w", service, err))
+			fails++
+			if !sleep(ctx, backoff(r.cfg.BackoffBase, r.cfg.BackoffMax, fails, rand.Float64())) {
+				return
+			}
+			continue
+		}
+		fails = 0
+		index = nextIndex(index, meta.LastIndex)
+		eps := endpoints(entries, r.cfg.FallbackToAll)
+		if !published || !equal(eps, last) {
+			hub.Publish(eps)
+			published, last = true, eps
+		}
+	}
+}
+
+// nextIndex is the WaitIndex of the query after one that was sent with prev
+// and answered with got. Consul's documentation asks clients to start over
+// (index 0, an answer at once) when the index goes backwards, and to send
+// 1 rather than 0 when Consul answers 0, which would otherwise make every
+// query return at once.
+func nextIndex(prev, got uint64) uint64 {
+	switch {
+	case got == 0:
+		return 1
+	case got < prev:
+		return 0
+	}
+	return got
+}
+
+// backoff returns the wait before retry number n (1 for the first) after
+// failed queries: base doubled n-1 times, capped at max, scaled by
+// 0.5+0.5*u for u in [0, 1).
+func backoff(base, max time.Duration, n int, u float64) time.Duration {
+	d := base
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	d = min(d, max)
+	return d/2 + time.Duration(u*float64(d/2))
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// endpoints turns Consul's answer into endpoints: the instances whose checks
+// all pass, or every instance when none does and all is set.
+func endpoints(entries []*api.ServiceEntry, all bool) []discovery.Endpoint {
+	eps := make([]discovery.Endpoint, 0, len(entries))
+	var rest []discovery.Endpoint
+	for _, e := range entries {
+		if e == nil || e.Service == nil {
+			continue
+		}
+		ep := endpoint(e)
+		if ep.Health == discovery.HealthPassing {
+			eps = append(eps, ep)
+		} else if all {
+			rest = append(rest, ep)
+		}
+	}
+	if len(eps) == 0 && all {
+		eps = rest
+	}
+	// In address order, so that an answer listing the same instances in
+	// another order is no change.
+	slices.SortFunc(eps, func(a, b discovery.Endpoint) int { return strings.Compare(a.Addr(), b.Addr()) })
+	return eps
+}
+
+func endpoint(e *api.ServiceEntry) discovery.Endpoint {
+	s := e.Service
+	addr := s.Address
+	if addr == "" && e.Node != nil {
+		addr = e.Node.Address // Consul's rule: the node's address when the service has none
+	}
+	ep := discovery.Endpoint{
+		Address: addr,
+		Port:    s.Port,
+		Tags:    slices.Clone(s.Tags),
+		Meta:    s.Meta,
+		Weight:  s.Weights.Passing,
+	}
+	switch e.Checks.AggregatedStatus() {
+	case api.HealthPassing:
+		ep.Health = discovery.HealthPassing
+	case api.HealthWarning:
+		ep.Health = discovery.HealthWarning
+		ep.Weight = s.Weights.Warning
+	case api.HealthMaint:
+		ep.Health = discovery.HealthMaintenance
+	default:
+		ep.Health = discovery.HealthCritical
+	}
+	return ep
+}
+
+// equal reports whether two lists hold the same endpoints in the same order.
+func equal(a, b []discovery.Endpoint) bool {
+	return slices.EqualFunc(a, b, func(x, y discovery.Endpoint) bool {
+		return x.Address == y.Address && x.Port == y.Port && x.Weight == y.Weight &&
+			x.Health == y.Health && slices.Equal(x.Tags, y.Tags) && maps.Equal(x.Meta, y.Meta)
+	})
+}
