@@ -74,7 +74,7 @@ type addrState[T any] struct {
 
 	makeFailed atomic.Bool // the last make of a connection to it failed
 
-	mu      sync.Mutex                              // serializes writers of clients
+	mu      sync.Mutex                               // serializes writers of clients
 	clients atomic.Pointer[[]*grpcfactory.Client[T]] // its live connections, copied on write
 }
 
