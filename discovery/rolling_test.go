@@ -178,7 +178,7 @@ func TestRouterArrivingEndpointServesDuringWarmUp(t *testing.T) {
 	}
 
 	res.Set("svc", eps(b)) // b replaces a
-	<-gf.waiting             // the warm-up made one connection and waits on the second
+	<-gf.waiting           // the warm-up made one connection and waits on the second
 	for i := range 5 {
 		if err := unary(ctx(t), conn); err != nil {
 			t.Fatalf("RPC %d during the warm-up: %v", i, err)

@@ -147,7 +147,6 @@ func (g *gate) Watch(c context.Context, service string, w discovery.Watcher) err
 	return g.res.Watch(c, service, w)
 }
 
-
 // The Router counts snapshots and failed lookups per service, keeps the
 // endpoints through errors, and clears LastError on the next snapshot.
 func TestRouterServicesCountsUpdatesAndErrors(t *testing.T) {
