@@ -355,6 +355,30 @@ func (r *Router[T]) borrow(ctx context.Context, svc *service) (*keyedpool.Pooled
 		return nil, noEndpoints(svc)
 	}
 	c := &candidates[T]{r: r, snap: snap, strict: true}
+	for restarts := 0; ; restarts++ {
+		h, stale, err := r.borrowOnce(ctx, svc, c)
+		if h != nil || !stale || restarts == maxRestarts {
+			return h, err
+		}
+		// Endpoints this borrow tried left meanwhile: start over with the
+		// service's newer list.
+		c = &candidates[T]{r: r, snap: svc.snap.Load(), strict: true}
+		if len(c.snap.eps) == 0 {
+			return nil, noEndpoints(svc)
+		}
+	}
+}
+
+// maxRestarts bounds how often one borrow starts over because the
+// endpoints it was trying left the service.
+const maxRestarts = 8
+
+// borrowOnce tries the endpoints of c's snapshot, each once at most, and
+// returns the first client one lends, or the error of the last; stale says
+// that some failed because they had left the service, whose list has
+// changed since.
+func (r *Router[T]) borrowOnce(ctx context.Context, svc *service, c *candidates[T]) (_ *keyedpool.Pooled[string, *grpcfactory.Client[T]], stale bool, _ error) {
+	snap := c.snap
 	var last error
 	for range len(snap.eps) {
 		i := svc.bal.Pick(c)
@@ -372,22 +396,28 @@ func (r *Router[T]) borrow(ctx context.Context, svc *service) (*keyedpool.Pooled
 		h, err := r.pool.Borrow(ctx, addr)
 		if err == nil {
 			if err = h.Value().Serving(ctx); err == nil {
-				return h, nil
+				return h, false, nil
 			}
 			_ = r.Release(h, nil) // not used: the connection is not to blame
 		}
 		switch {
 		case ctx.Err() != nil:
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		case errors.Is(err, keyedpool.ErrClosed):
-			return nil, ErrClosed
+			return nil, false, ErrClosed
 		case errors.Is(err, ErrEndpointRemoved):
 			r.pool.ForgetFailures(addr) // the refused make counted as one
+		}
+		if r.addr(addr) == nil && svc.snap.Load() != snap {
+			stale = true
 		}
 		last = err
 		c.tried(i)
 	}
-	return nil, fmt.Errorf("discovery: service %q: no endpoint could lend a client, last error: %w", svc.name, last)
+	if last == nil {
+		last = fmt.Errorf("%T picked no endpoint", svc.bal)
+	}
+	return nil, stale, fmt.Errorf("discovery: service %q: no endpoint could lend a client, last error: %w", svc.name, last)
 }
 
 // Release gives back a client that Borrow lent, after the RPCs made with it:
