@@ -66,20 +66,35 @@ type Agent struct {
 	// across Restart.
 	Addr string
 
-	tb   testing.TB
-	bin  string
-	args []string
-	log  syncBuffer
+	tb    testing.TB
+	bin   string
+	args  []string
+	token string
+	log   syncBuffer
 
 	mu   sync.Mutex // protects the fields below
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
 }
 
+// Options configure an agent. The zero value is a dev agent without ACLs.
+type Options struct {
+	// Token, when set, turns ACLs on with default policy deny and makes
+	// Token the management token (and the agent's own): queries without
+	// it see no services. Client and Register use it.
+	Token string
+}
+
 // Start starts an agent and waits until it has elected itself leader. The
 // agent is stopped when the test ends; if the test failed, the agent's log
 // is written to the test log.
 func Start(tb testing.TB) *Agent {
+	tb.Helper()
+	return StartWith(tb, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(tb testing.TB, opts Options) *Agent {
 	tb.Helper()
 	bin := Binary(tb)
 	ports := freePorts(tb, 6)
@@ -103,6 +118,11 @@ func Start(tb testing.TB) *Agent {
 			"-https-port", "-1",
 			"-log-level", "warn",
 		},
+		token: opts.Token,
+	}
+	if opts.Token != "" {
+		a.args = append(a.args, "-hcl", fmt.Sprintf(
+			`acl { enabled = true, default_policy = "deny", tokens { initial_management = %q, agent = %q } }`, opts.Token, opts.Token))
 	}
 	tb.Cleanup(func() {
 		a.Stop()
@@ -149,11 +169,14 @@ func (a *Agent) start() {
 	}
 }
 
-// Client returns an API client of the agent.
+// Client returns an API client of the agent, with the management token if
+// ACLs are on.
 func (a *Agent) Client() *api.Client {
-	cfg := api.DefaultConfig()
+	// Without keep-alive: no idle connection outlives a request, so none is
+	// left behind as goroutines when the test ends.
+	cfg := api.DefaultNonPooledConfig()
 	cfg.Address = a.Addr
-	cfg.Token = ""
+	cfg.Token = a.token
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		a.tb.Fatalf("consultest: api client: %v", err)
@@ -162,8 +185,7 @@ func (a *Agent) Client() *api.Client {
 }
 
 // Stop stops the agent (SIGTERM, then SIGKILL after 10 s) and waits for it
-// to exit. A dev agent keeps its state in memory: a restarted one starts
-// empty. Stopping a stopped agent does nothing.
+// to exit. Stopping a stopped agent does nothing.
 func (a *Agent) Stop() {
 	a.mu.Lock()
 	cmd, done := a.cmd, a.done
@@ -181,8 +203,10 @@ func (a *Agent) Stop() {
 	}
 }
 
-// Restart stops the agent if it runs and starts it again on the same ports,
-// with no services (dev agents keep nothing), and waits for its leader.
+// Restart stops the agent if it runs and starts it again on the same ports
+// and data directory, and waits for its leader. The new agent's catalog
+// starts over (its index too), but the agent restores the services
+// registered through its API from the data directory and syncs them.
 func (a *Agent) Restart() {
 	a.tb.Helper()
 	a.Stop()
