@@ -255,4 +255,3 @@ func TestAgentStopKeepsEndpointsRestartResumes(t *testing.T) {
 		return !hasKey(r, b1.Addr) && b1.Open() == 0
 	})
 }
-
