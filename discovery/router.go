@@ -408,8 +408,8 @@ func (r *Router[T]) borrowOnce(ctx context.Context, svc *service, c *candidates[
 		case errors.Is(err, ErrEndpointRemoved):
 			r.pool.ForgetFailures(addr) // the refused make counted as one
 		}
-		if r.addr(addr) == nil && svc.snap.Load() != snap {
-			stale = true
+		if (r.addr(addr) == nil || errors.Is(err, ErrEndpointRemoved)) && svc.snap.Load() != snap {
+			stale = true // it left, or left and came back, while we tried it
 		}
 		last = err
 		c.tried(i)
