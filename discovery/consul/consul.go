@@ -2,11 +2,8 @@ package consul
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -17,76 +14,6 @@ import (
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/internal/broadcast"
 )
-
-// Defaults of Config.
-const (
-	DefaultWaitTime    = 5 * time.Minute
-	DefaultBackoffBase = 500 * time.Millisecond
-	DefaultBackoffMax  = 30 * time.Second
-)
-
-// ErrInvalidConfig is wrapped by the error New returns for a Config it
-// refuses; the message names the field.
-var ErrInvalidConfig = errors.New("consul: invalid config")
-
-// Config configures a Resolver. The zero value asks the agent that
-// api.DefaultConfig finds (CONSUL_HTTP_ADDR, else 127.0.0.1:8500) for the
-// passing instances of each service.
-type Config struct {
-	// Address is the Consul agent's HTTP API: "host:port", or a URL such as
-	// "https://host:8501" (https turns TLS on). Empty: CONSUL_HTTP_ADDR,
-	// else 127.0.0.1:8500 (api.DefaultConfig).
-	Address string
-
-	// Datacenter to ask. Empty: the agent's own.
-	Datacenter string
-
-	// Token is the ACL token sent with each query. Empty:
-	// CONSUL_HTTP_TOKEN (or CONSUL_HTTP_TOKEN_FILE), else the agent's
-	// default token.
-	Token string
-
-	// TLS, when set, talks to Consul over HTTPS with these settings: CA
-	// (CAFile, CAPath or CAPem), client certificate for mTLS
-	// (CertFile/KeyFile or CertPEM/KeyPEM), server name (Address).
-	// Nil: HTTPS only when Address says https (or CONSUL_HTTP_SSL), with
-	// the CONSUL_CACERT, CONSUL_CLIENT_CERT... environment settings.
-	TLS *api.TLSConfig
-
-	// HTTPClient, when set, carries the queries instead of a client of the
-	// Resolver's own; its transport then holds any TLS settings, and TLS
-	// must be nil.
-	HTTPClient *http.Client
-
-	// Tags an instance must all carry to be an endpoint. Empty: any.
-	Tags []string
-
-	// FallbackToAll makes every instance an endpoint, whatever its checks
-	// say, when none passes, rather than leaving the service without
-	// endpoints: better a backend that fails its checks than none. False
-	// (the default): only instances whose checks all pass.
-	FallbackToAll bool
-
-	// AllowStale lets any Consul server answer, not only the leader:
-	// lighter on the servers, possibly a little behind. False: the leader.
-	AllowStale bool
-
-	// WaitTime bounds how long one blocking query waits in Consul for a
-	// change before it returns unchanged and the next begins. Zero means
-	// the default, 5 minutes (Consul caps it at 10). Negative is invalid.
-	WaitTime time.Duration
-
-	// BackoffBase is the wait before the first retry after a failed query;
-	// each further failure in a row doubles it, up to BackoffMax, and each
-	// wait is drawn at random between half and all of it (jitter), so that
-	// many clients do not retry together. Zero means the default, 500 ms.
-	// Negative is invalid.
-	BackoffBase time.Duration
-
-	// BackoffMax caps the wait between retries. Zero means the default, 30
-	// seconds. Negative or below BackoffBase is invalid.
-	BackoffMax time.Duration
-}
 
 // Resolver finds services in Consul. Make one with New. Its methods are
 // safe for concurrent use.
@@ -289,64 +216,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// endpoints turns Consul's answer into endpoints: the instances whose checks
-// all pass, or every instance when none does and all is set.
-func endpoints(entries []*api.ServiceEntry, all bool) []discovery.Endpoint {
-	eps := make([]discovery.Endpoint, 0, len(entries))
-	var rest []discovery.Endpoint
-	for _, e := range entries {
-		if e == nil || e.Service == nil {
-			continue
-		}
-		ep := endpoint(e)
-		if ep.Health == discovery.HealthPassing {
-			eps = append(eps, ep)
-		} else if all {
-			rest = append(rest, ep)
-		}
-	}
-	if len(eps) == 0 && all {
-		eps = rest
-	}
-	// In address order, so that an answer listing the same instances in
-	// another order is no change.
-	slices.SortFunc(eps, func(a, b discovery.Endpoint) int { return strings.Compare(a.Addr(), b.Addr()) })
-	return eps
-}
-
-func endpoint(e *api.ServiceEntry) discovery.Endpoint {
-	s := e.Service
-	addr := s.Address
-	if addr == "" && e.Node != nil {
-		addr = e.Node.Address // Consul's rule: the node's address when the service has none
-	}
-	ep := discovery.Endpoint{
-		Address: addr,
-		Port:    s.Port,
-		Tags:    slices.Clone(s.Tags),
-		Meta:    s.Meta,
-		Weight:  s.Weights.Passing,
-	}
-	switch e.Checks.AggregatedStatus() {
-	case api.HealthPassing:
-		ep.Health = discovery.HealthPassing
-	case api.HealthWarning:
-		ep.Health = discovery.HealthWarning
-		ep.Weight = s.Weights.Warning
-	case api.HealthMaint:
-		ep.Health = discovery.HealthMaintenance
-	default:
-		ep.Health = discovery.HealthCritical
-	}
-	return ep
-}
-
-// equal reports whether two lists hold the same endpoints in the same order.
-func equal(a, b []discovery.Endpoint) bool {
-	return slices.EqualFunc(a, b, func(x, y discovery.Endpoint) bool {
-		return x.Address == y.Address && x.Port == y.Port && x.Weight == y.Weight &&
-			x.Health == y.Health && slices.Equal(x.Tags, y.Tags) && maps.Equal(x.Meta, y.Meta)
-	})
 }

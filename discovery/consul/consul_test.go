@@ -64,10 +64,14 @@ func TestWatchIndexHandling(t *testing.T) {
 			{index: 5, entries: []*api.ServiceEntry{a}},     // backwards
 			{index: 0, entries: []*api.ServiceEntry{a}},     // not positive
 			{index: 7, entries: []*api.ServiceEntry{a, b}},
-		}}
+		}, gate: make(chan struct{})}
 		res := newFake(t, f, consul.Config{})
 		w := newRecorder()
 		stop := watch(res, "svc", w)
+		for range 5 {
+			synctest.Wait()
+			f.gate <- struct{}{}
+		}
 		synctest.Wait()
 
 		var got []string

@@ -36,6 +36,10 @@ type request struct {
 // script, in memory, so that tests run in a synctest bubble. After the
 // script it blocks every request.
 type fakeConsul struct {
+	// gate, when set, holds each scripted answer until the test sends on
+	// it, so that the watcher sees every answer before the next.
+	gate chan struct{}
+
 	mu       sync.Mutex
 	script   []answer
 	reqs     []request
@@ -61,6 +65,13 @@ func (f *fakeConsul) RoundTrip(req *http.Request) (*http.Response, error) {
 	if a.block {
 		<-req.Context().Done()
 		return nil, req.Context().Err()
+	}
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
 	}
 	if a.status != 0 {
 		return &http.Response{StatusCode: a.status, Body: io.NopCloser(bytes.NewReader([]byte("fake error"))), Header: http.Header{}, Request: req}, nil
