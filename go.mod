@@ -3,6 +3,7 @@ module github.com/kpool-go/kpool
 go 1.25.0
 
 require (
+	github.com/hashicorp/consul/api v1.32.4
 	github.com/jackc/puddle/v2 v2.2.3
 	github.com/jolestar/go-commons-pool/v2 v2.1.2
 	go.uber.org/goleak v1.3.0
@@ -13,7 +14,6 @@ require (
 	github.com/armon/go-metrics v0.4.1 // indirect
 	github.com/fatih/color v1.16.0 // indirect
 	github.com/go-viper/mapstructure/v2 v2.4.0 // indirect
-	github.com/hashicorp/consul/api v1.32.4 // indirect
 	github.com/hashicorp/errwrap v1.1.0 // indirect
 	github.com/hashicorp/go-cleanhttp v0.5.2 // indirect
 	github.com/hashicorp/go-hclog v1.5.0 // indirect
