@@ -195,7 +195,10 @@ func TestRouterLeastLoadedAvoidsBusyEndpoint(t *testing.T) {
 		}
 		sent++
 		go func() { errc <- unary(ctx(t), conn) }()
-		grpctest.WaitFor(t, testTimeout, "RPC never arrived", func() bool { return a.InFlight()+b.UnaryCalls() == int64(sent) })
+		// ...and, if it went to b, until b's share is back: b is idle.
+		grpctest.WaitFor(t, testTimeout, "RPC never arrived", func() bool {
+			return a.InFlight()+b.UnaryCalls() == int64(sent) && r.Pool().KeyStats(b.Addr).SharesInUse == 0
+		})
 	}
 	held := a.InFlight()
 	before := b.UnaryCalls()

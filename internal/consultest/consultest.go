@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -85,44 +86,58 @@ func Start(tb testing.TB) *Agent {
 func StartWith(tb testing.TB, opts Options) *Agent {
 	tb.Helper()
 	bin := Binary(tb)
-	ports := freePorts(tb, 6)
 	dir := tb.TempDir()
-	a := &Agent{
-		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
-		tb:   tb,
-		bin:  bin,
-		args: []string{
-			"agent", "-dev",
-			"-bind", "127.0.0.1", "-client", "127.0.0.1",
-			"-data-dir", dir,
-			"-node", "kpool-test",
-			"-http-port", strconv.Itoa(ports[0]),
-			"-dns-port", strconv.Itoa(ports[1]),
-			"-serf-lan-port", strconv.Itoa(ports[2]),
-			"-serf-wan-port", strconv.Itoa(ports[3]),
-			"-server-port", strconv.Itoa(ports[4]),
-			"-grpc-port", strconv.Itoa(ports[5]),
-			"-grpc-tls-port", "-1",
-			"-https-port", "-1",
-			"-log-level", "warn",
-		},
-		token: opts.Token,
-	}
-	if opts.Token != "" {
-		a.args = append(a.args, "-hcl", fmt.Sprintf(
-			`acl { enabled = true, default_policy = "deny", tokens { initial_management = %q, agent = %q } }`, opts.Token, opts.Token))
-	}
+	a := &Agent{tb: tb, bin: bin, token: opts.Token}
 	tb.Cleanup(func() {
 		a.Stop()
 		if tb.Failed() {
 			tb.Logf("consul agent log:\n%s", a.log.String())
 		}
 	})
-	a.start()
-	return a
+	// The ports are free when chosen but not held: another process may take
+	// one before the agent binds it. Then try again with others.
+	for attempt := 1; ; attempt++ {
+		a.setPorts(freePorts(tb, 6), dir, opts)
+		err := a.start()
+		if err == nil {
+			return a
+		}
+		if attempt == 3 || !strings.Contains(a.log.String(), "address already in use") {
+			tb.Fatal(err)
+		}
+		tb.Logf("consultest: attempt %d: a port was taken, trying others", attempt)
+		a.log.Reset()
+	}
 }
 
-func (a *Agent) start() {
+// setPorts sets the agent's command line for the given ports.
+func (a *Agent) setPorts(ports []int, dir string, opts Options) {
+	a.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+	a.args = []string{
+		"agent", "-dev",
+		"-bind", "127.0.0.1", "-client", "127.0.0.1",
+		"-data-dir", dir,
+		"-node", "kpool-test",
+		"-http-port", strconv.Itoa(ports[0]),
+		"-dns-port", strconv.Itoa(ports[1]),
+		"-serf-lan-port", strconv.Itoa(ports[2]),
+		"-serf-wan-port", strconv.Itoa(ports[3]),
+		"-server-port", strconv.Itoa(ports[4]),
+		"-grpc-port", strconv.Itoa(ports[5]),
+		"-grpc-tls-port", "-1",
+		"-https-port", "-1",
+		"-log-level", "warn",
+	}
+	if opts.Token != "" {
+		a.args = append(a.args, "-hcl", fmt.Sprintf(
+			`acl { enabled = true, default_policy = "deny", tokens { initial_management = %q, agent = %q } }`, opts.Token, opts.Token))
+	}
+}
+
+// start starts the agent process and waits for its leader. It fails the
+// test on a timeout, and returns an error if the agent exits while
+// starting.
+func (a *Agent) start() error {
 	a.tb.Helper()
 	cmd := exec.Command(a.bin, a.args...)
 	cmd.Stdout = &a.log
@@ -144,11 +159,12 @@ func (a *Agent) start() {
 	for {
 		select {
 		case <-done:
-			a.tb.Fatalf("consultest: agent exited while starting:\n%s", a.log.String())
+			a.Stop()
+			return fmt.Errorf("consultest: agent exited while starting:\n%s", a.log.String())
 		default:
 		}
 		if leader, err := c.Status().Leader(); err == nil && leader != "" {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
 			a.tb.Fatalf("consultest: no leader after %v:\n%s", startTimeout, a.log.String())
@@ -198,7 +214,9 @@ func (a *Agent) Stop() {
 func (a *Agent) Restart() {
 	a.tb.Helper()
 	a.Stop()
-	a.start()
+	if err := a.start(); err != nil {
+		a.tb.Fatal(err)
+	}
 }
 
 // Register registers a service instance with the agent.
@@ -259,6 +277,12 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
 }
 
 func (s *syncBuffer) String() string {
