@@ -57,6 +57,8 @@ type Agent struct {
 
 	tb    testing.TB
 	bin   string
+	dir   string
+	opts  Options
 	args  []string
 	token string
 	log   syncBuffer
@@ -96,16 +98,31 @@ func StartWith(tb testing.TB, opts Options) *Agent {
 	})
 	// The ports are free when chosen but not held: another process may take
 	// one before the agent binds it. Then try again with others.
+	a.dir, a.opts = dir, opts
+	a.startOn(0)
+	return a
+}
+
+// startOn starts the agent with its HTTP API on httpPort (0: any free
+// port) and its other ports free ones. The ports are free when chosen but
+// not held: another process (or an outgoing connection's source port) may
+// take one before the agent binds it; then it tries again with others.
+func (a *Agent) startOn(httpPort int) {
+	a.tb.Helper()
 	for attempt := 1; ; attempt++ {
-		a.setPorts(freePorts(tb, 6), dir, opts)
+		ports := freePorts(a.tb, 6)
+		if httpPort != 0 {
+			ports[0] = httpPort
+		}
+		a.setPorts(ports, a.dir, a.opts)
 		err := a.start()
 		if err == nil {
-			return a
+			return
 		}
-		if attempt == 3 || !strings.Contains(a.log.String(), "address already in use") {
-			tb.Fatal(err)
+		if attempt == 5 || !strings.Contains(a.log.String(), "address already in use") {
+			a.tb.Fatal(err)
 		}
-		tb.Logf("consultest: attempt %d: a port was taken, trying others", attempt)
+		a.tb.Logf("consultest: attempt %d: a port was taken, trying others", attempt)
 		a.log.Reset()
 	}
 }
@@ -207,16 +224,17 @@ func (a *Agent) Stop() {
 	}
 }
 
-// Restart stops the agent if it runs and starts it again on the same ports
-// and data directory, and waits for its leader. The new agent's catalog
-// starts over (its index too), but the agent restores the services
-// registered through its API from the data directory and syncs them.
+// Restart stops the agent if it runs and starts it again with the same
+// HTTP address and data directory (its other ports may change), and waits
+// for its leader. The new agent's catalog starts over (its index too), but
+// the agent restores the services registered through its API from the data
+// directory and syncs them.
 func (a *Agent) Restart() {
 	a.tb.Helper()
 	a.Stop()
-	if err := a.start(); err != nil {
-		a.tb.Fatal(err)
-	}
+	_, port, _ := net.SplitHostPort(a.Addr)
+	p, _ := strconv.Atoi(port)
+	a.startOn(p)
 }
 
 // Register registers a service instance with the agent.
