@@ -123,3 +123,17 @@ func (p *Pool[K, V]) forgetFailuresLocked(now time.Time) {
 		return true
 	})
 }
+
+// ForgetFailures ends key's make-failure streak and its backoff, if any,
+// and drops the key's sub-pool when it holds nothing and nobody waits on
+// it. It is for callers that know the key is gone for good (a router whose
+// endpoint left its service), whose failing keys would otherwise stay until
+// an eviction run forgets them (see Config.MakeFailureThreshold).
+func (p *Pool[K, V]) ForgetFailures(key K) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if sp := p.keys[key]; sp != nil && sp.bo != nil {
+		p.makeOKLocked(sp)
+		p.dropIfEmptyLocked(sp)
+	}
+}

@@ -149,3 +149,39 @@ func TestMakeBackoffSpacesUpkeep(t *testing.T) {
 		}
 	})
 }
+
+// ForgetFailures ends a key's backoff and drops the key when it holds
+// nothing, so that a caller that knows the key is gone (an endpoint that
+// left) need not wait for an eviction run.
+func TestForgetFailures(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	var gate chan struct{}
+	var calls atomic.Int64
+	p := newPoolWith(t, deadKeyFactory(&down, &gate, &calls), keyedpool.Config{MakeFailureThreshold: 1, MakeBackoffBase: time.Hour, MakeBackoffMax: time.Hour})
+	ctx := context.Background()
+	if _, err := p.Borrow(ctx, "dead"); !errors.Is(err, errDial) {
+		t.Fatalf("Borrow = %v, want the make error", err)
+	}
+	if got := p.Stats(); got.Keys != 1 || got.KeysInBackoff != 1 {
+		t.Fatalf("Stats() Keys = %d, KeysInBackoff = %d; want the failing key kept, in backoff", got.Keys, got.KeysInBackoff)
+	}
+	p.ForgetFailures("other") // no such key: nothing happens
+	p.ForgetFailures("dead")
+	if got := p.Stats(); got.Keys != 0 || got.KeysInBackoff != 0 {
+		t.Errorf("after ForgetFailures: Keys = %d, KeysInBackoff = %d; want 0 and 0", got.Keys, got.KeysInBackoff)
+	}
+	if ks := p.KeyStats("dead"); ks.MakeFailures != 0 || !ks.BackoffUntil.IsZero() {
+		t.Errorf("KeyStats(dead) = %+v, want no failures, no backoff", ks)
+	}
+	down.Store(false)
+	h, err := p.Borrow(ctx, "dead")
+	if err != nil {
+		t.Fatalf("Borrow after ForgetFailures = %v, want a make at once", err)
+	}
+	p.Return(h)
+	p.ForgetFailures("dead") // a key that holds objects and has no failures: kept
+	if got := p.Stats().Keys; got != 1 {
+		t.Errorf("Keys = %d after ForgetFailures of a healthy key, want 1", got)
+	}
+}

@@ -53,19 +53,52 @@ import (
 // shares, bounded by its context, so end them (cancel their contexts)
 // first.
 type Conn[K comparable, T any] struct {
-	pool *keyedpool.Pool[K, *Client[T]]
-	key  K
+	pool   *keyedpool.Pool[K, *Client[T]]
+	key    K
+	lender Lender[K, T] // nil: borrow key from pool
 }
 
 var _ grpc.ClientConnInterface = (*Conn[string, int])(nil)
+
+// A Lender lends the clients a Conn made with NewLenderConn sends its RPCs
+// over, so that something other than one fixed key (a router that picks an
+// endpoint per RPC, say) decides where each RPC goes. Its methods must be
+// safe for concurrent use.
+type Lender[K comparable, T any] interface {
+	// Borrow lends a client for one RPC or stream, bounded by ctx. Its
+	// error fails the RPC as a failed pool Borrow does (see Conn.Invoke).
+	Borrow(ctx context.Context) (*keyedpool.Pooled[K, *Client[T]], error)
+	// Release gives h back once its RPC or stream has ended with err (nil
+	// on success, or when the RPC was not sent). Release decides between
+	// Return and Invalidate; Client.Broken tells whether err means the
+	// connection is broken.
+	Release(h *keyedpool.Pooled[K, *Client[T]], err error)
+}
 
 // NewConn returns a Conn that sends the RPCs for key over p's clients.
 func NewConn[K comparable, T any](p *keyedpool.Pool[K, *Client[T]], key K) *Conn[K, T] {
 	return &Conn[K, T]{pool: p, key: key}
 }
 
-// Key returns the key the Conn sends RPCs for.
+// NewLenderConn returns a Conn that borrows the client of each RPC and
+// stream from l and gives it back to l, with everything else as for a Conn
+// made with NewConn: shares held for as long as the RPC or stream runs,
+// health answers, status codes of failed borrows.
+func NewLenderConn[K comparable, T any](l Lender[K, T]) *Conn[K, T] {
+	return &Conn[K, T]{lender: l}
+}
+
+// Key returns the key the Conn sends RPCs for; the zero K for a Conn made
+// with NewLenderConn, whose lender picks the key of each RPC.
 func (c *Conn[K, T]) Key() K { return c.key }
+
+// borrow lends a client for one RPC or stream.
+func (c *Conn[K, T]) borrow(ctx context.Context) (*keyedpool.Pooled[K, *Client[T]], error) {
+	if c.lender != nil {
+		return c.lender.Borrow(ctx)
+	}
+	return c.pool.Borrow(ctx, c.key)
+}
 
 // Invoke borrows a share of a connection of the key, bounded by ctx and the
 // pool's MaxWait, and makes the unary RPC on it. A failed Borrow fails the
@@ -75,12 +108,12 @@ func (c *Conn[K, T]) Key() K { return c.key }
 // keyedpool.ErrClosed, and Unavailable when no connection could be made or
 // validated (ErrConnect, ErrNotServing, ...).
 func (c *Conn[K, T]) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
-	h, err := c.pool.Borrow(ctx, c.key)
+	h, err := c.borrow(ctx)
 	if err != nil {
 		return borrowStatus(ctx, err)
 	}
 	if err := h.Value().serving(ctx); err != nil {
-		_ = c.pool.Return(h)
+		c.release(h, nil) // not sent: the connection is not to blame
 		return borrowStatus(ctx, err)
 	}
 	err = h.Value().conn.Invoke(ctx, method, args, reply, opts...)
@@ -92,12 +125,12 @@ func (c *Conn[K, T]) Invoke(ctx context.Context, method string, args, reply any,
 // errors it shares), and opens the stream on it. The share is given back
 // when the stream ends (see Conn).
 func (c *Conn[K, T]) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	h, err := c.pool.Borrow(ctx, c.key)
+	h, err := c.borrow(ctx)
 	if err != nil {
 		return nil, borrowStatus(ctx, err)
 	}
 	if err := h.Value().serving(ctx); err != nil {
-		_ = c.pool.Return(h)
+		c.release(h, nil) // not sent: the connection is not to blame
 		return nil, borrowStatus(ctx, err)
 	}
 	cs, err := h.Value().conn.NewStream(ctx, desc, method, opts...)
@@ -115,6 +148,10 @@ func (c *Conn[K, T]) NewStream(ctx context.Context, desc *grpc.StreamDesc, metho
 
 // release gives back a share after an RPC that returned err.
 func (c *Conn[K, T]) release(h *keyedpool.Pooled[K, *Client[T]], err error) {
+	if c.lender != nil {
+		c.lender.Release(h, err)
+		return
+	}
 	// The pool's own errors here can only be a destroy error (closing the
 	// connection), which the RPC's caller can do nothing about.
 	if h.Value().Broken(err) {

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
@@ -381,4 +383,100 @@ func TestConnBorrowErrors(t *testing.T) {
 			t.Errorf("UnaryCall() to a dead backend = %v, want Unavailable wrapping ErrConnect", err)
 		}
 	})
+}
+
+// countingLender lends from one key of a pool and counts its calls, as a
+// router would pick a key per RPC.
+type countingLender struct {
+	p                 *pool
+	key               string
+	borrows, releases atomic.Int64
+	lastErr           atomic.Value
+}
+
+func (l *countingLender) Borrow(c context.Context) (*handle, error) {
+	l.borrows.Add(1)
+	return l.p.Borrow(c, l.key)
+}
+
+func (l *countingLender) Release(h *handle, err error) {
+	l.releases.Add(1)
+	if err != nil {
+		l.lastErr.Store(err)
+	}
+	grpcfactory.Release(l.p, h, err)
+}
+
+// A Conn over a Lender borrows and releases each RPC's and stream's client
+// through it, once each, with the RPC's error.
+func TestLenderConn(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	p := newPool(t, config{}, keyedpool.Config{MaxSharesPerObject: 100})
+	l := &countingLender{p: p, key: srv.Addr}
+	conn := grpcfactory.NewLenderConn[string, stub](l)
+	if got := conn.Key(); got != "" {
+		t.Errorf("Key() = %q, want the zero key", got)
+	}
+	foo := testpb.NewBenchmarkServiceClient(conn)
+	if _, err := foo.UnaryCall(ctx(t), req("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := foo.UnaryCall(ctx(t), failing(int32(codes.NotFound), "nope")); status.Code(err) != codes.NotFound {
+		t.Fatalf("UnaryCall() = %v, want NotFound", err)
+	}
+	if e, _ := l.lastErr.Load().(error); status.Code(e) != codes.NotFound {
+		t.Errorf("lender released with %v, want the RPC's NotFound", e)
+	}
+	st, err := foo.StreamingCall(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(req("s")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.releases.Load(); got != 2 {
+		t.Errorf("releases with a stream open = %d, want 2", got)
+	}
+	st.CloseSend()
+	if _, err := st.Recv(); err != io.EOF {
+		t.Fatalf("Recv() = %v, want io.EOF", err)
+	}
+	if b, r := l.borrows.Load(), l.releases.Load(); b != 3 || r != 3 {
+		t.Errorf("lender borrows = %d, releases = %d; want 3 and 3", b, r)
+	}
+	wantShares(t, p, srv.Addr, 0, 0)
+
+	// A failed lender Borrow fails the RPC with a status that wraps it.
+	errLend := errors.New("no endpoint for you")
+	bad := grpcfactory.NewLenderConn[string, stub](failLender{errLend})
+	_, err = testpb.NewBenchmarkServiceClient(bad).UnaryCall(ctx(t), req("x"))
+	if status.Code(err) != codes.Unavailable || !errors.Is(err, errLend) {
+		t.Errorf("UnaryCall over a failing lender = %v, want Unavailable wrapping its error", err)
+	}
+}
+
+type failLender struct{ err error }
+
+func (f failLender) Borrow(context.Context) (*handle, error) { return nil, f.err }
+func (f failLender) Release(*handle, error)                  { panic("Release without Borrow") }
+
+// Serving reports the health answer Conn uses.
+func TestClientServing(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	p := newPool(t, config{HealthCheck: &grpcfactory.HealthCheck{Interval: time.Nanosecond}}, keyedpool.Config{})
+	h, err := p.Borrow(ctx(t), srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Return(h)
+	if err := h.Value().Serving(ctx(t)); err != nil {
+		t.Errorf("Serving() = %v, want nil for SERVING", err)
+	}
+	srv.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	if err := h.Value().Serving(ctx(t)); !errors.Is(err, grpcfactory.ErrNotServing) {
+		t.Errorf("Serving() = %v, want ErrNotServing", err)
+	}
 }

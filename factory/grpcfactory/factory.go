@@ -83,6 +83,14 @@ func (c *Client[T]) serving(ctx context.Context) error {
 	return h.err
 }
 
+// Serving returns the backend's last grpc.health.v1 answer as Conn uses it:
+// nil for SERVING, an error wrapping ErrNotServing (or the failed Check's
+// error) otherwise. It asks again, bounded by HealthCheck.Timeout and ctx,
+// when the last answer is older than HealthCheck.Interval; one caller asks
+// while the others use the last answer. Without HealthCheck it returns nil
+// at once.
+func (c *Client[T]) Serving(ctx context.Context) error { return c.serving(ctx) }
+
 // Stub returns the generated stub over the client's connection.
 func (c *Client[T]) Stub() T { return c.stub }
 

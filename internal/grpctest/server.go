@@ -132,6 +132,21 @@ func (s *Server) Stop() {
 	s.mu.Unlock()
 }
 
+// GracefulStop stops the server as a backend leaving in a rolling release
+// does: it stops accepting connections and new RPCs at once (clients get
+// GOAWAY) and returns when the RPCs in flight have finished. A hold is not
+// ended: release it, or GracefulStop waits for the held RPCs. Stopping a
+// stopped server does nothing.
+func (s *Server) GracefulStop() {
+	s.mu.Lock()
+	srv := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if srv != nil {
+		srv.GracefulStop()
+	}
+}
+
 // Restart stops the server if it runs and serves again on the same address.
 // The port may stay busy for a moment after the stop; Restart retries the
 // listen for up to 5 seconds.

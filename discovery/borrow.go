@@ -1,0 +1,209 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/connectivity"
+
+	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/keyedpool"
+)
+
+// wait returns the service's latest snapshot, waiting for its first
+// snapshot or lookup error, bounded by ctx.
+func (r *Router[T]) wait(ctx context.Context, svc *service) (*snapshot, error) {
+	select {
+	case <-svc.ready:
+	default:
+		select {
+		case <-svc.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-r.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+	return svc.snap.Load(), nil
+}
+
+// noEndpoints is the error for a service without endpoints.
+func noEndpoints(svc *service) error {
+	if p := svc.lastErr.Load(); p != nil && *p != "" {
+		return fmt.Errorf("%w: service %q (last lookup failed: %s)", ErrNoEndpoints, svc.name, *p)
+	}
+	return fmt.Errorf("%w: service %q", ErrNoEndpoints, svc.name)
+}
+
+// Borrow lends a client of one of service's endpoints, picked by the
+// service's Balancer. It waits for the service's first lookup if the service
+// is new, and then for a client as keyedpool.Pool.Borrow does, bounded by
+// ctx and the pool's MaxWait. When the picked endpoint cannot give one (its
+// connection fails, its make backoff is open, it is exhausted with
+// WhenExhausted Fail, its health check says not SERVING), Borrow tries the
+// service's other endpoints, each once, and then fails with the last error,
+// which names the service. A service with no endpoints fails at once with
+// an error wrapping ErrNoEndpoints; ctx.Err() is returned as is.
+//
+// The client is the caller's for the lease: exclusive use when the pool's
+// MaxSharesPerObject is 1, one share of the connection otherwise. Give it
+// back with Release.
+func (r *Router[T]) Borrow(ctx context.Context, service string) (*keyedpool.Pooled[string, *grpcfactory.Client[T]], error) {
+	svc, err := r.service(service)
+	if err != nil {
+		return nil, err
+	}
+	return r.borrow(ctx, svc)
+}
+
+func (r *Router[T]) borrow(ctx context.Context, svc *service) (*keyedpool.Pooled[string, *grpcfactory.Client[T]], error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	snap, err := r.wait(ctx, svc)
+	if err != nil {
+		return nil, err
+	}
+	if snap == nil || len(snap.eps) == 0 {
+		return nil, noEndpoints(svc)
+	}
+	c := &candidates[T]{r: r, snap: snap, strict: true}
+	for restarts := 0; ; restarts++ {
+		h, stale, err := r.borrowOnce(ctx, svc, c)
+		if h != nil || !stale || restarts == maxRestarts {
+			return h, err
+		}
+		// Endpoints this borrow tried left meanwhile: start over with the
+		// service's newer list.
+		c = &candidates[T]{r: r, snap: svc.snap.Load(), strict: true}
+		if len(c.snap.eps) == 0 {
+			return nil, noEndpoints(svc)
+		}
+	}
+}
+
+// maxRestarts bounds how often one borrow starts over because the
+// endpoints it was trying left the service.
+const maxRestarts = 8
+
+// borrowOnce tries the endpoints of c's snapshot, each once at most, and
+// returns the first client one lends, or the error of the last; stale says
+// that some failed because they had left the service, whose list has
+// changed since.
+func (r *Router[T]) borrowOnce(ctx context.Context, svc *service, c *candidates[T]) (_ *keyedpool.Pooled[string, *grpcfactory.Client[T]], stale bool, _ error) {
+	snap := c.snap
+	var last error
+	for range len(snap.eps) {
+		i := svc.bal.Pick(c)
+		checkPick(svc.bal, i, len(snap.eps))
+		if i < 0 && c.strict {
+			// Every untried endpoint is failing: try them anyway.
+			c.strict = false
+			i = svc.bal.Pick(c)
+			checkPick(svc.bal, i, len(snap.eps))
+		}
+		if i < 0 {
+			break
+		}
+		addr := snap.addrs[i]
+		h, err := r.pool.Borrow(ctx, addr)
+		if err == nil {
+			if err = h.Value().Serving(ctx); err == nil {
+				return h, false, nil
+			}
+			_ = r.Release(h, nil) // not used: the connection is not to blame
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil, false, ctx.Err()
+		case errors.Is(err, keyedpool.ErrClosed):
+			return nil, false, ErrClosed
+		case errors.Is(err, ErrEndpointRemoved):
+			r.pool.ForgetFailures(addr) // the refused make counted as one
+		}
+		if (r.addr(addr) == nil || errors.Is(err, ErrEndpointRemoved)) && svc.snap.Load() != snap {
+			stale = true // it left, or left and came back, while we tried it
+		}
+		last = err
+		c.tried(i)
+	}
+	if last == nil {
+		last = fmt.Errorf("%T picked no endpoint", svc.bal)
+	}
+	return nil, stale, fmt.Errorf("discovery: service %q: no endpoint could lend a client, last error: %w", svc.name, last)
+}
+
+// Release gives back a client that Borrow lent, after the RPCs made with it:
+// err is the last RPC's error, or nil. The client is invalidated (closed
+// once its other leases are back) when err means its connection is broken
+// (grpcfactory.Client.Broken) or when no service lists its endpoint any
+// more; otherwise it goes back to the pool. It returns the pool's error.
+func (r *Router[T]) Release(h *keyedpool.Pooled[string, *grpcfactory.Client[T]], err error) error {
+	if h == nil {
+		return keyedpool.ErrNotBorrowed
+	}
+	key := h.Key()
+	if r.addr(key) == nil || h.Value().Broken(err) {
+		return r.pool.Invalidate(h)
+	}
+	rerr := r.pool.Return(h)
+	if r.addr(key) == nil {
+		// The endpoint left while the client went back: retire closed the
+		// idle connections before this one was among them.
+		_ = r.pool.Clear(context.Background(), key)
+	}
+	return rerr
+}
+
+// usable reports whether a borrow should go to addr while other endpoints
+// are healthy: not when its make backoff is open, nor when it has
+// connections and all of them are in TRANSIENT_FAILURE.
+func (r *Router[T]) usable(addr string) bool {
+	st := r.addr(addr)
+	if st == nil {
+		return false
+	}
+	if st.makeFailed.Load() && r.pool.KeyStats(addr).BackoffUntil.After(time.Now()) {
+		return false
+	}
+	if p := st.clients.Load(); p != nil && len(*p) > 0 {
+		for _, c := range *p {
+			if c.ClientConn().GetState() != connectivity.TransientFailure {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// candidates is Candidates for one borrow.
+type candidates[T any] struct {
+	r      *Router[T]
+	snap   *snapshot
+	strict bool   // skip failing endpoints
+	done   []bool // endpoints this borrow tried; nil until one failed
+}
+
+func (c *candidates[T]) Endpoints() []Endpoint { return c.snap.eps }
+
+func (c *candidates[T]) Usable(i int) bool {
+	if c.done != nil && c.done[i] {
+		return false
+	}
+	return !c.strict || c.r.usable(c.snap.addrs[i])
+}
+
+func (c *candidates[T]) Load(i int) int {
+	ks := c.r.pool.KeyStats(c.snap.addrs[i])
+	return ks.SharesInUse + ks.Waiters
+}
+
+func (c *candidates[T]) tried(i int) {
+	if c.done == nil {
+		c.done = make([]bool, len(c.snap.eps))
+	}
+	c.done[i] = true
+}

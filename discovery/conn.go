@@ -1,0 +1,72 @@
+package discovery
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+
+	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/keyedpool"
+)
+
+// Conn is a grpc.ClientConnInterface for one service of a Router, so that
+// generated stubs work unchanged over it:
+//
+//	foo := pb.NewFooClient(router.Conn("foo"))
+//	resp, err := foo.Bar(ctx, req) // to one of foo's endpoints
+//
+// Each RPC and stream borrows a client as Router.Borrow does (the service's
+// Balancer picks the endpoint, failing endpoints are skipped, an endpoint
+// that cannot give a client makes way for the next) and holds it as
+// grpcfactory.Conn does: a unary RPC while it runs, a stream until it ends.
+// A failed borrow fails the RPC with a status error that wraps the cause:
+// Unavailable for ErrNoEndpoints and for endpoints that could not be
+// reached, Canceled or DeadlineExceeded when the RPC's context ended,
+// ResourceExhausted when the pool was exhausted.
+//
+// A Conn is safe for concurrent use and holds nothing of its own.
+type Conn[T any] struct {
+	name string
+	c    *grpcfactory.Conn[string, T]
+}
+
+var _ grpc.ClientConnInterface = (*Conn[int])(nil)
+
+// Conn returns a Conn for service, which the Router watches from now on.
+// After Close its RPCs fail with Unavailable, wrapping ErrClosed.
+func (r *Router[T]) Conn(service string) *Conn[T] {
+	svc, err := r.service(service)
+	return &Conn[T]{name: service, c: grpcfactory.NewLenderConn(&lender[T]{r: r, svc: svc, err: err})}
+}
+
+// Service returns the name of the service the Conn routes to.
+func (c *Conn[T]) Service() string { return c.name }
+
+// Invoke makes a unary RPC on one of the service's endpoints.
+func (c *Conn[T]) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return c.c.Invoke(ctx, method, args, reply, opts...)
+}
+
+// NewStream opens a stream to one of the service's endpoints; it holds its
+// client until it ends (see grpcfactory.Conn).
+func (c *Conn[T]) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return c.c.NewStream(ctx, desc, method, opts...)
+}
+
+// lender lends a Conn's clients from its service.
+type lender[T any] struct {
+	r   *Router[T]
+	svc *service
+	err error // the Router was closed when the Conn was made
+}
+
+func (l *lender[T]) Borrow(ctx context.Context) (*keyedpool.Pooled[string, *grpcfactory.Client[T]], error) {
+	if l.err != nil {
+		return nil, l.err
+	}
+	return l.r.borrow(ctx, l.svc)
+}
+
+func (l *lender[T]) Release(h *keyedpool.Pooled[string, *grpcfactory.Client[T]], err error) {
+	_ = l.r.Release(h, err) // a destroy error is nothing the RPC's caller can act on
+}

@@ -1,0 +1,219 @@
+package consul
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/kpool-go/kpool/discovery"
+	"github.com/kpool-go/kpool/internal/broadcast"
+)
+
+// Resolver finds services in Consul. Make one with New. Its methods are
+// safe for concurrent use.
+type Resolver struct {
+	cfg    Config
+	health *api.Health
+	idle   func() // closes the idle connections of the Resolver's own HTTP client; nil with Config.HTTPClient
+	q      api.QueryOptions
+
+	mu      sync.Mutex // protects watches
+	watches map[string]*watch
+}
+
+var _ discovery.Resolver = (*Resolver)(nil)
+
+// New returns a Resolver for cfg. It refuses an invalid cfg with an error
+// wrapping ErrInvalidConfig that names the field. It does not contact
+// Consul: watches do.
+func New(cfg Config) (*Resolver, error) {
+	var bad []string
+	if cfg.WaitTime < 0 {
+		bad = append(bad, fmt.Sprintf("WaitTime is %v", cfg.WaitTime))
+	}
+	if cfg.BackoffBase < 0 {
+		bad = append(bad, fmt.Sprintf("BackoffBase is %v", cfg.BackoffBase))
+	}
+	if cfg.BackoffMax < 0 {
+		bad = append(bad, fmt.Sprintf("BackoffMax is %v", cfg.BackoffMax))
+	}
+	if cfg.TLS != nil && cfg.HTTPClient != nil {
+		bad = append(bad, "TLS is set with HTTPClient (put TLS in HTTPClient's transport)")
+	}
+	if cfg.WaitTime == 0 {
+		cfg.WaitTime = DefaultWaitTime
+	}
+	if cfg.BackoffBase == 0 {
+		cfg.BackoffBase = DefaultBackoffBase
+	}
+	if cfg.BackoffMax == 0 {
+		cfg.BackoffMax = DefaultBackoffMax
+	}
+	if cfg.BackoffMax < cfg.BackoffBase {
+		bad = append(bad, fmt.Sprintf("BackoffMax is %v, below BackoffBase %v", cfg.BackoffMax, cfg.BackoffBase))
+	}
+	for i, t := range cfg.Tags {
+		if t == "" {
+			bad = append(bad, fmt.Sprintf("Tags[%d] is empty", i))
+		}
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(bad, ", "))
+	}
+	cfg.Tags = slices.Clone(cfg.Tags)
+
+	ac := api.DefaultConfig()
+	if cfg.Address != "" {
+		ac.Address = cfg.Address
+	}
+	if cfg.Token != "" {
+		ac.Token = cfg.Token
+	}
+	if cfg.TLS != nil {
+		ac.Scheme = "https"
+		ac.TLSConfig = *cfg.TLS
+	}
+	r := &Resolver{cfg: cfg, watches: make(map[string]*watch)}
+	if cfg.HTTPClient != nil {
+		ac.HttpClient = cfg.HTTPClient
+	} else {
+		tr := ac.Transport
+		r.idle = tr.CloseIdleConnections
+	}
+	c, err := api.NewClient(ac)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	r.health = c.Health()
+	r.q = api.QueryOptions{Datacenter: cfg.Datacenter, AllowStale: cfg.AllowStale, WaitTime: cfg.WaitTime}
+	return r, nil
+}
+
+// watch is the one blocking query of a service, shared by its watchers.
+type watch struct {
+	hub    broadcast.Hub[[]discovery.Endpoint]
+	refs   int // watchers; under Resolver.mu
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the query loop has ended
+}
+
+// Watch delivers the endpoints of service to w: at once if another watch of
+// the service already knows them, else after the first query; then every
+// change, and every failed query as an error, until ctx ends. It returns
+// ctx.Err() then, once the service's query has stopped if this was its last
+// watch.
+func (r *Resolver) Watch(ctx context.Context, service string, w discovery.Watcher) error {
+	if service == "" {
+		return fmt.Errorf("consul: empty service name")
+	}
+	r.mu.Lock()
+	wt := r.watches[service]
+	if wt == nil {
+		qctx, cancel := context.WithCancel(context.Background())
+		wt = &watch{cancel: cancel, done: make(chan struct{})}
+		r.watches[service] = wt
+		go func() {
+			defer close(wt.done)
+			r.run(qctx, service, &wt.hub)
+		}()
+	}
+	wt.refs++
+	r.mu.Unlock()
+
+	err := wt.hub.Serve(ctx, w.Update, w.Error)
+
+	r.mu.Lock()
+	wt.refs--
+	last := wt.refs == 0
+	if last {
+		delete(r.watches, service)
+	}
+	r.mu.Unlock()
+	if last {
+		wt.cancel()
+		<-wt.done
+		if r.idle != nil {
+			r.idle()
+		}
+	}
+	return err
+}
+
+// run queries service until ctx ends, publishing each new list of endpoints
+// and each failure to hub.
+func (r *Resolver) run(ctx context.Context, service string, hub *broadcast.Hub[[]discovery.Endpoint]) {
+	var (
+		index     uint64
+		published bool
+		last      []discovery.Endpoint
+		fails     int
+	)
+	for ctx.Err() == nil {
+		q := r.q // a copy per query
+		q.WaitIndex = index
+		entries, meta, err := r.health.ServiceMultipleTags(service, r.cfg.Tags, false, q.WithContext(ctx))
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			hub.Fail(fmt.Errorf("consul: service %q: %w", service, err))
+			fails++
+			if !sleep(ctx, backoff(r.cfg.BackoffBase, r.cfg.BackoffMax, fails, rand.Float64())) {
+				return
+			}
+			continue
+		}
+		fails = 0
+		index = nextIndex(index, meta.LastIndex)
+		eps := endpoints(entries, r.cfg.FallbackToAll)
+		if !published || !equal(eps, last) {
+			hub.Publish(eps)
+			published, last = true, eps
+		}
+	}
+}
+
+// nextIndex is the WaitIndex of the query after one that was sent with prev
+// and answered with got. Consul's documentation asks clients to start over
+// (index 0, an answer at once) when the index goes backwards, and to send
+// 1 rather than 0 when Consul answers 0, which would otherwise make every
+// query return at once.
+func nextIndex(prev, got uint64) uint64 {
+	switch {
+	case got == 0:
+		return 1
+	case got < prev:
+		return 0
+	}
+	return got
+}
+
+// backoff returns the wait before retry number n (1 for the first) after
+// failed queries: base doubled n-1 times, capped at max, scaled by
+// 0.5+0.5*u for u in [0, 1).
+func backoff(base, max time.Duration, n int, u float64) time.Duration {
+	d := base
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	d = min(d, max)
+	return d/2 + time.Duration(u*float64(d/2))
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

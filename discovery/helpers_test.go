@@ -1,0 +1,202 @@
+package discovery_test
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/kpool-go/kpool/discovery"
+	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/internal/grpctest"
+	"github.com/kpool-go/kpool/keyedpool"
+)
+
+type (
+	stub   = testpb.BenchmarkServiceClient
+	client = grpcfactory.Client[stub]
+	router = discovery.Router[stub]
+)
+
+// testTimeout bounds every wait of these tests: a bug shows up as a failure
+// naming what did not happen, never as a hang.
+const testTimeout = 10 * time.Second
+
+// ctx returns a context that ends with the test, bounded by testTimeout.
+func ctx(t *testing.T) context.Context {
+	t.Helper()
+	c, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return c
+}
+
+// newFactory returns a plaintext factory of BenchmarkService clients that
+// connect at once (ConnectTimeout), with cfg's other settings.
+func newFactory(t *testing.T, cfg grpcfactory.Config[string, stub]) *grpcfactory.Factory[string, stub] {
+	t.Helper()
+	cfg.NewStub = testpb.NewBenchmarkServiceClient
+	cfg.Insecure = true
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = testTimeout
+	}
+	f, err := grpcfactory.New(cfg)
+	if err != nil {
+		t.Fatalf("grpcfactory.New() error = %v", err)
+	}
+	return f
+}
+
+// newRouter makes a Router over res and closes it when the test ends,
+// failing the test if a lease is still out by then. A nil Factory is
+// newFactory's default.
+func newRouter(t *testing.T, cfg discovery.RouterConfig[stub]) *router {
+	t.Helper()
+	if cfg.Factory == nil {
+		cfg.Factory = newFactory(t, grpcfactory.Config[string, stub]{})
+	}
+	r, err := discovery.NewRouter(cfg)
+	if err != nil {
+		t.Fatalf("NewRouter() error = %v", err)
+	}
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if err := r.Close(c); err != nil {
+			t.Errorf("Router.Close() = %v, want nil (a lease not given back?)", err)
+		}
+	})
+	return r
+}
+
+// shared is a pool config with shared leases, as Conn users set it.
+func shared() keyedpool.Config {
+	return keyedpool.Config{MaxSharesPerObject: 100, MaxTotalPerKey: 4}
+}
+
+// ep is the endpoint of a test server.
+func ep(s *grpctest.Server) discovery.Endpoint {
+	host, port, err := net.SplitHostPort(s.Addr)
+	if err != nil {
+		panic(err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		panic(err)
+	}
+	return discovery.Endpoint{Address: host, Port: p}
+}
+
+func eps(servers ...*grpctest.Server) []discovery.Endpoint {
+	out := make([]discovery.Endpoint, len(servers))
+	for i, s := range servers {
+		out[i] = ep(s)
+	}
+	return out
+}
+
+// deadAddr returns a loopback address nobody listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return addr
+}
+
+// stats returns the router's stats of service, or the zero value.
+func stats(r *router, service string) discovery.ServiceStats {
+	for _, s := range r.Services() {
+		if s.Service == service {
+			return s
+		}
+	}
+	return discovery.ServiceStats{}
+}
+
+// hasKey reports whether the router's pool has a sub-pool for addr.
+func hasKey(r *router, addr string) bool {
+	for _, k := range r.Pool().Keys() {
+		if k == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// unary makes one UnaryCall through c.
+func unary(c context.Context, conn *discovery.Conn[stub]) error {
+	_, err := testpb.NewBenchmarkServiceClient(conn).UnaryCall(c, &testpb.SimpleRequest{})
+	return err
+}
+
+// load is continuous traffic: UnaryCalls through one Conn from several
+// goroutines.
+type load struct {
+	calls  atomic.Int64
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex // protects errs
+	errs   []error
+}
+
+// traffic starts n goroutines sending UnaryCalls through conn until Stop;
+// the test's end stops them too.
+func traffic(t *testing.T, conn *discovery.Conn[stub], n int) *load {
+	t.Helper()
+	c, cancel := context.WithCancel(context.Background())
+	l := &load{cancel: cancel}
+	for range n {
+		l.wg.Go(func() {
+			for c.Err() == nil {
+				rc, rcancel := context.WithTimeout(context.Background(), testTimeout)
+				err := unary(rc, conn)
+				rcancel()
+				l.calls.Add(1)
+				if err != nil {
+					l.mu.Lock()
+					l.errs = append(l.errs, err)
+					l.mu.Unlock()
+				}
+			}
+		})
+	}
+	t.Cleanup(func() { l.Stop() })
+	return l
+}
+
+// Calls returns the RPCs made so far.
+func (l *load) Calls() int64 { return l.calls.Load() }
+
+// More waits until at least n more RPCs have been made.
+func (l *load) More(t *testing.T, n int64) {
+	t.Helper()
+	want := l.Calls() + n
+	grpctest.WaitFor(t, testTimeout, "traffic stalled", func() bool { return l.Calls() >= want })
+}
+
+// Stop stops the traffic and returns the RPCs made and the errors met.
+func (l *load) Stop() (calls int64, errs []error) {
+	l.cancel()
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.calls.Load(), l.errs
+}
+
+type config = grpcfactory.Config[string, stub]
+
+// newStub returns a BenchmarkService stub over conn.
+func newStub(conn *discovery.Conn[stub]) stub { return testpb.NewBenchmarkServiceClient(conn) }
+
+// req is a request whose payload is body.
+func req(body string) *testpb.SimpleRequest {
+	return &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte(body)}}
+}

@@ -1,0 +1,10 @@
+// Package broadcast hands the latest state of something watched (a
+// service's endpoints) and the errors met while watching it to any number
+// of subscribers, each in its own goroutine and in order, without letting a
+// slow subscriber hold up the publisher or the others.
+//
+// A Hub keeps the last state published and whether the last lookup failed,
+// so a subscriber that joins late starts from them. States are full
+// snapshots: a subscriber that falls behind gets only the newest of the
+// states queued for it, while every error is delivered.
+package broadcast
