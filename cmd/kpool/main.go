@@ -8,6 +8,7 @@
 //
 // The commands are:
 //
+//	demo    route traffic to local gRPC backends through kpool, through a rolling release
 //	bench   compare one ClientConn, round-robin ClientConns and kpool (exclusive, shared) over gRPC
 //	start   run the pools of a configuration file until SIGINT or SIGTERM
 //	stats   print a running instance's pools, keys and services
@@ -45,6 +46,7 @@ type command struct {
 // commands are the subcommands, in the order usage lists them. A new
 // command is one line here and its own file.
 var commands = []command{
+	{"demo", "route traffic to local gRPC backends through kpool, through a rolling release", runDemo},
 	{"bench", "compare one ClientConn, round-robin ClientConns and kpool (exclusive, shared) over gRPC", runBench},
 	{"start", "run the pools of a configuration file until SIGINT or SIGTERM", runStart},
 	{"stats", "print a running instance's pools, keys and services", runStats},
