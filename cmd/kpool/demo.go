@@ -34,13 +34,19 @@ with --consul), sends RPCs from many goroutines for --duration while a live
 line shows the rate, latency, connections per backend and waiters,
 replaces one backend midway in a rolling release, serves /metrics, /health
 and /stats on --http, and ends with a summary. It exits 1 if any RPC
-failed: a rolling release through kpool should lose none.`
+failed: a rolling release through kpool should lose none.
+
+SIGINT or SIGTERM ends the traffic early: RPCs in flight get
+--shutdown-timeout to finish, the backends registered in Consul are
+deregistered, the pools close, the summary is printed and the exit status is
+0 unless an RPC failed. A second signal exits at once.`
 
 // demoService is the name the backends are discovered under.
 const demoService = "kpool-demo"
 
 type demoOptions struct {
 	duration, delay, rpcTimeout time.Duration
+	shutdownTimeout             time.Duration
 	backends, callers           int
 	http, consulAddr            string
 	release                     bool
@@ -59,6 +65,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.http, "http", metrics.DefaultAddr, "`host:port` to serve /metrics, /health and /stats on (port 0: any free port)")
 	fs.StringVar(&o.consulAddr, "consul", "", "`host:port` of a Consul agent: register the backends there and discover them from it")
 	fs.BoolVar(&o.release, "release", true, "replace one backend midway (a rolling release)")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "after SIGINT or SIGTERM, how long RPCs in flight may finish before they are cut")
 	var level logLevel
 	level.Set("warn")
 	fs.Var(&level, "log-level", "log `level`: debug, info, warn or error")
@@ -74,6 +81,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageError(fs, stderr, "--callers is %d, want 1 to 10000", o.callers)
 	case o.delay < 0:
 		return usageError(fs, stderr, "--delay is %v, want 0 or more", o.delay)
+	case o.shutdownTimeout <= 0:
+		return usageError(fs, stderr, "--shutdown-timeout is %v, want more than 0", o.shutdownTimeout)
 	}
 	o.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &level.LevelVar}))
 	o.rpcTimeout = 5*time.Second + o.delay
@@ -169,7 +178,7 @@ func demo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 		return err
 	}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownTimeout)
 		defer cancel()
 		if cerr := router.Close(cctx); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("closing the router: %w", cerr))
@@ -211,6 +220,13 @@ func demo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 	stub := testpb.NewBenchmarkServiceClient(router.Conn(demoService))
 	var t traffic
 	t.lat = new(e2e.Histogram)
+	// A signal (ctx ends) stops new RPCs at once; those in flight get
+	// --shutdown-timeout to finish before hard cuts them.
+	hard, cut := context.WithCancel(context.WithoutCancel(ctx))
+	defer cut()
+	stopCut := context.AfterFunc(ctx, func() { time.AfterFunc(o.shutdownTimeout, cut) })
+	defer stopCut()
+	t.hard = hard
 	tctx, stopTraffic := context.WithTimeout(ctx, o.duration)
 	defer stopTraffic()
 	start := time.Now()
@@ -267,13 +283,14 @@ func demo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 		return fmt.Errorf("%d of %d RPCs failed; first: %v", f, f+t.ok.Load(), t.firstErr.Load())
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("interrupted: %w", context.Cause(ctx))
+		o.log.Info("stopped by a signal: traffic ended, backends deregistered, pools closed")
 	}
 	return nil
 }
 
 // traffic counts the demo's RPCs.
 type traffic struct {
+	hard       context.Context // ends --shutdown-timeout after a signal
 	ok, failed atomic.Int64
 	firstErr   atomic.Value // error
 	lat        *e2e.Histogram
@@ -284,7 +301,7 @@ func (t *traffic) run(ctx context.Context, stub testpb.BenchmarkServiceClient, t
 	for ctx.Err() == nil {
 		// Each RPC gets its own deadline, not the traffic's: the end of the
 		// run stops new RPCs, never cuts one in flight.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		rctx, cancel := context.WithTimeout(t.hard, timeout)
 		t0 := time.Now()
 		_, err := stub.UnaryCall(rctx, req)
 		t.lat.Record(time.Since(t0))

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,5 +118,49 @@ func TestDemoRefusesBadFlags(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut, strings.TrimPrefix(args[1], "--")) {
 			t.Errorf("%v = %d, stderr %q; want 2 naming the flag", args, code, errOut)
 		}
+	}
+}
+
+// TestDemoProcessSIGTERM stops a real demo process with SIGTERM while its
+// traffic runs: it finishes the RPCs in flight, prints its summary and exits
+// 0 with no failure.
+func TestDemoProcessSIGTERM(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "demo", "--duration", "1m", "--http", "127.0.0.1:0", "--delay", "20ms", "--log-level", "info")
+	cmd.Env = append(os.Environ(), envRunMain+"=1")
+	var out, errOut syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "rps") { // the first progress line: traffic runs
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-exited
+			t.Fatalf("no progress from the demo in 30s; stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("demo after SIGTERM: %v, want exit status 0\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("the demo still ran 30s after SIGTERM")
+	}
+	m := summaryLine.FindStringSubmatch(out.String())
+	if m == nil || m[2] != "0" {
+		t.Errorf("summary after SIGTERM = %v, want one with 0 failures:\n%s", m, out.String())
+	}
+	if !strings.Contains(errOut.String(), "stopped by a signal") {
+		t.Errorf("no shutdown log line:\n%s", errOut.String())
 	}
 }
