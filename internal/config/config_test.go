@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,8 +75,11 @@ func TestParseDefaults(t *testing.T) {
 		t.Errorf("defaults: http %+v, metrics %+v", f.HTTP, f.Metrics)
 	}
 	c := f.Services[1].Discovery.Consul
-	if c.Address != config.DefaultConsulAddress || c.Service != "users" || !c.Passing() {
-		t.Errorf("consul defaults = %+v, passing %v; want %s, users, true", c, c.Passing(), config.DefaultConsulAddress)
+	if c.Address != config.DefaultConsulAddress || c.Service != "users" || c.FallbackToAll {
+		t.Errorf("consul defaults = %+v; want %s, users, no fallback", c, config.DefaultConsulAddress)
+	}
+	if f.Name != config.DefaultName || f.Balancer != config.RoundRobin {
+		t.Errorf("name, balancer = %q, %q; want %q, %q", f.Name, f.Balancer, config.DefaultName, config.RoundRobin)
 	}
 	if got := f.KeyedPool(); got != (keyedpool.Config{}) {
 		t.Errorf("KeyedPool() = %+v, want the zero Config", got)
@@ -132,6 +136,20 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 			`kpool.yaml:8: services[1].discovery: set one of static and consul`},
 		{"two discoveries", minimal + "  - name: other\n    discovery:\n      static: {addresses: ['h:1']}\n      consul: {}\n",
 			`kpool.yaml:9: services[1].discovery: set only one of static and consul`},
+		{"consul address", minimal + "  - name: users\n    discovery:\n      consul: {address: 'ftp://h:1'}\n",
+			`kpool.yaml:10: services[1].discovery.consul.address: want host:port or an http:// or https:// URL, got "ftp://h:1"`},
+		{"consul old key", minimal + "  - name: users\n    discovery:\n      consul:\n        fallback: true\n",
+			`kpool.yaml:11: services[1].discovery.consul.fallback: unknown field; want one of address, service, datacenter, token, tags, fallback_to_all, allow_stale, wait_time, tls`},
+		{"consul wait time", minimal + "  - name: users\n    discovery:\n      consul:\n        wait_time: -1s\n",
+			`kpool.yaml:11: services[1].discovery.consul.wait_time: is -1s, want 0 (default 5m0s) or more`},
+		{"consul tls files", minimal + "  - name: users\n    discovery:\n      consul:\n        tls: {ca_file: /nonexistent/ca.pem}\n",
+			`kpool.yaml:11: services[1].discovery.consul.tls.ca_file: stat /nonexistent/ca.pem: no such file or directory`},
+		{"consul tls pair", minimal + "  - name: users\n    discovery:\n      consul:\n        tls:\n          cert_file: c.pem\n",
+			`kpool.yaml:11: services[1].discovery.consul.tls: set both cert_file and key_file, or neither`},
+		{"consul empty tag", minimal + "  - name: users\n    discovery:\n      consul:\n        tags: [a, '']\n",
+			`kpool.yaml:11: services[1].discovery.consul.tags[1]: a tag may not be empty`},
+		{"balancer", minimal + "balancer: random\n",
+			`kpool.yaml:8: balancer: want round_robin, weighted_round_robin or least_loaded, got "random"`},
 		{"listen", minimal + "http:\n  listen: 9090\n",
 			`kpool.yaml:9: http.listen: want host:port, got "9090"`},
 		{"namespace", minimal + "metrics:\n  namespace: kpool-prod\n",
@@ -162,6 +180,51 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 				t.Errorf("Parse() error %v is not a *config.Error", err)
 			}
 		})
+	}
+}
+
+func TestParseConsulAndBalancer(t *testing.T) {
+	f, err := config.Parse(filepath.Join("conf", "kpool.yaml"), []byte(minimal+`  - name: users
+    discovery:
+      consul:
+        address: https://consul.internal:8501
+        service: users-grpc
+        datacenter: dc2
+        token: secret
+        tags: [grpc, v2]
+        fallback_to_all: true
+        allow_stale: true
+        wait_time: 30s
+        tls: {server_name: consul.internal, insecure_skip_verify: true}
+balancer: least_loaded
+name: edge
+http: {listen: "127.0.0.1:0"}
+`))
+	if err != nil {
+		t.Fatalf("Parse() = %v", err)
+	}
+	cc := f.ConsulConfig(f.Services[1].Discovery.Consul)
+	if cc.Address != "https://consul.internal:8501" || cc.Datacenter != "dc2" || cc.Token != "secret" ||
+		strings.Join(cc.Tags, ",") != "grpc,v2" || !cc.FallbackToAll || !cc.AllowStale || cc.WaitTime != 30*time.Second {
+		t.Errorf("ConsulConfig() = %+v", cc)
+	}
+	if cc.TLS == nil || cc.TLS.Address != "consul.internal" || !cc.TLS.InsecureSkipVerify {
+		t.Errorf("ConsulConfig().TLS = %+v, want server name consul.internal, skip verify", cc.TLS)
+	}
+	if f.Services[1].Discovery.Consul.Service != "users-grpc" {
+		t.Errorf("consul service = %q, want users-grpc", f.Services[1].Discovery.Consul.Service)
+	}
+	if f.Name != "edge" || f.Balancer != config.LeastLoaded || f.HTTP.Listen != "127.0.0.1:0" {
+		t.Errorf("name, balancer, listen = %q, %q, %q", f.Name, f.Balancer, f.HTTP.Listen)
+	}
+	for _, tt := range []struct {
+		b    config.Balancer
+		want string
+	}{{config.RoundRobin, "*discovery.RoundRobin"}, {"", "*discovery.RoundRobin"},
+		{config.WeightedRoundRobin, "*discovery.WeightedRoundRobin"}, {config.LeastLoaded, "discovery.LeastLoaded"}} {
+		if got := fmt.Sprintf("%T", tt.b.New()); got != tt.want {
+			t.Errorf("Balancer(%q).New() = %s, want %s", tt.b, got, tt.want)
+		}
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/kpool-go/kpool/discovery"
 )
 
 // File is a configuration file, decoded and checked. Load and Parse return
@@ -13,6 +15,15 @@ import (
 type File struct {
 	// Path is the file's name as given to Load.
 	Path string `yaml:"-"`
+	// Name names this kpool instance: the pool label of its metrics and
+	// its pool's name in /stats. Default DefaultName.
+	Name string `yaml:"name"`
+	// Balancer picks the endpoint of each borrow, for every service:
+	// round_robin (the default), weighted_round_robin (by the endpoints'
+	// weights, Consul's service weights) or least_loaded (the less loaded
+	// of two endpoints drawn at random). One for the whole file: a
+	// discovery.Router makes its balancers without knowing the service.
+	Balancer Balancer `yaml:"balancer"`
 	// Pool is the keyedpool configuration of the pool that holds every
 	// service's connections, keyed by endpoint address.
 	Pool Pool `yaml:"pool"`
@@ -147,43 +158,69 @@ type Static struct {
 	Addresses []string `yaml:"addresses"`
 }
 
-// Consul finds endpoints in Consul's catalog, with health.
+// Consul finds endpoints in Consul's catalog, with health. Its keys are
+// those of consul.Config (see File.ConsulConfig); services whose settings
+// differ only in Service share one consul.Resolver.
 type Consul struct {
-	// Address is the Consul agent's HTTP address. Default
+	// Address is the Consul agent's HTTP API: host:port, or a URL such
+	// as https://host:8501 (https turns TLS on). Default
 	// DefaultConsulAddress.
 	Address string `yaml:"address"`
 	// Service is the name registered in Consul. Default: the service's
 	// Name.
 	Service string `yaml:"service"`
-	// Tags must all be on an instance for it to be used.
-	Tags []string `yaml:"tags"`
 	// Datacenter to ask. Empty: the agent's.
 	Datacenter string `yaml:"datacenter"`
-	// Token is the ACL token. Empty: the agent's default.
+	// Token is the ACL token. Empty: CONSUL_HTTP_TOKEN, else the agent's
+	// default.
 	Token string `yaml:"token"`
-	// PassingOnly uses only instances whose checks pass. Absent: true.
-	PassingOnly *bool `yaml:"passing_only"`
-	// Fallback, with PassingOnly, uses every instance when none passes,
-	// rather than none.
-	Fallback bool `yaml:"fallback"`
+	// Tags must all be on an instance for it to be used. Empty: any.
+	Tags []string `yaml:"tags"`
+	// FallbackToAll uses every instance, whatever its checks say, when
+	// none passes, rather than none. False: passing instances only.
+	FallbackToAll bool `yaml:"fallback_to_all"`
+	// AllowStale lets any Consul server answer, not only the leader.
+	AllowStale bool `yaml:"allow_stale"`
+	// WaitTime bounds one blocking query. Zero: consul.DefaultWaitTime
+	// (5m); Consul caps it at 10m. Negative is invalid.
+	WaitTime Duration `yaml:"wait_time"`
+	// TLS talks to Consul over HTTPS; present (even empty), TLS is on.
+	TLS *ConsulTLS `yaml:"tls"`
+}
+
+// ConsulTLS is the part of api.TLSConfig a file can set. Relative file
+// names are taken from the configuration file's directory.
+type ConsulTLS struct {
+	// CAFile holds the certificates that sign Consul's. Empty: the
+	// system's roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the client's certificate and key, for
+	// mTLS. Both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName overrides the name checked in Consul's certificate.
+	// Empty: the host of Address.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify skips the check of Consul's certificate. For
+	// tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
 // DefaultConsulAddress is the address of a local Consul agent.
 const DefaultConsulAddress = "127.0.0.1:8500"
 
-// Passing reports whether only passing instances are used (PassingOnly,
-// true when absent).
-func (c *Consul) Passing() bool { return c.PassingOnly == nil || *c.PassingOnly }
-
 // HTTP configures the HTTP endpoints (/metrics, /health, /stats).
 type HTTP struct {
 	// Listen is the host:port to listen on. Default DefaultListen, which
-	// only this machine reaches.
+	// only this machine reaches. Port 0: any free port (logged at start).
 	Listen string `yaml:"listen"`
 }
 
 // DefaultListen is HTTP.Listen's default.
 const DefaultListen = "127.0.0.1:9090"
+
+// DefaultName is File.Name's default.
+const DefaultName = "kpool"
 
 // Metrics configures the Prometheus metrics.
 type Metrics struct {
@@ -233,4 +270,36 @@ func (e *Exhausted) decodeNode(n *yaml.Node) error {
 	}
 	*e = Exhausted(n.Value)
 	return nil
+}
+
+// Balancer names a discovery.Balancer: "round_robin" (the default),
+// "weighted_round_robin" or "least_loaded".
+type Balancer string
+
+// Balancer names.
+const (
+	RoundRobin         Balancer = "round_robin"
+	WeightedRoundRobin Balancer = "weighted_round_robin"
+	LeastLoaded        Balancer = "least_loaded"
+)
+
+func (b *Balancer) decodeNode(n *yaml.Node) error {
+	v := Balancer(n.Value)
+	if n.Kind != yaml.ScalarNode || (v != RoundRobin && v != WeightedRoundRobin && v != LeastLoaded) {
+		return errWant("round_robin, weighted_round_robin or least_loaded", n)
+	}
+	*b = v
+	return nil
+}
+
+// New returns a new balancer of the kind b names; the zero Balancer is
+// round_robin.
+func (b Balancer) New() discovery.Balancer {
+	switch b {
+	case WeightedRoundRobin:
+		return new(discovery.WeightedRoundRobin)
+	case LeastLoaded:
+		return discovery.LeastLoaded{}
+	}
+	return new(discovery.RoundRobin)
 }

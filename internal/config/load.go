@@ -11,12 +11,15 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/kpool-go/kpool/discovery/consul"
 	"github.com/kpool-go/kpool/factory"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
 	"github.com/kpool-go/kpool/keyedpool"
@@ -54,6 +57,12 @@ func Parse(name string, data []byte) (*File, error) {
 }
 
 func (f *File) setDefaults() {
+	if f.Name == "" {
+		f.Name = DefaultName
+	}
+	if f.Balancer == "" {
+		f.Balancer = RoundRobin
+	}
 	if f.HTTP.Listen == "" {
 		f.HTTP.Listen = DefaultListen
 	}
@@ -122,22 +131,14 @@ func (f *File) check(d *decoder) {
 				seen[a] = j
 			}
 		default:
-			cp := join(disc, "consul")
-			if err := checkHostPort(co.Address); err != nil {
-				bad(join(cp, "address"), "%v", err)
-			}
-			for j, tag := range co.Tags {
-				if tag == "" {
-					bad(fmt.Sprintf("%s.tags[%d]", cp, j), "a tag may not be empty")
-				}
-			}
-			if co.Fallback && !co.Passing() {
-				bad(join(cp, "fallback"), "fallback needs passing_only: true (without it every instance is used already)")
-			}
+			f.checkConsul(join(disc, "consul"), co, bad)
 		}
 	}
 
-	if err := checkHostPort(f.HTTP.Listen); err != nil {
+	if strings.TrimSpace(f.Name) == "" {
+		bad("name", "want a name, got %q", f.Name)
+	}
+	if err := checkListen(f.HTTP.Listen); err != nil {
 		bad("http.listen", "%v", err)
 	}
 	if !promName.MatchString(f.Metrics.Namespace) {
@@ -165,6 +166,94 @@ func checkHostPort(addr string) error {
 		return fmt.Errorf("want a port from 1 to 65535, got %q", port)
 	}
 	return nil
+}
+
+// checkListen accepts host:port with a port from 0 (any free port) to
+// 65535.
+func checkListen(addr string) error {
+	if host, port, err := net.SplitHostPort(addr); err == nil && host != "" && port == "0" {
+		return nil
+	}
+	return checkHostPort(addr)
+}
+
+// checkConsul checks a service's consul section, at path cp, and has
+// consul.New check what it builds from it: the file accepts what the
+// resolver accepts.
+func (f *File) checkConsul(cp string, co *Consul, bad func(path, format string, args ...any)) {
+	addrOK := true
+	if scheme, rest, ok := strings.Cut(co.Address, "://"); ok {
+		if scheme != "http" && scheme != "https" {
+			bad(join(cp, "address"), "want host:port or an http:// or https:// URL, got %q", co.Address)
+			addrOK = false
+		} else if err := checkHostPort(strings.TrimSuffix(rest, "/")); err != nil {
+			bad(join(cp, "address"), "%v", err)
+			addrOK = false
+		}
+	} else if err := checkHostPort(co.Address); err != nil {
+		bad(join(cp, "address"), "%v", err)
+		addrOK = false
+	}
+	ok := addrOK
+	for j, tag := range co.Tags {
+		if tag == "" {
+			bad(fmt.Sprintf("%s.tags[%d]", cp, j), "a tag may not be empty")
+			ok = false
+		}
+	}
+	if co.WaitTime < 0 {
+		bad(join(cp, "wait_time"), "is %v, want 0 (default %v) or more", co.WaitTime.D(), consul.DefaultWaitTime)
+		ok = false
+	}
+	if t := co.TLS; t != nil {
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			bad(join(cp, "tls"), "set both cert_file and key_file, or neither")
+			ok = false
+		}
+		for _, file := range []struct{ key, name string }{{"ca_file", t.CAFile}, {"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
+			if file.name == "" {
+				continue
+			}
+			if _, err := os.Stat(f.rel(file.name)); err != nil {
+				bad(join(cp, "tls."+file.key), "%v", err)
+				ok = false
+			}
+		}
+	}
+	if !ok {
+		return
+	}
+	if _, err := consul.New(f.ConsulConfig(co)); err != nil {
+		bad(cp, "%v", strings.TrimPrefix(err.Error(), consul.ErrInvalidConfig.Error()+": "))
+	}
+}
+
+// ConsulConfig returns a service's consul section as a consul.Config, with
+// TLS file names resolved against the file's directory. Its Service is not
+// part of it: a Resolver serves any service.
+func (f *File) ConsulConfig(c *Consul) consul.Config {
+	cc := consul.Config{
+		Address:       c.Address,
+		Datacenter:    c.Datacenter,
+		Token:         c.Token,
+		Tags:          slices.Clone(c.Tags),
+		FallbackToAll: c.FallbackToAll,
+		AllowStale:    c.AllowStale,
+		WaitTime:      c.WaitTime.D(),
+	}
+	if t := c.TLS; t != nil {
+		cc.TLS = &api.TLSConfig{
+			Address:            t.ServerName,
+			InsecureSkipVerify: t.InsecureSkipVerify,
+		}
+		if t.CAFile != "" {
+			cc.TLS.CAFile = f.rel(t.CAFile)
+		}
+		if t.CertFile != "" {
+			cc.TLS.CertFile, cc.TLS.KeyFile = f.rel(t.CertFile), f.rel(t.KeyFile)
+		}
+	}
+	return cc
 }
 
 // checkPool builds the pool's configuration and has keyedpool check it:
