@@ -3,47 +3,61 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/kpool-go/kpool/internal/config"
 	"github.com/kpool-go/kpool/internal/manager"
 	"github.com/kpool-go/kpool/internal/reload"
+	"github.com/kpool-go/kpool/metrics"
 )
 
-const startAbout = `Runs one pool of gRPC connections for the services of a configuration
-file (see examples/kpool.yaml), keyed by endpoint address, and keeps every
-endpoint warm with pool.min_idle_per_key connections.
+const startAbout = `Runs the services of a configuration file (see examples/kpool.yaml)
+through one kpool Router: their endpoints found by static lists or Consul,
+one pool of gRPC connections keyed by endpoint address, every endpoint kept
+warm with pool.min_idle_per_key connections. Serves /metrics, /health and
+/stats on http.listen (or --http).
 
 The file is read again when it changes (polled) or on SIGHUP. A valid new
 version applies at once without dropping traffic: pool limits and evictor
-settings through SetConfig, and added or removed static endpoints; an
-invalid one is logged, counted, and changes nothing.
+settings through SetConfig, and added or removed static endpoints (removed
+ones drain); other changes (grpc, http, metrics, Consul settings) are
+logged as needing a restart. An invalid version is logged, counted in
+<namespace>_config_reloads_total{result="failed"}, and changes nothing.
 
 SIGINT or SIGTERM shuts down gracefully: no new borrows, in-flight work
-finishes within --shutdown-timeout, the pool closes, exit status 0 (1 when
-the timeout cut in-flight work short). A second signal exits at once.
+finishes within --shutdown-timeout, the router closes, then the HTTP
+server; exit status 0 (1 when the timeout cut in-flight work short). A
+second signal exits at once.`
 
-Services with static discovery only, for now.`
+// readyTimeout bounds how long start waits for each service's first lookup
+// before it reports itself started: a service still without endpoints then
+// is logged, and the watch keeps trying.
+const readyTimeout = 5 * time.Second
 
 // startOptions are start's settings; tests set them directly.
 type startOptions struct {
 	configPath      string
+	httpAddr        string // overrides the file's http.listen when set
 	shutdownTimeout time.Duration
 	reloadInterval  time.Duration
 	warmInterval    time.Duration
 	log             *slog.Logger
 
 	// serve, when set, runs beside the manager until ctx ends and must
-	// then return; in-flight work it holds delays the pool's close, within
-	// shutdownTimeout. It is where the HTTP endpoints (/metrics, /health,
-	// /stats) and routed traffic will be served from m.Pool(); an error
-	// shuts kpool down with status 1.
+	// then return; in-flight work it holds delays the router's close,
+	// within shutdownTimeout. Tests send traffic from it; an error shuts
+	// kpool down with status 1.
 	serve func(ctx context.Context, m *manager.Manager) error
 }
 
@@ -51,6 +65,7 @@ func runStart(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := newFlags("start", "--config FILE [flags]", startAbout)
 	o := startOptions{}
 	fs.StringVar(&o.configPath, "config", "", "the configuration `file` (required)")
+	fs.StringVar(&o.httpAddr, "http", "", "`host:port` to serve /metrics, /health and /stats on, instead of the file's http.listen (port 0: any free port)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight work may take to finish at shutdown")
 	fs.DurationVar(&o.reloadInterval, "reload-interval", reload.DefaultInterval, "how often the configuration file is checked for changes")
 	fs.DurationVar(&o.warmInterval, "warm-interval", manager.DefaultWarmInterval, "how often endpoints are topped up to min_idle_per_key connections")
@@ -69,12 +84,75 @@ func runStart(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case o.warmInterval <= 0:
 		return usageError(fs, stderr, "--warm-interval is %v, want more than 0", o.warmInterval)
 	}
+	if o.httpAddr != "" {
+		if _, _, err := net.SplitHostPort(o.httpAddr); err != nil {
+			return usageError(fs, stderr, "--http is %q, want host:port", o.httpAddr)
+		}
+	}
 	o.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &level}))
 	return start(ctx, o)
 }
 
-// start runs the manager for o.configPath until ctx ends, then shuts down,
-// and returns the exit status.
+// instance is what start builds from the configuration: the manager, the
+// metrics over it, and the HTTP listener.
+type instance struct {
+	m   *manager.Manager
+	reg *prometheus.Registry
+	met *metrics.Metrics
+	lis net.Listener
+}
+
+// build makes the manager, its metrics and the listener for cfg. On error
+// nothing is left open.
+func build(cfg *config.File, w *reload.Watcher[*config.File], o startOptions) (_ *instance, err error) {
+	in := &instance{reg: prometheus.NewRegistry()}
+	in.met, err = metrics.New(in.reg, metrics.Options{
+		Namespace:    cfg.Metrics.Namespace,
+		PerKey:       cfg.Metrics.PerKey,
+		MaxKeySeries: cfg.Metrics.MaxKeySeries,
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = errors.Join(
+		in.reg.Register(reload.NewCollector(cfg.Metrics.Namespace, w.Counts)),
+		in.reg.Register(collectors.NewGoCollector()),
+		in.reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
+	)
+	if err != nil {
+		return nil, err
+	}
+	in.m, err = manager.New(cfg, manager.Options{Logger: o.log, WarmInterval: o.warmInterval, Observer: in.met.Observer()})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+			defer cancel()
+			_ = in.m.Close(ctx) // nothing was lent
+		}
+	}()
+	if err := metrics.AddPool(in.met, cfg.Name, in.m.Pool(), in.m.Factory()); err != nil {
+		return nil, err
+	}
+	in.met.AddServices(in.m.Router())
+	addr := cmpOrString(o.httpAddr, cfg.HTTP.Listen)
+	if in.lis, err = metrics.Listen(addr); err != nil {
+		return nil, fmt.Errorf("%w (set http.listen in the file, or --http)", err)
+	}
+	return in, nil
+}
+
+func cmpOrString(s, def string) string {
+	if s != "" {
+		return s
+	}
+	return def
+}
+
+// start runs the services of o.configPath until ctx ends, then shuts
+// down, and returns the exit status.
 func start(ctx context.Context, o startOptions) int {
 	log := o.log
 	var m *manager.Manager
@@ -85,11 +163,12 @@ func start(ctx context.Context, o startOptions) int {
 		log.Error("cannot start: invalid configuration", "file", o.configPath, "err", err)
 		return 1
 	}
-	m, err = manager.New(cfg, manager.Options{Logger: log, WarmInterval: o.warmInterval})
+	in, err := build(cfg, w, o)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	m = in.m
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -97,20 +176,46 @@ func start(ctx context.Context, o startOptions) int {
 
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	var failed sync.Once
+	serveFailed := false // written in failed, read after the goroutines end
+	fail := func(what string, err error) {
+		failed.Do(func() {
+			log.Error(what+" failed; shutting down", "err", err)
+			serveFailed = true
+			cancel(err)
+		})
+	}
+
+	// The HTTP endpoints outlive runCtx: /health and /stats show the
+	// drain, and stop once the router has closed.
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHTTP()
+	httpDone := make(chan struct{})
+	go func() {
+		defer close(httpDone)
+		if err := metrics.Serve(httpCtx, in.lis, in.met.Handler(in.reg)); err != nil && httpCtx.Err() == nil {
+			fail("serving HTTP", err)
+		}
+	}()
+
 	var wg sync.WaitGroup
 	wg.Go(func() { m.Run(runCtx) })
 	wg.Go(func() { w.Run(runCtx, hup) })
-	serveFailed := false
 	if o.serve != nil {
 		wg.Go(func() {
 			if err := o.serve(runCtx, m); err != nil && runCtx.Err() == nil {
-				log.Error("serving failed; shutting down", "err", err)
-				serveFailed = true // read after wg.Wait
-				cancel(err)
+				fail("serving", err)
 			}
 		})
 	}
-	log.Info("kpool started", "config", o.configPath, "services", len(cfg.Services), "endpoints", m.Addresses(), "pid", os.Getpid())
+
+	rctx, rcancel := context.WithTimeout(runCtx, readyTimeout)
+	if err := m.Ready(rctx); err != nil && runCtx.Err() == nil {
+		log.Warn("some services have no endpoints yet; still watching", "err", err)
+	}
+	rcancel()
+	log.Info("kpool started", "config", o.configPath, "services", len(cfg.Services), "endpoints", m.Addresses(),
+		"http", in.lis.Addr().String(), "pid", os.Getpid())
 
 	<-runCtx.Done()
 	log.Info("shutting down: no new borrows; waiting for in-flight work", "cause", context.Cause(runCtx), "timeout", o.shutdownTimeout)
@@ -130,6 +235,8 @@ func start(ctx context.Context, o startOptions) int {
 		log.Error("shutdown timed out waiting for work to stop", "timeout", o.shutdownTimeout)
 		return 1
 	}
+	stopHTTP()
+	<-httpDone // bounded: metrics.Serve cuts requests after 5s
 	st := m.Pool().Stats()
 	rc := w.Counts()
 	if closeErr != nil {

@@ -60,6 +60,7 @@ func startInProcess(ctx context.Context, o startOptions) (<-chan int, *syncBuffe
 	o.reloadInterval = cmpOr(o.reloadInterval, 20*time.Millisecond)
 	o.warmInterval = cmpOr(o.warmInterval, time.Second)
 	o.shutdownTimeout = cmpOr(o.shutdownTimeout, waitTimeout)
+	o.httpAddr = cmpOrString(o.httpAddr, "127.0.0.1:0") // never the default port, which another run may hold
 	code := make(chan int, 1)
 	go func() { code <- start(ctx, o) }()
 	return code, logs
@@ -222,7 +223,7 @@ func TestStartAcceptsExample(t *testing.T) {
 func TestStartProcess(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	path := writeConfig(t, "", srv.Addr, "  min_idle_per_key: 2")
-	cmd := exec.Command(os.Args[0], "start", "--config", path, "--reload-interval", "20ms")
+	cmd := exec.Command(os.Args[0], "start", "--config", path, "--reload-interval", "20ms", "--http", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), envRunMain+"=1")
 	stderr := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = stderr, stderr

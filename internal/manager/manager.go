@@ -1,10 +1,8 @@
-// Package manager runs the pool of the kpool start command: one keyedpool
-// of gRPC connections over grpcfactory, built from a configuration file and
-// keyed by endpoint address, kept warm, and changed in place when the file
-// is reloaded.
-//
-// For now it runs services with static discovery only; Consul services are
-// refused with a clear error until discovery lands.
+// Package manager runs the services of the kpool start command: one
+// discovery.Router over one keyedpool of gRPC connections (grpcfactory),
+// keyed by endpoint address, built from a configuration file, its services
+// found through static lists or Consul, its endpoints kept warm, and
+// changed in place when the file is reloaded.
 package manager
 
 import (
@@ -19,17 +17,27 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/kpool-go/kpool/discovery"
+	"github.com/kpool-go/kpool/discovery/consul"
+	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
 	"github.com/kpool-go/kpool/internal/config"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
 // Client is a pooled connection. Its stub is the connection itself: make
-// any generated stub from it, pb.NewFooClient(c.Stub()).
+// any generated stub from it, pb.NewFooClient(c.Stub()), or route RPCs by
+// service with Router().Conn(service).
 type Client = grpcfactory.Client[grpc.ClientConnInterface]
 
 // Pool is the manager's pool, keyed by endpoint address.
 type Pool = keyedpool.Pool[string, *Client]
+
+// Router is the manager's router.
+type Router = discovery.Router[grpc.ClientConnInterface]
+
+// Factory is the manager's connection factory.
+type Factory = grpcfactory.Factory[string, grpc.ClientConnInterface]
 
 // DefaultWarmInterval is how often, by default, the manager tops every
 // endpoint up to MinIdlePerKey idle connections.
@@ -40,48 +48,56 @@ type Options struct {
 	// Logger receives the manager's records. Nil: slog.Default().
 	Logger *slog.Logger
 	// WarmInterval is how often Run tops every endpoint up to
-	// MinIdlePerKey idle connections, so that an endpoint that was down at
-	// the start, or lost connections, is warmed again. Zero or negative:
-	// DefaultWarmInterval.
+	// MinIdlePerKey idle connections. The Router warms an endpoint when it
+	// arrives; this warms again one that was down then, lost connections,
+	// or is short after a reload raised pool.min_idle_per_key. Zero or
+	// negative: DefaultWarmInterval.
 	WarmInterval time.Duration
+	// Observer, if set, is the factory's grpcfactory.Config.Observer:
+	// metrics.Metrics.Observer() counts the RPCs of the pool's
+	// connections.
+	Observer grpcfactory.Observer
 }
 
-// Manager owns the pool for a configuration. Its methods are safe for
+// Manager owns the Router for a configuration. Its methods are safe for
 // concurrent use.
 type Manager struct {
-	pool      *Pool
+	router    *Router
+	factory   *Factory
+	static    *static.Resolver
+	res       *Resolver
 	log       *slog.Logger
 	warmEvery time.Duration
-	wake      chan struct{} // 1-buffered: the addresses changed, warm now
+	wake      chan struct{} // 1-buffered: the pool config changed, warm now
 
 	applyMu sync.Mutex // serializes Apply
 
 	mu    sync.Mutex // protects the fields below; held for no I/O
 	cfg   *config.File
-	addrs []string
-	down  map[string]bool // addresses whose last warm-up failed, so a failure is logged once
+	eps   map[string][]string  // service -> the addresses its resolver last delivered
+	since map[string]time.Time // address -> when some service first listed it
+	down  map[string]bool      // addresses whose last warm-up failed, so a failure is logged once
 }
 
-// New builds the pool that cfg describes. It does not connect: Run does.
+// New builds the Router that cfg describes: a static resolver for the
+// services with static discovery, a consul.Resolver per distinct Consul
+// setting for the others. It does not connect: Run does.
 func New(cfg *config.File, opts Options) (*Manager, error) {
-	if err := runnable(cfg); err != nil {
-		return nil, err
-	}
-	f, err := grpcfactory.New(config.FactoryConfig(cfg, identity))
-	if err != nil {
-		return nil, fmt.Errorf("manager: %w", err)
-	}
-	p, err := keyedpool.New(f, cfg.KeyedPool())
+	fc := config.FactoryConfig(cfg, identity)
+	fc.Observer = opts.Observer
+	f, err := grpcfactory.New(fc)
 	if err != nil {
 		return nil, fmt.Errorf("manager: %w", err)
 	}
 	m := &Manager{
-		pool:      p,
+		factory:   f,
+		static:    &static.Resolver{},
 		log:       opts.Logger,
 		warmEvery: opts.WarmInterval,
 		wake:      make(chan struct{}, 1),
 		cfg:       cfg,
-		addrs:     cfg.StaticAddresses(),
+		eps:       map[string][]string{},
+		since:     map[string]time.Time{},
 		down:      map[string]bool{},
 	}
 	if m.log == nil {
@@ -90,73 +106,241 @@ func New(cfg *config.File, opts Options) (*Manager, error) {
 	if m.warmEvery <= 0 {
 		m.warmEvery = DefaultWarmInterval
 	}
+	m.res = &Resolver{seen: m.seen}
+	consuls := map[string]*consul.Resolver{}
+	for _, s := range cfg.Services {
+		if st := s.Discovery.Static; st != nil {
+			m.static.Set(s.Name, staticEndpoints(st.Addresses))
+			m.res.Route(s.Name, m.static, s.Name)
+			continue
+		}
+		co := s.Discovery.Consul
+		cc := cfg.ConsulConfig(co)
+		key := consulKey(cc)
+		res := consuls[key]
+		if res == nil {
+			if res, err = consul.New(cc); err != nil {
+				return nil, fmt.Errorf("manager: %s: service %q: %w", cfg.Path, s.Name, err)
+			}
+			consuls[key] = res
+		}
+		m.res.Route(s.Name, res, co.Service)
+	}
+	m.router, err = discovery.NewRouter(discovery.RouterConfig[grpc.ClientConnInterface]{
+		Resolver:    m.res,
+		Factory:     f,
+		Pool:        cfg.KeyedPool(),
+		NewBalancer: cfg.Balancer.New,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("manager: %w", err)
+	}
 	return m, nil
 }
 
 func identity(cc grpc.ClientConnInterface) grpc.ClientConnInterface { return cc }
 
-// runnable refuses what the manager cannot run yet.
-func runnable(cfg *config.File) error {
-	for _, s := range cfg.Services {
-		if s.Discovery.Consul != nil {
-			return fmt.Errorf("manager: %s: service %q: consul discovery is not supported by start yet; use static", cfg.Path, s.Name)
-		}
-	}
-	return nil
+// consulKey tells apart the Consul settings that need resolvers of their
+// own: services that differ only in their name share one.
+func consulKey(c consul.Config) string {
+	return fmt.Sprintf("%#v|%#v", c, c.TLS)
 }
 
-// Pool returns the pool, for whatever serves traffic or reports on it
-// (the HTTP endpoints). It stays the same for the Manager's life.
-func (m *Manager) Pool() *Pool { return m.pool }
+func staticEndpoints(addrs []string) []discovery.Endpoint {
+	eps := make([]discovery.Endpoint, len(addrs))
+	for i, a := range addrs {
+		eps[i] = discovery.Endpoint{Address: a}
+	}
+	return eps
+}
+
+// Router returns the router, for routed traffic (Conn, Borrow) and its
+// services' statistics. It stays the same for the Manager's life.
+func (m *Manager) Router() *Router { return m.router }
+
+// Pool returns the router's pool, keyed by endpoint address.
+func (m *Manager) Pool() *Pool { return m.router.Pool() }
+
+// Factory returns the connection factory, for its health-check counts.
+func (m *Manager) Factory() *Factory { return m.factory }
 
 // Config returns the configuration file last applied. Its pool section
-// and static addresses are in effect; its grpc, http and metrics sections
-// are those of the file given to New until a restart.
+// and static addresses are in effect; its other sections are those of the
+// file given to New until a restart.
 func (m *Manager) Config() *config.File {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.cfg
 }
 
-// Addresses returns the endpoints the manager keeps warm.
+// Addresses returns the endpoints of every service, as their resolvers
+// last delivered them, each once, in the order of the services in the file.
 func (m *Manager) Addresses() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return slices.Clone(m.addrs)
+	var all []string
+	for _, s := range m.cfg.Services {
+		for _, a := range m.eps[s.Name] {
+			if !slices.Contains(all, a) {
+				all = append(all, a)
+			}
+		}
+	}
+	// Services a reload removed keep running until a restart.
+	for _, name := range sortedKeys(m.eps) {
+		for _, a := range m.eps[name] {
+			if !slices.Contains(all, a) {
+				all = append(all, a)
+			}
+		}
+	}
+	return all
 }
 
-// Run warms every endpoint to MinIdlePerKey connections, then keeps them
-// so every WarmInterval and when Apply changes the endpoints, until ctx
-// ends. Connection failures are logged (once until the endpoint recovers),
-// never fatal: the pool retries them.
+func sortedKeys[V any](mp map[string]V) []string {
+	keys := make([]string, 0, len(mp))
+	for k := range mp {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// seen records and logs the endpoints a service's resolver delivered.
+func (m *Manager) seen(service string, eps []discovery.Endpoint) {
+	addrs := make([]string, 0, len(eps))
+	for _, e := range eps {
+		if a := e.Addr(); !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	m.mu.Lock()
+	old := m.eps[service]
+	m.eps[service] = addrs
+	var added, removed []string
+	for _, a := range addrs {
+		if !slices.Contains(old, a) {
+			added = append(added, a)
+		}
+		if _, ok := m.since[a]; !ok {
+			m.since[a] = time.Now()
+		}
+	}
+	for _, a := range old {
+		if slices.Contains(addrs, a) {
+			continue
+		}
+		removed = append(removed, a)
+		if !m.listedLocked(a) {
+			delete(m.since, a)
+			delete(m.down, a)
+		}
+	}
+	m.mu.Unlock()
+	for _, a := range removed {
+		m.log.Info("endpoint removed", "addr", a, "service", service)
+	}
+	for _, a := range added {
+		m.log.Info("endpoint added", "addr", a, "service", service)
+	}
+}
+
+// listedLocked reports whether some service lists addr.
+func (m *Manager) listedLocked(addr string) bool {
+	for _, addrs := range m.eps {
+		if slices.Contains(addrs, addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// Ready starts watching every service of the file, and waits, bounded by
+// ctx, for each one's first lookup. It returns, joined, the errors of the
+// services that have no endpoints then, each naming its service.
+func (m *Manager) Ready(ctx context.Context) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, s := range m.Config().Services {
+		wg.Go(func() {
+			eps, err := m.router.Endpoints(ctx, s.Name)
+			if err == nil && len(eps) == 0 {
+				err = fmt.Errorf("%w: service %q", discovery.ErrNoEndpoints, s.Name)
+			} else if err != nil && !errors.Is(err, discovery.ErrNoEndpoints) {
+				err = fmt.Errorf("service %q: %w", s.Name, err)
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// touch starts watching service, without waiting for its first lookup.
+func (m *Manager) touch(service string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _ = m.router.Endpoints(ctx, service)
+}
+
+// Run watches every service, and tops every endpoint up to MinIdlePerKey
+// connections every WarmInterval and when Apply changes the pool's
+// configuration, until ctx ends. Connection failures are logged (once
+// until the endpoint recovers), never fatal: the pool retries them.
 func (m *Manager) Run(ctx context.Context) {
+	for _, s := range m.Config().Services {
+		m.touch(s.Name)
+	}
 	t := time.NewTicker(m.warmEvery)
 	defer t.Stop()
 	for {
-		m.Warm(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-m.wake:
 		}
+		m.Warm(ctx)
 	}
 }
 
 // Warm tops every endpoint up to MinIdlePerKey idle connections at once,
 // all endpoints in parallel, bounded by ctx (and each connect by the grpc
-// section's connect_timeout).
+// section's connect_timeout). It leaves alone an endpoint that arrived
+// within the last WarmInterval or has connections being made: the Router
+// is warming it, and two warm-ups at once would overshoot.
 func (m *Manager) Warm(ctx context.Context) {
+	pool := m.Pool()
+	minIdle := pool.Config().MinIdlePerKey
+	if minIdle == 0 {
+		return
+	}
 	var wg sync.WaitGroup
 	for _, addr := range m.Addresses() {
+		m.mu.Lock()
+		fresh := time.Since(m.since[addr]) < m.warmEvery
+		m.mu.Unlock()
+		if ks := pool.KeyStats(addr); fresh || ks.Making > 0 || ks.Idle >= minIdle {
+			continue
+		}
 		wg.Go(func() {
-			err := m.pool.Prepare(ctx, addr)
-			if ctx.Err() != nil || errors.Is(err, keyedpool.ErrExhausted) {
-				return // shutting down, or the pool is full: not the endpoint's fault
+			err := pool.Prepare(ctx, addr)
+			if ctx.Err() != nil || errors.Is(err, keyedpool.ErrExhausted) ||
+				errors.Is(err, keyedpool.ErrClosed) || errors.Is(err, discovery.ErrEndpointRemoved) {
+				return // shutting down, the pool is full, or the endpoint left: not the endpoint's fault
 			}
 			m.mu.Lock()
 			wasDown := m.down[addr]
-			m.down[addr] = err != nil
+			if m.listedLocked(addr) {
+				m.down[addr] = err != nil
+			}
 			m.mu.Unlock()
 			switch {
 			case err != nil && !wasDown:
@@ -171,31 +355,31 @@ func (m *Manager) Warm(ctx context.Context) {
 
 // Apply puts a reloaded configuration into effect without dropping
 // traffic: the pool's limits and evictor settings through SetConfig
-// (lowered limits never touch lent connections), and the static endpoints
-// (new ones are warmed, removed ones lose their idle connections). It
-// refuses, changing nothing, a file the manager cannot run, a change of
+// (lowered limits never touch lent connections), and the addresses of
+// static services, through the static resolver (the Router warms arriving
+// endpoints and drains leaving ones); a static service new in the file is
+// watched at once. It refuses, changing nothing, a change of
 // pool.max_shares_per_object (fixed when the pool is made) or a pool
-// section SetConfig refuses. Changes of the grpc, http and metrics sections
-// are logged as needing a restart.
+// section SetConfig refuses. Changes it cannot make in place are logged as
+// needing a restart and the running ones kept: the grpc, http, metrics,
+// name and balancer sections, a service's Consul settings or kind of
+// discovery, a new Consul service, a service removed from the file.
 func (m *Manager) Apply(cfg *config.File) error {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
-	if err := runnable(cfg); err != nil {
-		return err
-	}
+	pool := m.Pool()
 	pc := cfg.KeyedPool()
-	if running, want := m.pool.Config().MaxSharesPerObject, max(pc.MaxSharesPerObject, 1); running != want {
+	if running, want := pool.Config().MaxSharesPerObject, max(pc.MaxSharesPerObject, 1); running != want {
 		return fmt.Errorf("manager: %s: pool.max_shares_per_object cannot change while kpool runs (running %d, file %d); restart to change it",
 			cfg.Path, running, want)
 	}
-	if err := m.pool.SetConfig(pc); err != nil {
+	if err := pool.SetConfig(pc); err != nil {
 		return fmt.Errorf("manager: %s: pool: %w", cfg.Path, err)
 	}
 
 	m.mu.Lock()
-	old, oldAddrs := m.cfg, m.addrs
-	m.cfg, m.addrs = cfg, cfg.StaticAddresses()
-	newAddrs := m.addrs
+	old := m.cfg
+	m.cfg = cfg
 	m.mu.Unlock()
 
 	var restart []string
@@ -208,26 +392,45 @@ func (m *Manager) Apply(cfg *config.File) error {
 	if old.Metrics != cfg.Metrics {
 		restart = append(restart, "metrics")
 	}
+	if old.Name != cfg.Name {
+		restart = append(restart, "name")
+	}
+	if old.Balancer != cfg.Balancer {
+		restart = append(restart, "balancer")
+	}
+	running := map[string]config.Service{}
+	for _, s := range old.Services {
+		running[s.Name] = s
+	}
+	var added []string
+	for _, s := range cfg.Services {
+		o, had := running[s.Name]
+		delete(running, s.Name)
+		switch {
+		case s.Discovery.Static != nil && (!had || o.Discovery.Static != nil):
+			if !had {
+				m.res.Route(s.Name, m.static, s.Name)
+				added = append(added, s.Name)
+			}
+			if !had || !slices.Equal(o.Discovery.Static.Addresses, s.Discovery.Static.Addresses) {
+				m.static.Set(s.Name, staticEndpoints(s.Discovery.Static.Addresses))
+			}
+		case had && reflect.DeepEqual(o.Discovery, s.Discovery):
+		case had:
+			restart = append(restart, fmt.Sprintf("services[%s].discovery", s.Name))
+		default:
+			restart = append(restart, fmt.Sprintf("services[%s] (new, consul)", s.Name))
+		}
+	}
+	for _, name := range sortedKeys(running) {
+		restart = append(restart, fmt.Sprintf("services[%s] (removed)", name))
+	}
 	if len(restart) > 0 {
 		m.log.Warn("changed sections apply after a restart; running with the old ones", "sections", restart)
 	}
-	for _, a := range oldAddrs {
-		if !slices.Contains(newAddrs, a) {
-			m.log.Info("endpoint removed", "addr", a)
-			// Idle connections go now; lent ones when returned, as
-			// SetConfig does with surplus.
-			if err := m.pool.Clear(context.Background(), a); err != nil {
-				m.log.Warn("closing idle connections of a removed endpoint", "addr", a, "err", err)
-			}
-			m.mu.Lock()
-			delete(m.down, a)
-			m.mu.Unlock()
-		}
-	}
-	for _, a := range newAddrs {
-		if !slices.Contains(oldAddrs, a) {
-			m.log.Info("endpoint added", "addr", a)
-		}
+	for _, name := range added {
+		m.log.Info("service added", "service", name)
+		m.touch(name)
 	}
 	select {
 	case m.wake <- struct{}{}:
@@ -236,6 +439,16 @@ func (m *Manager) Apply(cfg *config.File) error {
 	return nil
 }
 
-// Close closes the pool: no more borrows, idle connections closed, and a
-// wait, bounded by ctx, for lent ones to come back. See keyedpool.Pool.Close.
-func (m *Manager) Close(ctx context.Context) error { return m.pool.Close(ctx) }
+// Services returns the names of the services the Router serves.
+func (m *Manager) Services() []string {
+	var names []string
+	for _, s := range m.router.Services() {
+		names = append(names, s.Service)
+	}
+	return names
+}
+
+// Close closes the Router: no more borrows, the watches stopped, idle
+// connections closed, and a wait, bounded by ctx, for lent ones to come
+// back. See discovery.Router.Close.
+func (m *Manager) Close(ctx context.Context) error { return m.router.Close(ctx) }

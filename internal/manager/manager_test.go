@@ -3,6 +3,7 @@ package manager_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +15,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/kpool-go/kpool/discovery"
+	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/internal/config"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/manager"
@@ -207,17 +210,69 @@ func TestWarmRetriesDownEndpoint(t *testing.T) {
 	grpctest.WaitFor(t, waitTimeout, "the recovery is logged", func() bool { return strings.Contains(r.logs.String(), "endpoint warm again") })
 }
 
-func TestNewRefusesConsulForNow(t *testing.T) {
-	f, err := config.Parse("kpool.yaml", []byte(`grpc: {insecure: true}
-services:
-  - name: users
-    discovery: {consul: {}}
-`))
-	if err != nil {
-		t.Fatal(err)
+// TestResolverDispatchesByService: each service is watched at the resolver
+// its route names, under its name there; an unknown service is an error
+// naming it, at once.
+func TestResolverDispatchesByService(t *testing.T) {
+	a := static.New(map[string][]discovery.Endpoint{"users-v2": {{Address: "10.0.0.1:1"}}})
+	b := static.New(map[string][]discovery.Endpoint{"orders": {{Address: "10.0.0.2:1"}, {Address: "10.0.0.3:1"}}})
+	var r manager.Resolver
+	r.Route("users", a, "users-v2")
+	r.Route("orders", b, "orders")
+	for _, tt := range []struct {
+		service string
+		want    int
+	}{{"users", 1}, {"orders", 2}} {
+		ctx, cancel := context.WithCancel(context.Background())
+		w := &firstUpdate{got: make(chan []discovery.Endpoint, 1), cancel: cancel}
+		if err := r.Watch(ctx, tt.service, w); !errors.Is(err, context.Canceled) {
+			t.Errorf("Watch(%s) = %v, want context.Canceled", tt.service, err)
+		}
+		if eps := <-w.got; len(eps) != tt.want {
+			t.Errorf("Watch(%s) delivered %v, want %d endpoints", tt.service, eps, tt.want)
+		}
 	}
-	_, err = manager.New(f, manager.Options{})
-	if err == nil || !strings.Contains(err.Error(), `service "users": consul discovery is not supported by start yet`) {
-		t.Errorf("New(consul) = %v, want an error naming the service", err)
+	err := r.Watch(context.Background(), "billing", &firstUpdate{})
+	if err == nil || !strings.Contains(err.Error(), `unknown service "billing"`) {
+		t.Errorf("Watch(billing) = %v, want an error naming the service", err)
+	}
+}
+
+// firstUpdate takes a watch's first list, then ends the watch.
+type firstUpdate struct {
+	got    chan []discovery.Endpoint
+	cancel context.CancelFunc
+}
+
+func (w *firstUpdate) Update(eps []discovery.Endpoint) {
+	select {
+	case w.got <- eps:
+	default:
+	}
+	w.cancel()
+}
+
+func (w *firstUpdate) Error(error) {}
+
+// TestReloadAddsStaticService: a static service new in the file is routed
+// and warmed at once; a removed one keeps running until a restart.
+func TestReloadAddsStaticService(t *testing.T) {
+	a := grpctest.Start(t, grpctest.Options{})
+	b := grpctest.Start(t, grpctest.Options{})
+	pool := "  min_idle_per_key: 1"
+	r := startManager(t, poolYAML(pool, a.Addr))
+	grpctest.WaitFor(t, waitTimeout, "a is warmed", func() bool { return r.idle(a.Addr) == 1 })
+	r.write(t, poolYAML(pool, a.Addr)+"  - name: other\n    discovery: {static: {addresses: ["+b.Addr+"]}}\n")
+	grpctest.WaitFor(t, waitTimeout, "the new service's endpoint is warmed", func() bool { return r.idle(b.Addr) == 1 })
+	if got := r.m.Services(); strings.Join(got, ",") != "backend,other" {
+		t.Errorf("Services() = %v, want [backend other]", got)
+	}
+	r.write(t, strings.Replace(poolYAML(pool, b.Addr), "name: backend", "name: other", 1))
+	grpctest.WaitFor(t, waitTimeout, "the file is applied", func() bool { return r.w.Counts().OK == 2 })
+	if logs := r.logs.String(); !strings.Contains(logs, `sections="[services[backend] (removed)]"`) {
+		t.Errorf("logs do not say the removed service needs a restart:\n%s", logs)
+	}
+	if got := r.m.Addresses(); strings.Join(got, ",") != b.Addr+","+a.Addr {
+		t.Errorf("Addresses() = %v, want [%s %s]", got, b.Addr, a.Addr)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/kpool-go/kpool/internal/reload"
@@ -192,5 +194,21 @@ func TestLoadRefusesInvalidFile(t *testing.T) {
 	}
 	if got := w.Counts(); got != (reload.Counts{}) {
 		t.Errorf("Counts() = %+v, want none: Load is not a reload", got)
+	}
+}
+
+func TestCollector(t *testing.T) {
+	counts := reload.Counts{OK: 3, Failed: 1}
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(reload.NewCollector("kpool", func() reload.Counts { return counts })); err != nil {
+		t.Fatalf("Register() = %v", err)
+	}
+	want := `# HELP kpool_config_reloads_total Reloads of the configuration file, by result: ok (applied) or failed (refused; the running configuration stayed).
+# TYPE kpool_config_reloads_total counter
+kpool_config_reloads_total{result="failed"} 1
+kpool_config_reloads_total{result="ok"} 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Error(err)
 	}
 }
