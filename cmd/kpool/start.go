@@ -201,7 +201,14 @@ func start(ctx context.Context, o startOptions) int {
 	var wg sync.WaitGroup
 	wg.Go(func() { m.Run(runCtx) })
 	wg.Go(func() { w.Run(runCtx, hup) })
+	rctx, rcancel := context.WithTimeout(runCtx, readyTimeout)
+	if err := m.Ready(rctx); err != nil && runCtx.Err() == nil {
+		log.Warn("some services have no endpoints yet; still watching", "err", err)
+	}
+	rcancel()
 	if o.serve != nil {
+		// After the first lookups: the pool makes connections only to
+		// endpoints that some service lists.
 		wg.Go(func() {
 			if err := o.serve(runCtx, m); err != nil && runCtx.Err() == nil {
 				fail("serving", err)
@@ -209,11 +216,6 @@ func start(ctx context.Context, o startOptions) int {
 		})
 	}
 
-	rctx, rcancel := context.WithTimeout(runCtx, readyTimeout)
-	if err := m.Ready(rctx); err != nil && runCtx.Err() == nil {
-		log.Warn("some services have no endpoints yet; still watching", "err", err)
-	}
-	rcancel()
 	log.Info("kpool started", "config", o.configPath, "services", len(cfg.Services), "endpoints", m.Addresses(),
 		"http", in.lis.Addr().String(), "pid", os.Getpid())
 

@@ -300,38 +300,59 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 	t := time.NewTicker(m.warmEvery)
 	defer t.Stop()
+	var again <-chan time.Time // set when Warm left endpoints to the Router
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-m.wake:
+		case <-again:
 		}
-		m.Warm(ctx)
+		again = nil
+		if m.warm(ctx) {
+			again = time.After(settle)
+		}
 	}
 }
 
+// settle is how long after an endpoint arrives Warm leaves it to the
+// Router, which warms arriving endpoints itself.
+const settle = 250 * time.Millisecond
+
 // Warm tops every endpoint up to MinIdlePerKey idle connections at once,
 // all endpoints in parallel, bounded by ctx (and each connect by the grpc
-// section's connect_timeout). It leaves alone an endpoint that arrived
-// within the last WarmInterval or has connections being made: the Router
-// is warming it, and two warm-ups at once would overshoot.
-func (m *Manager) Warm(ctx context.Context) {
+// section's connect_timeout). Connections being made count as idle ones,
+// and an endpoint that arrived within the last moment is left alone: the
+// Router is warming it, and two warm-ups at once would overshoot.
+func (m *Manager) Warm(ctx context.Context) { m.warm(ctx) }
+
+// warm is Warm; it reports whether it left an endpoint to the Router.
+func (m *Manager) warm(ctx context.Context) (skipped bool) {
 	pool := m.Pool()
 	minIdle := pool.Config().MinIdlePerKey
 	if minIdle == 0 {
-		return
+		return false
 	}
 	var wg sync.WaitGroup
 	for _, addr := range m.Addresses() {
 		m.mu.Lock()
-		fresh := time.Since(m.since[addr]) < m.warmEvery
+		fresh := time.Since(m.since[addr]) < settle
 		m.mu.Unlock()
-		if ks := pool.KeyStats(addr); fresh || ks.Making > 0 || ks.Idle >= minIdle {
+		ks := pool.KeyStats(addr)
+		need := minIdle - ks.Idle - ks.Making
+		if need <= 0 {
+			continue
+		}
+		if fresh {
+			skipped = true
 			continue
 		}
 		wg.Go(func() {
-			err := pool.Prepare(ctx, addr)
+			var err error
+			for ; need > 0 && err == nil; need-- {
+				err = pool.AddObject(ctx, addr)
+			}
 			if ctx.Err() != nil || errors.Is(err, keyedpool.ErrExhausted) ||
 				errors.Is(err, keyedpool.ErrClosed) || errors.Is(err, discovery.ErrEndpointRemoved) {
 				return // shutting down, the pool is full, or the endpoint left: not the endpoint's fault
@@ -351,6 +372,7 @@ func (m *Manager) Warm(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+	return skipped
 }
 
 // Apply puts a reloaded configuration into effect without dropping
