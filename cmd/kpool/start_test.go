@@ -2,23 +2,35 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/internal/consultest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/manager"
+	"github.com/kpool-go/kpool/internal/shutdown"
 	"github.com/kpool-go/kpool/keyedpool"
+	"github.com/kpool-go/kpool/metrics"
 )
 
 const waitTimeout = 10 * time.Second
@@ -218,7 +230,8 @@ func TestStartAcceptsExample(t *testing.T) {
 }
 
 // TestStartProcess runs kpool start as a real process against a real
-// backend: it warms the pool, reloads on a file change and on SIGHUP,
+// backend: it warms the pool, serves /health, reloads on a file change and
+// on SIGHUP,
 // refuses an invalid file, and on SIGTERM closes its pools and exits 0.
 func TestStartProcess(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
@@ -261,6 +274,10 @@ func TestStartProcess(t *testing.T) {
 	}
 
 	wait("the pool warms 2 connections", func() bool { return srv.Open() == 2 })
+	base := startedHTTP(t, logs)
+	if c, body := get(t, base+"/health"); c != http.StatusOK {
+		t.Errorf("GET /health = %d %s, want 200", c, body)
+	}
 	writeConfig(t, path, srv.Addr, "  min_idle_per_key: 3")
 	wait("the file change warms a third", func() bool { return srv.Open() == 3 })
 	wait("the reload is logged", func() bool { return strings.Contains(logs(), `msg="configuration reloaded"`) })
@@ -293,4 +310,214 @@ func TestStartProcess(t *testing.T) {
 		}
 	}
 	grpctest.WaitFor(t, waitTimeout, "the server sees every connection closed", func() bool { return srv.Open() == 0 })
+}
+
+// httpAddrRE finds the HTTP address in start's "kpool started" record.
+var httpAddrRE = regexp.MustCompile(`msg="kpool started" .*http=(\S+)`)
+
+// startedHTTP waits for start to report itself started and returns the
+// base URL of its HTTP endpoints.
+func startedHTTP(t *testing.T, logs func() string) string {
+	t.Helper()
+	var addr string
+	grpctest.WaitFor(t, waitTimeout, "start reports its HTTP address", func() bool {
+		m := httpAddrRE.FindStringSubmatch(logs())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	return "http://" + addr
+}
+
+// get returns the status and body of GET url.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// statsKeys returns the keys /stats lists for the pool, with their idle
+// connections.
+func statsKeys(t *testing.T, base string) map[string]int {
+	t.Helper()
+	code, body := get(t, base+"/stats")
+	if code != http.StatusOK {
+		t.Fatalf("GET /stats = %d %s, want 200", code, body)
+	}
+	var rep metrics.StatsReport
+	if err := json.Unmarshal([]byte(body), &rep); err != nil {
+		t.Fatalf("GET /stats: %v in %s", err, body)
+	}
+	keys := map[string]int{}
+	for _, p := range rep.Pools {
+		for _, k := range p.PerKey {
+			keys[k.Key] = k.Idle
+		}
+	}
+	return keys
+}
+
+// TestStartServesHTTPAndReloads runs start on a static config against
+// real backends: /health is 200, /stats lists the warmed endpoints, a
+// reload that swaps an address shows in /stats, and an invalid reload is
+// counted in /metrics and leaves the running config.
+func TestStartServesHTTPAndReloads(t *testing.T) {
+	a := grpctest.Start(t, grpctest.Options{})
+	b := grpctest.Start(t, grpctest.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pool := "  min_idle_per_key: 2\n  max_total_per_key: 4"
+	path := writeConfig(t, "", a.Addr, pool)
+	code, logs := startInProcess(ctx, startOptions{configPath: path})
+	base := startedHTTP(t, logs.String)
+
+	grpctest.WaitFor(t, waitTimeout, "/stats lists a warmed", func() bool { return statsKeys(t, base)[a.Addr] == 2 })
+	if c, body := get(t, base+"/health"); c != http.StatusOK || !strings.Contains(body, `"status": "ok"`) {
+		t.Errorf("GET /health = %d %s, want 200 ok", c, body)
+	}
+	if c, body := get(t, base+"/health?service=backend"); c != http.StatusOK {
+		t.Errorf("GET /health?service=backend = %d %s, want 200", c, body)
+	}
+
+	writeConfig(t, path, a.Addr+", "+b.Addr, pool)
+	grpctest.WaitFor(t, waitTimeout, "/stats lists b warmed", func() bool { return statsKeys(t, base)[b.Addr] == 2 })
+	writeConfig(t, path, b.Addr, pool)
+	grpctest.WaitFor(t, waitTimeout, "a leaves /stats", func() bool {
+		_, ok := statsKeys(t, base)[a.Addr]
+		return !ok
+	})
+	grpctest.WaitFor(t, waitTimeout, "a's connections close", func() bool { return a.Open() == 0 })
+
+	writeConfig(t, path, b.Addr, "  min_idle_per_key: 2\n  max_total_per_key: two")
+	want := `kpool_config_reloads_total{result="failed"} 1`
+	grpctest.WaitFor(t, waitTimeout, "/metrics counts the failed reload", func() bool {
+		_, body := get(t, base+"/metrics")
+		return strings.Contains(body, want)
+	})
+	_, body := get(t, base+"/metrics")
+	for _, w := range []string{`kpool_config_reloads_total{result="ok"} 2`, `kpool_grpc_pool_up{pool="kpool"} 1`} {
+		if !strings.Contains(body, w) {
+			t.Errorf("/metrics does not contain %s", w)
+		}
+	}
+	if keys := statsKeys(t, base); len(keys) != 1 || keys[b.Addr] != 2 {
+		t.Errorf("/stats keys after the invalid reload = %v, want only %s with 2 idle", keys, b.Addr)
+	}
+	cancel()
+	if c := waitCode(t, code); c != 0 {
+		t.Errorf("start = %d, want 0\nlogs:\n%s", c, logs)
+	}
+}
+
+// TestStartConsul runs start on a service found in a real Consul agent:
+// a backend registered there is warmed, and leaves when deregistered.
+func TestStartConsul(t *testing.T) {
+	agent := consultest.Start(t)
+	srv := grpctest.Start(t, grpctest.Options{})
+	path := filepath.Join(t.TempDir(), "kpool.yaml")
+	cfg := fmt.Sprintf(`pool:
+  min_idle_per_key: 1
+grpc:
+  insecure: true
+  connect_timeout: 5s
+balancer: least_loaded
+services:
+  - name: users
+    discovery:
+      consul:
+        address: %s
+        service: users-grpc
+        wait_time: 2s
+`, agent.Addr)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	code, logs := startInProcess(ctx, startOptions{configPath: path})
+	base := startedHTTP(t, logs.String)
+	if c, body := get(t, base+"/health"); c != http.StatusServiceUnavailable {
+		t.Errorf("GET /health with no instance = %d %s, want 503", c, body)
+	}
+
+	_, port, _ := net.SplitHostPort(srv.Addr)
+	p, _ := strconv.Atoi(port)
+	if err := agent.Client().Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: "users-1", Name: "users-grpc", Address: "127.0.0.1", Port: p,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	grpctest.WaitFor(t, waitTimeout, "the registered backend is warmed", func() bool { return statsKeys(t, base)[srv.Addr] == 1 })
+	if c, body := get(t, base+"/health?service=users"); c != http.StatusOK {
+		t.Errorf("GET /health?service=users = %d %s, want 200", c, body)
+	}
+	if err := agent.Client().Agent().ServiceDeregister("users-1"); err != nil {
+		t.Fatal(err)
+	}
+	grpctest.WaitFor(t, waitTimeout, "the deregistered backend leaves /stats", func() bool {
+		_, ok := statsKeys(t, base)[srv.Addr]
+		return !ok
+	})
+	grpctest.WaitFor(t, waitTimeout, "its connections close", func() bool { return srv.Open() == 0 })
+	cancel()
+	if c := waitCode(t, code); c != 0 {
+		t.Errorf("start = %d, want 0\nlogs:\n%s", c, logs)
+	}
+}
+
+// TestStartSignalWhileTrafficRuns: SIGTERM, through the same shutdown
+// handling main uses, while RPCs run through the Router: every RPC
+// succeeds, start exits 0.
+func TestStartSignalWhileTrafficRuns(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{Delay: time.Millisecond})
+	sigs := make(chan os.Signal, 2)
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, stop := shutdown.Watch(context.Background(), discard, func(int) { t.Error("a second signal exited") }, sigs)
+	defer stop()
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	code, logs := startInProcess(ctx, startOptions{
+		configPath: writeConfig(t, "", srv.Addr, "  min_idle_per_key: 1"),
+		serve: func(ctx context.Context, m *manager.Manager) error {
+			stub := testpb.NewBenchmarkServiceClient(m.Router().Conn("backend"))
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Go(func() {
+					for ctx.Err() == nil {
+						rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), waitTimeout)
+						_, err := stub.UnaryCall(rctx, &testpb.SimpleRequest{})
+						cancel()
+						if err != nil {
+							failed.Add(1)
+							firstErr.CompareAndSwap(nil, err)
+							continue
+						}
+						ok.Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			return nil
+		},
+	})
+	grpctest.WaitFor(t, waitTimeout, "traffic runs", func() bool { return ok.Load() > 200 })
+	sigs <- syscall.SIGTERM
+	if c := waitCode(t, code); c != 0 {
+		t.Errorf("start = %d, want 0\nlogs:\n%s", c, logs)
+	}
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of %d RPCs failed; first: %v", n, n+ok.Load(), firstErr.Load())
+	}
+	if l := logs.String(); !strings.Contains(l, `cause="received terminated"`) || !strings.Contains(l, `msg="pools closed"`) {
+		t.Errorf("logs do not show the signal and the close:\n%s", l)
+	}
 }
