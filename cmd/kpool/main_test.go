@@ -61,7 +61,7 @@ func TestRunUsage(t *testing.T) {
 		{"help", []string{"help"}, 0, "bench   compare", ""},
 		{"--help", []string{"--help"}, 0, "start   run the pools", ""},
 		{"help bench", []string{"help", "bench"}, 0, "usage: kpool bench [flags]", ""},
-		{"unknown command", []string{"demo"}, 2, "", `kpool: unknown command "demo"`},
+		{"unknown command", []string{"dmeo"}, 2, "", `kpool: unknown command "dmeo"`},
 		{"bench --help", []string{"bench", "--help"}, 0, "-max-streams uint", ""},
 		{"start -h", []string{"start", "-h"}, 0, "usage: kpool start --config FILE [flags]", ""},
 		{"bad flag", []string{"bench", "--modes", "x"}, 2, "", "kpool bench: flag provided but not defined: -modes"},
