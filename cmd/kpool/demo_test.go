@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kpool-go/kpool/internal/consultest"
+	"github.com/kpool-go/kpool/internal/syncbuf"
 )
 
 // endpointsLine finds the address the demo serves its endpoints on.
@@ -28,7 +29,7 @@ func runDemoTest(t *testing.T, extra ...string) (int, string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	args := append([]string{"demo", "--duration", "5s", "--http", "127.0.0.1:0"}, extra...)
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, &out, &errOut) }()
@@ -127,7 +128,7 @@ func TestDemoRefusesBadFlags(t *testing.T) {
 func TestDemoProcessSIGTERM(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "demo", "--duration", "1m", "--http", "127.0.0.1:0", "--delay", "20ms", "--log-level", "info")
 	cmd.Env = append(os.Environ(), envRunMain+"=1")
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

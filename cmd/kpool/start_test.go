@@ -29,6 +29,7 @@ import (
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/manager"
 	"github.com/kpool-go/kpool/internal/shutdown"
+	"github.com/kpool-go/kpool/internal/syncbuf"
 	"github.com/kpool-go/kpool/keyedpool"
 	"github.com/kpool-go/kpool/metrics"
 )
@@ -66,8 +67,8 @@ services:
 
 // startInProcess runs start in a goroutine and returns its status channel
 // and logs.
-func startInProcess(ctx context.Context, o startOptions) (<-chan int, *syncBuffer) {
-	logs := &syncBuffer{}
+func startInProcess(ctx context.Context, o startOptions) (<-chan int, *syncbuf.Buffer) {
+	logs := &syncbuf.Buffer{}
 	o.log = slog.New(slog.NewTextHandler(logs, nil))
 	o.reloadInterval = cmpOr(o.reloadInterval, 20*time.Millisecond)
 	o.warmInterval = cmpOr(o.warmInterval, time.Second)
@@ -238,7 +239,7 @@ func TestStartProcess(t *testing.T) {
 	path := writeConfig(t, "", srv.Addr, "  min_idle_per_key: 2")
 	cmd := exec.Command(os.Args[0], "start", "--config", path, "--reload-interval", "20ms", "--http", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), envRunMain+"=1")
-	stderr := &syncBuffer{}
+	stderr := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package consultest
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/kpool-go/kpool/internal/syncbuf"
 )
 
 // EnvBinary names the environment variable that holds the consul binary's
@@ -61,7 +62,7 @@ type Agent struct {
 	opts  Options
 	args  []string
 	token string
-	log   syncBuffer
+	log   syncbuf.Buffer
 
 	mu   sync.Mutex // protects the fields below
 	cmd  *exec.Cmd
@@ -282,29 +283,4 @@ func freePorts(tb testing.TB, n int) []int {
 		ports = append(ports, port)
 	}
 	return ports
-}
-
-// syncBuffer is a bytes.Buffer safe for the agent's output and the test to
-// share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.Reset()
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

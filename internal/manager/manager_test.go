@@ -1,7 +1,6 @@
 package manager_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,8 @@ import (
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/manager"
 	"github.com/kpool-go/kpool/internal/reload"
+
+	"github.com/kpool-go/kpool/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -42,34 +43,17 @@ services:
 `, pool, strings.Join(addrs, ", "))
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // running is a Manager and a Watcher of its file, both running.
 type running struct {
 	path string
 	m    *manager.Manager
 	w    *reload.Watcher[*config.File]
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 func startManager(t *testing.T, yaml string) *running {
 	t.Helper()
-	r := &running{path: filepath.Join(t.TempDir(), "kpool.yaml"), logs: &syncBuffer{}}
+	r := &running{path: filepath.Join(t.TempDir(), "kpool.yaml"), logs: &syncbuf.Buffer{}}
 	r.write(t, yaml)
 	log := slog.New(slog.NewTextHandler(r.logs, nil))
 	var m *manager.Manager

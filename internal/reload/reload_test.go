@@ -1,7 +1,6 @@
 package reload_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -21,6 +19,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kpool-go/kpool/internal/reload"
+
+	"github.com/kpool-go/kpool/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -32,25 +32,6 @@ func parseInt(name string, data []byte) (int, error) {
 		return 0, fmt.Errorf("%s: want a non-negative integer, got %q", name, data)
 	}
 	return n, nil
-}
-
-// syncBuffer is a log destination the watcher's goroutine and the test
-// share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func waitFor(t *testing.T, msg string, cond func() bool) {
@@ -68,13 +49,13 @@ type fixture struct {
 	path    string
 	w       *reload.Watcher[int]
 	applied atomic.Int64
-	logs    *syncBuffer
+	logs    *syncbuf.Buffer
 	stop    func()
 }
 
 func start(t *testing.T, initial string, apply func(int) error) *fixture {
 	t.Helper()
-	f := &fixture{path: filepath.Join(t.TempDir(), "n.conf"), logs: &syncBuffer{}}
+	f := &fixture{path: filepath.Join(t.TempDir(), "n.conf"), logs: &syncbuf.Buffer{}}
 	f.write(t, initial)
 	f.applied.Store(-1)
 	if apply == nil {

@@ -1,12 +1,10 @@
 package shutdown_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,29 +12,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kpool-go/kpool/internal/shutdown"
+
+	"github.com/kpool-go/kpool/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestFirstSignalCancelsSecondExits(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	sigs := make(chan os.Signal, 2)
 	exited := make(chan int, 1)
 	ctx, stop := shutdown.Watch(context.Background(), slog.New(slog.NewTextHandler(logs, nil)), func(code int) { exited <- code }, sigs)
