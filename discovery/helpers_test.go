@@ -4,8 +4,6 @@ import (
 	"context"
 	"net"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,58 +135,11 @@ func unary(c context.Context, conn *discovery.Conn[stub]) error {
 	return err
 }
 
-// load is continuous traffic: UnaryCalls through one Conn from several
-// goroutines.
-type load struct {
-	calls  atomic.Int64
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex // protects errs
-	errs   []error
-}
-
 // traffic starts n goroutines sending UnaryCalls through conn until Stop;
 // the test's end stops them too.
-func traffic(t *testing.T, conn *discovery.Conn[stub], n int) *load {
+func traffic(t *testing.T, conn *discovery.Conn[stub], n int) *grpctest.Traffic {
 	t.Helper()
-	c, cancel := context.WithCancel(context.Background())
-	l := &load{cancel: cancel}
-	for range n {
-		l.wg.Go(func() {
-			for c.Err() == nil {
-				rc, rcancel := context.WithTimeout(context.Background(), testTimeout)
-				err := unary(rc, conn)
-				rcancel()
-				l.calls.Add(1)
-				if err != nil {
-					l.mu.Lock()
-					l.errs = append(l.errs, err)
-					l.mu.Unlock()
-				}
-			}
-		})
-	}
-	t.Cleanup(func() { l.Stop() })
-	return l
-}
-
-// Calls returns the RPCs made so far.
-func (l *load) Calls() int64 { return l.calls.Load() }
-
-// More waits until at least n more RPCs have been made.
-func (l *load) More(t *testing.T, n int64) {
-	t.Helper()
-	want := l.Calls() + n
-	grpctest.WaitFor(t, testTimeout, "traffic stalled", func() bool { return l.Calls() >= want })
-}
-
-// Stop stops the traffic and returns the RPCs made and the errors met.
-func (l *load) Stop() (calls int64, errs []error) {
-	l.cancel()
-	l.wg.Wait()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.calls.Load(), l.errs
+	return grpctest.StartTraffic(t, n, testTimeout, func(c context.Context) error { return unary(c, conn) })
 }
 
 type config = grpcfactory.Config[string, stub]

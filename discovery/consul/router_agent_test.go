@@ -4,8 +4,6 @@ import (
 	"context"
 	"net"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/hashicorp/consul/api"
@@ -73,50 +71,15 @@ func hasKey(r *discovery.Router[stub], addr string) bool {
 	return false
 }
 
-// load is continuous traffic through a Conn.
-type load struct {
-	calls  atomic.Int64
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	errs   []error
-}
-
-func traffic(t *testing.T, conn *discovery.Conn[stub], n int) *load {
-	c, cancel := context.WithCancel(context.Background())
-	l := &load{cancel: cancel}
-	foo := testpb.NewBenchmarkServiceClient(conn)
-	for range n {
-		l.wg.Go(func() {
-			for c.Err() == nil {
-				rc, rcancel := context.WithTimeout(context.Background(), agentTimeout)
-				_, err := foo.UnaryCall(rc, &testpb.SimpleRequest{})
-				rcancel()
-				l.calls.Add(1)
-				if err != nil {
-					l.mu.Lock()
-					l.errs = append(l.errs, err)
-					l.mu.Unlock()
-				}
-			}
-		})
-	}
-	t.Cleanup(func() { l.Stop() })
-	return l
-}
-
-func (l *load) More(t *testing.T, n int64) {
+// traffic starts n goroutines sending UnaryCalls through conn until Stop;
+// the test's end stops them too.
+func traffic(t *testing.T, conn *discovery.Conn[stub], n int) *grpctest.Traffic {
 	t.Helper()
-	want := l.calls.Load() + n
-	grpctest.WaitFor(t, agentTimeout, "traffic stalled", func() bool { return l.calls.Load() >= want })
-}
-
-func (l *load) Stop() (int64, []error) {
-	l.cancel()
-	l.wg.Wait()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.calls.Load(), l.errs
+	foo := testpb.NewBenchmarkServiceClient(conn)
+	return grpctest.StartTraffic(t, n, agentTimeout, func(c context.Context) error {
+		_, err := foo.UnaryCall(c, &testpb.SimpleRequest{})
+		return err
+	})
 }
 
 // The rolling release of the issue, with Consul: three backends replaced
