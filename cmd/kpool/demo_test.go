@@ -48,16 +48,22 @@ func runDemoTest(t *testing.T, extra ...string) (int, string, string) {
 		<-done
 		t.Fatalf("the demo never printed its endpoints; stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
 	}
-	// Let traffic reach every backend, then read the instance as an operator
-	// would.
-	time.Sleep(time.Second)
+	// Read the instance as an operator would: health until the service has
+	// a usable endpoint (traffic flows by then), then the stats.
+	var code int
+	var health, herr string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		code, health, herr = runKpool(ctx, "health", "--addr", addr, "--service", demoService)
+		if code == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if code != 0 || !strings.Contains(health, "status: ok") {
+		t.Errorf("health against the demo = %d %q (stderr %q), want ok", code, health, herr)
+	}
 	code, stats, serr := runKpool(ctx, "stats", "--addr", addr)
 	if code != 0 || !strings.Contains(stats, "demo") || !strings.Contains(stats, demoService) {
 		t.Errorf("stats against the demo = %d %q (stderr %q), want its pool and service", code, stats, serr)
-	}
-	code, health, herr := runKpool(ctx, "health", "--addr", addr, "--service", demoService)
-	if code != 0 || !strings.Contains(health, "status: ok") {
-		t.Errorf("health against the demo = %d %q (stderr %q), want ok", code, health, herr)
 	}
 	code = <-done
 	return code, out.String(), errOut.String()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -31,11 +32,7 @@ type inspectFlags struct {
 	timeout            time.Duration
 }
 
-func (f *inspectFlags) register(fs interface {
-	StringVar(*string, string, string, string)
-	BoolVar(*bool, string, bool, string)
-	DurationVar(*time.Duration, string, time.Duration, string)
-}, withKey bool) {
+func (f *inspectFlags) register(fs *flag.FlagSet, withKey bool) {
 	fs.StringVar(&f.addr, "addr", metrics.DefaultAddr, "`host:port` of the instance's HTTP endpoints (its --http)")
 	fs.StringVar(&f.service, "service", "", "report this service only")
 	if withKey {
