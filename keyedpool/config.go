@@ -60,8 +60,11 @@ type Config struct {
 	// beyond it is destroyed. Zero means the default, 8. Negative: no limit.
 	MaxIdlePerKey int
 
-	// MinIdlePerKey is the number of idle objects Prepare makes for a key
-	// (and the evictor keeps). Default 0. It may not be negative nor exceed
+	// MinIdlePerKey is the number of spare objects Prepare makes for a key
+	// (and the evictor keeps): objects that can take a borrower without a
+	// make, which are the idle ones and, with shared leases, also lent ones
+	// under MaxSharesPerObject. So a shared key whose objects still have
+	// room does not grow. Default 0. It may not be negative nor exceed
 	// MaxIdlePerKey or MaxTotalPerKey when those are limited.
 	MinIdlePerKey int
 

@@ -169,10 +169,26 @@ func (p *Pool[K, V]) testIdle(ctx context.Context, obj *object[K, V]) bool {
 	return p.f.Passivate(context.WithoutCancel(ctx), key, v) == nil
 }
 
+// spareLocked counts the objects of sp that can take a borrower without a
+// make, up to MinIdlePerKey: idle ones, those under an eviction test and,
+// with shared leases, those being activated or lent under the share cap.
+// MinIdlePerKey upkeep keeps this count, so that in shared mode a key whose
+// objects still have room does not grow (a new object is made only when
+// every object is at its cap).
+func (p *Pool[K, V]) spareLocked(sp *subPool[K, V]) int {
+	n := sp.idle.Len() + sp.testing + sp.activating
+	for o := sp.lent.Front(); o != nil && n < p.lim.minIdle; o = sp.lent.Next(o) {
+		if int(o.shares) < p.lim.maxShares {
+			n++
+		}
+	}
+	return n
+}
+
 // wantUpkeepLocked queues sp for the next eviction run's upkeep if it has
-// fewer than MinIdlePerKey idle objects.
+// fewer than MinIdlePerKey spare objects (spareLocked).
 func (p *Pool[K, V]) wantUpkeepLocked(sp *subPool[K, V]) {
-	if sp.idle.Len() >= p.lim.minIdle || sp.queued {
+	if sp.queued || p.lim.minIdle == 0 || p.spareLocked(sp) >= p.lim.minIdle {
 		return
 	}
 	sp.queued = true
@@ -185,7 +201,7 @@ func (p *Pool[K, V]) wantUpkeepLocked(sp *subPool[K, V]) {
 }
 
 // ensureMinIdle makes idle objects for the keys queued for upkeep until each
-// has MinIdlePerKey, within the limits, upkeepMakes at a time.
+// has MinIdlePerKey spare ones, within the limits, upkeepMakes at a time.
 func (p *Pool[K, V]) ensureMinIdle(ctx context.Context) error {
 	var (
 		wg   sync.WaitGroup
@@ -220,7 +236,7 @@ keys:
 		sp.queued = false
 		need := 0
 		if p.keys[sp.key] == sp { // else dropped since it was queued
-			need = p.lim.minIdle - sp.idle.Len() - sp.testing
+			need = p.lim.minIdle - p.spareLocked(sp)
 		}
 		p.mu.Unlock()
 		for ; need > 0; need-- {

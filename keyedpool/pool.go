@@ -431,7 +431,11 @@ func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
 	if best == nil {
 		return grant[K, V]{}
 	}
-	return grant[K, V]{lease: p.leaseLocked(best)}
+	h := p.leaseLocked(best)
+	if int(best.shares) == p.lim.maxShares {
+		p.wantUpkeepLocked(sp) // best was the key's last room, maybe
+	}
+	return grant[K, V]{lease: h}
 }
 
 // leaseLocked takes a lease on obj.
@@ -1155,9 +1159,9 @@ func (p *Pool[K, V]) AddObject(ctx context.Context, key K) error {
 	return err
 }
 
-// Prepare makes idle objects of key until it has MinIdlePerKey of them (as
-// commons-pool2's preparePool). It stops at the first error, which it
-// returns: AddObject's.
+// Prepare makes idle objects of key until it has MinIdlePerKey spare ones
+// (as commons-pool2's preparePool): idle, or with shared leases lent under
+// the share cap. It stops at the first error, which it returns: AddObject's.
 func (p *Pool[K, V]) Prepare(ctx context.Context, key K) error {
 	p.mu.Lock()
 	if p.closed {
@@ -1166,7 +1170,7 @@ func (p *Pool[K, V]) Prepare(ctx context.Context, key K) error {
 	}
 	need := p.lim.minIdle
 	if sp := p.keys[key]; sp != nil {
-		need -= sp.idle.Len()
+		need -= p.spareLocked(sp)
 	}
 	p.mu.Unlock()
 	for ; need > 0; need-- {

@@ -126,3 +126,27 @@ func TestSharedWaitersGetSharesOnceActive(t *testing.T) {
 		}
 	})
 }
+
+// With shared leases, MinIdlePerKey counts spare objects: a lent object
+// under its share cap can take the next borrower without a make, so upkeep
+// makes a new object only when every object of the key is at its cap.
+func TestSharedMinIdleCountsRoomUnderTheCap(t *testing.T) {
+	p, f := newPool(t, keyedpool.Config{MaxSharesPerObject: 4, MaxTotalPerKey: 4, MinIdlePerKey: 1})
+	if err := p.Prepare(context.Background(), "k"); err != nil {
+		t.Fatalf("Prepare() = %v", err)
+	}
+	hs := borrowAtOnce(t, p, "k", 3) // 3 of the object's 4 shares
+	mustRunEviction(t, p)
+	if got := f.Made.Load(); got != 1 {
+		t.Errorf("objects made with one lent under its share cap = %d, want 1 (it is the spare)", got)
+	}
+	if err := p.Prepare(context.Background(), "k"); err != nil || f.Made.Load() != 1 {
+		t.Errorf("Prepare() = %v and made %d objects, want nil and 1", err, f.Made.Load())
+	}
+	hs = append(hs, mustBorrow(t, p, "k")) // the 4th share: no room left
+	mustRunEviction(t, p)
+	if s := p.KeyStats("k"); f.Made.Load() != 2 || s.Idle != 1 || s.Active != 1 {
+		t.Errorf("after the object reached its cap: made %d, KeyStats %+v; want 2 made, 1 idle, 1 active", f.Made.Load(), s)
+	}
+	returnAll(t, p, hs)
+}
