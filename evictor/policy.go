@@ -17,7 +17,9 @@ type Candidate struct {
 	// IdleTime is how long the object has been idle: the run's time minus
 	// LastReturned, never negative.
 	IdleTime time.Duration
-	// IdleCount is the number of idle objects of the key, this one included.
+	// IdleCount is the number of spare objects of the key, this one
+	// included: its idle objects and, in a pool with shared leases, its lent
+	// objects that can take another borrower.
 	IdleCount int
 }
 
@@ -29,7 +31,8 @@ type Settings struct {
 	// SoftMinEvictableIdle: an object idle longer is evicted while its key
 	// has more than MinIdle idle objects. Zero or negative: off.
 	SoftMinEvictableIdle time.Duration
-	// MinIdle is the number of idle objects a pool keeps for each key.
+	// MinIdle is the number of spare objects (as IdleCount counts them) a
+	// pool keeps for each key.
 	MinIdle int
 }
 

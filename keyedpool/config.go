@@ -125,8 +125,9 @@ type Config struct {
 	MinEvictableIdle time.Duration
 
 	// SoftMinEvictableIdle: an idle object idle longer is evicted by the
-	// default policy while more than MinIdlePerKey objects of its key are
-	// idle. Zero (the default): off. Negative is invalid.
+	// default policy while its key has more than MinIdlePerKey spare
+	// objects (see MinIdlePerKey). Zero (the default): off. Negative is
+	// invalid.
 	SoftMinEvictableIdle time.Duration
 
 	// EvictionPolicy decides which idle objects an eviction run destroys.
@@ -134,8 +135,10 @@ type Config struct {
 	EvictionPolicy evictor.Policy
 
 	// MaxLifetime: an object older than this is destroyed when an eviction
-	// run finds it idle, or when it is returned; never while borrowed. Zero
-	// (the default): no limit. Negative is invalid.
+	// run finds it idle, or when it is returned; never while borrowed. With
+	// shared leases an object past it takes no new lease (found at lend or
+	// by an eviction run) and is destroyed when its last lease comes back.
+	// Zero (the default): no limit. Negative is invalid.
 	MaxLifetime time.Duration
 
 	// MaxLifetimeJitter adds to each object's MaxLifetime a random part of

@@ -3,6 +3,7 @@ package keyedpool
 import (
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -27,9 +28,11 @@ const upkeepMakes = 4
 // or the EvictionPolicy says so; otherwise, with TestWhileIdle, it is
 // activated, validated and passivated, and destroyed if any of that fails.
 // While it is looked at, the object is not lent: a borrower takes another,
-// or makes one, or waits for it. Last, the run makes idle objects for the
-// keys that have fewer than MinIdlePerKey of them, within the limits, at
-// most a few at a time, and never for a key in make backoff.
+// or makes one, or waits for it. With shared leases the run also stops
+// lending objects past MaxLifetime (they are destroyed when their last
+// lease comes back). Last, the run makes idle objects for the keys that
+// have fewer than MinIdlePerKey spare objects, within the limits, at most a
+// few at a time, and never for a key in make backoff.
 //
 // Destroying an object frees room for the waiting borrowers of every key.
 // RunEviction is bounded by ctx and ended by Close; it returns ErrClosed on
@@ -58,6 +61,17 @@ func (p *Pool[K, V]) RunEviction(ctx context.Context) error {
 		p.handClock = true
 		for o := p.idle.Front(); o != nil; o = p.idle.Next(o) {
 			o.lastReturned = max(o.lastReturned, now)
+		}
+	}
+	if p.shared && cfg.MaxLifetime > 0 {
+		// A lent object past its lifetime is lent no more; with no new
+		// borrower to find it, this is where its key learns it lost room.
+		for o := p.lent.Front(); o != nil; {
+			next := p.lent.Next(o)
+			if p.expired(o, cfg, now) {
+				p.retireLocked(o, byLifetime)
+			}
+			o = next
 		}
 	}
 	n, idle := cfg.NumTestsPerEvictionRun, p.idle.Len()
@@ -119,7 +133,7 @@ func (p *Pool[K, V]) evictOne(ctx context.Context, cfg *Config, s evictor.Settin
 		LastBorrowed: p.at(obj.lastBorrowed),
 		LastReturned: p.at(obj.lastReturned),
 		IdleTime:     time.Duration(max(0, now-obj.lastReturned)),
-		IdleCount:    sp.idle.Len() + sp.testing,
+		IdleCount:    p.spareLocked(sp, math.MaxInt),
 	}
 	clears := uint64(sp.clears)<<32 | uint64(p.clears)
 	p.mu.Unlock()
@@ -170,15 +184,25 @@ func (p *Pool[K, V]) testIdle(ctx context.Context, obj *object[K, V]) bool {
 }
 
 // spareLocked counts the objects of sp that can take a borrower without a
-// make, up to MinIdlePerKey: idle ones, those under an eviction test and,
-// with shared leases, those being activated or lent under the share cap.
-// MinIdlePerKey upkeep keeps this count, so that in shared mode a key whose
-// objects still have room does not grow (a new object is made only when
-// every object is at its cap).
-func (p *Pool[K, V]) spareLocked(sp *subPool[K, V]) int {
+// make, counting lent ones only until there are upTo: idle ones, those
+// under an eviction test and, with shared leases, those being activated or
+// lent under the share cap and within their lifetime. MinIdlePerKey upkeep
+// keeps this count, and the eviction policy sees it as IdleCount, so that
+// in shared mode a key whose objects still have room does not grow (a new
+// object is made only when every object is at its cap).
+func (p *Pool[K, V]) spareLocked(sp *subPool[K, V], upTo int) int {
 	n := sp.idle.Len() + sp.testing + sp.activating
-	for o := sp.lent.Front(); o != nil && n < p.lim.minIdle; o = sp.lent.Next(o) {
-		if int(o.shares) < p.lim.maxShares {
+	if sp.lent.Len() == 0 || n >= upTo {
+		return n
+	}
+	var cfg *Config
+	var now int64
+	if p.lim.lifetime {
+		cfg = p.cfg.Load()
+		now = p.floorNow(cfg)
+	}
+	for o := sp.lent.Front(); o != nil && n < upTo; o = sp.lent.Next(o) {
+		if int(o.shares) < p.lim.maxShares && (cfg == nil || !p.expired(o, cfg, now)) {
 			n++
 		}
 	}
@@ -188,7 +212,7 @@ func (p *Pool[K, V]) spareLocked(sp *subPool[K, V]) int {
 // wantUpkeepLocked queues sp for the next eviction run's upkeep if it has
 // fewer than MinIdlePerKey spare objects (spareLocked).
 func (p *Pool[K, V]) wantUpkeepLocked(sp *subPool[K, V]) {
-	if sp.queued || p.lim.minIdle == 0 || p.spareLocked(sp) >= p.lim.minIdle {
+	if sp.queued || p.lim.minIdle == 0 || p.spareLocked(sp, p.lim.minIdle) >= p.lim.minIdle {
 		return
 	}
 	sp.queued = true
@@ -236,7 +260,7 @@ keys:
 		sp.queued = false
 		need := 0
 		if p.keys[sp.key] == sp { // else dropped since it was queued
-			need = p.lim.minIdle - p.spareLocked(sp)
+			need = p.lim.minIdle - p.spareLocked(sp, p.lim.minIdle)
 		}
 		p.mu.Unlock()
 		for ; need > 0; need-- {

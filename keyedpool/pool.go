@@ -47,6 +47,7 @@ type Pool[K comparable, V any] struct {
 	making     int                      // objects being made, all keys
 	shares     int                      // leases out, all keys
 	idle       ilist.List[object[K, V]] // idle objects of all keys, oldest first
+	lent       ilist.List[object[K, V]] // shared mode: the objects in every sub.lent, for the evictor's lifetime sweep
 	waiters    ilist.List[waiter[K, V]] // blocked borrowers of all keys, first come first
 	freeWaiter *waiter[K, V]            // waiters for reuse, linked by next
 
@@ -102,7 +103,7 @@ type object[K comparable, V any] struct {
 	sub       *subPool[K, V]
 	value     V
 	keyLinks  ilist.Links[object[K, V]] // in sub.idle or sub.lent
-	allLinks  ilist.Links[object[K, V]] // in pool.idle
+	allLinks  ilist.Links[object[K, V]] // in pool.idle or pool.lent
 	state     objState
 	brokenWhy reason // stBroken: why it will be destroyed
 	shares    int32
@@ -213,6 +214,7 @@ func New[K comparable, V any](f factory.KeyedFactory[K, V], cfg Config) (*Pool[K
 		lim:        lim,
 		keys:       make(map[K]*subPool[K, V]),
 		idle:       ilist.New(allLinks[K, V]),
+		lent:       ilist.New(allLinks[K, V]),
 		waiters:    ilist.New(wAllLinks[K, V]),
 		lentLeases: ilist.New(trackLinks[K, V]),
 	}
@@ -421,8 +423,7 @@ func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
 			// Under steady load a shared object may never go back to
 			// zero leases: stop lending it, so that it retires when its
 			// borrowers are done.
-			sp.lent.Remove(o)
-			o.state, o.brokenWhy = stBroken, byLifetime
+			p.retireLocked(o, byLifetime)
 		} else if int(o.shares) < p.lim.maxShares && (best == nil || o.shares < best.shares) {
 			best = o
 		}
@@ -436,6 +437,30 @@ func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
 		p.wantUpkeepLocked(sp) // best was the key's last room, maybe
 	}
 	return grant[K, V]{lease: h}
+}
+
+// addLentLocked puts a shared object that was just activated for its first
+// borrower into the lent lists, where it takes more.
+func (p *Pool[K, V]) addLentLocked(obj *object[K, V]) {
+	obj.state = stLent
+	obj.sub.lent.PushBack(obj)
+	p.lent.PushBack(obj)
+}
+
+// removeLentLocked takes a shared object out of the lent lists: it takes no
+// more leases.
+func (p *Pool[K, V]) removeLentLocked(obj *object[K, V]) {
+	obj.sub.lent.Remove(obj)
+	p.lent.Remove(obj)
+}
+
+// retireLocked stops lending a lent shared object; it is destroyed for why
+// when its last lease comes back. Its room is gone, so its key may want
+// upkeep.
+func (p *Pool[K, V]) retireLocked(obj *object[K, V], why reason) {
+	p.removeLentLocked(obj)
+	obj.state, obj.brokenWhy = stBroken, why
+	p.wantUpkeepLocked(obj.sub)
 }
 
 // leaseLocked takes a lease on obj.
@@ -766,8 +791,7 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 			// Now that it is active, others may share it.
 			p.mu.Lock()
 			sp.activating--
-			obj.state = stLent
-			sp.lent.PushBack(obj)
+			p.addLentLocked(obj)
 			p.serveKeyLocked(sp)
 			p.mu.Unlock()
 		}
@@ -966,7 +990,7 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned bool) error {
 			return nil
 		}
 		if obj.state == stLent {
-			sp.lent.Remove(obj)
+			p.removeLentLocked(obj)
 		}
 		if obj.state == stBroken {
 			obj.state = stDestroy
@@ -1026,15 +1050,15 @@ func (p *Pool[K, V]) invalidate(h *Pooled[K, V], why reason) error {
 	obj := h.obj
 	p.mu.Lock()
 	last := p.unleaseLocked(h, true)
-	if p.shared && obj.state == stLent {
-		obj.sub.lent.Remove(obj)
-	}
-	if !last {
-		if obj.state != stBroken {
-			obj.state, obj.brokenWhy = stBroken, why
+	if !last { // shared mode: others hold leases
+		if obj.state == stLent { // else broken already: the first cause counts
+			p.retireLocked(obj, why)
 		}
 		p.mu.Unlock()
 		return nil
+	}
+	if p.shared && obj.state == stLent {
+		p.removeLentLocked(obj)
 	}
 	if obj.state == stBroken {
 		why = obj.brokenWhy // the first cause counts
@@ -1170,7 +1194,7 @@ func (p *Pool[K, V]) Prepare(ctx context.Context, key K) error {
 	}
 	need := p.lim.minIdle
 	if sp := p.keys[key]; sp != nil {
-		need -= p.spareLocked(sp)
+		need -= p.spareLocked(sp, need)
 	}
 	p.mu.Unlock()
 	for ; need > 0; need-- {
