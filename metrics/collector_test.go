@@ -2,8 +2,11 @@ package metrics_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -335,6 +338,36 @@ func TestNewRefusesBadInput(t *testing.T) {
 	}
 	if !m.RemovePool("x") || m.RemovePool("x") {
 		t.Errorf("RemovePool(x) twice: want true then false")
+	}
+}
+
+// TestUnregister takes a Metrics off its registry and registers another
+// with the same Namespace in its place, as a reload would.
+func TestUnregister(t *testing.T) {
+	m, reg := newMetrics(t, metrics.Options{Namespace: "app"})
+	if err := metrics.AddPool(m, "p", newPool(t, &testfactory.Factory{}, keyedpool.Config{}), nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "app_grpc_pool_size"); err != nil || n != 1 {
+		t.Fatalf("app_grpc_pool_size series before Unregister = %d, %v; want 1", n, err)
+	}
+	if !m.Unregister() {
+		t.Error("Unregister() = false, want true the first time")
+	}
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 0 {
+		t.Errorf("series after Unregister = %d, %v; want 0", n, err)
+	}
+	if m.Unregister() {
+		t.Error("Unregister() a second time = true, want false")
+	}
+	if _, err := metrics.New(reg, metrics.Options{Namespace: "app"}); err != nil {
+		t.Errorf("New() with the same Namespace after Unregister = %v, want nil", err)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler(reg).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/stats", nil))
+	var rep metrics.StatsReport
+	if err := json.Unmarshal(rec.Body.Bytes(), &rep); err != nil || rec.Code != http.StatusOK || len(rep.Pools) != 1 || rep.Pools[0].Name != "p" {
+		t.Errorf("/stats after Unregister = %d %s (%v), want 200 with pool p", rec.Code, rec.Body, err)
 	}
 }
 

@@ -70,6 +70,8 @@ type ServiceSource interface {
 // them. It is safe for concurrent use.
 type Metrics struct {
 	opts   Options
+	reg    prometheus.Registerer
+	cs     []prometheus.Collector // registered on reg by New
 	descs  *descs
 	rpc    *rpcMetrics
 	others int // the resolved MaxKeySeries
@@ -107,7 +109,22 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
 	}
+	m.reg, m.cs = reg, cs
 	return m, nil
+}
+
+// Unregister takes m's collectors off the registry New registered them on,
+// so that their series leave /metrics and a new Metrics with the same
+// Namespace can be registered in their place. m's pools, services and
+// Observer keep working, and /health and /stats still read them. It
+// reports whether all of m's collectors were registered: false the second
+// time.
+func (m *Metrics) Unregister() bool {
+	ok := true
+	for _, c := range m.cs {
+		ok = m.reg.Unregister(c) && ok
+	}
+	return ok
 }
 
 // AddPool adds p to m under name, the value of the pool label; health, if
