@@ -43,6 +43,59 @@ func BenchmarkRunEviction(b *testing.B) {
 	}
 }
 
+// BenchmarkRunEvictionSharedLent times one eviction run over 100,000
+// shared objects lent at their cap, with MaxLifetime on: the run looks at 3
+// of them for expiry, so its cost must not follow the objects lent.
+func BenchmarkRunEvictionSharedLent(b *testing.B) {
+	const objects = 100_000
+	for _, keys := range []int{100, 10_000} {
+		b.Run(fmt.Sprintf("Keys=%d/Lent=%d", keys, objects), func(b *testing.B) {
+			names := make([]string, keys)
+			for i := range names {
+				names[i] = fmt.Sprint("backend-", i)
+			}
+			per := objects / keys
+			p, err := newKpool(keyedpool.Config{
+				MaxTotalPerKey:         per,
+				MaxIdlePerKey:          per,
+				MaxSharesPerObject:     2,
+				MaxLifetime:            time.Hour,
+				NumTestsPerEvictionRun: 3,
+			}, names, per)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			var hs []*keyedpool.Pooled[string, *conn]
+			for _, k := range names {
+				for range 2 * per {
+					h, err := p.Borrow(ctx, k)
+					if err != nil {
+						b.Fatal(err)
+					}
+					hs = append(hs, h)
+				}
+			}
+			if s := p.Stats(); s.Active != objects {
+				b.Fatalf("Active = %d, want %d", s.Active, objects)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := p.RunEviction(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			for _, h := range hs {
+				if err := p.Return(h); err != nil {
+					b.Fatal(err)
+				}
+			}
+			closeKpool(b, p)
+		})
+	}
+}
+
 // BenchmarkParallelWithEvictor is BenchmarkParallel's kpool case, with 100
 // more keys of 8 idle objects each, beside the same with an evictor testing
 // 3 of them every millisecond (TestWhileIdle): the hot path must not slow by

@@ -29,7 +29,7 @@ type Settings struct {
 	// never on idle time alone.
 	MinEvictableIdle time.Duration
 	// SoftMinEvictableIdle: an object idle longer is evicted while its key
-	// has more than MinIdle idle objects. Zero or negative: off.
+	// has more than MinIdle spare objects (IdleCount). Zero or negative: off.
 	SoftMinEvictableIdle time.Duration
 	// MinIdle is the number of spare objects (as IdleCount counts them) a
 	// pool keeps for each key.
@@ -51,7 +51,8 @@ func (f PolicyFunc) Evict(s Settings, c Candidate) bool { return f(s, c) }
 
 // DefaultPolicy is commons-pool2's DefaultEvictionPolicy: an object is
 // evicted when it has been idle longer than MinEvictableIdle, or longer than
-// SoftMinEvictableIdle while its key has more than MinIdle idle objects.
+// SoftMinEvictableIdle while its key has more than MinIdle spare objects
+// (Candidate.IdleCount).
 type DefaultPolicy struct{}
 
 // Evict applies the rule above.

@@ -28,11 +28,11 @@ const upkeepMakes = 4
 // or the EvictionPolicy says so; otherwise, with TestWhileIdle, it is
 // activated, validated and passivated, and destroyed if any of that fails.
 // While it is looked at, the object is not lent: a borrower takes another,
-// or makes one, or waits for it. With shared leases the run also stops
-// lending objects past MaxLifetime (they are destroyed when their last
-// lease comes back). Last, the run makes idle objects for the keys that
-// have fewer than MinIdlePerKey spare objects, within the limits, at most a
-// few at a time, and never for a key in make backoff.
+// or makes one, or waits for it. With shared leases it also looks at as
+// many lent objects, for those past MaxLifetime, whose keys then want
+// upkeep. Last, the run makes idle objects for the keys that have fewer
+// than MinIdlePerKey spare objects, within the limits, at most a few at a
+// time, and never for a key in make backoff.
 //
 // Destroying an object frees room for the waiting borrowers of every key.
 // RunEviction is bounded by ctx and ended by Close; it returns ErrClosed on
@@ -64,21 +64,9 @@ func (p *Pool[K, V]) RunEviction(ctx context.Context) error {
 		}
 	}
 	if p.shared && cfg.MaxLifetime > 0 {
-		// A lent object past its lifetime is lent no more; with no new
-		// borrower to find it, this is where its key learns it lost room.
-		for o := p.lent.Front(); o != nil; {
-			next := p.lent.Next(o)
-			if p.expired(o, cfg, now) {
-				p.retireLocked(o, byLifetime)
-			}
-			o = next
-		}
+		p.sweepLentLocked(cfg, now)
 	}
-	n, idle := cfg.NumTestsPerEvictionRun, p.idle.Len()
-	if n < 0 {
-		n = (idle + -n - 1) / -n
-	}
-	n = min(n, idle)
+	n := testsPerRun(cfg, p.idle.Len())
 	p.mu.Unlock()
 	defer func() {
 		p.mu.Lock()
@@ -105,6 +93,36 @@ func (p *Pool[K, V]) RunEviction(ctx context.Context) error {
 	}
 	errs = append(errs, p.ensureMinIdle(ctx), ctx.Err())
 	return errors.Join(errs...)
+}
+
+// testsPerRun is how many of count objects a run looks at, as
+// NumTestsPerEvictionRun says.
+func testsPerRun(cfg *Config, count int) int {
+	n := cfg.NumTestsPerEvictionRun
+	if n < 0 {
+		n = (count + -n - 1) / -n
+	}
+	return min(n, count)
+}
+
+// sweepLentLocked looks at as many lent shared objects as a run tests idle
+// ones, going on where the last run stopped, and queues upkeep for the
+// keys of those past MaxLifetime: such an object takes no new lease
+// (lendLocked retires it), so its room is gone, but a key with no new
+// borrower would never learn it. The object itself is left to its
+// borrowers, so that a take-back or Invalidate counts under its own reason.
+func (p *Pool[K, V]) sweepLentLocked(cfg *Config, now int64) {
+	o := p.lentNext
+	if o == nil {
+		o = p.lent.Front()
+	}
+	for n := testsPerRun(cfg, p.lent.Len()); n > 0 && o != nil; n-- {
+		if p.expired(o, cfg, now) {
+			p.wantUpkeepLocked(o.sub)
+		}
+		o = p.lent.Next(o)
+	}
+	p.lentNext = o
 }
 
 // evictOne looks at the next idle object for eviction, as RunEviction says,

@@ -47,7 +47,7 @@ type Pool[K comparable, V any] struct {
 	making     int                      // objects being made, all keys
 	shares     int                      // leases out, all keys
 	idle       ilist.List[object[K, V]] // idle objects of all keys, oldest first
-	lent       ilist.List[object[K, V]] // shared mode: the objects in every sub.lent, for the evictor's lifetime sweep
+	lent       ilist.List[object[K, V]] // shared mode: the objects in every sub.lent, for the eviction run's lifetime sweep
 	waiters    ilist.List[waiter[K, V]] // blocked borrowers of all keys, first come first
 	freeWaiter *waiter[K, V]            // waiters for reuse, linked by next
 
@@ -57,7 +57,8 @@ type Pool[K comparable, V any] struct {
 	runs        int                          // eviction runs in flight
 	testing     int                          // idle objects out of the idle lists for an eviction test
 	evictNext   *object[K, V]                // in idle: where the next eviction run goes on; nil: the front
-	upkeep      []*subPool[K, V]             // keys with fewer than MinIdlePerKey idle objects, first queued first; may hold dropped ones
+	lentNext    *object[K, V]                // in lent: where the next lifetime sweep goes on; nil: the front
+	upkeep      []*subPool[K, V]             // keys with fewer than MinIdlePerKey spare objects, first queued first; may hold dropped ones
 	lentLeases  ilist.List[leaseTrack[K, V]] // leases out, while abandoned objects are tracked
 	backoffKeys int                          // keys in make backoff
 	failing     []*subPool[K, V]             // keys that have a makeBackoff; may hold stale ones
@@ -450,6 +451,9 @@ func (p *Pool[K, V]) addLentLocked(obj *object[K, V]) {
 // removeLentLocked takes a shared object out of the lent lists: it takes no
 // more leases.
 func (p *Pool[K, V]) removeLentLocked(obj *object[K, V]) {
+	if obj == p.lentNext {
+		p.lentNext = p.lent.Next(obj)
+	}
 	obj.sub.lent.Remove(obj)
 	p.lent.Remove(obj)
 }
