@@ -47,7 +47,7 @@ type Pool[K comparable, V any] struct {
 	making     int                      // objects being made, all keys
 	shares     int                      // leases out, all keys
 	idle       ilist.List[object[K, V]] // idle objects of all keys, oldest first
-	lent       ilist.List[object[K, V]] // shared mode: the objects in every sub.lent, for the eviction run's lifetime sweep
+	lent       ilist.List[object[K, V]] // shared mode with MaxLifetime: the objects in sub.lents, for the eviction run's lifetime sweep
 	waiters    ilist.List[waiter[K, V]] // blocked borrowers of all keys, first come first
 	freeWaiter *waiter[K, V]            // waiters for reuse, linked by next
 
@@ -441,21 +441,27 @@ func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
 }
 
 // addLentLocked puts a shared object that was just activated for its first
-// borrower into the lent lists, where it takes more.
+// borrower into its key's lent list, where it takes more, and with
+// MaxLifetime into the pool's, for the eviction run's sweep. (An object lent
+// before SetConfig turned MaxLifetime on joins the sweep when next lent.)
 func (p *Pool[K, V]) addLentLocked(obj *object[K, V]) {
 	obj.state = stLent
 	obj.sub.lent.PushBack(obj)
-	p.lent.PushBack(obj)
+	if p.lim.lifetime {
+		p.lent.PushBack(obj)
+	}
 }
 
 // removeLentLocked takes a shared object out of the lent lists: it takes no
 // more leases.
 func (p *Pool[K, V]) removeLentLocked(obj *object[K, V]) {
-	if obj == p.lentNext {
-		p.lentNext = p.lent.Next(obj)
-	}
 	obj.sub.lent.Remove(obj)
-	p.lent.Remove(obj)
+	if obj.allLinks.In() {
+		if obj == p.lentNext {
+			p.lentNext = p.lent.Next(obj)
+		}
+		p.lent.Remove(obj)
+	}
 }
 
 // retireLocked stops lending a lent shared object; it is destroyed for why

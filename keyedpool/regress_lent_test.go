@@ -103,3 +103,36 @@ func TestRegressLentSweepIsBoundedPerRun(t *testing.T) {
 		returnAll(t, p, hs)
 	})
 }
+
+// Only objects lent while MaxLifetime is on are in the sweep's list; an
+// object lent before SetConfig turned it on, or after it turned it off, must
+// still come back, go idle and be lent again without upsetting the list.
+func TestLentSweepAcrossSetConfig(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := keyedpool.Config{MaxSharesPerObject: 2, MinIdlePerKey: 1}
+		p, f := newPool(t, cfg)
+		early := mustBorrow(t, p, "a") // lent with no lifetime: not in the sweep's list
+		on := cfg
+		on.MaxLifetime = 10 * time.Second
+		if err := p.SetConfig(on); err != nil {
+			t.Fatal(err)
+		}
+		late := mustBorrow(t, p, "b") // lent with a lifetime: swept
+		mustReturn(t, p, early)
+		again := mustBorrow(t, p, "a") // lent again, now with a lifetime
+		sleepPast(11 * time.Second)
+		made := f.Made.Load()
+		mustRunEviction(t, p)
+		if got := f.Made.Load() - made; got != 2 {
+			t.Errorf("a run after both lent objects expired made %d, want 2 (a spare for a and for b)", got)
+		}
+		if err := p.SetConfig(cfg); err != nil {
+			t.Fatal(err)
+		}
+		mustReturn(t, p, again)
+		mustReturn(t, p, late)
+		if s := p.Stats(); s.Active != 0 || s.SharesInUse != 0 {
+			t.Errorf("Stats after every lease came back = %+v, want nothing active", s.Gauges)
+		}
+	})
+}
