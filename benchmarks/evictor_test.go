@@ -10,6 +10,15 @@ import (
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
+// backendNames returns n keys: backend-0, backend-1, ...
+func backendNames(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprint("backend-", i)
+	}
+	return names
+}
+
 // BenchmarkRunEviction times one eviction run testing 3 objects over 100,000
 // idle objects spread over 100 or 10,000 keys: the cost must follow the
 // objects tested, not the number of keys.
@@ -17,10 +26,7 @@ func BenchmarkRunEviction(b *testing.B) {
 	const objects = 100_000
 	for _, keys := range []int{100, 10_000} {
 		b.Run(fmt.Sprintf("Keys=%d/Objects=%d", keys, objects), func(b *testing.B) {
-			names := make([]string, keys)
-			for i := range names {
-				names[i] = fmt.Sprint("backend-", i)
-			}
+			names := backendNames(keys)
 			per := objects / keys
 			p, err := newKpool(keyedpool.Config{
 				MaxTotalPerKey:         per,
@@ -50,10 +56,7 @@ func BenchmarkRunEvictionSharedLent(b *testing.B) {
 	const objects = 100_000
 	for _, keys := range []int{100, 10_000} {
 		b.Run(fmt.Sprintf("Keys=%d/Lent=%d", keys, objects), func(b *testing.B) {
-			names := make([]string, keys)
-			for i := range names {
-				names[i] = fmt.Sprint("backend-", i)
-			}
+			names := backendNames(keys)
 			per := objects / keys
 			p, err := newKpool(keyedpool.Config{
 				MaxTotalPerKey:         per,
