@@ -13,13 +13,12 @@ import (
 // Found by a review of the first lifetime sweep of lent shared objects,
 // which retired every expired one in every run; each test failed on it.
 
-// Bug: RunEviction now sweeps p.lent and retires every lent shared object
-// past MaxLifetime (stBroken, brokenWhy = byLifetime) before it takes back
-// abandoned leases, although its doc says it "first takes back leaked
-// leases". removeAbandoned -> invalidate then finds the object broken and
-// counts the destroy under the first cause, byLifetime, so a leaked shared
-// object is never counted in DestroyedByAbandoned, the counter users watch
-// for leaks. Exclusive mode (no sweep) and shared mode before the sweep
+// Bug: RunEviction's sweep retired every lent shared object past
+// MaxLifetime (stBroken, brokenWhy = byLifetime) before it took back
+// abandoned leases. removeAbandoned -> invalidate then found the object
+// broken and counted the destroy under the first cause, byLifetime, so a
+// leaked shared object was never counted in DestroyedByAbandoned, the
+// counter users watch for leaks. The sweep now only queues upkeep. Exclusive mode (no sweep) and shared mode before the sweep
 // count the same leak as DestroyedByAbandoned.
 func TestRegressLentSweepHidesAbandonedTakeBack(t *testing.T) {
 	for _, shares := range []int{1, 4} {
@@ -45,8 +44,8 @@ func TestRegressLentSweepHidesAbandonedTakeBack(t *testing.T) {
 	}
 }
 
-// Bug: the same preemption for Invalidate. Once a run's sweep has retired a
-// lent shared object for its lifetime, an Invalidate of its only lease is
+// Bug: the same preemption for Invalidate. Once a run's sweep had retired a
+// lent shared object for its lifetime, an Invalidate of its only lease was
 // counted in DestroyedByLifetime, not DestroyedByInvalidate ("Invalidate"),
 // while DestroyedByLifetime is documented as "found idle by an eviction run
 // or returned". In exclusive mode, and in shared mode before the sweep, the

@@ -10,11 +10,12 @@ import (
 )
 
 // Found by a review of the change that made MinIdlePerKey count lent shared
-// objects under the share cap as spare; each test failed on it.
+// objects under the share cap as spare; each test failed on it. The
+// comments say what was wrong then.
 
 // Bug: a shared object that leaves sp.lent by Invalidate (stBroken while
-// other shares are still out) takes the key's spare capacity with it, but
-// invalidate never calls wantUpkeepLocked. The key was taken off the upkeep
+// other shares are still out) took the key's spare capacity with it, but
+// invalidate never called wantUpkeepLocked. The key was taken off the upkeep
 // queue by the previous run (the lent object was its spare then), so every
 // later run skips it: the key has no spare object until the last share of
 // the broken object comes back, which under steady load may be never. The
@@ -46,11 +47,11 @@ func TestRegressSharedInvalidateLeavesKeyWithoutSpare(t *testing.T) {
 	mustReturn(t, p, h2)
 }
 
-// Bug: spareLocked counts every object in sp.lent under the share cap, even
+// Bug: spareLocked counted every object in sp.lent under the share cap, even
 // one that has outlived MaxLifetime. lendLocked never lends such an object
 // (it retires it), so it cannot take a borrower without a make, yet Prepare
-// counts it as the key's spare and makes nothing; the next borrower then
-// has to make.
+// counted it as the key's spare and made nothing; the next borrower then
+// had to make.
 func TestRegressSharedPrepareCountsExpiredLentObjectAsSpare(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, f := newPool(t, keyedpool.Config{
@@ -76,8 +77,8 @@ func TestRegressSharedPrepareCountsExpiredLentObjectAsSpare(t *testing.T) {
 }
 
 // Bug: the same for the evictor. Expiry of a lent shared object is a
-// change with time that queues nothing, and spareLocked would count the
-// expired object anyway, so upkeep never replaces the key's only spare.
+// change with time that queued nothing, and spareLocked counted the
+// expired object anyway, so upkeep never replaced the key's only spare.
 func TestRegressSharedUpkeepIgnoresExpiryOfLentSpare(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p, f := newPool(t, keyedpool.Config{
@@ -99,9 +100,9 @@ func TestRegressSharedUpkeepIgnoresExpiryOfLentSpare(t *testing.T) {
 }
 
 // Bug: lendLocked retires an expired lent object (stBroken, out of sp.lent)
-// and lends a share of another one, but only queues upkeep when that share
-// fills the other object to the cap. Losing the expired object's room is
-// never queued, so the key stays one spare short of MinIdlePerKey across
+// and lends a share of another one, but only queued upkeep when that share
+// filled the other object to the cap. Losing the expired object's room was
+// never queued, so the key stayed one spare short of MinIdlePerKey across
 // runs (this holds even if spareLocked skipped expired objects).
 func TestRegressSharedLendRetiringExpiredObjectDoesNotQueueUpkeep(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -137,11 +138,11 @@ func TestRegressSharedLendRetiringExpiredObjectDoesNotQueueUpkeep(t *testing.T) 
 	})
 }
 
-// Bug: the eviction policy still counts only idle objects against MinIdle
+// Bug: the eviction policy still counted only idle objects against MinIdle
 // (Candidate.IdleCount vs Settings.MinIdle), while upkeep and Prepare now
 // count lent objects under the cap as spare. With SoftMinEvictableIdle, an
-// idle object of a key whose lent object has room is never evicted: the key
-// keeps MinIdlePerKey idle objects on top of its lent spares, i.e. more
+// idle object of a key whose lent object had room was never evicted: the
+// key kept MinIdlePerKey idle objects on top of its lent spares, i.e. more
 // spare objects than the documented rule, and the new upkeep would never
 // make that idle object again.
 func TestRegressSharedSoftEvictionKeepsIdleBesideLentSpare(t *testing.T) {
