@@ -3,6 +3,7 @@ package keyedpool
 import (
 	"errors"
 	"log/slog"
+	"time"
 )
 
 // removeAbandoned takes back the leases unused for longer than ab.Timeout
@@ -25,12 +26,22 @@ func (p *Pool[K, V]) removeAbandoned(ab *AbandonedConfig, now int64) error {
 		lg = slog.Default() // read now, so that a later slog.SetDefault counts
 	}
 	for _, h := range leaked {
+		sp := h.obj.sub
 		if ab.LogAbandoned {
 			// The swap above follows Borrow's write of the stack.
-			lg.Warn("keyedpool: abandoned object taken back",
-				"key", h.obj.sub.key, "timeout", ab.Timeout, "stack", string(h.track.stack))
+			logAbandoned(lg, sp.key, ab.Timeout, h.track.stack)
 		}
-		errs = append(errs, p.invalidate(h, byAbandoned))
+		err := p.invalidate(h, byAbandoned)
+		p.swallow(sp, OpDestroy, err) // nobody asked for this destroy
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// logAbandoned logs a lease taken back. The logger's handler is user code:
+// a panic in it is dropped, so that it cannot end the eviction run's
+// goroutine, or the Borrow that swept.
+func logAbandoned(lg *slog.Logger, key any, timeout time.Duration, stack []byte) {
+	defer func() { _ = recover() }()
+	lg.Warn("keyedpool: abandoned object taken back", "key", key, "timeout", timeout, "stack", string(stack))
 }

@@ -2,6 +2,7 @@ package keyedpool
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -76,13 +77,22 @@ func (p *Pool[K, V]) makeFailedLocked(sp *subPool[K, V], err error) {
 	if b.until.IsZero() {
 		p.backoffKeys++
 	}
-	d := cfg.MakeBackoffBase
-	for i := cfg.MakeFailureThreshold; i < b.fails && d < cfg.MakeBackoffMax; i++ {
-		d *= 2
+	b.until = time.Now().Add(backoffPeriod(cfg.MakeBackoffBase, cfg.MakeBackoffMax, b.fails-cfg.MakeFailureThreshold, rand.Float64()))
+}
+
+// backoffPeriod is the backoff after doublings failed probes: base doubled
+// that many times, capped at limit, then moved by up to 20% either way as
+// u in [0, 1) says. It neither overflows nor loops, whatever base, limit
+// (base <= limit) and doublings are.
+func backoffPeriod(base, limit time.Duration, doublings int, u float64) time.Duration {
+	d := limit
+	if doublings = max(doublings, 0); doublings < 62 && base <= limit>>doublings {
+		d = base << doublings
 	}
-	d = min(d, cfg.MakeBackoffMax)
-	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d)) // ±20%
-	b.until = time.Now().Add(d)
+	// d*(0.8 + 0.4u) without overflow: d - d/5 + (2d/5)u, at most d + d/5.
+	fifth := d / 5
+	j := time.Duration(u * float64(2*fifth))
+	return d - fifth + min(max(j, 0), 2*fifth, math.MaxInt64-(d-fifth))
 }
 
 // forgetAllFailuresLocked ends every key's failure streak and backoff, and
@@ -130,6 +140,9 @@ func (p *Pool[K, V]) forgetFailuresLocked(now time.Time) {
 // endpoint left its service), whose failing keys would otherwise stay until
 // an eviction run forgets them (see Config.MakeFailureThreshold).
 func (p *Pool[K, V]) ForgetFailures(key K) {
+	if p.checkKey(key) != nil {
+		return // the pool holds no such key
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if sp := p.keys[key]; sp != nil && sp.bo != nil {

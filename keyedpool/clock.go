@@ -21,7 +21,8 @@ import (
 // and the MaxLifetime checks read the real clock (a cost only pools with
 // those options pay). Once RunEviction has been called by hand, objects are
 // stamped from the real clock too, and idle times count from that first
-// call at the earliest.
+// call at the earliest: that first call restamps every idle object's
+// return time to its own time, and later calls change no stamp.
 
 // since returns the real time in nanoseconds since the pool's epoch.
 func (p *Pool[K, V]) since() int64 { return int64(time.Since(p.epoch)) }
@@ -36,8 +37,13 @@ func (p *Pool[K, V]) advanceClockLocked(now int64) {
 		return
 	}
 	p.lastTick.Store(now)
-	p.clock.Store(now + int64(p.lim.every))
+	p.clock.Store(now + min(int64(p.lim.every), math.MaxInt64-now)) // saturates: a huge interval must not wrap round to the past
 }
+
+// clockRuns reports whether the pool's clock moves: with an evictor, or once
+// RunEviction was called by hand. Stamps taken while it does not are the
+// objects' creation times, so the spans between them mean nothing.
+func (p *Pool[K, V]) clockRuns() bool { return p.lim.every > 0 || p.handClock }
 
 // EvictionTick advances the pool's clock. The evictor calls it at every tick
 // of TimeBetweenEvictionRuns; it is not meant to be called otherwise.

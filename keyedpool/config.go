@@ -41,6 +41,7 @@ const (
 	DefaultAbandonedTimeout       = 5 * time.Minute
 	DefaultMakeBackoffBase        = time.Second
 	DefaultMakeBackoffMax         = 30 * time.Second
+	DefaultFactoryTimeout         = 30 * time.Second
 )
 
 // Config holds a pool's limits and behaviour. Every field's zero value is a
@@ -170,7 +171,49 @@ type Config struct {
 	// MakeBackoffMax caps the backoff period. Zero means the default, 30
 	// seconds. Negative or below MakeBackoffBase is invalid.
 	MakeBackoffMax time.Duration
+
+	// FactoryTimeout bounds each factory call that no caller's context
+	// bounds: Passivate and Validate at Return, Destroy wherever it is
+	// called except Close, every call of an eviction run (whose context
+	// also ends at Close), makes for MinIdlePerKey upkeep, and a Borrow's
+	// make that goes on after the borrower gave up. The context such a call
+	// gets ends FactoryTimeout after the call starts; for Passivate and
+	// Validate at Return, after the factory first asks the context for its
+	// deadline, Done channel or Err (so that Return allocates nothing for
+	// factories that never look). Calls under a Borrow get the borrower's
+	// context; Close's destroys get Close's. Zero means the default, 30
+	// seconds. Negative: no bound (context.Background, as before).
+	FactoryTimeout time.Duration
+
+	// SwallowedErrorListener, when not nil, receives every error of work no
+	// caller waits for (commons-pool2's SwallowedExceptionListener): the
+	// key, the operation that failed and the error. That is: failed
+	// Destroys outside Return, Invalidate, Clear, ClearAll, ClearOldest,
+	// SetConfig and Close; failed makes for MinIdlePerKey upkeep or whose
+	// caller gave up; failed eviction-run tests (TestWhileIdle); a failed
+	// Passivate of an object whose borrower gave up, or of a new object
+	// nobody waits for; a panicking EvictionPolicy. Each is also counted in
+	// Counters.BackgroundErrors whether or not a listener is set. Errors of
+	// an eviction run are reported even when RunEviction, called by hand,
+	// also returns them. The listener is called without any lock of the
+	// pool held, from the goroutine that did the work (an eviction run, or
+	// a Borrow or Return cleaning up), so it must be safe for concurrent
+	// use and return quickly; a panic in it is recovered and dropped. Nil
+	// (the default): errors are only counted.
+	SwallowedErrorListener SwallowedErrorListener
 }
+
+// SwallowedErrorListener receives the errors of a pool's background work;
+// see Config.SwallowedErrorListener.
+type SwallowedErrorListener interface {
+	OnSwallowedError(key any, op Op, err error)
+}
+
+// SwallowedErrorFunc adapts a function to a SwallowedErrorListener.
+type SwallowedErrorFunc func(key any, op Op, err error)
+
+// OnSwallowedError calls f(key, op, err).
+func (f SwallowedErrorFunc) OnSwallowedError(key any, op Op, err error) { f(key, op, err) }
 
 // AbandonedConfig says when a borrowed object counts as leaked, as
 // commons-pool2's AbandonedConfig. A leaked object is taken back: its handle
@@ -209,6 +252,7 @@ func DefaultConfig() Config {
 		EvictionPolicy:         evictor.DefaultPolicy{},
 		MakeBackoffBase:        DefaultMakeBackoffBase,
 		MakeBackoffMax:         DefaultMakeBackoffMax,
+		FactoryTimeout:         DefaultFactoryTimeout,
 	}
 }
 
@@ -248,6 +292,9 @@ func (c Config) resolve() (Config, limits, error) {
 	if c.MakeBackoffMax == 0 {
 		c.MakeBackoffMax = DefaultMakeBackoffMax
 	}
+	if c.FactoryTimeout == 0 {
+		c.FactoryTimeout = DefaultFactoryTimeout
+	}
 	if c.Abandoned != nil {
 		a := *c.Abandoned // the caller's copy stays theirs
 		if a.Timeout == 0 {
@@ -266,7 +313,7 @@ func (c Config) resolve() (Config, limits, error) {
 		maxPerKey: unlimited(c.MaxTotalPerKey),
 		maxIdle:   unlimited(c.MaxIdlePerKey),
 		minIdle:   c.MinIdlePerKey,
-		maxShares: c.MaxSharesPerObject,
+		maxShares: min(c.MaxSharesPerObject, math.MaxInt32), // an object's share count is an int32
 		every:     max(c.TimeBetweenEvictionRuns, 0),
 		abandoned: c.Abandoned != nil,
 		lifetime:  c.MaxLifetime > 0,

@@ -21,7 +21,7 @@ func TestConfigDefaults(t *testing.T) {
 	want := keyedpool.Config{
 		MaxTotalPerKey: 8, MaxIdlePerKey: 8, MaxSharesPerObject: 1,
 		NumTestsPerEvictionRun: 3, MinEvictableIdle: 30 * time.Minute, EvictionPolicy: evictor.DefaultPolicy{},
-		MakeBackoffBase: time.Second, MakeBackoffMax: 30 * time.Second,
+		MakeBackoffBase: time.Second, MakeBackoffMax: 30 * time.Second, FactoryTimeout: 30 * time.Second,
 	}
 	if got := keyedpool.DefaultConfig(); got != want {
 		t.Errorf("DefaultConfig() = %+v, want %+v", got, want)

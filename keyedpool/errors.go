@@ -40,4 +40,17 @@ var (
 	// makes keep failing (Config.MakeFailureThreshold) while its backoff
 	// period runs.
 	ErrBackoff = errors.New("keyedpool: key in make backoff")
+
+	// ErrFactoryPanic is wrapped by the error a panic in a factory method
+	// (or in the EvictionPolicy) becomes; errors.As with a *PanicError gives
+	// the panic value and its stack. The pool treats the panic as a failure
+	// of that call: a Borrow whose Make or Activate panicked gets it, and
+	// the object, if any, is destroyed and its room freed.
+	ErrFactoryPanic = errors.New("keyedpool: factory panicked")
+
+	// ErrInvalidKey is wrapped by the error every method that takes a key
+	// returns for a key the pool cannot hold: one whose dynamic type cannot
+	// be hashed (a slice in an interface key), or one not equal to itself (a
+	// float NaN). The message names the key.
+	ErrInvalidKey = errors.New("keyedpool: invalid key")
 )

@@ -3,7 +3,9 @@ package keyedpool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -100,7 +102,10 @@ func (p *Pool[K, V]) RunEviction(ctx context.Context) error {
 func testsPerRun(cfg *Config, count int) int {
 	n := cfg.NumTestsPerEvictionRun
 	if n < 0 {
-		n = (count + -n - 1) / -n
+		// ceil(count/|n|) in unsigned arithmetic, so that |math.MinInt|
+		// does not overflow: any n up to -count gives 1 test.
+		d := uint(-(n + 1)) + 1
+		return int((uint(count) + d - 1) / d)
 	}
 	return min(n, count)
 }
@@ -126,23 +131,27 @@ func (p *Pool[K, V]) sweepLentLocked(cfg *Config, now int64) {
 }
 
 // evictOne looks at the next idle object for eviction, as RunEviction says,
-// and reports whether there was one.
+// and reports whether there was one. The object stays where it is in the
+// idle lists while it is looked at, marked as under test so that it is not
+// lent, so that a run that keeps it leaves the lending order as it was.
 func (p *Pool[K, V]) evictOne(ctx context.Context, cfg *Config, s evictor.Settings, now int64) (bool, error) {
 	p.mu.Lock()
 	obj := p.evictNext
 	if obj == nil {
 		obj = p.idle.Front()
 	}
+	for obj != nil && obj.state == stTesting { // another run's
+		obj = p.idle.Next(obj)
+	}
 	if obj == nil {
+		p.evictNext = nil
 		p.mu.Unlock()
 		return false, nil
 	}
 	p.evictNext = p.idle.Next(obj)
-	p.unidleLocked(obj)
-	obj.state = stBusy
+	obj.state = stTesting
 	sp := obj.sub
 	sp.testing++
-	p.testing++
 	p.c.evictionTests++
 	sp.c.evictionTests++
 	c := evictor.Candidate{
@@ -156,12 +165,12 @@ func (p *Pool[K, V]) evictOne(ctx context.Context, cfg *Config, s evictor.Settin
 	clears := uint64(sp.clears)<<32 | uint64(p.clears)
 	p.mu.Unlock()
 
-	// The object is this goroutine's alone until it is put back.
+	// The object is this goroutine's alone until its test ends.
 	why, destroy := byEvictor, true
 	switch {
 	case cfg.MaxLifetime > 0 && p.expired(obj, cfg, now):
 		why = byLifetime
-	case cfg.EvictionPolicy.Evict(s, c):
+	case p.evictPolicy(cfg.EvictionPolicy, s, c, sp):
 	case cfg.TestWhileIdle:
 		destroy = !p.testIdle(ctx, obj)
 	default:
@@ -170,46 +179,76 @@ func (p *Pool[K, V]) evictOne(ctx context.Context, cfg *Config, s evictor.Settin
 
 	p.mu.Lock()
 	sp.testing--
-	p.testing--
-	if !destroy && uint64(sp.clears)<<32|uint64(p.clears) != clears {
+	switch {
+	case destroy:
+	case p.closed:
+		why, destroy = byClose, true
+	case uint64(sp.clears)<<32|uint64(p.clears) != clears:
 		// Cleared during its test: as it would have been, were it idle.
 		why, destroy = byClear, true
 	}
 	if destroy {
+		p.unidleLocked(obj)
 		obj.state = stDestroy
 	} else {
-		why, destroy = p.putLocked(obj, true)
+		obj.state = stIdle
+		p.serveIdleLocked(sp)
 	}
 	p.mu.Unlock()
 	if destroy {
-		return true, p.destroy(context.WithoutCancel(ctx), obj, why)
+		return true, p.destroyBackground(obj, why)
 	}
 	return true, nil
 }
 
+// evictPolicy asks policy whether to evict c, for sp's object. A panic in
+// the policy keeps the object and is reported as swallowed.
+func (p *Pool[K, V]) evictPolicy(policy evictor.Policy, s evictor.Settings, c evictor.Candidate, sp *subPool[K, V]) (evict bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			evict = false
+			p.swallow(sp, OpEvictionPolicy, &PanicError{Method: "EvictionPolicy", Value: v, Stack: debug.Stack()})
+		}
+	}()
+	return policy.Evict(s, c)
+}
+
 // testIdle activates, validates and passivates an idle object for the
-// evictor and reports whether it passed. If ctx ends during the test, the
-// object is not to blame: it passes if it can be passivated.
+// evictor and reports whether it passed; a failure is reported as
+// swallowed. Each call is bounded by ctx (the run's) and FactoryTimeout. If
+// the run's ctx ends during the test, the object is not to blame: it passes
+// if it can be passivated.
 func (p *Pool[K, V]) testIdle(ctx context.Context, obj *object[K, V]) bool {
-	key, v := obj.sub.key, obj.value
-	if err := p.f.Activate(ctx, key, v); err != nil {
-		return ctx.Err() != nil && p.f.Passivate(context.WithoutCancel(ctx), key, v) == nil
+	sp := obj.sub
+	key, v := sp.key, obj.value
+	call := func(ctx context.Context, op Op, f func(context.Context, K, V) error) error {
+		cctx, cancel := p.bounded(ctx)
+		defer cancel()
+		err := f(cctx, key, v)
+		if err != nil && ctx.Err() == nil {
+			p.swallow(sp, op, fmt.Errorf("keyedpool: eviction test of key %v: %w", key, err))
+		}
+		return err
 	}
-	if err := p.f.Validate(ctx, key, v); err != nil && ctx.Err() == nil {
+	passivate := func() bool { return call(context.WithoutCancel(ctx), OpPassivate, p.f.Passivate) == nil }
+	if err := call(ctx, OpActivate, p.f.Activate); err != nil {
+		return ctx.Err() != nil && passivate()
+	}
+	if err := call(ctx, OpValidate, p.f.Validate); err != nil && ctx.Err() == nil {
 		return false
 	}
-	return p.f.Passivate(context.WithoutCancel(ctx), key, v) == nil
+	return passivate()
 }
 
 // spareLocked counts the objects of sp that can take a borrower without a
-// make, counting lent ones only until there are upTo: idle ones, those
-// under an eviction test and, with shared leases, those being activated or
-// lent under the share cap and within their lifetime. MinIdlePerKey upkeep
+// make, counting lent ones only until there are upTo: idle ones (those
+// under an eviction test included) and, with shared leases, those being
+// activated or lent under the share cap and within their lifetime. MinIdlePerKey upkeep
 // keeps this count, and the eviction policy sees it as IdleCount, so that
 // in shared mode a key whose objects still have room does not grow (a new
 // object is made only when every object is at its cap).
 func (p *Pool[K, V]) spareLocked(sp *subPool[K, V], upTo int) int {
-	n := sp.idle.Len() + sp.testing + sp.activating
+	n := sp.idle.Len() + sp.activating
 	if sp.lent.Len() == 0 || n >= upTo {
 		return n
 	}
@@ -312,7 +351,7 @@ keys:
 			p.mu.Unlock()
 			wg.Go(func() {
 				defer func() { <-sem }()
-				_, err := p.makeObject(ctx, sp, nil, true)
+				err := p.placeObject(ctx, sp, true)
 				if err == nil || ctx.Err() != nil {
 					return
 				}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -18,8 +19,13 @@ import (
 // Pool is a keyed object pool. Make one with New; the zero Pool is not
 // usable. All methods are safe for concurrent use.
 type Pool[K comparable, V any] struct {
-	f      factory.KeyedFactory[K, V]
-	shared bool // MaxSharesPerObject > 1; fixed at New
+	f       safeFactory[K, V]
+	shared  bool // MaxSharesPerObject > 1; fixed at New
+	oddKeys bool // K can hold keys that need checkKey; fixed at New
+
+	// isClosed is closed, readable without the lock: a Borrow checks it
+	// last, so that nothing is lent once Close has begun.
+	isClosed atomic.Bool
 
 	// closeCtx ends when Close is called; it cancels makes in flight.
 	closeCtx   context.Context
@@ -54,8 +60,8 @@ type Pool[K comparable, V any] struct {
 	reg         *evictor.Registration        // the evictor's schedule of this pool, or nil
 	handClock   bool                         // no evictor, and RunEviction was called: stamp from the real clock
 	clears      uint32                       // ClearAlls, so that an object under test learns of them
+	tickets     uint64                       // waiters queued so far: a waiter's place in line
 	runs        int                          // eviction runs in flight
-	testing     int                          // idle objects out of the idle lists for an eviction test
 	evictNext   *object[K, V]                // in idle: where the next eviction run goes on; nil: the front
 	lentNext    *object[K, V]                // in lent: where the next lifetime sweep goes on; nil: the front
 	upkeep      []*subPool[K, V]             // keys with fewer than MinIdlePerKey spare objects, first queued first; may hold dropped ones
@@ -78,12 +84,17 @@ type subPool[K comparable, V any] struct {
 	// first borrower, after which they take more.
 	activating int
 	shares     int                      // leases out
-	testing    int                      // idle objects under an eviction test
+	testing    int                      // idle objects under an eviction test, which stay in idle
 	idle       ilist.List[object[K, V]] // idle objects; the front is lent first
 	lent       ilist.List[object[K, V]] // shared mode: lent objects that may take more leases
+	objs       ilist.List[object[K, V]] // every object of the key, made and not yet destroyed
 	waiters    ilist.List[waiter[K, V]] // blocked borrowers of this key, first come first
 	queued     bool                     // in pool.upkeep
 	clears     uint32                   // Clears of the key, so that an object under test learns of them
+	// forgotten: Clear or ClearAll was called and no Borrow, AddObject or
+	// Prepare since, so the key is dropped once it holds nothing even when
+	// MinIdlePerKey would keep it.
+	forgotten bool
 
 	bo *makeBackoff // make failures in a row (Config.MakeFailureThreshold), or nil; see backoff.go
 }
@@ -92,6 +103,7 @@ type objState uint8
 
 const (
 	stIdle    objState = iota // in the idle lists
+	stTesting                 // in the idle lists, under an eviction test: not lendable
 	stLent                    // lent; in shared mode also in sub.lent and may take more leases
 	stBusy                    // held by one goroutine for a factory call; not lendable
 	stBroken                  // shared mode: invalidated, destroyed when its last lease comes back
@@ -105,19 +117,24 @@ type object[K comparable, V any] struct {
 	value     V
 	keyLinks  ilist.Links[object[K, V]] // in sub.idle or sub.lent
 	allLinks  ilist.Links[object[K, V]] // in pool.idle or pool.lent
+	objLinks  ilist.Links[object[K, V]] // in sub.objs
 	state     objState
 	brokenWhy reason // stBroken: why it will be destroyed
 	shares    int32
 	jitter    uint32 // this object's share of MaxLifetimeJitter, out of 1<<32
+	borrows   int64  // leases taken
 	// Stamps in nanoseconds since the pool's epoch. created reads the real
-	// clock; the others the pool's clock (see clock.go).
-	created, lastBorrowed, lastReturned int64
-	free                                *Pooled[K, V] // leases not in use, linked by next
-	lease                               Pooled[K, V]  // the first lease, so exclusive use allocates none
+	// clock; the others the pool's clock (see clock.go). activeSince is
+	// when the object last left the idle set (or was made) to be lent.
+	created, lastBorrowed, lastReturned, activeSince int64
+	free                                             *Pooled[K, V] // leases not in use, linked by next
+	lease                                            Pooled[K, V]  // the first lease, so exclusive use allocates none
+	rctx                                             returnCtx     // the context of Passivate and Validate at Return
 }
 
 func keyLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] { return &o.keyLinks }
 func allLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] { return &o.allLinks }
+func objLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] { return &o.objLinks }
 
 // Pooled is a borrower's handle on a lent object: one lease. Give it back
 // with Return or Invalidate exactly once and do not use it afterwards.
@@ -186,6 +203,7 @@ func (g grant[K, V]) ok() bool { return g.lease != nil || g.reserved || g.err !=
 // pool's lock and announced on ready, which holds at most one token.
 type waiter[K comparable, V any] struct {
 	sub      *subPool[K, V]
+	ticket   uint64 // the borrower's place in line, kept if it must wait again
 	g        grant[K, V]
 	ready    chan struct{}
 	timer    *time.Timer
@@ -208,8 +226,9 @@ func New[K comparable, V any](f factory.KeyedFactory[K, V], cfg Config) (*Pool[K
 		return nil, err
 	}
 	p := &Pool[K, V]{
-		f:          f,
+		f:          safeFactory[K, V]{f},
 		shared:     lim.maxShares > 1,
+		oddKeys:    oddKeys(reflect.TypeFor[K]()),
 		drained:    make(chan struct{}),
 		epoch:      time.Now(),
 		lim:        lim,
@@ -252,6 +271,7 @@ func (p *Pool[K, V]) subLocked(key K) *subPool[K, V] {
 			pool:    p,
 			idle:    ilist.New(keyLinks[K, V]),
 			lent:    ilist.New(keyLinks[K, V]),
+			objs:    ilist.New(objLinks[K, V]),
 			waiters: ilist.New(wKeyLinks[K, V]),
 		}
 		p.keys[key] = sp
@@ -260,12 +280,23 @@ func (p *Pool[K, V]) subLocked(key K) *subPool[K, V] {
 }
 
 // dropIfEmptyLocked forgets sp when it holds nothing and nobody waits on it,
-// so that one-off keys do not grow the pool forever.
-// A key whose makes are failing is kept, so that its backoff holds.
+// so that one-off keys do not grow the pool forever. A key whose makes are
+// failing is kept, so that its backoff holds, and so is a key that
+// MinIdlePerKey covers, so that eviction runs make up its idle objects,
+// until Clear or ClearAll forgets it (or the pool closes).
 func (p *Pool[K, V]) dropIfEmptyLocked(sp *subPool[K, V]) {
-	if sp.count == 0 && sp.waiters.Len() == 0 && sp.bo == nil && p.keys[sp.key] == sp {
+	if sp.count == 0 && sp.waiters.Len() == 0 && sp.bo == nil &&
+		(p.lim.minIdle == 0 || sp.forgotten || p.closed) && p.keys[sp.key] == sp {
 		delete(p.keys, sp.key) // if queued for upkeep, the run skips it
 	}
+}
+
+// useLocked returns key's sub-pool for a caller that wants objects of it:
+// a key Clear forgot is wanted again.
+func (p *Pool[K, V]) useLocked(key K) *subPool[K, V] {
+	sp := p.subLocked(key)
+	sp.forgotten = false
+	return sp
 }
 
 // Borrow lends an object of key. It takes an idle object if there is one
@@ -275,14 +306,30 @@ func (p *Pool[K, V]) dropIfEmptyLocked(sp *subPool[K, V]) {
 // oldest idle objects of other keys when MaxTotal is reached. Otherwise it
 // fails with ErrExhausted (WhenExhausted Fail) or waits, first come first
 // served with the borrowers of every key, until an object or room frees, ctx
-// ends (it returns ctx.Err()) or MaxWait passes (ErrExhausted). A failed make
-// returns the factory's error, wrapped.
+// ends (it returns ctx.Err()) or MaxWait passes (ErrExhausted).
+//
+// MaxWait is one deadline for the whole Borrow, counted from the moment it
+// first has to wait (in line, or for a make): a borrower handed an object
+// that then fails activation or validation, or is past MaxLifetime, waits
+// again only for what is left of it, and keeps its place in line ahead of
+// later borrowers. A make still running at the deadline goes on, and its
+// object joins the pool.
+//
+// A failed make returns the factory's error, wrapped; a panic in a factory
+// method an error wrapping ErrFactoryPanic. A key that cannot be hashed or
+// is not equal to itself gets an error wrapping ErrInvalidKey. On a closed
+// pool, or one that closes before the object is handed over, Borrow fails
+// with ErrClosed and lends nothing.
 //
 // Give the handle back with Return or Invalidate.
 func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := p.checkKey(key); err != nil {
+		return nil, err
+	}
+	var b borrowState
 	swept := false
 	for {
 		p.mu.Lock()
@@ -290,7 +337,7 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 			p.mu.Unlock()
 			return nil, ErrClosed
 		}
-		sp := p.subLocked(key)
+		sp := p.useLocked(key)
 		g := p.tryLocked(sp, false)
 		if !g.ok() {
 			cfg := p.cfg.Load()
@@ -309,7 +356,7 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 				return nil, ErrExhausted
 			}
 			var err error
-			if g, err = p.wait(ctx, sp); err != nil {
+			if g, err = p.wait(ctx, sp, &b); err != nil {
 				return nil, err
 			}
 		} else {
@@ -320,7 +367,7 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 		}
 		made := false
 		if g.reserved {
-			h, err := p.makeObject(ctx, sp, g.victim, false)
+			h, err := p.makeObject(ctx, sp, g.victim, b.start(p.cfg.Load().MaxWait))
 			if err != nil {
 				return nil, err
 			}
@@ -337,6 +384,12 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 				continue // the object was destroyed; try the next
 			}
 		}
+		if p.isClosed.Load() {
+			// Close began while the object was on its way: it goes back,
+			// to be destroyed, and nothing is lent from a closed pool.
+			_ = p.giveBack(g.lease, false)
+			return nil, ErrClosed
+		}
 		if ab := p.cfg.Load().Abandoned; ab != nil && ab.LogAbandoned && g.lease.track != nil {
 			g.lease.track.stack = debug.Stack()
 		}
@@ -345,6 +398,27 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 		g.lease.leased.Store(true)
 		return g.lease, nil
 	}
+}
+
+// borrowState is what one Borrow keeps across its tries: its MaxWait
+// deadline and its place in line.
+type borrowState struct {
+	deadline time.Time // zero: not started, or no MaxWait
+	started  bool      // deadline is set, if MaxWait asks for one
+	ticket   uint64    // place in line once queued; 0: never queued
+}
+
+// start starts the Borrow's deadline, maxWait from now, if it has not
+// started yet, and returns it (zero: none). Only borrowers that wait read
+// the clock.
+func (b *borrowState) start(maxWait time.Duration) time.Time {
+	if !b.started {
+		b.started = true
+		if maxWait > 0 {
+			b.deadline = time.Now().Add(maxWait)
+		}
+	}
+	return b.deadline
 }
 
 // tryLocked finds something for a borrower of sp without waiting: an idle
@@ -388,6 +462,12 @@ func (p *Pool[K, V]) tryLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 		// in its own key until destroyed, so that key's limit holds; the
 		// pool-wide limit counts it and the reservation as one.
 		victim = p.idle.Front()
+		for victim.state == stTesting { // idle.Len() counts it, so there is another
+			victim = p.idle.Next(victim)
+			if victim == nil {
+				return grant[K, V]{}
+			}
+		}
 		p.unidleLocked(victim)
 		victim.state = stDestroy
 		p.victims++
@@ -399,14 +479,27 @@ func (p *Pool[K, V]) tryLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 // lendLocked leases an idle object of sp, or in shared mode a share of its
 // least loaded lent object under the cap.
 func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
-	if obj := sp.idle.Front(); obj != nil {
+	obj := sp.idle.Front()
+	for sp.testing > 0 && obj != nil && obj.state == stTesting {
+		obj = sp.idle.Next(obj) // under an eviction test, where it stays
+	}
+	if obj != nil {
 		p.unidleLocked(obj)
 		obj.state = stLent
 		if p.shared {
 			obj.state = stBusy // until activated: see ready
 			sp.activating++
 		}
-		return grant[K, V]{lease: p.leaseLocked(obj), fresh: true}
+		h := p.leaseLocked(obj)
+		obj.activeSince = obj.lastBorrowed
+		if p.clockRuns() {
+			d := obj.lastBorrowed - obj.lastReturned
+			p.c.idleNanos += d
+			p.c.idles++
+			sp.c.idleNanos += d
+			sp.c.idles++
+		}
+		return grant[K, V]{lease: h, fresh: true}
 	}
 	if !p.shared {
 		return grant[K, V]{}
@@ -483,6 +576,7 @@ func (p *Pool[K, V]) leaseLocked(obj *object[K, V]) *Pooled[K, V] {
 		h = &Pooled[K, V]{obj: obj}
 	}
 	obj.shares++
+	obj.borrows++
 	obj.sub.shares++
 	p.shares++
 	p.c.borrowed++
@@ -520,6 +614,7 @@ func (p *Pool[K, V]) unleaseLocked(h *Pooled[K, V], returned bool) (last bool) {
 	} else {
 		p.c.borrowed--
 		obj.sub.c.borrowed--
+		obj.borrows--
 	}
 	return obj.shares == 0
 }
@@ -534,8 +629,18 @@ func (p *Pool[K, V]) unidleLocked(obj *object[K, V]) {
 }
 
 // wait queues a borrower of sp and blocks until it is granted something, ctx
-// ends or MaxWait passes. Called with p.mu held; returns with it released.
-func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V]) (grant[K, V], error) {
+// ends or the Borrow's deadline (b, MaxWait) passes. A borrower that waited
+// before goes back to its place in line. Called with p.mu held; returns
+// with it released.
+func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState) (grant[K, V], error) {
+	var left time.Duration
+	if deadline := b.start(p.cfg.Load().MaxWait); !deadline.IsZero() {
+		if left = time.Until(deadline); left <= 0 {
+			p.dropIfEmptyLocked(sp)
+			p.mu.Unlock()
+			return grant[K, V]{}, ErrExhausted
+		}
+	}
 	w := p.freeWaiter
 	if w != nil {
 		p.freeWaiter = w.next
@@ -544,18 +649,24 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V]) (grant[K, V], 
 		w = &waiter[K, V]{ready: make(chan struct{}, 1)}
 	}
 	w.sub = sp
-	sp.waiters.PushBack(w)
-	p.waiters.PushBack(w)
-	maxWait := p.cfg.Load().MaxWait
+	if b.ticket == 0 {
+		p.tickets++
+		b.ticket = p.tickets
+		sp.waiters.PushBack(w)
+		p.waiters.PushBack(w)
+	} else {
+		p.requeueLocked(w, b.ticket)
+	}
+	w.ticket = b.ticket
 	p.mu.Unlock()
 
 	start := time.Now()
 	var timeout <-chan time.Time
-	if maxWait > 0 {
+	if left > 0 {
 		if w.timer == nil {
-			w.timer = time.NewTimer(maxWait)
+			w.timer = time.NewTimer(left)
 		} else {
-			w.timer.Reset(maxWait)
+			w.timer.Reset(left)
 		}
 		timeout = w.timer.C
 	}
@@ -596,6 +707,37 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V]) (grant[K, V], 
 		return grant[K, V]{}, err
 	}
 	return g, nil
+}
+
+// requeueLocked puts w, a borrower that waited before with ticket, back in
+// line at its place: ahead of every waiter that came after it. The lists
+// are kept in ticket order, and such a borrower was served recently, so the
+// walk is short.
+func (p *Pool[K, V]) requeueLocked(w *waiter[K, V], ticket uint64) {
+	var mark *waiter[K, V]
+	for o := w.sub.waiters.Front(); o != nil; o = w.sub.waiters.Next(o) {
+		if o.ticket > ticket {
+			mark = o
+			break
+		}
+	}
+	if mark != nil {
+		w.sub.waiters.InsertBefore(w, mark)
+	} else {
+		w.sub.waiters.PushBack(w)
+	}
+	mark = nil
+	for o := p.waiters.Front(); o != nil; o = p.waiters.Next(o) {
+		if o.ticket > ticket {
+			mark = o
+			break
+		}
+	}
+	if mark != nil {
+		p.waiters.InsertBefore(w, mark)
+	} else {
+		p.waiters.PushBack(w)
+	}
 }
 
 func (p *Pool[K, V]) unwaitLocked(w *waiter[K, V]) {
@@ -649,18 +791,18 @@ func (p *Pool[K, V]) dispatchAheadLocked(stop *subPool[K, V]) {
 func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 	switch {
 	case g.lease != nil && g.fresh:
-		// The object is passivated (it was idle, returned or just made):
-		// put it back without a factory call.
+		// Taken from the idle set and not yet activated: it goes back
+		// where it was, without a factory call.
 		obj := g.lease.obj
 		p.mu.Lock()
 		p.unleaseLocked(g.lease, false)
 		if p.shared {
 			sp.activating--
 		}
-		r, destroy := p.putLocked(obj, false)
+		r, destroy := p.putLocked(obj, true)
 		p.mu.Unlock()
 		if destroy {
-			p.destroy(context.Background(), obj, r)
+			p.destroyBackground(obj, r)
 		}
 	case g.lease != nil:
 		p.giveBack(g.lease, false)
@@ -672,7 +814,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 		p.mu.Lock()
 		if g.victim != nil {
 			p.victims--
-			r, destroy = p.putLocked(g.victim, false)
+			r, destroy = p.putLocked(g.victim, true)
 		}
 		sp.making--
 		p.making--
@@ -680,7 +822,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 		p.unreserveLocked(sp)
 		p.mu.Unlock()
 		if destroy {
-			p.destroy(context.Background(), g.victim, r)
+			p.destroyBackground(g.victim, r)
 		}
 	}
 }
@@ -716,13 +858,15 @@ func (p *Pool[K, V]) checkDrainedLocked() {
 	}
 }
 
-// putLocked takes back an object nobody holds, passivated or new: it goes to
-// a waiter of its key, or to the idle set, or is to be destroyed (surplus
+// putLocked takes back an object nobody holds, passivated: it goes to a
+// waiter of its key, or to the idle set, or is to be destroyed (surplus
 // over MaxIdlePerKey, or the pool is closed), which the caller does after
-// unlocking. tested says the object comes back from an eviction test: it
-// keeps its idle time and goes back among the oldest idle objects, where
-// the next eviction run does not see it again before the others.
-func (p *Pool[K, V]) putLocked(obj *object[K, V], tested bool) (r reason, destroy bool) {
+// unlocking. unused says the object was taken from the idle set and not
+// used (its borrower gave up, or its room was not needed after all): it
+// keeps its idle time and goes back to its place in both idle lists, so
+// that the order FIFO promises holds. Otherwise it was returned or made,
+// and goes in as the most recently returned.
+func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destroy bool) {
 	sp := obj.sub
 	if p.closed {
 		obj.state = stDestroy
@@ -735,17 +879,9 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], tested bool) (r reason, destro
 	obj.state = stIdle
 	fifo := p.cfg.Load().FIFO
 	switch {
-	case tested:
-		if fifo {
-			sp.idle.PushFront(obj)
-		} else {
-			sp.idle.PushBack(obj)
-		}
-		if p.evictNext != nil {
-			p.idle.InsertBefore(obj, p.evictNext)
-		} else {
-			p.idle.PushBack(obj)
-		}
+	case unused:
+		insertByAge(&sp.idle, obj, !fifo)
+		insertByAge(&p.idle, obj, false)
 	case fifo:
 		sp.idle.PushBack(obj)
 		p.idle.PushBack(obj)
@@ -753,9 +889,23 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], tested bool) (r reason, destro
 		sp.idle.PushFront(obj)
 		p.idle.PushBack(obj)
 	}
-	if !tested {
+	if !unused {
 		obj.lastReturned = p.stampLocked(obj)
+		if p.clockRuns() && obj.borrows > 0 { // else new: never lent
+			d := obj.lastReturned - obj.activeSince
+			p.c.activeNanos += d
+			p.c.actives++
+			sp.c.activeNanos += d
+			sp.c.actives++
+		}
 	}
+	p.serveIdleLocked(sp)
+	return 0, false
+}
+
+// serveIdleLocked serves waiters after an idle object of sp became
+// lendable.
+func (p *Pool[K, V]) serveIdleLocked(sp *subPool[K, V]) {
 	if p.waiters.Len() > 0 {
 		// Borrowers of other keys that have waited longer than this key's
 		// first waiter get the object's room if they need it, so a busy key
@@ -763,7 +913,36 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], tested bool) (r reason, destro
 		p.dispatchAheadLocked(sp)
 		p.serveKeyLocked(sp)
 	}
-	return 0, false
+}
+
+// insertByAge puts obj into l, an idle list ordered by return time (newest
+// first if newestFirst, else oldest first), at its place by its
+// lastReturned, walking from both ends so that an object that belongs near
+// either end is placed at once. Among equal times it goes first when
+// newestFirst, last otherwise, which puts an object the front of a key's
+// list lent back at the front.
+func insertByAge[K comparable, V any](l *ilist.List[object[K, V]], obj *object[K, V], newestFirst bool) {
+	after := func(a, b *object[K, V]) bool { // a belongs after b
+		if newestFirst {
+			return a.lastReturned < b.lastReturned
+		}
+		return a.lastReturned >= b.lastReturned
+	}
+	for f, b := l.Front(), l.Back(); f != nil; f, b = l.Next(f), l.Prev(b) {
+		if !after(obj, f) {
+			l.InsertBefore(obj, f)
+			return
+		}
+		if after(obj, b) {
+			if n := l.Next(b); n != nil {
+				l.InsertBefore(obj, n)
+			} else {
+				l.PushBack(obj)
+			}
+			return
+		}
+	}
+	l.PushBack(obj)
 }
 
 // retired destroys the object of a lease just taken from the idle set if it
@@ -781,14 +960,14 @@ func (p *Pool[K, V]) retired(h *Pooled[K, V]) bool {
 	}
 	obj.state = stDestroy
 	p.mu.Unlock()
-	p.destroy(context.Background(), obj, byLifetime)
+	p.destroyBackground(obj, byLifetime)
 	return true
 }
 
 // ready activates an object just taken from the idle set or just made, and
 // validates it with TestOnBorrow. On failure it destroys the object, unless
 // the failure came from ctx ending: the borrower gave up, the object is not
-// to blame, and it goes back to the pool.
+// to blame, and it goes back to the pool where it was.
 func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 	obj := h.obj
 	sp := obj.sub
@@ -811,7 +990,10 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 	why, destroy := byBorrowValidation, true
 	var perr error
 	if gaveUp {
-		perr = p.f.Passivate(context.WithoutCancel(ctx), sp.key, obj.value)
+		pctx, cancel := p.bounded(context.WithoutCancel(ctx))
+		perr = p.f.Passivate(pctx, sp.key, obj.value)
+		cancel()
+		p.swallow(sp, OpPassivate, perr)
 	}
 	p.mu.Lock()
 	p.unleaseLocked(h, false)
@@ -819,13 +1001,13 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 		sp.activating--
 	}
 	if gaveUp && perr == nil {
-		why, destroy = p.putLocked(obj, false)
+		why, destroy = p.putLocked(obj, true)
 	} else {
 		obj.state = stDestroy
 	}
 	p.mu.Unlock()
 	if destroy {
-		p.destroy(context.WithoutCancel(ctx), obj, why)
+		p.destroyBackground(obj, why)
 	}
 	if gaveUp {
 		return ctx.Err()
@@ -834,81 +1016,128 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 }
 
 // makeRequest carries one make from the goroutine that runs it to the
-// borrower that asked for it. finished and place are protected by the
-// pool's mu; lease and err are written before done is closed.
+// caller that asked for it. finished, place and background are protected
+// by the pool's mu; lease and err are written before done is closed.
 type makeRequest[K comparable, V any] struct {
 	done     chan struct{}
 	finished bool
 	place    bool // put the object in the pool instead of lending it
-	lease    *Pooled[K, V]
-	err      error
+	// background: nobody will read err (upkeep, or a caller that gave
+	// up), so a failure is reported as swallowed.
+	background bool
+	lease      *Pooled[K, V]
+	err        error
 }
 
 // makeObject makes an object of sp in room already reserved, first
-// destroying victim, whose room it takes over. It lends the object to the
-// caller, or with place puts it in the pool. If ctx ends first, the caller
-// gets ctx.Err() and the object, when made, joins the pool.
-func (p *Pool[K, V]) makeObject(ctx context.Context, sp *subPool[K, V], victim *object[K, V], place bool) (*Pooled[K, V], error) {
+// destroying victim, whose room it takes over, and lends it to the caller.
+// If ctx ends, or deadline (if not zero) passes, first, the caller gets
+// ctx.Err() or ErrExhausted and the object, when made, joins the pool.
+func (p *Pool[K, V]) makeObject(ctx context.Context, sp *subPool[K, V], victim *object[K, V], deadline time.Time) (*Pooled[K, V], error) {
 	if victim != nil {
-		p.destroyVictim(context.WithoutCancel(ctx), victim)
+		p.destroyVictim(victim)
 	}
-	r := &makeRequest[K, V]{done: make(chan struct{}), place: place}
-	if ctx.Done() == nil {
+	r := &makeRequest[K, V]{done: make(chan struct{})}
+	if ctx.Done() == nil && deadline.IsZero() {
 		p.runMake(ctx, sp, r)
 		return r.lease, r.err
 	}
 	go p.runMake(ctx, sp, r)
+	var timeout <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		timeout = t.C
+	}
+	var err error
 	select {
 	case <-r.done:
 		return r.lease, r.err
 	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timeout:
+		err = fmt.Errorf("%w: MaxWait passed while an object of key %v was being made (it joins the pool when made)", ErrExhausted, sp.key)
 	}
 	p.mu.Lock()
 	if !r.finished {
-		r.place = true
+		r.place, r.background = true, true
 		p.mu.Unlock()
-		return nil, ctx.Err()
+		return nil, err
 	}
 	p.mu.Unlock()
 	if r.lease != nil {
-		p.undo(sp, grant[K, V]{lease: r.lease, fresh: true})
+		// Made and lent to this caller, who no longer wants it: as a new
+		// object, it is passivated before it joins the idle set.
+		obj := r.lease.obj
+		p.mu.Lock()
+		p.unleaseLocked(r.lease, false)
+		if p.shared {
+			sp.activating--
+		}
+		obj.state = stBusy
+		p.mu.Unlock()
+		p.settleNew(obj)
 	}
-	return nil, ctx.Err()
+	return nil, err
+}
+
+// placeObject makes an object of sp in room already reserved and puts it
+// in the pool, passivated: to a waiter of the key, or idle. background
+// says nobody reads the error (upkeep). If ctx ends first, it returns
+// ctx.Err() and the object, when made, joins the pool.
+func (p *Pool[K, V]) placeObject(ctx context.Context, sp *subPool[K, V], background bool) error {
+	r := &makeRequest[K, V]{done: make(chan struct{}), place: true, background: background}
+	if ctx.Done() == nil {
+		p.runMake(ctx, sp, r)
+		return r.err
+	}
+	go p.runMake(ctx, sp, r)
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	r.background = true
+	p.mu.Unlock()
+	return ctx.Err()
 }
 
 // runMake calls the factory for r. Its context keeps the values of the
-// borrower's but not its cancellation: a borrower that gives up does not
-// waste the make. Close cancels it.
+// caller's but not its cancellation, so that a borrower that gives up does
+// not waste the make; it is bounded by FactoryTimeout and ended by Close.
+// An object made after Close began is destroyed, not lent or kept.
 func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequest[K, V]) {
-	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	mctx, cancel := p.bounded(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(p.closeCtx, cancel)
 	v, err := p.f.Make(mctx, sp.key)
-	byClose := err != nil && p.closeCtx.Err() != nil
+	cancelled := err != nil && p.closeCtx.Err() != nil
 	invalid := false
+	var derr error
 	if err == nil && p.cfg.Load().TestOnCreate {
 		if verr := p.f.Validate(mctx, sp.key, v); verr != nil {
-			p.f.Destroy(mctx, sp.key, v)
+			derr = p.f.Destroy(mctx, sp.key, v)
 			invalid = true
 			err = fmt.Errorf("%w: key %v: %w", ErrValidation, sp.key, verr)
 		}
 	}
 	stop()
 	cancel()
+	p.swallow(sp, OpDestroy, derr) // nobody asked for that object
 
 	var obj *object[K, V]
 	if err == nil {
 		now := p.since()
 		obj = &object[K, V]{sub: sp, value: v, state: stBusy,
-			created: now, lastBorrowed: now, lastReturned: now, jitter: rand.Uint32()}
+			created: now, lastBorrowed: now, lastReturned: now, activeSince: now, jitter: rand.Uint32()}
 		obj.lease.obj = obj
 		obj.free = &obj.lease
+		obj.rctx.cfg = &p.cfg
 	}
-	var why reason
-	destroy := false
+	settle := false
 	p.mu.Lock()
 	sp.making--
 	p.making--
-	r.finished = true
 	switch {
 	case invalid:
 		p.c.created++
@@ -917,7 +1146,7 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 		r.err = err
 		p.makeFailedLocked(sp, err)
 		p.unreserveLocked(sp)
-	case byClose:
+	case cancelled:
 		// Cancelled by Close: not counted as the factory's failure.
 		sp.bo.endProbe()
 		r.err = fmt.Errorf("%w: make key %v: %w", ErrClosed, sp.key, err)
@@ -932,9 +1161,14 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 		p.c.created++
 		sp.c.created++
 		p.makeOKLocked(sp)
-		if r.place {
-			why, destroy = p.putLocked(obj, false)
-		} else {
+		sp.objs.PushBack(obj)
+		switch {
+		case p.closed:
+			obj.state = stDestroy
+			r.err = fmt.Errorf("%w: key %v: closed while its object was being made", ErrClosed, sp.key)
+		case r.place:
+			settle = true // stays stBusy until passivated
+		default:
 			if p.shared {
 				sp.activating++ // until ready
 			} else {
@@ -944,11 +1178,57 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 			p.wantUpkeepLocked(sp) // lent straight from the make: the key may still have no idle object
 		}
 	}
-	close(r.done)
+	r.finished = true
+	bg := r.background && !p.closed
+	if !settle {
+		close(r.done)
+	}
+	p.mu.Unlock()
+	switch {
+	case bg && r.err != nil && invalid:
+		p.swallow(sp, OpValidate, r.err)
+	case bg && r.err != nil && !cancelled:
+		p.swallow(sp, OpMake, r.err)
+	}
+	switch {
+	case settle:
+		if perr := p.settleNew(obj); perr != nil {
+			r.err = fmt.Errorf("keyedpool: passivate new object of key %v: %w", sp.key, perr)
+			p.mu.Lock()
+			bg = r.background
+			p.mu.Unlock()
+			if bg {
+				p.swallow(sp, OpPassivate, perr)
+			}
+		}
+		close(r.done)
+	case obj != nil && obj.state == stDestroy:
+		p.destroyBackground(obj, byClose)
+	}
+}
+
+// settleNew passivates obj, just made and held by the caller alone (stBusy,
+// counted in its key), and puts it in the pool, so that a new idle object
+// is in the state a returned one is in (as commons-pool2's addObject). A
+// failed Passivate destroys the object (counted with the return-validation
+// failures) and is returned.
+func (p *Pool[K, V]) settleNew(obj *object[K, V]) error {
+	sp := obj.sub
+	ctx, cancel := p.bounded(context.Background())
+	err := p.f.Passivate(ctx, sp.key, obj.value)
+	cancel()
+	why, destroy := byReturnValidation, true
+	p.mu.Lock()
+	if err != nil {
+		obj.state = stDestroy
+	} else {
+		why, destroy = p.putLocked(obj, false)
+	}
 	p.mu.Unlock()
 	if destroy {
-		p.destroy(context.Background(), obj, why)
+		p.destroyBackground(obj, why)
 	}
+	return err
 }
 
 func (p *Pool[K, V]) countDestroyLocked(sp *subPool[K, V], why reason) {
@@ -1005,21 +1285,22 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned bool) error {
 		if obj.state == stBroken {
 			obj.state = stDestroy
 			p.mu.Unlock()
-			return p.destroy(context.Background(), obj, obj.brokenWhy)
+			return p.destroy(obj, obj.brokenWhy)
 		}
 		obj.state = stBusy
 		p.mu.Unlock()
 	}
 	// Only this goroutine holds obj now.
-	ctx := context.Background()
 	cfg := p.cfg.Load()
 	expired := cfg.MaxLifetime > 0 && p.expired(obj, cfg, p.floorNow(cfg))
 	why, destroy := byReturnValidation, false
 	var err error
 	if !expired {
-		err = p.f.Passivate(ctx, sp.key, obj.value)
+		obj.rctx.begin()
+		err = p.f.Passivate(&obj.rctx, sp.key, obj.value)
 		if err == nil && cfg.TestOnReturn {
-			err = p.f.Validate(ctx, sp.key, obj.value)
+			obj.rctx.begin()
+			err = p.f.Validate(&obj.rctx, sp.key, obj.value)
 		}
 	}
 	p.mu.Lock()
@@ -1038,7 +1319,7 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned bool) error {
 	}
 	p.mu.Unlock()
 	if destroy {
-		return errors.Join(err, p.destroy(ctx, obj, why))
+		return errors.Join(err, p.destroy(obj, why))
 	}
 	return nil
 }
@@ -1075,14 +1356,23 @@ func (p *Pool[K, V]) invalidate(h *Pooled[K, V], why reason) error {
 	}
 	obj.state = stDestroy
 	p.mu.Unlock()
-	return p.destroy(context.Background(), obj, why)
+	return p.destroy(obj, why)
 }
 
-// destroy destroys obj, which nobody holds any more, and frees its room.
-func (p *Pool[K, V]) destroy(ctx context.Context, obj *object[K, V], why reason) error {
+// destroy destroys obj, which nobody holds any more, and frees its room,
+// for a caller that gets the error. The call is bounded by FactoryTimeout.
+func (p *Pool[K, V]) destroy(obj *object[K, V], why reason) error {
+	ctx, cancel := p.bounded(context.Background())
+	defer cancel()
+	return p.destroyCtx(ctx, obj, why)
+}
+
+// destroyCtx is destroy with the caller's context.
+func (p *Pool[K, V]) destroyCtx(ctx context.Context, obj *object[K, V], why reason) error {
 	sp := obj.sub
 	err := p.f.Destroy(ctx, sp.key, obj.value)
 	p.mu.Lock()
+	sp.objs.Remove(obj)
 	p.countDestroyLocked(sp, why)
 	p.unreserveLocked(sp)
 	p.mu.Unlock()
@@ -1092,31 +1382,54 @@ func (p *Pool[K, V]) destroy(ctx context.Context, obj *object[K, V], why reason)
 	return nil
 }
 
-// destroyVictim destroys an idle object whose room was handed to a borrower
-// of another key. Its error has nobody to go to: the borrower did not ask
-// for it.
-func (p *Pool[K, V]) destroyVictim(ctx context.Context, obj *object[K, V]) {
-	_ = p.f.Destroy(ctx, obj.sub.key, obj.value)
-	p.mu.Lock()
-	p.victims--
-	p.countDestroyLocked(obj.sub, byClear)
-	p.unreserveLocked(obj.sub)
-	p.mu.Unlock()
+// destroyBackground is destroy in work no caller waits for: its error is
+// reported as swallowed, and returned for eviction runs to join.
+func (p *Pool[K, V]) destroyBackground(obj *object[K, V], why reason) error {
+	err := p.destroy(obj, why)
+	p.swallow(obj.sub, OpDestroy, err)
+	return err
 }
 
-// destroyAll destroys objects already taken out of the pool.
+// destroyVictim destroys an idle object whose room was handed to a borrower
+// of another key. Its error has nobody to go to (the borrower did not ask
+// for it) and is reported as swallowed.
+func (p *Pool[K, V]) destroyVictim(obj *object[K, V]) {
+	sp := obj.sub
+	ctx, cancel := p.bounded(context.Background())
+	err := p.f.Destroy(ctx, sp.key, obj.value)
+	cancel()
+	p.mu.Lock()
+	sp.objs.Remove(obj)
+	p.victims--
+	p.countDestroyLocked(sp, byClear)
+	p.unreserveLocked(sp)
+	p.mu.Unlock()
+	if err != nil {
+		p.swallow(sp, OpDestroy, fmt.Errorf("keyedpool: destroy key %v: %w", sp.key, err))
+	}
+}
+
+// destroyAll destroys objects already taken out of the pool, each call
+// bounded by ctx and FactoryTimeout.
 func (p *Pool[K, V]) destroyAll(ctx context.Context, objs []*object[K, V], why reason) error {
 	var errs []error
 	for _, o := range objs {
-		if err := p.destroy(ctx, o, why); err != nil {
+		cctx, cancel := p.bounded(ctx)
+		if err := p.destroyCtx(cctx, o, why); err != nil {
 			errs = append(errs, err)
 		}
+		cancel()
 	}
 	return errors.Join(errs...)
 }
 
-// takeIdleLocked removes an idle object from the pool for destruction.
+// takeIdleLocked removes an idle object from the pool for destruction. An
+// object under an eviction test is left to the test, which learns of it
+// (see the clears counters) and destroys it.
 func (p *Pool[K, V]) takeIdleLocked(obj *object[K, V], doomed []*object[K, V]) []*object[K, V] {
+	if obj.state == stTesting {
+		return doomed
+	}
 	p.unidleLocked(obj)
 	obj.state = stDestroy
 	return append(doomed, obj)
@@ -1134,6 +1447,7 @@ func (p *Pool[K, V]) Close(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.closed {
 		p.closed = true
+		p.isClosed.Store(true)
 		p.closeMakes()
 		p.scheduleLocked(0)
 		for w := p.waiters.Front(); w != nil; w = p.waiters.Front() {
@@ -1141,9 +1455,7 @@ func (p *Pool[K, V]) Close(ctx context.Context) error {
 			p.grantLocked(w, grant[K, V]{err: ErrClosed})
 			p.dropIfEmptyLocked(sp)
 		}
-		for o := p.idle.Front(); o != nil; o = p.idle.Front() {
-			doomed = p.takeIdleLocked(o, doomed)
-		}
+		doomed = p.takeIdleListLocked(&p.idle, -1, doomed)
 		p.forgetAllFailuresLocked() // a closed pool makes nothing
 		p.checkDrainedLocked()
 	}
@@ -1169,12 +1481,15 @@ func (p *Pool[K, V]) Close(ctx context.Context) error {
 // the factory's error, wrapped. If ctx ends before the
 // make does, it returns ctx.Err() and the object still joins the pool.
 func (p *Pool[K, V]) AddObject(ctx context.Context, key K) error {
+	if err := p.checkKey(key); err != nil {
+		return err
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return ErrClosed
 	}
-	sp := p.subLocked(key)
+	sp := p.useLocked(key)
 	if sp.count >= p.lim.maxPerKey || p.fullLocked() {
 		p.dropIfEmptyLocked(sp)
 		p.mu.Unlock()
@@ -1189,14 +1504,16 @@ func (p *Pool[K, V]) AddObject(ctx context.Context, key K) error {
 	}
 	p.reserveLocked(sp)
 	p.mu.Unlock()
-	_, err := p.makeObject(ctx, sp, nil, true)
-	return err
+	return p.placeObject(ctx, sp, false)
 }
 
 // Prepare makes idle objects of key until it has MinIdlePerKey spare ones
 // (as commons-pool2's preparePool): idle, or with shared leases lent under
 // the share cap. It stops at the first error, which it returns: AddObject's.
 func (p *Pool[K, V]) Prepare(ctx context.Context, key K) error {
+	if err := p.checkKey(key); err != nil {
+		return err
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -1204,6 +1521,7 @@ func (p *Pool[K, V]) Prepare(ctx context.Context, key K) error {
 	}
 	need := p.lim.minIdle
 	if sp := p.keys[key]; sp != nil {
+		sp.forgotten = false
 		need -= p.spareLocked(sp, need)
 	}
 	p.mu.Unlock()
@@ -1215,26 +1533,38 @@ func (p *Pool[K, V]) Prepare(ctx context.Context, key K) error {
 	return nil
 }
 
-// Clear destroys the idle objects of key. Lent objects are not touched. It
-// returns the destroy errors, joined.
+// Clear destroys the idle objects of key, and forgets the key: it leaves
+// the pool once its lent objects are back and destroyed or returned, even
+// when MinIdlePerKey would keep it, unless it is used again (Borrow,
+// AddObject, Prepare). Lent objects are not touched. It returns the destroy
+// errors, joined, each bounded by ctx and FactoryTimeout; an error wrapping
+// ErrInvalidKey for a key the pool cannot hold.
 func (p *Pool[K, V]) Clear(ctx context.Context, key K) error {
+	if err := p.checkKey(key); err != nil {
+		return err
+	}
 	var doomed []*object[K, V]
 	p.mu.Lock()
 	if sp := p.keys[key]; sp != nil {
 		sp.clears++ // for objects under an eviction test
-		for o := sp.idle.Front(); o != nil; o = sp.idle.Front() {
-			doomed = p.takeIdleLocked(o, doomed)
-		}
+		sp.forgotten = true
+		doomed = p.takeIdleListLocked(&sp.idle, -1, doomed)
+		p.dropIfEmptyLocked(sp)
 	}
 	p.mu.Unlock()
 	return p.destroyAll(ctx, doomed, byClear)
 }
 
-// ClearAll destroys the idle objects of every key. Lent objects are not
-// touched. It returns the destroy errors, joined.
+// ClearAll destroys the idle objects of every key and forgets every key,
+// as Clear does for one. Lent objects are not touched. It returns the
+// destroy errors, joined.
 func (p *Pool[K, V]) ClearAll(ctx context.Context) error {
 	p.mu.Lock()
 	p.clears++ // for objects under an eviction test
+	for _, sp := range p.keys {
+		sp.forgotten = true
+		p.dropIfEmptyLocked(sp)
+	}
 	p.mu.Unlock()
 	return p.clearOldest(ctx, -1)
 }
@@ -1251,14 +1581,25 @@ func (p *Pool[K, V]) ClearOldest(ctx context.Context) error {
 
 // clearOldest destroys up to n of the oldest idle objects; n < 0: all.
 func (p *Pool[K, V]) clearOldest(ctx context.Context, n int) error {
-	var doomed []*object[K, V]
 	p.mu.Lock()
-	for o := p.idle.Front(); o != nil && n != 0; o = p.idle.Front() {
-		doomed = p.takeIdleLocked(o, doomed)
-		n--
-	}
+	doomed := p.takeIdleListLocked(&p.idle, n, nil)
 	p.mu.Unlock()
 	return p.destroyAll(ctx, doomed, byClear)
+}
+
+// takeIdleListLocked takes up to n (n < 0: all) idle objects from the
+// front of l, one of the idle lists, for destruction, skipping those under
+// an eviction test.
+func (p *Pool[K, V]) takeIdleListLocked(l *ilist.List[object[K, V]], n int, doomed []*object[K, V]) []*object[K, V] {
+	for o := l.Front(); o != nil && n != 0; {
+		next := l.Next(o)
+		if o.state != stTesting {
+			doomed = p.takeIdleLocked(o, doomed)
+			n--
+		}
+		o = next
+	}
+	return doomed
 }
 
 // Keys returns the keys that have a sub-pool (objects or waiters), in no
@@ -1313,19 +1654,44 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 		if raisedMin {
 			p.wantUpkeepLocked(sp)
 		}
+		// The coldest first: the back of a LIFO list, the front of a FIFO
+		// one. Objects under an eviction test are left to it.
 		excess := max(sp.idle.Len()-lim.maxIdle, sp.count-lim.maxPerKey)
-		for ; excess > 0 && sp.idle.Len() > 0; excess-- {
-			doomed = p.takeIdleLocked(sp.idle.Back(), doomed)
+		for o := coldest(&sp.idle, cfg.FIFO); o != nil && excess > 0; {
+			next := warmer(&sp.idle, o, cfg.FIFO)
+			if o.state != stTesting {
+				doomed = p.takeIdleLocked(o, doomed)
+				excess--
+			}
+			o = next
 		}
+		p.dropIfEmptyLocked(sp) // MinIdlePerKey may no longer keep it
 	}
-	for excess := p.total - p.victims - len(doomed) - lim.maxTotal; excess > 0 && p.idle.Len() > 0; excess-- {
-		doomed = p.takeIdleLocked(p.idle.Front(), doomed)
+	if excess := p.total - p.victims - len(doomed) - lim.maxTotal; excess > 0 {
+		doomed = p.takeIdleListLocked(&p.idle, excess, doomed)
 	}
 	if p.waiters.Len() > 0 {
 		p.dispatchLocked()
 	}
 	p.mu.Unlock()
 	return p.destroyAll(context.Background(), doomed, bySurplus)
+}
+
+// coldest returns the idle object of a key's list lent last: the back in
+// LIFO order, the front in FIFO order.
+func coldest[K comparable, V any](l *ilist.List[object[K, V]], fifo bool) *object[K, V] {
+	if fifo {
+		return l.Front()
+	}
+	return l.Back()
+}
+
+// warmer returns the object of a key's idle list lent just before o, or nil.
+func warmer[K comparable, V any](l *ilist.List[object[K, V]], o *object[K, V], fifo bool) *object[K, V] {
+	if fifo {
+		return l.Next(o)
+	}
+	return l.Prev(o)
 }
 
 // Stats returns a snapshot of the whole pool.
@@ -1336,8 +1702,8 @@ func (p *Pool[K, V]) Stats() Stats {
 		Keys:          len(p.keys),
 		KeysInBackoff: p.backoffKeys,
 		Gauges: Gauges{
-			Active:      p.total - p.victims - p.idle.Len() - p.testing - p.making,
-			Idle:        p.idle.Len() + p.testing,
+			Active:      p.total - p.victims - p.idle.Len() - p.making,
+			Idle:        p.idle.Len(),
 			Making:      p.making,
 			Waiters:     p.waiters.Len(),
 			SharesInUse: p.shares,
@@ -1349,8 +1715,12 @@ func (p *Pool[K, V]) Stats() Stats {
 }
 
 // KeyStats returns a snapshot of key's sub-pool; all zero for a key that has
-// none (never used, or dropped when it emptied).
+// none (never used, or dropped when it emptied, or one the pool cannot hold:
+// see ErrInvalidKey).
 func (p *Pool[K, V]) KeyStats(key K) KeyStats {
+	if p.checkKey(key) != nil {
+		return KeyStats{}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	sp := p.keys[key]
@@ -1377,8 +1747,8 @@ func (p *Pool[K, V]) AllKeyStats() map[K]KeyStats {
 func (sp *subPool[K, V]) statsLocked() KeyStats {
 	ks := KeyStats{
 		Gauges: Gauges{
-			Active:      sp.count - sp.idle.Len() - sp.testing - sp.making,
-			Idle:        sp.idle.Len() + sp.testing,
+			Active:      sp.count - sp.idle.Len() - sp.making,
+			Idle:        sp.idle.Len(),
 			Making:      sp.making,
 			Waiters:     sp.waiters.Len(),
 			SharesInUse: sp.shares,

@@ -195,15 +195,21 @@ func nextIndex(prev, got uint64) uint64 {
 }
 
 // backoff returns the wait before retry number n (1 for the first) after
-// failed queries: base doubled n-1 times, capped at max, scaled by
-// 0.5+0.5*u for u in [0, 1).
-func backoff(base, max time.Duration, n int, u float64) time.Duration {
-	d := base
-	for i := 1; i < n && d < max; i++ {
-		d *= 2
+// failed queries: base doubled n-1 times, capped at limit, scaled by
+// 0.5+0.5*u for u in [0, 1). For 0 <= base <= limit it lies between
+// base/2 and limit whatever n and u are, in constant time.
+func backoff(base, limit time.Duration, n int, u float64) time.Duration {
+	// Doubling d until it passes limit overflows when limit is near
+	// MaxInt64 (and never ends for n = MaxInt), so compare base with limit
+	// shifted right instead: base<<s cannot overflow when base <= limit>>s.
+	d := limit
+	if s := uint(max(n, 1) - 1); base <= limit>>s {
+		d = base << s
 	}
-	d = min(d, max)
-	return d/2 + time.Duration(u*float64(d/2))
+	h := d / 2
+	// h <= 2^62, so the product converts without overflow; the clamp keeps
+	// float rounding (and a u outside [0, 1)) from leaving [h, d].
+	return h + min(max(time.Duration(u*float64(h)), 0), d-h)
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

@@ -40,6 +40,9 @@ func (l *List[T]) Back() *T { return l.tail }
 // Next returns the element after e, or nil.
 func (l *List[T]) Next(e *T) *T { return l.links(e).next }
 
+// Prev returns the element before e, or nil.
+func (l *List[T]) Prev(e *T) *T { return l.links(e).prev }
+
 // PushFront inserts e at the front. e must not be in a list through the same
 // Links.
 func (l *List[T]) PushFront(e *T) {
