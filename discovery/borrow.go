@@ -145,14 +145,18 @@ func (r *Router[T]) Release(h *keyedpool.Pooled[string, *grpcfactory.Client[T]],
 		return keyedpool.ErrNotBorrowed
 	}
 	key := h.Key()
+	var rerr error
 	if r.addr(key) == nil || h.Value().Broken(err) {
-		return r.pool.Invalidate(h)
+		rerr = r.pool.Invalidate(h)
+	} else {
+		rerr = r.pool.Return(h)
 	}
-	rerr := r.pool.Return(h)
 	if r.addr(key) == nil {
-		// The endpoint left while the client went back: retire closed the
-		// idle connections before this one was among them.
-		_ = r.pool.Clear(context.Background(), key)
+		// The endpoint left, before or while the client went back: retire
+		// closed the idle connections before this one was among them, and
+		// a Borrow that began before it left made the pool want the key
+		// again. Forget it once more, so that it leaves.
+		r.retire(key)
 	}
 	return rerr
 }

@@ -135,17 +135,20 @@ func (p *Pool[K, V]) forgetFailuresLocked(now time.Time) {
 }
 
 // ForgetFailures ends key's make-failure streak and its backoff, if any,
-// and drops the key's sub-pool when it holds nothing and nobody waits on
-// it. It is for callers that know the key is gone for good (a router whose
-// endpoint left its service), whose failing keys would otherwise stay until
-// an eviction run forgets them (see Config.MakeFailureThreshold).
+// and forgets the key as Clear does (without destroying anything): its
+// sub-pool is dropped once it holds nothing and nobody waits on it, even
+// when MinIdlePerKey would keep it, unless the key is used again. It is for
+// callers that know the key is gone for good (a router whose endpoint left
+// its service), whose failing keys would otherwise stay until an eviction
+// run forgets them (see Config.MakeFailureThreshold).
 func (p *Pool[K, V]) ForgetFailures(key K) {
 	if p.checkKey(key) != nil {
 		return // the pool holds no such key
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if sp := p.keys[key]; sp != nil && sp.bo != nil {
+	if sp := p.keys[key]; sp != nil {
+		sp.forgotten = true
 		p.makeOKLocked(sp)
 		p.dropIfEmptyLocked(sp)
 	}

@@ -61,6 +61,7 @@ func (p *Pool[K, V]) RunEviction(ctx context.Context) error {
 		// Called by hand: stamps so far are from a clock nothing moved,
 		// so count idle times from now, and stamp exactly from now on.
 		p.handClock = true
+		p.clockStart = now
 		for o := p.idle.Front(); o != nil; o = p.idle.Next(o) {
 			o.lastReturned = max(o.lastReturned, now)
 		}
@@ -269,7 +270,7 @@ func (p *Pool[K, V]) spareLocked(sp *subPool[K, V], upTo int) int {
 // wantUpkeepLocked queues sp for the next eviction run's upkeep if it has
 // fewer than MinIdlePerKey spare objects (spareLocked).
 func (p *Pool[K, V]) wantUpkeepLocked(sp *subPool[K, V]) {
-	if sp.queued || p.lim.minIdle == 0 || p.spareLocked(sp, p.lim.minIdle) >= p.lim.minIdle {
+	if sp.queued || sp.forgotten || p.lim.minIdle == 0 || p.spareLocked(sp, p.lim.minIdle) >= p.lim.minIdle {
 		return
 	}
 	sp.queued = true
@@ -316,7 +317,7 @@ keys:
 		}
 		sp.queued = false
 		need := 0
-		if p.keys[sp.key] == sp { // else dropped since it was queued
+		if p.keys[sp.key] == sp && !sp.forgotten { // else dropped or cleared since it was queued
 			need = p.lim.minIdle - p.spareLocked(sp, p.lim.minIdle)
 		}
 		p.mu.Unlock()
@@ -334,7 +335,7 @@ keys:
 				<-sem
 				break keys
 			}
-			if p.closed || p.keys[sp.key] != sp || sp.count >= p.lim.maxPerKey {
+			if p.closed || p.keys[sp.key] != sp || sp.forgotten || sp.count >= p.lim.maxPerKey {
 				// At its limit, the key is queued again when room frees
 				// (unreserveLocked).
 				p.mu.Unlock()

@@ -3,6 +3,7 @@ package keyedpool_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -346,4 +347,134 @@ func factoryNotCalledUnderLock(t *testing.T) {
 			t.Errorf("objects made = %d, want 4", got)
 		}
 	})
+}
+
+// A make that succeeds after Close began lends nothing: its Borrow gets
+// ErrClosed, the object is destroyed, and Close does not wait for it. The
+// same for every path that makes objects.
+func TestNothingLentFromClosedPool(t *testing.T) {
+	for _, path := range []string{"Borrow", "AddObject", "Prepare", "Upkeep"} {
+		t.Run(path, func(t *testing.T) {
+			f := &testfactory.Factory{}
+			p, err := keyedpool.New(f, keyedpool.Config{MinIdlePerKey: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if path == "Upkeep" {
+				// A key with one object that goes is queued for upkeep.
+				if err := p.Invalidate(mustBorrow(t, p, "k")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			made := f.Made.Load()
+			started, release := make(chan struct{}), make(chan struct{})
+			f.MakeHook = func(context.Context, string) error {
+				close(started)
+				<-release // ignores cancellation: the make succeeds
+				return nil
+			}
+			errc := make(chan error, 1)
+			go func() {
+				var err error
+				switch path {
+				case "Borrow":
+					var h *handle
+					if h, err = p.Borrow(ctx, "k"); err == nil {
+						err = errors.Join(errors.New("Borrow lent an object"), p.Return(h))
+					}
+				case "AddObject":
+					err = p.AddObject(ctx, "k")
+				case "Prepare":
+					err = p.Prepare(ctx, "k")
+				case "Upkeep":
+					err = p.RunEviction(ctx)
+				}
+				errc <- err
+			}()
+			select {
+			case <-started:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s made no object", path) // Close below ends what was started
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- p.Close(ctx) }()
+			for !p.Stats().Closed {
+				runtime.Gosched()
+			}
+			close(release)
+			if err := <-closed; err != nil {
+				t.Errorf("Close() = %v, want nil", err)
+			}
+			if err := <-errc; !errors.Is(err, keyedpool.ErrClosed) && !(path == "Upkeep" && errors.Is(err, context.Canceled)) {
+				t.Errorf("%s() = %v, want ErrClosed", path, err)
+			}
+			if f.Made.Load() != made+1 || f.LiveAll() != 0 {
+				t.Errorf("made %d, alive %d after Close: want the late object made and destroyed", f.Made.Load()-made, f.LiveAll())
+			}
+			if s := p.Stats(); s.Active+s.Idle+s.Making != 0 || s.Borrowed != s.Returned {
+				t.Errorf("Stats() after Close = %+v, want nothing held or lent", s)
+			}
+		})
+	}
+}
+
+// Eviction replaces what it evicts below MinIdlePerKey: a key it covers is
+// never left empty for good.
+func TestMinIdlePerKeyKeptThroughEviction(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, f := newPool(t, keyedpool.Config{
+			TimeBetweenEvictionRuns: 20 * time.Millisecond,
+			MinEvictableIdle:        60 * time.Millisecond,
+			MinIdlePerKey:           2,
+			NumTestsPerEvictionRun:  -1,
+		})
+		hs := make([]*handle, 5)
+		for i := range hs {
+			hs[i] = mustBorrow(t, p, "k")
+		}
+		for _, h := range hs {
+			mustReturn(t, p, h)
+		}
+		for range 10 {
+			sleepPast(100 * time.Millisecond)
+			if got := p.KeyStats("k").Idle; got != 2 {
+				t.Fatalf("idle objects of a key MinIdlePerKey 2 covers = %d, want 2", got)
+			}
+		}
+		if got := f.LiveAll(); got != 2 {
+			t.Errorf("live objects = %d, want 2", got)
+		}
+		if s := p.Stats(); s.DestroyedByEvictor < 5 {
+			t.Errorf("DestroyedByEvictor = %d, want at least the 5 first objects: they age out and are replaced", s.DestroyedByEvictor)
+		}
+	})
+}
+
+// Clear forgets a key that MinIdlePerKey would keep: it leaves the pool and
+// upkeep makes nothing more for it, until it is used again.
+func TestClearForgetsKey(t *testing.T) {
+	p, f := newPool(t, keyedpool.Config{MinIdlePerKey: 1})
+	ctx := context.Background()
+	mustReturn(t, p, mustBorrow(t, p, "a"))
+	mustReturn(t, p, mustBorrow(t, p, "b"))
+	if err := p.Clear(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	mustRunEviction(t, p)
+	if got := p.Keys(); len(got) != 1 || got[0] != "b" {
+		t.Errorf("Keys() after Clear(a) and a run = %v, want [b]", got)
+	}
+	if got := f.Live("a"); got != 0 {
+		t.Errorf("live objects of a = %d, want 0", got)
+	}
+	mustReturn(t, p, mustBorrow(t, p, "a")) // used again: covered again
+	if err := p.Clear(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	mustReturn(t, p, mustBorrow(t, p, "a"))
+	mustRunEviction(t, p)
+	if got := p.KeyStats("a").Idle; got != 1 {
+		t.Errorf("idle objects of a key used after Clear = %d, want 1", got)
+	}
 }

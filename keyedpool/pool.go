@@ -61,6 +61,8 @@ type Pool[K comparable, V any] struct {
 	handClock   bool                         // no evictor, and RunEviction was called: stamp from the real clock
 	clears      uint32                       // ClearAlls, so that an object under test learns of them
 	tickets     uint64                       // waiters queued so far: a waiter's place in line
+	idleSeqs    uint64                       // objects put in the idle set so far: their order there
+	clockStart  int64                        // when the pool's clock started to run; see clockRuns
 	runs        int                          // eviction runs in flight
 	evictNext   *object[K, V]                // in idle: where the next eviction run goes on; nil: the front
 	lentNext    *object[K, V]                // in lent: where the next lifetime sweep goes on; nil: the front
@@ -123,6 +125,10 @@ type object[K comparable, V any] struct {
 	shares    int32
 	jitter    uint32 // this object's share of MaxLifetimeJitter, out of 1<<32
 	borrows   int64  // leases taken
+	idleSeq   uint64 // when it last went into the idle set, in pool.idleSeqs: its place there
+	// idleCounted: its last lend from the idle set counted an idle span,
+	// to be taken back if it goes back unused.
+	idleCounted bool
 	// Stamps in nanoseconds since the pool's epoch. created reads the real
 	// clock; the others the pool's clock (see clock.go). activeSince is
 	// when the object last left the idle set (or was made) to be lent.
@@ -387,7 +393,7 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 		if p.isClosed.Load() {
 			// Close began while the object was on its way: it goes back,
 			// to be destroyed, and nothing is lent from a closed pool.
-			_ = p.giveBack(g.lease, false)
+			_ = p.giveBack(g.lease, false, true)
 			return nil, ErrClosed
 		}
 		if ab := p.cfg.Load().Abandoned; ab != nil && ab.LogAbandoned && g.lease.track != nil {
@@ -492,12 +498,8 @@ func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
 		}
 		h := p.leaseLocked(obj)
 		obj.activeSince = obj.lastBorrowed
-		if p.clockRuns() {
-			d := obj.lastBorrowed - obj.lastReturned
-			p.c.idleNanos += d
-			p.c.idles++
-			sp.c.idleNanos += d
-			sp.c.idles++
+		if obj.idleCounted = p.clockRuns(); obj.idleCounted {
+			p.countIdleLocked(sp, obj.lastBorrowed-max(obj.lastReturned, p.clockStart), 1)
 		}
 		return grant[K, V]{lease: h, fresh: true}
 	}
@@ -805,7 +807,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 			p.destroyBackground(obj, r)
 		}
 	case g.lease != nil:
-		p.giveBack(g.lease, false)
+		p.giveBack(g.lease, false, true)
 	case g.reserved:
 		// The victim, if any, is still whole: put it back rather than
 		// destroy it for nothing.
@@ -880,8 +882,14 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 	fifo := p.cfg.Load().FIFO
 	switch {
 	case unused:
-		insertByAge(&sp.idle, obj, !fifo)
-		insertByAge(&p.idle, obj, false)
+		// Back to its place by its sequence number, as if never taken;
+		// the idle span its lend counted is taken back.
+		insertBySeq(&sp.idle, obj, !fifo)
+		insertBySeq(&p.idle, obj, false)
+		if obj.idleCounted {
+			obj.idleCounted = false
+			p.countIdleLocked(sp, -(obj.lastBorrowed - max(obj.lastReturned, p.clockStart)), -1)
+		}
 	case fifo:
 		sp.idle.PushBack(obj)
 		p.idle.PushBack(obj)
@@ -890,9 +898,11 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 		p.idle.PushBack(obj)
 	}
 	if !unused {
+		p.idleSeqs++
+		obj.idleSeq = p.idleSeqs
 		obj.lastReturned = p.stampLocked(obj)
 		if p.clockRuns() && obj.borrows > 0 { // else new: never lent
-			d := obj.lastReturned - obj.activeSince
+			d := obj.lastReturned - max(obj.activeSince, p.clockStart)
 			p.c.activeNanos += d
 			p.c.actives++
 			sp.c.activeNanos += d
@@ -901,6 +911,15 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 	}
 	p.serveIdleLocked(sp)
 	return 0, false
+}
+
+// countIdleLocked adds n idle spans of total d to the pool's and sp's
+// counters (n -1 takes one back).
+func (p *Pool[K, V]) countIdleLocked(sp *subPool[K, V], d int64, n int64) {
+	p.c.idleNanos += d
+	p.c.idles += n
+	sp.c.idleNanos += d
+	sp.c.idles += n
 }
 
 // serveIdleLocked serves waiters after an idle object of sp became
@@ -915,18 +934,16 @@ func (p *Pool[K, V]) serveIdleLocked(sp *subPool[K, V]) {
 	}
 }
 
-// insertByAge puts obj into l, an idle list ordered by return time (newest
-// first if newestFirst, else oldest first), at its place by its
-// lastReturned, walking from both ends so that an object that belongs near
-// either end is placed at once. Among equal times it goes first when
-// newestFirst, last otherwise, which puts an object the front of a key's
-// list lent back at the front.
-func insertByAge[K comparable, V any](l *ilist.List[object[K, V]], obj *object[K, V], newestFirst bool) {
+// insertBySeq puts obj into l, an idle list in the order objects went
+// into the idle set (the latest first if latestFirst), at its place by its
+// idleSeq, walking from both ends so that an object that belongs near
+// either end is placed at once.
+func insertBySeq[K comparable, V any](l *ilist.List[object[K, V]], obj *object[K, V], latestFirst bool) {
 	after := func(a, b *object[K, V]) bool { // a belongs after b
-		if newestFirst {
-			return a.lastReturned < b.lastReturned
+		if latestFirst {
+			return a.idleSeq < b.idleSeq
 		}
-		return a.lastReturned >= b.lastReturned
+		return a.idleSeq > b.idleSeq
 	}
 	for f, b := l.Front(), l.Back(); f != nil; f, b = l.Next(f), l.Prev(b) {
 		if !after(obj, f) {
@@ -1076,7 +1093,7 @@ func (p *Pool[K, V]) makeObject(ctx context.Context, sp *subPool[K, V], victim *
 		}
 		obj.state = stBusy
 		p.mu.Unlock()
-		p.settleNew(obj)
+		p.swallow(sp, OpPassivate, p.settleNew(obj))
 	}
 	return nil, err
 }
@@ -1134,7 +1151,7 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 		obj.free = &obj.lease
 		obj.rctx.cfg = &p.cfg
 	}
-	settle := false
+	settle, doomed := false, false
 	p.mu.Lock()
 	sp.making--
 	p.making--
@@ -1164,7 +1181,7 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 		sp.objs.PushBack(obj)
 		switch {
 		case p.closed:
-			obj.state = stDestroy
+			obj.state, doomed = stDestroy, true
 			r.err = fmt.Errorf("%w: key %v: closed while its object was being made", ErrClosed, sp.key)
 		case r.place:
 			settle = true // stays stBusy until passivated
@@ -1202,7 +1219,7 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 			}
 		}
 		close(r.done)
-	case obj != nil && obj.state == stDestroy:
+	case doomed:
 		p.destroyBackground(obj, byClose)
 	}
 }
@@ -1262,12 +1279,13 @@ func (p *Pool[K, V]) Return(h *Pooled[K, V]) error {
 	if err := p.check(h); err != nil {
 		return err
 	}
-	return p.giveBack(h, true)
+	return p.giveBack(h, true, false)
 }
 
 // giveBack returns a lease whose leased flag is already cleared; returned
-// as for unleaseLocked.
-func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned bool) error {
+// as for unleaseLocked. Its errors go to the caller, or with background
+// (nobody gave the lease back) are reported as swallowed.
+func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned, background bool) error {
 	obj := h.obj
 	sp := obj.sub
 	if p.shared {
@@ -1285,6 +1303,9 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned bool) error {
 		if obj.state == stBroken {
 			obj.state = stDestroy
 			p.mu.Unlock()
+			if background {
+				return p.destroyBackground(obj, obj.brokenWhy)
+			}
 			return p.destroy(obj, obj.brokenWhy)
 		}
 		obj.state = stBusy
@@ -1296,11 +1317,16 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned bool) error {
 	why, destroy := byReturnValidation, false
 	var err error
 	if !expired {
+		op := OpPassivate
 		obj.rctx.begin()
 		err = p.f.Passivate(&obj.rctx, sp.key, obj.value)
 		if err == nil && cfg.TestOnReturn {
+			op = OpValidate
 			obj.rctx.begin()
 			err = p.f.Validate(&obj.rctx, sp.key, obj.value)
+		}
+		if background {
+			p.swallow(sp, op, err)
 		}
 	}
 	p.mu.Lock()
@@ -1318,6 +1344,9 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned bool) error {
 		why, destroy = p.putLocked(obj, false)
 	}
 	p.mu.Unlock()
+	if destroy && background {
+		return errors.Join(err, p.destroyBackground(obj, why))
+	}
 	if destroy {
 		return errors.Join(err, p.destroy(obj, why))
 	}
@@ -1640,6 +1669,9 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 			ErrInvalidConfig, p.lim.maxShares, lim.maxShares)
 	}
 	if lim.every != p.lim.every {
+		if !p.clockRuns() {
+			p.clockStart = p.since() // spans measured from now on
+		}
 		p.handClock = false
 		p.scheduleLocked(lim.every)
 	}

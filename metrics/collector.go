@@ -68,6 +68,7 @@ type descs struct {
 	keys, keysInBackoff, up, waitMax                      *prometheus.Desc
 	borrows, returns, created, destroyed, makeErrors      *prometheus.Desc
 	backoffRejections, evictionTests, wait                *prometheus.Desc
+	backgroundErrors                                      *prometheus.Desc
 
 	keyActive, keyIdle, keyWaiters, keyShares                          *prometheus.Desc
 	keyCreated, keyDestroyed, keyMakeErrors, keyInBackoff              *prometheus.Desc
@@ -101,6 +102,7 @@ func newDescs(o Options) *descs {
 		makeErrors:        d("grpc_pool_make_errors_total", "Failed connection makes.", pool),
 		backoffRejections: d("grpc_pool_backoff_rejections_total", "Borrows refused at once because the key is in make backoff.", pool),
 		evictionTests:     d("grpc_pool_eviction_tests_total", "Idle connections the evictor looked at.", pool),
+		backgroundErrors:  d("grpc_pool_background_errors_total", "Errors of pool work no caller waited for (eviction runs, upkeep, clean-up), by the factory operation that failed.", pool, "op"),
 		wait:              d("grpc_pool_borrow_wait_seconds", "Time Borrows spent waiting, over the Borrows that had to wait.", pool),
 
 		keyActive:      d("grpc_pool_key_active_connections", "Active connections of one key.", pool, key),
@@ -132,7 +134,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		d.size, d.active, d.idle, d.making, d.waiters, d.shares, d.maxConns,
 		d.keys, d.keysInBackoff, d.up, d.waitMax,
 		d.borrows, d.returns, d.created, d.destroyed, d.makeErrors,
-		d.backoffRejections, d.evictionTests, d.wait,
+		d.backoffRejections, d.evictionTests, d.wait, d.backgroundErrors,
 		d.healthChecks, d.unhealthy,
 		d.discoveryNodes, d.discoveryUsable, d.discoveryUpdates, d.discoveryErrors,
 	} {
@@ -190,6 +192,9 @@ func (c *collector) collectPool(ch chan<- prometheus.Metric, v *poolView) {
 	ch <- counter(d.makeErrors, float64(s.MakeErrors), n)
 	ch <- counter(d.backoffRejections, float64(s.BackoffRejected), n)
 	ch <- counter(d.evictionTests, float64(s.EvictionTests), n)
+	for _, op := range backgroundOps {
+		ch <- counter(d.backgroundErrors, float64(s.BackgroundErrors.Of(op)), n, op.String())
+	}
 	ch <- prometheus.MustNewConstSummary(d.wait, uint64(s.Waited), s.WaitTime.Seconds(), nil, n)
 
 	if v.health != nil {
@@ -241,6 +246,12 @@ func maxTotal(c keyedpool.Config) float64 {
 type reasonCount struct {
 	reason string
 	n      int64
+}
+
+// backgroundOps are the values of the op label of background errors.
+var backgroundOps = []keyedpool.Op{
+	keyedpool.OpMake, keyedpool.OpDestroy, keyedpool.OpActivate,
+	keyedpool.OpValidate, keyedpool.OpPassivate, keyedpool.OpEvictionPolicy,
 }
 
 // destroyReasons splits the destroyed counter into the reason label's

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kpool-go/kpool/discovery"
+	"github.com/kpool-go/kpool/evictor"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
 	"github.com/kpool-go/kpool/internal/testfactory"
 	"github.com/kpool-go/kpool/keyedpool"
@@ -173,9 +174,10 @@ kp_grpc_unhealthy_nodes{pool="orders"} 1
 
 	// Four more pool families carry one series each (making, keys in
 	// backoff, backoff rejections, eviction tests); without PerKey there is
-	// no per-key family, and no RPC has been observed.
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 30 {
-		t.Errorf("GatherAndCount() = %d, %v; want 30 series: 26 above and 4 more", n, err)
+	// no per-key family, and no RPC has been observed;
+	// and background errors one per operation (6).
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 36 {
+		t.Errorf("GatherAndCount() = %d, %v; want 36 series: 26 above, 4 more and 6 of background errors", n, err)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -401,6 +403,40 @@ grpc_service_discovery_usable_nodes{service="orders"} 0
 grpc_service_discovery_usable_nodes{service="users"} 2
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Errorf("GatherAndCompare: %v", err)
+	}
+}
+
+// Errors of background work are exported by operation: a Destroy that
+// fails in an eviction run shows under op="destroy".
+func TestBackgroundErrorsExported(t *testing.T) {
+	m, reg := newMetrics(t, metrics.Options{})
+	f := &testfactory.Factory{DestroyHook: func(context.Context, *testfactory.Obj) error { return errors.New("close failed") }}
+	p := newPool(t, f, keyedpool.Config{
+		EvictionPolicy: evictor.PolicyFunc(func(evictor.Settings, evictor.Candidate) bool { return true }),
+	})
+	if err := metrics.AddPool(m, "p", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	h, err := p.Borrow(context.Background(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Return(h); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.RunEviction(context.Background()) // evicts the object; its Destroy fails
+	want := `
+# HELP grpc_pool_background_errors_total Errors of pool work no caller waited for (eviction runs, upkeep, clean-up), by the factory operation that failed.
+# TYPE grpc_pool_background_errors_total counter
+grpc_pool_background_errors_total{op="activate",pool="p"} 0
+grpc_pool_background_errors_total{op="destroy",pool="p"} 1
+grpc_pool_background_errors_total{op="eviction_policy",pool="p"} 0
+grpc_pool_background_errors_total{op="make",pool="p"} 0
+grpc_pool_background_errors_total{op="passivate",pool="p"} 0
+grpc_pool_background_errors_total{op="validate",pool="p"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "grpc_pool_background_errors_total"); err != nil {
 		t.Errorf("GatherAndCompare: %v", err)
 	}
 }

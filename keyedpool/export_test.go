@@ -1,0 +1,4 @@
+package keyedpool
+
+// BackoffPeriod exposes the make backoff's period for its bounds test.
+var BackoffPeriod = backoffPeriod
