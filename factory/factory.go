@@ -17,6 +17,15 @@ import "context"
 // for the same key and for different keys, so implementations must be safe
 // for concurrent use. A pool calls Activate, Validate, Passivate and Destroy
 // on one object from one goroutine at a time.
+//
+// Contexts: calls made for a borrower (Activate and Validate in Borrow) get
+// the borrower's context. Every other call (Make, which may outlive the
+// borrower who caused it; Passivate and Validate at Return; Destroy; every
+// call of an eviction run) gets a context that keyedpool bounds with
+// keyedpool.Config.FactoryTimeout (default 30 seconds); see that field for
+// when each one starts. A context is for its call only. A method that
+// panics is treated as failing with an error wrapping
+// keyedpool.ErrFactoryPanic.
 type KeyedFactory[K comparable, V any] interface {
 	// Make creates a new object for key. The context carries the values of
 	// the borrower that caused the make; the pool cancels it when the pool
@@ -36,7 +45,9 @@ type KeyedFactory[K comparable, V any] interface {
 	// the object.
 	Activate(ctx context.Context, key K, v V) error
 
-	// Passivate resets an object that is going back to the idle set. An
-	// error destroys the object.
+	// Passivate resets an object that is going back to the idle set: a
+	// returned one, and a newly made one before it first goes idle
+	// (AddObject, Prepare, MinIdlePerKey upkeep), so that every idle object
+	// is in the same state. An error destroys the object.
 	Passivate(ctx context.Context, key K, v V) error
 }

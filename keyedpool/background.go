@@ -101,15 +101,18 @@ func (p *Pool[K, V]) bounded(parent context.Context) (context.Context, context.C
 }
 
 // returnCtx is the context of Passivate and Validate at Return, one per
-// object, so that Return allocates nothing: it is armed (a Done channel and
-// a timer of FactoryTimeout) only when the factory first asks for its
-// deadline, Done channel or Err during a call. The pool starts a new call
-// with begin, which makes the next look arm afresh; a goroutine that kept
-// the context past its call may see the next call's channel, which is why
-// FactoryTimeout's doc says the context is for the call only.
+// object, so that Return allocates and costs nothing: it is armed (a Done
+// channel and a timer of FactoryTimeout) only when the factory first asks
+// for its deadline, Done channel or Err. A Return belongs to the lease
+// before it, so the object's lease count, which the pool keeps under its
+// lock anyway, tells one Return's calls from the next's: a look during a
+// later Return arms afresh. A goroutine that kept the context past its call
+// may see a later call's channel, which is why FactoryTimeout's doc says
+// the context is for the call only.
 type returnCtx struct {
-	cfg  *atomic.Pointer[Config] // the pool's: FactoryTimeout when armed
-	call atomic.Uint64           // the call in progress, bumped by begin
+	cfg    *atomic.Pointer[Config] // the pool's: FactoryTimeout when armed
+	poolMu *sync.Mutex             // the pool's mu, which protects *leases
+	leases *int64                  // the object's lease count: the Return in progress
 
 	mu       sync.Mutex // protects the fields below
 	armed    uint64     // the call the fields below belong to
@@ -120,14 +123,14 @@ type returnCtx struct {
 
 var _ context.Context = (*returnCtx)(nil)
 
-// begin starts a call.
-func (c *returnCtx) begin() { c.call.Add(1) }
-
 // arm returns the state of the current call, arming it on the first look.
 func (c *returnCtx) arm() (chan struct{}, time.Time, error) {
+	c.poolMu.Lock()
+	call := uint64(*c.leases)
+	c.poolMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if call := c.call.Load(); c.done == nil || c.armed != call {
+	if c.done == nil || c.armed != call {
 		c.armed, c.done, c.err, c.deadline = call, make(chan struct{}), nil, time.Time{}
 		if d := c.cfg.Load().FactoryTimeout; d > 0 {
 			c.deadline = time.Now().Add(d)

@@ -65,17 +65,24 @@ type Config struct {
 	// (and the evictor keeps): objects that can take a borrower without a
 	// make, which are the idle ones and, with shared leases, also lent ones
 	// under MaxSharesPerObject. So a shared key whose objects still have
-	// room does not grow. Default 0. It may not be negative nor exceed
-	// MaxIdlePerKey or MaxTotalPerKey when those are limited.
+	// room does not grow. A key it covers stays in the pool when all its
+	// objects are gone (evicted, invalidated), so that eviction runs make
+	// them up, until Clear, ClearAll or ForgetFailures forgets it. Default
+	// 0: a key leaves the pool as soon as it holds nothing. It may not be
+	// negative nor exceed MaxIdlePerKey or MaxTotalPerKey when those are
+	// limited.
 	MinIdlePerKey int
 
 	// WhenExhausted says whether Borrow blocks (Block, the zero value) or
 	// fails at once with ErrExhausted (Fail) when no object can be lent.
 	WhenExhausted ExhaustedAction
 
-	// MaxWait bounds how long a blocked Borrow waits before it fails with
-	// ErrExhausted. Zero: only the Borrow context bounds the wait (the
-	// default). Negative is invalid.
+	// MaxWait bounds how long a Borrow waits before it fails with
+	// ErrExhausted: one deadline for the whole Borrow, counted from the
+	// moment it first has to wait, in line or for a make, and kept across
+	// the tries a failed hand-off causes (see Borrow). A make still running
+	// at the deadline goes on and its object joins the pool. Zero: only the
+	// Borrow context bounds the wait (the default). Negative is invalid.
 	MaxWait time.Duration
 
 	// FIFO lends idle objects in the order they were returned (oldest
@@ -173,16 +180,19 @@ type Config struct {
 	MakeBackoffMax time.Duration
 
 	// FactoryTimeout bounds each factory call that no caller's context
-	// bounds: Passivate and Validate at Return, Destroy wherever it is
-	// called except Close, every call of an eviction run (whose context
-	// also ends at Close), makes for MinIdlePerKey upkeep, and a Borrow's
-	// make that goes on after the borrower gave up. The context such a call
-	// gets ends FactoryTimeout after the call starts; for Passivate and
-	// Validate at Return, after the factory first asks the context for its
-	// deadline, Done channel or Err (so that Return allocates nothing for
-	// factories that never look). Calls under a Borrow get the borrower's
-	// context; Close's destroys get Close's. Zero means the default, 30
-	// seconds. Negative: no bound (context.Background, as before).
+	// bounds on its own: every Make (whose context keeps the borrower's
+	// values but not its cancellation, so that it can outlive a borrower
+	// who gives up; Close cancels it too), Passivate and Validate at
+	// Return, every Destroy (those of Clear, ClearAll, ClearOldest and
+	// Close are bounded by that call's context as well), and every call of
+	// an eviction run (whose context ends at Close). The context such a
+	// call gets ends FactoryTimeout after the call starts; at Return, where
+	// Passivate and Validate share one context, FactoryTimeout after the
+	// factory first asks it for its deadline, Done channel or Err, so that
+	// Return costs nothing for factories that never look. A context is for
+	// its call only. Activate and
+	// Validate under a Borrow get the borrower's context. Zero means the
+	// default, 30 seconds. Negative: no bound.
 	FactoryTimeout time.Duration
 
 	// SwallowedErrorListener, when not nil, receives every error of work no
@@ -241,7 +251,8 @@ type AbandonedConfig struct {
 // DefaultConfig returns the default configuration: no total limit, 8 objects
 // and 8 idle per key, none kept warm, Block without a MaxWait, LIFO, no
 // tests, exclusive use, no evictor, no lifetime limit, no abandoned-object
-// tracking, no make backoff.
+// tracking, no make backoff, factory calls bounded by 30 seconds, no
+// listener for background errors.
 func DefaultConfig() Config {
 	return Config{
 		MaxTotalPerKey:         DefaultMaxTotalPerKey,

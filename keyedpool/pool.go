@@ -135,7 +135,7 @@ type object[K comparable, V any] struct {
 	created, lastBorrowed, lastReturned, activeSince int64
 	free                                             *Pooled[K, V] // leases not in use, linked by next
 	lease                                            Pooled[K, V]  // the first lease, so exclusive use allocates none
-	rctx                                             returnCtx     // the context of Passivate and Validate at Return
+	rctx                                             *returnCtx    // the context of Passivate and Validate at Return
 }
 
 func keyLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] { return &o.keyLinks }
@@ -301,7 +301,9 @@ func (p *Pool[K, V]) dropIfEmptyLocked(sp *subPool[K, V]) {
 // a key Clear forgot is wanted again.
 func (p *Pool[K, V]) useLocked(key K) *subPool[K, V] {
 	sp := p.subLocked(key)
-	sp.forgotten = false
+	if sp.forgotten {
+		sp.forgotten = false
+	}
 	return sp
 }
 
@@ -1093,7 +1095,7 @@ func (p *Pool[K, V]) makeObject(ctx context.Context, sp *subPool[K, V], victim *
 		}
 		obj.state = stBusy
 		p.mu.Unlock()
-		p.swallow(sp, OpPassivate, p.settleNew(obj))
+		p.settleNew(obj, func() bool { return true })
 	}
 	return nil, err
 }
@@ -1149,7 +1151,7 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 			created: now, lastBorrowed: now, lastReturned: now, activeSince: now, jitter: rand.Uint32()}
 		obj.lease.obj = obj
 		obj.free = &obj.lease
-		obj.rctx.cfg = &p.cfg
+		obj.rctx = &returnCtx{cfg: &p.cfg, poolMu: &p.mu, leases: &obj.borrows}
 	}
 	settle, doomed := false, false
 	p.mu.Lock()
@@ -1209,14 +1211,13 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 	}
 	switch {
 	case settle:
-		if perr := p.settleNew(obj); perr != nil {
-			r.err = fmt.Errorf("keyedpool: passivate new object of key %v: %w", sp.key, perr)
+		background := func() bool {
 			p.mu.Lock()
-			bg = r.background
-			p.mu.Unlock()
-			if bg {
-				p.swallow(sp, OpPassivate, perr)
-			}
+			defer p.mu.Unlock()
+			return r.background
+		}
+		if perr := p.settleNew(obj, background); perr != nil {
+			r.err = fmt.Errorf("keyedpool: passivate new object of key %v: %w", sp.key, perr)
 		}
 		close(r.done)
 	case doomed:
@@ -1228,12 +1229,16 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 // counted in its key), and puts it in the pool, so that a new idle object
 // is in the state a returned one is in (as commons-pool2's addObject). A
 // failed Passivate destroys the object (counted with the return-validation
-// failures) and is returned.
-func (p *Pool[K, V]) settleNew(obj *object[K, V]) error {
+// failures) and is returned, and reported as swallowed first if background
+// says nobody waits for it.
+func (p *Pool[K, V]) settleNew(obj *object[K, V], background func() bool) error {
 	sp := obj.sub
 	ctx, cancel := p.bounded(context.Background())
 	err := p.f.Passivate(ctx, sp.key, obj.value)
 	cancel()
+	if err != nil && background() {
+		p.swallow(sp, OpPassivate, err)
+	}
 	why, destroy := byReturnValidation, true
 	p.mu.Lock()
 	if err != nil {
@@ -1273,8 +1278,12 @@ func (p *Pool[K, V]) check(h *Pooled[K, V]) error {
 // MaxIdlePerKey, after a failed passivation or validation, or after Close.
 // It fails with ErrNotBorrowed for a handle that is not lent (returned
 // twice) and ErrForeignObject for one from another pool. Other errors come
-// from the factory; the object is dealt with either way. Return does not
-// block on other borrowers.
+// from the factory (a panic in it wraps ErrFactoryPanic); the object is
+// dealt with either way. Return does not block on other borrowers; the
+// factory calls it makes are bounded by Config.FactoryTimeout (Passivate
+// and Validate get a context that ends FactoryTimeout after they first look
+// at it, Destroy one that ends FactoryTimeout after it starts). Safe for
+// concurrent use.
 func (p *Pool[K, V]) Return(h *Pooled[K, V]) error {
 	if err := p.check(h); err != nil {
 		return err
@@ -1318,12 +1327,10 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned, background bool) error 
 	var err error
 	if !expired {
 		op := OpPassivate
-		obj.rctx.begin()
-		err = p.f.Passivate(&obj.rctx, sp.key, obj.value)
+		err = p.f.Passivate(obj.rctx, sp.key, obj.value)
 		if err == nil && cfg.TestOnReturn {
 			op = OpValidate
-			obj.rctx.begin()
-			err = p.f.Validate(&obj.rctx, sp.key, obj.value)
+			err = p.f.Validate(obj.rctx, sp.key, obj.value)
 		}
 		if background {
 			p.swallow(sp, op, err)
@@ -1356,7 +1363,9 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned, background bool) error 
 // Invalidate gives back a borrowed object that must not be used again, and
 // destroys it. With shared leases the object stops being lent at once and is
 // destroyed when its last lease comes back, so other borrowers' work on it is
-// not cut. Errors as for Return; a destroy error is returned wrapped.
+// not cut. Errors as for Return; a destroy error is returned wrapped. The
+// Destroy call gets a context that ends after Config.FactoryTimeout. Safe
+// for concurrent use.
 func (p *Pool[K, V]) Invalidate(h *Pooled[K, V]) error {
 	if err := p.check(h); err != nil {
 		return err
@@ -1631,7 +1640,7 @@ func (p *Pool[K, V]) takeIdleListLocked(l *ilist.List[object[K, V]], n int, doom
 	return doomed
 }
 
-// Keys returns the keys that have a sub-pool (objects or waiters), in no
+// Keys returns the keys that have a sub-pool (see Stats.Keys), in no
 // particular order.
 func (p *Pool[K, V]) Keys() []K {
 	p.mu.Lock()

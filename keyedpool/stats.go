@@ -8,7 +8,8 @@ type Stats struct {
 	// nothing.
 	Closed bool
 	// Keys is the number of keys that have a sub-pool: ones that hold
-	// objects or have waiters, or whose makes are failing.
+	// objects or have waiters, whose makes are failing, or that
+	// MinIdlePerKey keeps (see Config.MinIdlePerKey).
 	Keys int
 	// KeysInBackoff is the number of keys whose makes failed
 	// MakeFailureThreshold times in a row and have not succeeded since.
@@ -19,7 +20,8 @@ type Stats struct {
 
 // KeyStats is a snapshot of one key's sub-pool. A key's counters start when
 // its sub-pool is made and are forgotten when the sub-pool is dropped
-// (nothing held, nobody waiting); Stats keeps the pool-wide totals.
+// (nothing held, nobody waiting, not kept by MinIdlePerKey); Stats keeps
+// the pool-wide totals.
 type KeyStats struct {
 	// MakeFailures is the number of consecutive failed makes of the key
 	// (counted only while Config.MakeFailureThreshold is set).

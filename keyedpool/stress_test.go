@@ -15,7 +15,8 @@ import (
 
 // TestStress runs random Borrow, Return, Invalidate, Clear and SetConfig
 // calls from many goroutines over many keys, with a factory that fails some
-// makes, is slow for others and has objects go bad. The limits are checked by
+// makes, is slow for others, has objects go bad, and panics now and then in
+// each of its methods (a panic is one more failure the pool must contain). The limits are checked by
 // the factory itself (objects made and not yet destroyed), so an object the
 // pool forgot to count would show. At the end every object made must have
 // been destroyed exactly once and the counters must agree. The Evictor
@@ -38,10 +39,20 @@ func stress(t *testing.T, shares int, evict bool) {
 		maxPerKey  = 3
 	)
 	errMake := errors.New("make failed")
+	sometimesPanic := func(context.Context, *testfactory.Obj) error {
+		if rand.IntN(100) == 0 {
+			panic("factory panic")
+		}
+		return nil
+	}
 	f := &testfactory.Factory{
+		ActivateHook: sometimesPanic, PassivateHook: sometimesPanic,
+		ValidateHook: sometimesPanic, DestroyHook: sometimesPanic,
 		MakeHook: func(ctx context.Context, _ string) error {
-			switch n := rand.IntN(10); {
-			case n == 0:
+			switch n := rand.IntN(20); {
+			case n == 19:
+				panic("factory panic")
+			case n <= 1:
 				return errMake
 			case n == 1:
 				select {
@@ -90,7 +101,7 @@ func stress(t *testing.T, shares int, evict bool) {
 					}
 					err = p.Return(h)
 				}
-				if err != nil && !errors.Is(err, testfactory.ErrDead) &&
+				if err != nil && !errors.Is(err, testfactory.ErrDead) && !errors.Is(err, keyedpool.ErrFactoryPanic) &&
 					!(evict && errors.Is(err, keyedpool.ErrNotBorrowed)) { // taken back as abandoned
 					t.Errorf("giving back: %v", err)
 				}
@@ -105,7 +116,7 @@ func stress(t *testing.T, shares int, evict bool) {
 					switch {
 					case err == nil:
 						held = append(held, h)
-					case errors.Is(err, errMake), errors.Is(err, context.DeadlineExceeded),
+					case errors.Is(err, errMake), errors.Is(err, keyedpool.ErrFactoryPanic), errors.Is(err, context.DeadlineExceeded),
 						errors.Is(err, keyedpool.ErrExhausted), errors.Is(err, keyedpool.ErrValidation),
 						errors.Is(err, keyedpool.ErrBackoff):
 					default:
@@ -114,20 +125,20 @@ func stress(t *testing.T, shares int, evict bool) {
 				case op < 90 && len(held) > 0:
 					giveBack(rng.IntN(len(held)))
 				case op < 93:
-					if err := p.Clear(context.Background(), key); err != nil {
+					if err := p.Clear(context.Background(), key); err != nil && !errors.Is(err, keyedpool.ErrFactoryPanic) {
 						t.Errorf("Clear() = %v", err)
 					}
 				case op < 95:
-					if err := p.ClearOldest(context.Background()); err != nil {
+					if err := p.ClearOldest(context.Background()); err != nil && !errors.Is(err, keyedpool.ErrFactoryPanic) {
 						t.Errorf("ClearOldest() = %v", err)
 					}
 				case op < 97:
-					if err := p.Prepare(context.Background(), key); err != nil && !errors.Is(err, errMake) &&
+					if err := p.Prepare(context.Background(), key); err != nil && !errors.Is(err, errMake) && !errors.Is(err, keyedpool.ErrFactoryPanic) &&
 						!errors.Is(err, keyedpool.ErrExhausted) && !errors.Is(err, keyedpool.ErrBackoff) {
 						t.Errorf("Prepare() = %v", err)
 					}
 				case op < 98 && evict:
-					if err := p.RunEviction(context.Background()); err != nil && !errors.Is(err, errMake) {
+					if err := p.RunEviction(context.Background()); err != nil && !errors.Is(err, errMake) && !errors.Is(err, keyedpool.ErrFactoryPanic) {
 						t.Errorf("RunEviction() = %v", err)
 					}
 				default:
@@ -139,7 +150,7 @@ func stress(t *testing.T, shares int, evict bool) {
 					if rng.IntN(4) == 0 {
 						cfg.WhenExhausted = keyedpool.Fail
 					}
-					if err := p.SetConfig(cfg); err != nil {
+					if err := p.SetConfig(cfg); err != nil && !errors.Is(err, keyedpool.ErrFactoryPanic) {
 						t.Errorf("SetConfig() = %v", err)
 					}
 				}
@@ -157,8 +168,8 @@ func stress(t *testing.T, shares int, evict bool) {
 	// Bounded, so that a leaked lease fails the test instead of hanging it.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := p.Close(ctx); err != nil {
-		t.Errorf("Close() = %v", err)
+	if err := p.Close(ctx); err != nil && (!errors.Is(err, keyedpool.ErrFactoryPanic) || ctx.Err() != nil) {
+		t.Errorf("Close() = %v, want nil or panicking Destroys only", err)
 	}
 	s := p.Stats()
 	t.Logf("%+v", s)
