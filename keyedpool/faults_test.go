@@ -39,6 +39,7 @@ func TestFactoryPanicBecomesError(t *testing.T) {
 		// swallowed: no caller waits for the work: the panic is counted and
 		// listened to as a background error.
 		swallowed bool
+		closes    bool // run closes the pool: no Borrow after it
 	}{
 		{name: "Make/Borrow", wantErr: true,
 			hook: func(f *testfactory.Factory) { f.MakeHook = func(context.Context, string) error { boom(); return nil } },
@@ -97,6 +98,16 @@ func TestFactoryPanicBecomesError(t *testing.T) {
 			cfg:  keyedpool.Config{EvictionPolicy: evictor.PolicyFunc(func(evictor.Settings, evictor.Candidate) bool { return true })},
 			hook: func(f *testfactory.Factory) { f.DestroyHook = hook },
 			run:  func(p *pool) error { return p.RunEviction(context.Background()) }},
+		{name: "Destroy/Clear", wantErr: true, setup: mustIdle,
+			hook: func(f *testfactory.Factory) { f.DestroyHook = hook },
+			run:  func(p *pool) error { return p.Clear(context.Background(), "k") }},
+		{name: "Destroy/VictimForOtherKey", swallowed: true, cfg: keyedpool.Config{MaxTotal: 1},
+			setup: func(t *testing.T, p *pool) { mustReturn(t, p, mustBorrow(t, p, "v")) },
+			hook:  func(f *testfactory.Factory) { f.DestroyHook = hook },
+			run:   func(p *pool) error { return borrowReturn(context.Background(), p) }},
+		{name: "Destroy/Close", wantErr: true, closes: true, setup: mustIdle,
+			hook: func(f *testfactory.Factory) { f.DestroyHook = hook },
+			run:  func(p *pool) error { return p.Close(context.Background()) }},
 		{name: "EvictionPolicy", swallowed: true, cfg: keyedpool.Config{EvictionPolicy: evictAll}, setup: mustIdle,
 			run: func(p *pool) error { return p.RunEviction(context.Background()) }},
 	}
@@ -137,7 +148,11 @@ func TestFactoryPanicBecomesError(t *testing.T) {
 			// The room is free: the key's only slot lends again.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if err := borrowReturn(ctx, p); err != nil {
+			if tt.closes {
+				if s := p.Stats(); s.Active+s.Idle+s.Making != 0 {
+					t.Errorf("Stats() after Close = %+v, want nothing held", s)
+				}
+			} else if err := borrowReturn(ctx, p); err != nil {
 				t.Errorf("Borrow after the panic = %v, want an object (MaxTotalPerKey 1: its room must be free)", err)
 			}
 			if err := p.Close(ctx); err != nil {
