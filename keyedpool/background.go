@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -101,66 +100,65 @@ func (p *Pool[K, V]) bounded(parent context.Context) (context.Context, context.C
 }
 
 // returnCtx is the context of Passivate and Validate at Return, one per
-// object, so that Return allocates and costs nothing: it is armed (a Done
-// channel and a timer of FactoryTimeout) only when the factory first asks
-// for its deadline, Done channel or Err. A Return belongs to the lease
-// before it, so the object's lease count, which the pool keeps under its
-// lock anyway, tells one Return's calls from the next's: a look during a
-// later Return arms afresh. A goroutine that kept the context past its call
-// may see a later call's channel, which is why FactoryTimeout's doc says
-// the context is for the call only.
-type returnCtx struct {
-	cfg    *atomic.Pointer[Config] // the pool's: FactoryTimeout when armed
-	poolMu *sync.Mutex             // the pool's mu, which protects *leases
-	leases *int64                  // the object's lease count: the Return in progress
+// object and part of it, so that Return allocates and costs nothing: it is
+// armed (a Done channel and a timer of FactoryTimeout) only when the
+// factory first asks for its deadline, Done channel or Err. A Return
+// belongs to the lease before it, so the object's lease count, which the
+// pool keeps under its lock anyway, tells one Return's calls from the
+// next's: a look during a later Return arms afresh. A goroutine that kept
+// the context past its call may see a later call's channel, which is why
+// FactoryTimeout's doc says the context is for the call only.
+type returnCtx[K comparable, V any] struct {
+	obj   *object[K, V]
+	armed *armedCtx // the last armed call; protected by the pool's mu
+}
 
-	mu       sync.Mutex // protects the fields below
-	armed    uint64     // the call the fields below belong to
-	done     chan struct{}
+// armedCtx is the state of one armed returnCtx call.
+type armedCtx struct {
+	call     int64 // the object's lease count when armed
 	deadline time.Time
-	err      error
+
+	mu   sync.Mutex // protects the fields below
+	done chan struct{}
+	err  error
 }
 
-var _ context.Context = (*returnCtx)(nil)
+var _ context.Context = (*returnCtx[string, int])(nil)
 
-// arm returns the state of the current call, arming it on the first look.
-func (c *returnCtx) arm() (chan struct{}, time.Time, error) {
-	c.poolMu.Lock()
-	call := uint64(*c.leases)
-	c.poolMu.Unlock()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done == nil || c.armed != call {
-		c.armed, c.done, c.err, c.deadline = call, make(chan struct{}), nil, time.Time{}
-		if d := c.cfg.Load().FactoryTimeout; d > 0 {
-			c.deadline = time.Now().Add(d)
-			done := c.done
-			time.AfterFunc(d, func() {
-				c.mu.Lock()
-				if c.done == done && c.err == nil {
-					c.err = context.DeadlineExceeded
-					close(done)
-				}
-				c.mu.Unlock()
-			})
-		}
+// arm returns the current call's state, arming it on the first look.
+func (c *returnCtx[K, V]) arm() *armedCtx {
+	p := c.obj.sub.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a := c.armed; a != nil && a.call == c.obj.borrows {
+		return a
 	}
-	return c.done, c.deadline, c.err
+	a := &armedCtx{call: c.obj.borrows, done: make(chan struct{})}
+	if d := p.cfg.Load().FactoryTimeout; d > 0 {
+		a.deadline = time.Now().Add(d)
+		time.AfterFunc(d, func() {
+			a.mu.Lock()
+			a.err = context.DeadlineExceeded
+			close(a.done)
+			a.mu.Unlock()
+		})
+	}
+	c.armed = a
+	return a
 }
 
-func (c *returnCtx) Deadline() (time.Time, bool) {
-	_, d, _ := c.arm()
-	return d, !d.IsZero()
+func (c *returnCtx[K, V]) Deadline() (time.Time, bool) {
+	a := c.arm()
+	return a.deadline, !a.deadline.IsZero()
 }
 
-func (c *returnCtx) Done() <-chan struct{} {
-	done, _, _ := c.arm()
-	return done
+func (c *returnCtx[K, V]) Done() <-chan struct{} { return c.arm().done }
+
+func (c *returnCtx[K, V]) Err() error {
+	a := c.arm()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
 }
 
-func (c *returnCtx) Err() error {
-	_, _, err := c.arm()
-	return err
-}
-
-func (c *returnCtx) Value(any) any { return nil }
+func (c *returnCtx[K, V]) Value(any) any { return nil }

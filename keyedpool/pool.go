@@ -133,9 +133,9 @@ type object[K comparable, V any] struct {
 	// clock; the others the pool's clock (see clock.go). activeSince is
 	// when the object last left the idle set (or was made) to be lent.
 	created, lastBorrowed, lastReturned, activeSince int64
-	free                                             *Pooled[K, V] // leases not in use, linked by next
-	lease                                            Pooled[K, V]  // the first lease, so exclusive use allocates none
-	rctx                                             *returnCtx    // the context of Passivate and Validate at Return
+	free                                             *Pooled[K, V]   // leases not in use, linked by next
+	lease                                            Pooled[K, V]    // the first lease, so exclusive use allocates none
+	rctx                                             returnCtx[K, V] // the context of Passivate and Validate at Return
 }
 
 func keyLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] { return &o.keyLinks }
@@ -1151,7 +1151,7 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 			created: now, lastBorrowed: now, lastReturned: now, activeSince: now, jitter: rand.Uint32()}
 		obj.lease.obj = obj
 		obj.free = &obj.lease
-		obj.rctx = &returnCtx{cfg: &p.cfg, poolMu: &p.mu, leases: &obj.borrows}
+		obj.rctx.obj = obj
 	}
 	settle, doomed := false, false
 	p.mu.Lock()
@@ -1327,10 +1327,10 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned, background bool) error 
 	var err error
 	if !expired {
 		op := OpPassivate
-		err = p.f.Passivate(obj.rctx, sp.key, obj.value)
+		err = p.f.Passivate(&obj.rctx, sp.key, obj.value)
 		if err == nil && cfg.TestOnReturn {
 			op = OpValidate
-			err = p.f.Validate(obj.rctx, sp.key, obj.value)
+			err = p.f.Validate(&obj.rctx, sp.key, obj.value)
 		}
 		if background {
 			p.swallow(sp, op, err)
