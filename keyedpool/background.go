@@ -78,8 +78,8 @@ func (p *Pool[K, V]) swallow(sp *subPool[K, V], op Op, err error) {
 		return
 	}
 	p.mu.Lock()
-	p.c.background[op]++
-	sp.c.background[op]++
+	p.c.backgroundError(op)
+	sp.c.backgroundError(op)
 	p.mu.Unlock()
 	if l := p.cfg.Load().SwallowedErrorListener; l != nil {
 		func() {

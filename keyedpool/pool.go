@@ -122,13 +122,13 @@ type object[K comparable, V any] struct {
 	objLinks  ilist.Links[object[K, V]] // in sub.objs
 	state     objState
 	brokenWhy reason // stBroken: why it will be destroyed
-	shares    int32
-	jitter    uint32 // this object's share of MaxLifetimeJitter, out of 1<<32
-	borrows   int64  // leases taken
-	idleSeq   uint64 // when it last went into the idle set, in pool.idleSeqs: its place there
 	// idleCounted: its last lend from the idle set counted an idle span,
 	// to be taken back if it goes back unused.
 	idleCounted bool
+	shares      int32
+	jitter      uint32 // this object's share of MaxLifetimeJitter, out of 1<<32
+	borrows     int64  // leases taken
+	idleSeq     uint64 // when it last went into the idle set, in pool.idleSeqs: its place there
 	// Stamps in nanoseconds since the pool's epoch. created reads the real
 	// clock; the others the pool's clock (see clock.go). activeSince is
 	// when the object last left the idle set (or was made) to be lent.

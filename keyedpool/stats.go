@@ -165,7 +165,15 @@ type counters struct {
 	waited, waitNanos, maxWaitNanos         int64
 	activeNanos, actives, idleNanos, idles  int64
 	destroyed                               [numReasons]int64
-	background                              [numOps]int64
+	background                              *[numOps]int64 // made at the first; most keys never have one
+}
+
+// backgroundError counts an error of background work of op.
+func (c *counters) backgroundError(op Op) {
+	if c.background == nil {
+		c.background = new([numOps]int64)
+	}
+	c.background[op]++
 }
 
 func (c *counters) wait(d time.Duration) {
@@ -175,6 +183,10 @@ func (c *counters) wait(d time.Duration) {
 }
 
 func (c *counters) snapshot() Counters {
+	var bg [numOps]int64
+	if c.background != nil {
+		bg = *c.background
+	}
 	s := Counters{
 		Borrowed:                    c.borrowed,
 		Returned:                    c.returned,
@@ -199,12 +211,12 @@ func (c *counters) snapshot() Counters {
 		IdleTime:                    time.Duration(c.idleNanos),
 		IdleCount:                   c.idles,
 		BackgroundErrors: BackgroundErrors{
-			Make:           c.background[OpMake],
-			Destroy:        c.background[OpDestroy],
-			Activate:       c.background[OpActivate],
-			Validate:       c.background[OpValidate],
-			Passivate:      c.background[OpPassivate],
-			EvictionPolicy: c.background[OpEvictionPolicy],
+			Make:           bg[OpMake],
+			Destroy:        bg[OpDestroy],
+			Activate:       bg[OpActivate],
+			Validate:       bg[OpValidate],
+			Passivate:      bg[OpPassivate],
+			EvictionPolicy: bg[OpEvictionPolicy],
 		},
 	}
 	for _, n := range c.destroyed {
