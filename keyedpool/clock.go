@@ -37,7 +37,10 @@ func (p *Pool[K, V]) advanceClockLocked(now int64) {
 		return
 	}
 	p.lastTick.Store(now)
-	p.clock.Store(now + min(int64(p.lim.every), math.MaxInt64-now)) // saturates: a huge interval must not wrap round to the past
+	// Saturating, so that a huge interval does not wrap round to the past;
+	// and never back, so that stamps taken under a longer interval are not
+	// later than those taken after SetConfig shortened it.
+	p.clock.Store(max(p.clock.Load(), now+min(int64(p.lim.every), math.MaxInt64-now)))
 }
 
 // clockRuns reports whether the pool's clock moves: with an evictor, or once
@@ -56,8 +59,11 @@ func (p *Pool[K, V]) EvictionTick() {
 // stampLocked is the pool's clock for a stamp on obj, which is never before
 // the object was made.
 func (p *Pool[K, V]) stampLocked(obj *object[K, V]) int64 {
-	if p.handClock {
+	switch {
+	case p.handClock:
 		return max(p.since(), obj.created)
+	case p.lim.every == 0:
+		return obj.created // no clock runs (the evictor was switched off, say)
 	}
 	return max(p.clock.Load(), obj.created)
 }

@@ -411,9 +411,12 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 // borrowState is what one Borrow keeps across its tries: its MaxWait
 // deadline and its place in line.
 type borrowState struct {
-	deadline time.Time // zero: not started, or no MaxWait
-	started  bool      // deadline is set, if MaxWait asks for one
-	ticket   uint64    // place in line once queued; 0: never queued
+	deadline time.Time     // zero: not started, or no MaxWait
+	started  bool          // deadline is set, if MaxWait asks for one
+	ticket   uint64        // place in line once queued; 0: never queued
+	waited   time.Duration // time spent waiting so far, over all its waits
+	// waitedBefore: it has waited, and is counted in Counters.Waited.
+	waitedBefore bool
 }
 
 // start starts the Borrow's deadline, maxWait from now, if it has not
@@ -688,8 +691,11 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState
 	d := time.Since(start)
 
 	p.mu.Lock()
-	p.c.wait(d)
-	sp.c.wait(d)
+	first := !b.waitedBefore
+	b.waitedBefore = true
+	b.waited += d
+	p.c.wait(d, b.waited, first)
+	sp.c.wait(d, b.waited, first)
 	if err != nil && w.allLinks.In() {
 		// Gave up before anything was granted.
 		p.unwaitLocked(w)
@@ -1654,11 +1660,14 @@ func (p *Pool[K, V]) Keys() []K {
 
 // SetConfig changes the pool's configuration while it runs. Raised limits
 // let waiting borrowers in at once; lowered limits never touch lent objects
-// but destroy idle objects over the new MaxIdlePerKey, MaxTotalPerKey and
-// MaxTotal (oldest first for MaxTotal). A changed TimeBetweenEvictionRuns
-// reschedules the evictor; a raised MinIdlePerKey is made up by the next
-// eviction run. Abandoned tracking switched on covers leases taken from then
-// on. It refuses an invalid cfg, or a
+// but destroy idle objects over the new MaxIdlePerKey and MaxTotalPerKey
+// (those a key would lend last) and MaxTotal (oldest first). A changed FIFO
+// reorders every key's idle objects at once. A changed
+// TimeBetweenEvictionRuns reschedules the evictor (its clock never goes
+// back; switched off, stamps stop moving, as if there had never been one);
+// a raised MinIdlePerKey is made up by the next eviction run, and a lowered
+// one lets go of empty keys it was keeping. Abandoned tracking switched on
+// covers leases taken from then on. It refuses an invalid cfg, or a
 // change of MaxSharesPerObject, with an error wrapping ErrInvalidConfig, and
 // returns ErrClosed on a closed pool. Destroy errors are returned joined.
 func (p *Pool[K, V]) SetConfig(cfg Config) error {
@@ -1676,6 +1685,13 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 		p.mu.Unlock()
 		return fmt.Errorf("%w: MaxSharesPerObject cannot change after New (is %d, got %d)",
 			ErrInvalidConfig, p.lim.maxShares, lim.maxShares)
+	}
+	if cfg.FIFO != p.cfg.Load().FIFO {
+		// The front of a key's idle list is lent first: turn each round,
+		// so that the oldest is first in FIFO order, the newest in LIFO.
+		for _, sp := range p.keys {
+			reverseLocked(&sp.idle)
+		}
 	}
 	if lim.every != p.lim.every {
 		if !p.clockRuns() {
@@ -1695,11 +1711,12 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 		if raisedMin {
 			p.wantUpkeepLocked(sp)
 		}
-		// The coldest first: the back of a LIFO list, the front of a FIFO
-		// one. Objects under an eviction test are left to it.
+		// From the back: those that would be lent last, in either order,
+		// so that the rest keep theirs. Objects under an eviction test are
+		// left to it.
 		excess := max(sp.idle.Len()-lim.maxIdle, sp.count-lim.maxPerKey)
-		for o := coldest(&sp.idle, cfg.FIFO); o != nil && excess > 0; {
-			next := warmer(&sp.idle, o, cfg.FIFO)
+		for o := sp.idle.Back(); o != nil && excess > 0; {
+			next := sp.idle.Prev(o)
 			if o.state != stTesting {
 				doomed = p.takeIdleLocked(o, doomed)
 				excess--
@@ -1718,21 +1735,16 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 	return p.destroyAll(context.Background(), doomed, bySurplus)
 }
 
-// coldest returns the idle object of a key's list lent last: the back in
-// LIFO order, the front in FIFO order.
-func coldest[K comparable, V any](l *ilist.List[object[K, V]], fifo bool) *object[K, V] {
-	if fifo {
-		return l.Front()
+// reverseLocked turns l, a key's idle list, round.
+func reverseLocked[K comparable, V any](l *ilist.List[object[K, V]]) {
+	var rev []*object[K, V]
+	for o := l.Back(); o != nil; o = l.Prev(o) {
+		rev = append(rev, o)
 	}
-	return l.Back()
-}
-
-// warmer returns the object of a key's idle list lent just before o, or nil.
-func warmer[K comparable, V any](l *ilist.List[object[K, V]], o *object[K, V], fifo bool) *object[K, V] {
-	if fifo {
-		return l.Next(o)
+	for _, o := range rev {
+		l.Remove(o)
+		l.PushBack(o)
 	}
-	return l.Prev(o)
 }
 
 // Stats returns a snapshot of the whole pool.

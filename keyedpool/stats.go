@@ -92,11 +92,14 @@ type Counters struct {
 	BackoffRejected int64
 	// EvictionTests counts the idle objects eviction runs looked at.
 	EvictionTests int64
-	// Waited counts Borrows that had to wait, whatever the outcome.
+	// Waited counts Borrows that had to wait, whatever the outcome, each
+	// once however often it waited (a failed hand-off sends a Borrow back
+	// in line).
 	Waited int64
 	// WaitTime is the total time Borrows spent waiting.
 	WaitTime time.Duration
-	// MaxWaitTime is the longest wait of a single Borrow.
+	// MaxWaitTime is the longest a single Borrow has waited, all its waits
+	// together.
 	MaxWaitTime time.Duration
 	// ActiveTime is the total time objects spent lent, from leaving the
 	// idle set (or being made) to coming back to it, over ActiveCount such
@@ -176,10 +179,14 @@ func (c *counters) backgroundError(op Op) {
 	c.background[op]++
 }
 
-func (c *counters) wait(d time.Duration) {
-	c.waited++
+// wait counts one wait of d by a Borrow that has now waited total over all
+// its waits; first says it is the Borrow's first.
+func (c *counters) wait(d, total time.Duration, first bool) {
+	if first {
+		c.waited++
+	}
 	c.waitNanos += int64(d)
-	c.maxWaitNanos = max(c.maxWaitNanos, int64(d))
+	c.maxWaitNanos = max(c.maxWaitNanos, int64(total))
 }
 
 func (c *counters) snapshot() Counters {
