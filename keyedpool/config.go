@@ -184,9 +184,10 @@ type Config struct {
 	// values but not its cancellation, so that it can outlive a borrower
 	// who gives up; Close cancels it too), Passivate and Validate at
 	// Return, every Destroy (those of Clear, ClearAll, ClearOldest and
-	// Close are bounded by that call's context as well), and every call of
-	// an eviction run (whose context ends at Close). The context such a
-	// call gets ends FactoryTimeout after the call starts; at Return, where
+	// Close are bounded by that call's context as well), and each idle
+	// object's eviction test, whose Activate, Validate and Passivate share
+	// one context (which also ends at Close). The context such a call gets
+	// ends FactoryTimeout after the call starts; at Return, where
 	// Passivate and Validate share one context, FactoryTimeout after the
 	// factory first asks it for its deadline, Done channel or Err, so that
 	// Return costs nothing for factories that never look. A context is for

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,8 +21,8 @@ import (
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
-// rvRecv returns the result on ch if there is one now.
-func rvRecv(ch <-chan result) (result, bool) {
+// recvNow returns the result on ch if there is one now.
+func recvNow(ch <-chan result) (result, bool) {
 	select {
 	case r := <-ch:
 		return r, true
@@ -30,9 +31,9 @@ func rvRecv(ch <-chan result) (result, bool) {
 	}
 }
 
-// rvDrain returns every handle the borrowers got, waiting for each (the
+// drainAll returns every handle the borrowers got, waiting for each (the
 // bubble's fake clock makes this instant once they can go on).
-func rvDrain(t *testing.T, p *pool, chs ...<-chan result) {
+func drainAll(t *testing.T, p *pool, chs ...<-chan result) {
 	t.Helper()
 	for _, ch := range chs {
 		if ch == nil {
@@ -45,15 +46,15 @@ func rvDrain(t *testing.T, p *pool, chs ...<-chan result) {
 	}
 }
 
-// rvGiveUp arms f's Activate hook so that the next activation cancels the
+// giveUpOnActivate arms f's Activate hook so that the next activation cancels the
 // borrower's context and fails with its error: the borrower "gives up"
 // while its object is activated, and the pool must put the object back
 // where it was.
-type rvGiveUp struct {
+type giveUpOnActivate struct {
 	cancel atomic.Pointer[context.CancelFunc]
 }
 
-func (g *rvGiveUp) hook(ctx context.Context, _ *testfactory.Obj) error {
+func (g *giveUpOnActivate) hook(ctx context.Context, _ *testfactory.Obj) error {
 	if c := g.cancel.Swap(nil); c != nil {
 		(*c)()
 		return ctx.Err()
@@ -62,7 +63,7 @@ func (g *rvGiveUp) hook(ctx context.Context, _ *testfactory.Obj) error {
 }
 
 // borrow makes one Borrow that gives up during activation.
-func (g *rvGiveUp) borrow(t *testing.T, p *pool, key string) {
+func (g *giveUpOnActivate) borrow(t *testing.T, p *pool, key string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -73,32 +74,6 @@ func (g *rvGiveUp) borrow(t *testing.T, p *pool, key string) {
 		}
 		t.Fatalf("giving-up Borrow = %v, want context.Canceled", err)
 	}
-}
-
-func rvBorrowIDs(t *testing.T, p *pool, key string, n int) []int64 {
-	t.Helper()
-	hs := make([]*handle, n)
-	ids := make([]int64, n)
-	for i := range hs {
-		hs[i] = mustBorrow(t, p, key)
-		ids[i] = hs[i].Value().ID
-	}
-	for _, h := range hs {
-		mustReturn(t, p, h)
-	}
-	return ids
-}
-
-func rvEqual(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // MaxWait: one MaxWait deadline for the whole Borrow, including the make
@@ -137,55 +112,27 @@ func TestMaxWaitCoversRetryMake(t *testing.T) {
 // Forgotten keys: Clear forgets a key "even when MinIdlePerKey would keep it": it
 // leaves once its lent objects are back and destroyed. An eviction run
 // between the Clear and the Invalidate must not make idle objects for the
-// forgotten key (which would keep it for ever).
+// forgotten key (which would keep it for ever). The same through ClearAll.
 func TestClearedKeyNotMadeUpByUpkeep(t *testing.T) {
-	p, f := newPool(t, keyedpool.Config{MinIdlePerKey: 1})
-	h := mustBorrow(t, p, "k")
-	if err := p.Clear(context.Background(), "k"); err != nil {
-		t.Fatal(err)
-	}
-	mustRunEviction(t, p)
-	if err := p.Invalidate(h); err != nil {
-		t.Fatal(err)
-	}
-	if keys, live := p.Keys(), f.LiveAll(); len(keys) != 0 || live != 0 {
-		t.Errorf("after Clear, an eviction run and Invalidate of the last lent object: Keys() = %v, live objects = %d; want none (the key was forgotten)", keys, live)
-	}
-}
-
-// Same through ClearAll.
-func TestClearAllForgottenKeyNotMadeUpByUpkeep(t *testing.T) {
-	p, f := newPool(t, keyedpool.Config{MinIdlePerKey: 1})
-	h := mustBorrow(t, p, "k")
-	if err := p.ClearAll(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	mustRunEviction(t, p)
-	if err := p.Invalidate(h); err != nil {
-		t.Fatal(err)
-	}
-	if keys, live := p.Keys(), f.LiveAll(); len(keys) != 0 || live != 0 {
-		t.Errorf("after ClearAll, an eviction run and Invalidate: Keys() = %v, live objects = %d; want none", keys, live)
-	}
-}
-
-// Forgotten keys (positive): MinIdlePerKey is kept through eviction.
-func TestMinIdleKeptThroughEviction(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		p, f := newPool(t, keyedpool.Config{
-			MinIdlePerKey: 2, TimeBetweenEvictionRuns: time.Second,
-			MinEvictableIdle: 3 * time.Second, NumTestsPerEvictionRun: -1,
+	for name, clear := range map[string]func(*pool) error{
+		"Clear":    func(p *pool) error { return p.Clear(context.Background(), "k") },
+		"ClearAll": func(p *pool) error { return p.ClearAll(context.Background()) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, f := newPool(t, keyedpool.Config{MinIdlePerKey: 1})
+			h := mustBorrow(t, p, "k")
+			if err := clear(p); err != nil {
+				t.Fatal(err)
+			}
+			mustRunEviction(t, p)
+			if err := p.Invalidate(h); err != nil {
+				t.Fatal(err)
+			}
+			if keys, live := p.Keys(), f.LiveAll(); len(keys) != 0 || live != 0 {
+				t.Errorf("after %s, an eviction run and Invalidate of the last lent object: Keys() = %v, live objects = %d; want none (the key was forgotten)", name, keys, live)
+			}
 		})
-		if err := p.Prepare(context.Background(), "k"); err != nil {
-			t.Fatal(err)
-		}
-		sleepPast(10 * time.Second)
-		ks := p.KeyStats("k")
-		if ks.Idle != 2 || p.Stats().DestroyedByEvictor == 0 || f.Made.Load() <= 2 {
-			t.Errorf("after evictions: idle %d, evicted %d, made %d; want 2 idle kept up by the runs",
-				ks.Idle, p.Stats().DestroyedByEvictor, f.Made.Load())
-		}
-	})
+	}
 }
 
 // MaxWait0, FIFO: a borrower that gives up after being handed an idle object
@@ -195,14 +142,14 @@ func TestMinIdleKeptThroughEviction(t *testing.T) {
 func TestFIFOGiveUpKeepsOrderEqualStamps(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &testfactory.Factory{}
-		var g rvGiveUp
+		var g giveUpOnActivate
 		f.ActivateHook = g.hook
 		p := newPoolWith(t, f, keyedpool.Config{FIFO: true, TimeBetweenEvictionRuns: time.Hour})
 		objs := idleObjects(t, p, "k", 3)
 		g.borrow(t, p, "k")
-		got := rvBorrowIDs(t, p, "k", 3)
+		got := lendOrder(t, p, "k", 3)
 		want := []int64{objs[0].ID, objs[1].ID, objs[2].ID}
-		if !rvEqual(got, want) {
+		if !slices.Equal(got, want) {
 			t.Errorf("FIFO lending order after a borrower gave up = %v, want %v", got, want)
 		}
 	})
@@ -212,15 +159,15 @@ func TestFIFOGiveUpKeepsOrderEqualStamps(t *testing.T) {
 // idle object to its own time, so they all compare equal.
 func TestFIFOGiveUpKeepsOrderAfterHandRun(t *testing.T) {
 	f := &testfactory.Factory{}
-	var g rvGiveUp
+	var g giveUpOnActivate
 	f.ActivateHook = g.hook
 	p := newPoolWith(t, f, keyedpool.Config{FIFO: true})
 	objs := idleObjects(t, p, "k", 3)
 	mustRunEviction(t, p)
 	g.borrow(t, p, "k")
-	got := rvBorrowIDs(t, p, "k", 3)
+	got := lendOrder(t, p, "k", 3)
 	want := []int64{objs[0].ID, objs[1].ID, objs[2].ID}
-	if !rvEqual(got, want) {
+	if !slices.Equal(got, want) {
 		t.Errorf("FIFO lending order after a borrower gave up = %v, want %v", got, want)
 	}
 }
@@ -229,37 +176,17 @@ func TestFIFOGiveUpKeepsOrderAfterHandRun(t *testing.T) {
 func TestLIFOGiveUpKeepsOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &testfactory.Factory{}
-		var g rvGiveUp
+		var g giveUpOnActivate
 		f.ActivateHook = g.hook
 		p := newPoolWith(t, f, keyedpool.Config{TimeBetweenEvictionRuns: time.Hour})
 		objs := idleObjects(t, p, "k", 3)
 		g.borrow(t, p, "k")
-		got := rvBorrowIDs(t, p, "k", 3)
+		got := lendOrder(t, p, "k", 3)
 		want := []int64{objs[2].ID, objs[1].ID, objs[0].ID}
-		if !rvEqual(got, want) {
+		if !slices.Equal(got, want) {
 			t.Errorf("LIFO lending order after a borrower gave up = %v, want %v", got, want)
 		}
 	})
-}
-
-// MaxWait0, LIFO: the brief's example. Return 1,2,3, run an eviction with
-// TestWhileIdle looking at all and keeping all, Borrow gives 3,2,1. Also
-// FIFO gives 1,2,3.
-func TestEvictionTestKeepsOrder(t *testing.T) {
-	for _, fifo := range []bool{false, true} {
-		p, _ := newPool(t, keyedpool.Config{FIFO: fifo, TestWhileIdle: true, NumTestsPerEvictionRun: -1})
-		objs := idleObjects(t, p, "k", 3)
-		mustRunEviction(t, p)
-		mustRunEviction(t, p)
-		got := rvBorrowIDs(t, p, "k", 3)
-		want := []int64{objs[2].ID, objs[1].ID, objs[0].ID}
-		if fifo {
-			want = []int64{objs[0].ID, objs[1].ID, objs[2].ID}
-		}
-		if !rvEqual(got, want) {
-			t.Errorf("FIFO=%v: order after eviction tests = %v, want %v", fifo, got, want)
-		}
-	}
 }
 
 // MaxWait0, LIFO: while the front object is under an eviction test, a
@@ -268,7 +195,7 @@ func TestEvictionTestKeepsOrder(t *testing.T) {
 func TestLIFOGiveUpBesideObjectUnderTest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &testfactory.Factory{}
-		var g rvGiveUp
+		var g giveUpOnActivate
 		f.ActivateHook = g.hook
 		var blockID atomic.Int64
 		release := make(chan struct{})
@@ -297,9 +224,9 @@ func TestLIFOGiveUpBesideObjectUnderTest(t *testing.T) {
 				t.Fatalf("RunEviction() = %v", err)
 			}
 		}
-		got := rvBorrowIDs(t, p, "k", 3)
+		got := lendOrder(t, p, "k", 3)
 		want := []int64{objs[2].ID, objs[1].ID, objs[0].ID}
-		if !rvEqual(got, want) {
+		if !slices.Equal(got, want) {
 			t.Errorf("LIFO order after a give-up beside an object under test = %v, want %v", got, want)
 		}
 	})
@@ -361,7 +288,7 @@ func TestClosedBorrowDestroyErrorIsSwallowed(t *testing.T) {
 func TestIdleTimeNotDoubleCountedOnGiveUp(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &testfactory.Factory{}
-		var g rvGiveUp
+		var g giveUpOnActivate
 		f.ActivateHook = g.hook
 		p := newPoolWith(t, f, keyedpool.Config{TimeBetweenEvictionRuns: time.Second})
 		idleObjects(t, p, "k", 1)
@@ -504,7 +431,7 @@ func TestExtremeMaxWait(t *testing.T) {
 		a := borrowAsync(context.Background(), p, "k")
 		time.Sleep(24 * time.Hour)
 		synctest.Wait()
-		if r, ok := rvRecv(a); ok {
+		if r, ok := recvNow(a); ok {
 			t.Fatalf("Borrow with MaxWait MaxInt64 ended after a day: %v", r.err)
 		}
 		mustReturn(t, p, h)

@@ -216,26 +216,34 @@ func (p *Pool[K, V]) evictPolicy(policy evictor.Policy, s evictor.Settings, c ev
 
 // testIdle activates, validates and passivates an idle object for the
 // evictor and reports whether it passed; a failure is reported as
-// swallowed. Each call is bounded by ctx (the run's) and FactoryTimeout. If
-// the run's ctx ends during the test, the object is not to blame: it passes
-// if it can be passivated.
+// swallowed. The three calls share one context, bounded by ctx (the run's)
+// and FactoryTimeout. If the run's ctx ends during the test, the object is
+// not to blame: it passes if it can be passivated.
 func (p *Pool[K, V]) testIdle(ctx context.Context, obj *object[K, V]) bool {
 	sp := obj.sub
 	key, v := sp.key, obj.value
+	tctx, cancel := p.bounded(ctx)
+	defer cancel()
 	call := func(ctx context.Context, op Op, f func(context.Context, K, V) error) error {
-		cctx, cancel := p.bounded(ctx)
-		defer cancel()
-		err := f(cctx, key, v)
-		if err != nil && ctx.Err() == nil {
+		err := f(ctx, key, v)
+		if err != nil && tctx.Err() == nil {
 			p.swallow(sp, op, fmt.Errorf("keyedpool: eviction test of key %v: %w", key, err))
 		}
 		return err
 	}
-	passivate := func() bool { return call(context.WithoutCancel(ctx), OpPassivate, p.f.Passivate) == nil }
-	if err := call(ctx, OpActivate, p.f.Activate); err != nil {
+	passivate := func() bool {
+		if ctx.Err() == nil {
+			return call(tctx, OpPassivate, p.f.Passivate) == nil
+		}
+		// Cut short by the run's end: passivate anyway, bounded.
+		pctx, cancel := p.bounded(context.WithoutCancel(ctx))
+		defer cancel()
+		return p.f.Passivate(pctx, key, v) == nil
+	}
+	if err := call(tctx, OpActivate, p.f.Activate); err != nil {
 		return ctx.Err() != nil && passivate()
 	}
-	if err := call(ctx, OpValidate, p.f.Validate); err != nil && ctx.Err() == nil {
+	if err := call(tctx, OpValidate, p.f.Validate); err != nil && ctx.Err() == nil {
 		return false
 	}
 	return passivate()

@@ -12,22 +12,6 @@ import (
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
-// lendOrder borrows n objects of key one after another and returns their
-// IDs in the order lent, then gives them all back in that order.
-func lendOrder(t *testing.T, p *pool, key string, n int) []int64 {
-	t.Helper()
-	hs := make([]*handle, n)
-	ids := make([]int64, n)
-	for i := range hs {
-		hs[i] = mustBorrow(t, p, key)
-		ids[i] = hs[i].Value().ID
-	}
-	for _, h := range hs {
-		mustReturn(t, p, h)
-	}
-	return ids
-}
-
 // returnInOrder makes objects 1, 2, 3 of key and returns them in that
 // order.
 func returnInOrder(t *testing.T, p *pool, key string) {
