@@ -115,27 +115,31 @@ const (
 // object is one pooled value and its bookkeeping. Its mutable fields are
 // protected by the pool's mu.
 type object[K comparable, V any] struct {
+	// Hot: what every Borrow and Return reads or writes, together.
 	sub       *subPool[K, V]
 	value     V
 	keyLinks  ilist.Links[object[K, V]] // in sub.idle or sub.lent
 	allLinks  ilist.Links[object[K, V]] // in pool.idle or pool.lent
-	objLinks  ilist.Links[object[K, V]] // in sub.objs
 	state     objState
 	brokenWhy reason // stBroken: why it will be destroyed
 	// idleCounted: its last lend from the idle set counted an idle span,
 	// to be taken back if it goes back unused.
 	idleCounted bool
 	shares      int32
-	jitter      uint32 // this object's share of MaxLifetimeJitter, out of 1<<32
-	borrows     int64  // leases taken
-	idleSeq     uint64 // when it last went into the idle set, in pool.idleSeqs: its place there
+	free        *Pooled[K, V] // leases not in use, linked by next
+	borrows     int64         // leases taken
+	idleSeq     uint64        // when it last went into the idle set, in pool.idleSeqs: its place there
 	// Stamps in nanoseconds since the pool's epoch. created reads the real
 	// clock; the others the pool's clock (see clock.go). activeSince is
 	// when the object last left the idle set (or was made) to be lent.
-	created, lastBorrowed, lastReturned, activeSince int64
-	free                                             *Pooled[K, V]   // leases not in use, linked by next
-	lease                                            Pooled[K, V]    // the first lease, so exclusive use allocates none
-	rctx                                             returnCtx[K, V] // the context of Passivate and Validate at Return
+	lastBorrowed, lastReturned, activeSince int64
+	lease                                   Pooled[K, V] // the first lease, so exclusive use allocates none
+
+	// Cold: read at make, destroy, eviction or on request.
+	created  int64
+	jitter   uint32                    // this object's share of MaxLifetimeJitter, out of 1<<32
+	objLinks ilist.Links[object[K, V]] // in sub.objs
+	rctx     returnCtx[K, V]           // the context of Passivate and Validate at Return
 }
 
 func keyLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] { return &o.keyLinks }
