@@ -50,6 +50,7 @@ type Pool[K comparable, V any] struct {
 	keys       map[K]*subPool[K, V]
 	total      int                      // objects of all keys: idle, lent, being made or destroyed
 	victims    int                      // of total: idle objects being destroyed whose room a reservation took
+	retiring   int                      // of total: shared objects destroyed when their last lease comes back
 	making     int                      // objects being made, all keys
 	shares     int                      // leases out, all keys
 	idle       ilist.List[object[K, V]] // idle objects of all keys, oldest first
@@ -85,6 +86,7 @@ type subPool[K comparable, V any] struct {
 	// activating counts shared-mode objects being activated for their
 	// first borrower, after which they take more.
 	activating int
+	retiring   int                      // shared mode: objects that take no lease and go when their last comes back
 	shares     int                      // leases out
 	testing    int                      // idle objects under an eviction test, which stay in idle
 	idle       ilist.List[object[K, V]] // idle objects; the front is lent first
@@ -574,7 +576,16 @@ func (p *Pool[K, V]) removeLentLocked(obj *object[K, V]) {
 func (p *Pool[K, V]) retireLocked(obj *object[K, V], why reason) {
 	p.removeLentLocked(obj)
 	obj.state, obj.brokenWhy = stBroken, why
+	obj.sub.retiring++
+	p.retiring++
 	p.wantUpkeepLocked(obj.sub)
+}
+
+// unretireLocked moves a retiring object on to being destroyed.
+func (p *Pool[K, V]) unretireLocked(obj *object[K, V]) {
+	obj.state = stDestroy
+	obj.sub.retiring--
+	p.retiring--
 }
 
 // leaseLocked takes a lease on obj.
@@ -826,14 +837,20 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 		var r reason
 		destroy := false
 		p.mu.Lock()
-		if g.victim != nil {
-			p.victims--
-			r, destroy = p.putLocked(g.victim, true)
-		}
 		sp.making--
 		p.making--
 		sp.bo.endProbe() // if this was the probe, it never ran
-		p.unreserveLocked(sp)
+		if g.victim != nil {
+			// The reservation's room goes back to the victim, in one step,
+			// so that neither waiters nor the surplus check see both.
+			p.victims--
+			sp.count--
+			p.total--
+			r, destroy = p.putLocked(g.victim, true)
+			p.roomFreedLocked(sp)
+		} else {
+			p.unreserveLocked(sp)
+		}
 		p.mu.Unlock()
 		if destroy {
 			p.destroyBackground(g.victim, r)
@@ -857,6 +874,12 @@ func (p *Pool[K, V]) reserveLocked(sp *subPool[K, V]) {
 func (p *Pool[K, V]) unreserveLocked(sp *subPool[K, V]) {
 	sp.count--
 	p.total--
+	p.roomFreedLocked(sp)
+}
+
+// roomFreedLocked serves the waiters that room freed in sp lets in, and
+// does what else a key losing an object calls for.
+func (p *Pool[K, V]) roomFreedLocked(sp *subPool[K, V]) {
 	if p.waiters.Len() > 0 {
 		p.dispatchLocked()
 	}
@@ -886,7 +909,9 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 		obj.state = stDestroy
 		return byClose, true
 	}
-	if sp.waiters.Len() == 0 && sp.idle.Len() >= p.lim.maxIdle {
+	if (sp.waiters.Len() == 0 && sp.idle.Len() >= p.lim.maxIdle) ||
+		sp.count-sp.retiring > p.lim.maxPerKey || p.total-p.victims-p.retiring > p.lim.maxTotal {
+		// Beyond MaxIdlePerKey, or over limits SetConfig lowered.
 		obj.state = stDestroy
 		return bySurplus, true
 	}
@@ -1320,7 +1345,7 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned, background bool) error 
 			p.removeLentLocked(obj)
 		}
 		if obj.state == stBroken {
-			obj.state = stDestroy
+			p.unretireLocked(obj)
 			p.mu.Unlock()
 			if background {
 				return p.destroyBackground(obj, obj.brokenWhy)
@@ -1401,6 +1426,7 @@ func (p *Pool[K, V]) invalidate(h *Pooled[K, V], why reason) error {
 	}
 	if obj.state == stBroken {
 		why = obj.brokenWhy // the first cause counts
+		p.unretireLocked(obj)
 	}
 	obj.state = stDestroy
 	p.mu.Unlock()
@@ -1660,95 +1686,6 @@ func (p *Pool[K, V]) Keys() []K {
 		keys = append(keys, k)
 	}
 	return keys
-}
-
-// SetConfig changes the pool's configuration while it runs. Raised limits
-// let waiting borrowers in at once; lowered limits never touch lent objects
-// but destroy idle objects over the new MaxIdlePerKey and MaxTotalPerKey
-// (those a key would lend last) and MaxTotal (oldest first). A changed FIFO
-// reorders every key's idle objects at once. A changed
-// TimeBetweenEvictionRuns reschedules the evictor (its clock never goes
-// back; switched off, stamps stop moving, as if there had never been one);
-// a raised MinIdlePerKey is made up by the next eviction run, and a lowered
-// one lets go of empty keys it was keeping. Abandoned tracking switched on
-// covers leases taken from then on. It refuses an invalid cfg, or a
-// change of MaxSharesPerObject, with an error wrapping ErrInvalidConfig, and
-// returns ErrClosed on a closed pool. Destroy errors are returned joined.
-func (p *Pool[K, V]) SetConfig(cfg Config) error {
-	cfg, lim, err := cfg.resolve()
-	if err != nil {
-		return err
-	}
-	var doomed []*object[K, V]
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return ErrClosed
-	}
-	if lim.maxShares != p.lim.maxShares {
-		p.mu.Unlock()
-		return fmt.Errorf("%w: MaxSharesPerObject cannot change after New (is %d, got %d)",
-			ErrInvalidConfig, p.lim.maxShares, lim.maxShares)
-	}
-	if cfg.FIFO != p.cfg.Load().FIFO {
-		// The front of a key's idle list is lent first: turn each round,
-		// so that the oldest is first in FIFO order, the newest in LIFO.
-		for _, sp := range p.keys {
-			reverseLocked(&sp.idle)
-		}
-	}
-	if lim.every != p.lim.every {
-		if !p.clockRuns() {
-			p.clockStart = p.since() // spans measured from now on
-		}
-		p.handClock = false
-		p.scheduleLocked(lim.every)
-	}
-	raisedMin := lim.minIdle > p.lim.minIdle
-	if cfg.MakeFailureThreshold == 0 {
-		p.forgetAllFailuresLocked() // backoff switched off: no key stays in it
-	}
-	p.cfg.Store(&cfg)
-	p.lim = lim
-	p.advanceClockLocked(p.since())
-	for _, sp := range p.keys {
-		if raisedMin {
-			p.wantUpkeepLocked(sp)
-		}
-		// From the back: those that would be lent last, in either order,
-		// so that the rest keep theirs. Objects under an eviction test are
-		// left to it.
-		excess := max(sp.idle.Len()-lim.maxIdle, sp.count-lim.maxPerKey)
-		for o := sp.idle.Back(); o != nil && excess > 0; {
-			next := sp.idle.Prev(o)
-			if o.state != stTesting {
-				doomed = p.takeIdleLocked(o, doomed)
-				excess--
-			}
-			o = next
-		}
-		p.dropIfEmptyLocked(sp) // MinIdlePerKey may no longer keep it
-	}
-	if excess := p.total - p.victims - len(doomed) - lim.maxTotal; excess > 0 {
-		doomed = p.takeIdleListLocked(&p.idle, excess, doomed)
-	}
-	if p.waiters.Len() > 0 {
-		p.dispatchLocked()
-	}
-	p.mu.Unlock()
-	return p.destroyAll(context.Background(), doomed, bySurplus)
-}
-
-// reverseLocked turns l, a key's idle list, round.
-func reverseLocked[K comparable, V any](l *ilist.List[object[K, V]]) {
-	var rev []*object[K, V]
-	for o := l.Back(); o != nil; o = l.Prev(o) {
-		rev = append(rev, o)
-	}
-	for _, o := range rev {
-		l.Remove(o)
-		l.PushBack(o)
-	}
 }
 
 // Stats returns a snapshot of the whole pool.

@@ -1,0 +1,276 @@
+package grpcfactory_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/internal/grpctest"
+	"github.com/kpool-go/kpool/keyedpool"
+)
+
+// healthBackend is a gRPC backend on 127.0.0.1 whose grpc.health.v1 Check
+// always answers SERVING, after delay or, when gate is set, once gate is
+// closed; it counts the Checks it receives and how many ran at once.
+// UnaryCall echoes at once.
+type healthBackend struct {
+	healthpb.UnimplementedHealthServer
+	testpb.UnimplementedBenchmarkServiceServer
+	addr    string
+	delay   time.Duration
+	gate    chan struct{} // nil: answer after delay
+	entered chan struct{} // gets a value, when there is room, as each Check arrives
+
+	checks, inFlight, maxInFlight atomic.Int64
+}
+
+// startHealthBackend serves b until the test ends.
+func startHealthBackend(t *testing.T, b *healthBackend) *healthBackend {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.addr = lis.Addr().String()
+	b.entered = make(chan struct{}, 1)
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, b)
+	testpb.RegisterBenchmarkServiceServer(gs, b)
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	return b
+}
+
+func (b *healthBackend) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	b.checks.Add(1)
+	n := b.inFlight.Add(1)
+	defer b.inFlight.Add(-1)
+	for m := b.maxInFlight.Load(); n > m && !b.maxInFlight.CompareAndSwap(m, n); m = b.maxInFlight.Load() {
+	}
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
+	var timer <-chan time.Time // nil, which never fires, when gated
+	if b.gate == nil {
+		tm := time.NewTimer(b.delay)
+		defer tm.Stop()
+		timer = tm.C
+	}
+	select {
+	case <-b.gate:
+	case <-timer:
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+func (b *healthBackend) UnaryCall(_ context.Context, in *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	return &testpb.SimpleResponse{Payload: in.GetPayload()}, nil
+}
+
+// traffic is what callers saw in deadlineTraffic.
+type traffic struct {
+	ok, ownDeadline int64 // succeeded; failed with DeadlineExceeded once their deadline had passed
+	failed          int64 // failed any other way
+	firstFailure    error
+}
+
+// deadlineTraffic sends UnaryCalls through foo from callers goroutines,
+// each call with its own deadline, for dur (and at most 100,000 calls a
+// caller), and sorts their outcomes.
+func deadlineTraffic(foo stub, callers int, deadline, dur time.Duration) traffic {
+	var (
+		tr traffic
+		mu sync.Mutex // protects tr.firstFailure
+		wg sync.WaitGroup
+	)
+	end := time.Now().Add(dur)
+	for range callers {
+		wg.Go(func() {
+			for i := 0; i < 100_000 && time.Now().Before(end); i++ {
+				c, cancel := context.WithTimeout(context.Background(), deadline)
+				dl, _ := c.Deadline()
+				_, err := foo.UnaryCall(c, req("x"))
+				returned := time.Now()
+				cancel()
+				switch {
+				case err == nil:
+					atomic.AddInt64(&tr.ok, 1)
+				case status.Code(err) == codes.DeadlineExceeded && !returned.Before(dl):
+					atomic.AddInt64(&tr.ownDeadline, 1)
+				default:
+					if atomic.AddInt64(&tr.failed, 1) == 1 {
+						mu.Lock()
+						tr.firstFailure = fmt.Errorf("after %v of a %v deadline: %w", returned.Sub(dl.Add(-deadline)), deadline, err)
+						mu.Unlock()
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return tr
+}
+
+// healthPool returns a pool with one shared connection to b, checked with
+// hc, and a stub over a Conn for it.
+func healthPool(t *testing.T, b *healthBackend, hc grpcfactory.HealthCheck, shares int) (*pool, stub) {
+	t.Helper()
+	p := newPool(t, config{HealthCheck: &hc}, keyedpool.Config{MaxSharesPerObject: shares, MaxTotalPerKey: 1})
+	return p, testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, b.addr))
+}
+
+// Conn's health Checks of a connection start no more often than
+// HealthCheck.Interval and never overlap, however many callers give up
+// while one runs.
+func TestHealthChecksSpacedByInterval(t *testing.T) {
+	const (
+		interval = 500 * time.Millisecond
+		dur      = 1200 * time.Millisecond
+		callers  = 16
+	)
+	b := startHealthBackend(t, &healthBackend{delay: 150 * time.Millisecond})
+	_, foo := healthPool(t, b, grpcfactory.HealthCheck{Interval: interval}, callers)
+	tr := deadlineTraffic(foo, callers, 50*time.Millisecond, dur)
+	t.Logf("checks %d (at most %d in flight); RPCs ok %d, own deadline %d, failed %d",
+		b.checks.Load(), b.maxInFlight.Load(), tr.ok, tr.ownDeadline, tr.failed)
+	if want := int64(dur/interval) + 1; b.checks.Load() > want {
+		t.Errorf("backend got %d health Checks in %v with Interval %v, want at most %d", b.checks.Load(), dur, interval, want)
+	}
+	if got := b.maxInFlight.Load(); got > 1 {
+		t.Errorf("backend had %d health Checks of one connection in flight at once, want at most 1", got)
+	}
+	if tr.ok == 0 {
+		t.Errorf("no RPC succeeded (first failure: %v)", tr.firstFailure)
+	}
+}
+
+// A caller that gives up on a health Check (its context ends) gets its
+// context's error; the Check goes on under HealthCheck.Timeout, and only its
+// own answer is kept. A backend that says SERVING fails no RPC but those
+// whose deadline passes.
+func TestCallerGiveUpNotStoredAsHealth(t *testing.T) {
+	t.Run("ConnTraffic", func(t *testing.T) {
+		const callers = 16
+		b := startHealthBackend(t, &healthBackend{delay: 150 * time.Millisecond})
+		_, foo := healthPool(t, b, grpcfactory.HealthCheck{Interval: 500 * time.Millisecond}, callers)
+		tr := deadlineTraffic(foo, callers, 50*time.Millisecond, 1200*time.Millisecond)
+		t.Logf("RPCs ok %d, own deadline %d, failed %d; checks %d", tr.ok, tr.ownDeadline, tr.failed, b.checks.Load())
+		if tr.failed != 0 {
+			t.Errorf("%d RPCs failed other than by their own deadline with a SERVING backend, want 0; first: %v", tr.failed, tr.firstFailure)
+		}
+		if tr.ok == 0 {
+			t.Error("no RPC succeeded")
+		}
+	})
+
+	// Each caller below gives up while the Check it waits for is held at
+	// the backend; then the backend answers SERVING.
+	giveUp := func(t *testing.T, call func(context.Context, *grpcfactory.Factory[string, stub], *client) error) {
+		b := startHealthBackend(t, &healthBackend{gate: make(chan struct{})})
+		release := sync.OnceFunc(func() { close(b.gate) })
+		t.Cleanup(release)
+		f := newFactory(t, config{HealthCheck: &grpcfactory.HealthCheck{Timeout: testTimeout, Interval: time.Hour}})
+		c, err := f.Make(ctx(t), b.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Destroy(ctx(t), b.addr, c)
+
+		callCtx, cancel := context.WithCancel(ctx(t))
+		done := make(chan error, 1)
+		go func() { done <- call(callCtx, f, c) }()
+		select {
+		case <-b.entered:
+		case <-ctx(t).Done():
+			t.Fatal("the Check did not reach the backend")
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("error of a caller that gave up = %v, want context.Canceled", err)
+			}
+		case <-ctx(t).Done():
+			t.Fatal("the caller did not return when its context ended")
+		}
+		release()
+		grpctest.WaitFor(t, testTimeout, "the Check's SERVING answer was not counted", func() bool { return f.HealthStats().Serving == 1 })
+		if got := f.HealthStats(); got.Failed != 0 || got.NotServing != 0 || len(got.Unhealthy) != 0 {
+			t.Errorf("HealthStats() = %+v, want only the one SERVING answer", got)
+		}
+		if err := c.Serving(ctx(t)); err != nil {
+			t.Errorf("Serving() after the Check answered SERVING = %v, want nil", err)
+		}
+		if got := b.checks.Load(); got != 1 {
+			t.Errorf("backend got %d Checks, want 1 (Interval is an hour)", got)
+		}
+	}
+	t.Run("Serving", func(t *testing.T) {
+		giveUp(t, func(c context.Context, _ *grpcfactory.Factory[string, stub], cl *client) error { return cl.Serving(c) })
+	})
+	t.Run("Validate", func(t *testing.T) {
+		giveUp(t, func(c context.Context, f *grpcfactory.Factory[string, stub], cl *client) error {
+			return f.Validate(c, cl.Target(), cl)
+		})
+	})
+}
+
+// Callers that want a health answer while a Check of the connection is in
+// flight share it: Validate waits for it, Serving uses the last answer.
+func TestOneHealthCheckInFlightPerConnection(t *testing.T) {
+	const callers = 8
+	b := startHealthBackend(t, &healthBackend{gate: make(chan struct{})})
+	release := sync.OnceFunc(func() { close(b.gate) })
+	t.Cleanup(release)
+	f := newFactory(t, config{HealthCheck: &grpcfactory.HealthCheck{Timeout: testTimeout, Interval: time.Nanosecond}})
+	c, err := f.Make(ctx(t), b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Destroy(ctx(t), b.addr, c)
+
+	errs := make(chan error, 2*callers)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() { errs <- f.Validate(ctx(t), b.addr, c) })
+	}
+	select {
+	case <-b.entered:
+	case <-ctx(t).Done():
+		t.Fatal("no Check reached the backend")
+	}
+	for range callers {
+		wg.Go(func() { errs <- c.Serving(ctx(t)) })
+	}
+	// Give the callers time to send Checks of their own, were they to.
+	time.Sleep(100 * time.Millisecond)
+	if got := b.inFlight.Load(); got != 1 {
+		t.Errorf("backend has %d Checks of one connection in flight, want 1", got)
+	}
+	release()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Validate() or Serving() of a SERVING backend = %v, want nil", err)
+		}
+	}
+	if got := b.maxInFlight.Load(); got != 1 {
+		t.Errorf("backend had at most %d Checks in flight, want 1", got)
+	}
+}

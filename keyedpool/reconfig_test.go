@@ -1,0 +1,222 @@
+package keyedpool_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/kpool-go/kpool/internal/testfactory"
+	"github.com/kpool-go/kpool/keyedpool"
+)
+
+// setConfig applies cfg or fails the test.
+func setConfig(t *testing.T, p *pool, cfg keyedpool.Config) {
+	t.Helper()
+	if err := p.SetConfig(cfg); err != nil {
+		t.Fatalf("SetConfig(%+v) = %v", cfg, err)
+	}
+}
+
+// A lowered MaxTotalPerKey holds from the moment SetConfig returns: lent
+// objects are not taken away, no object is made over the new limit, and
+// those over it are destroyed as surplus when they come back.
+func TestLoweredMaxTotalPerKeyHoldsAsObjectsReturn(t *testing.T) {
+	p, f := newPool(t, keyedpool.Config{MaxTotalPerKey: 4})
+	hs := []*handle{mustBorrow(t, p, "k"), mustBorrow(t, p, "k"), mustBorrow(t, p, "k"), mustBorrow(t, p, "k")}
+	setConfig(t, p, keyedpool.Config{MaxTotalPerKey: 1, WhenExhausted: keyedpool.Fail})
+	if _, err := p.Borrow(context.Background(), "k"); !errors.Is(err, keyedpool.ErrExhausted) {
+		t.Errorf("Borrow with 4 lent and MaxTotalPerKey now 1 = %v, want ErrExhausted (no fifth make)", err)
+	}
+	for _, h := range hs {
+		mustReturn(t, p, h)
+	}
+	ks := p.KeyStats("k")
+	if ks.Idle != 1 || ks.DestroyedSurplus != 3 || f.Live("k") != 1 || f.Made.Load() != 4 {
+		t.Errorf("after the 4 came back: idle %d, surplus %d, live %d, made %d; want 1, 3, 1, 4",
+			ks.Idle, ks.DestroyedSurplus, f.Live("k"), f.Made.Load())
+	}
+	// Raised again: the room is there at once.
+	setConfig(t, p, keyedpool.Config{MaxTotalPerKey: 3, WhenExhausted: keyedpool.Fail})
+	for range 3 {
+		if _, err := p.Borrow(context.Background(), "k"); err != nil {
+			t.Fatalf("Borrow after MaxTotalPerKey raised to 3 = %v", err)
+		}
+	}
+}
+
+// The same for MaxTotal, across keys.
+func TestLoweredMaxTotalHoldsAsObjectsReturn(t *testing.T) {
+	p, f := newPool(t, keyedpool.Config{MaxTotal: 4})
+	hs := []*handle{mustBorrow(t, p, "a"), mustBorrow(t, p, "a"), mustBorrow(t, p, "b"), mustBorrow(t, p, "b")}
+	setConfig(t, p, keyedpool.Config{MaxTotal: 2})
+	for _, h := range hs {
+		mustReturn(t, p, h)
+	}
+	if s := p.Stats(); s.Idle != 2 || s.DestroyedSurplus != 2 || f.LiveAll() != 2 {
+		t.Errorf("after the 4 came back: idle %d, surplus %d, live %d; want 2, 2, 2", s.Idle, s.DestroyedSurplus, f.LiveAll())
+	}
+}
+
+// With shared leases objects may never come back under steady load: those
+// over a lowered limit stop taking leases at once and are destroyed when
+// their last one comes back.
+func TestLoweredLimitRetiresSharedObjects(t *testing.T) {
+	p, f := newPool(t, keyedpool.Config{MaxSharesPerObject: 2, MaxTotalPerKey: 3})
+	hs := borrowAtOnce(t, p, "k", 6) // 3 objects, 2 leases each
+	if got := f.Live("k"); got != 3 {
+		t.Fatalf("objects for 6 borrowers at 2 shares each = %d, want 3", got)
+	}
+	mustReturn(t, p, hs[0]) // one object has room again
+	setConfig(t, p, keyedpool.Config{MaxSharesPerObject: 2, MaxTotalPerKey: 1, WhenExhausted: keyedpool.Fail})
+	// Only one object still lends: the one with room went, so none has
+	// room now.
+	if _, err := p.Borrow(context.Background(), "k"); !errors.Is(err, keyedpool.ErrExhausted) {
+		t.Errorf("Borrow after the limit fell to 1 = %v, want ErrExhausted: retired objects take no lease", err)
+	}
+	returnAll(t, p, hs[1:])
+	ks := p.KeyStats("k")
+	if f.Live("k") != 1 || ks.DestroyedSurplus != 2 {
+		t.Errorf("after all came back: live %d, surplus %d; want 1 and 2", f.Live("k"), ks.DestroyedSurplus)
+	}
+}
+
+// Switching to Fail fails the borrowers already waiting, as Fail would
+// have at once; switching back to Block makes new borrowers wait again.
+func TestSwitchToFailFailsWaiters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		p, _ := newPool(t, keyedpool.Config{MaxTotalPerKey: 1})
+		h := mustBorrow(t, p, "k")
+		w := borrowAsync(ctx, p, "k")
+		synctest.Wait()
+		setConfig(t, p, keyedpool.Config{MaxTotalPerKey: 1, WhenExhausted: keyedpool.Fail})
+		synctest.Wait()
+		select {
+		case r := <-w:
+			if !errors.Is(r.err, keyedpool.ErrExhausted) {
+				t.Errorf("waiter after the switch to Fail = %v, want ErrExhausted", r.err)
+			}
+		default:
+			t.Fatal("the waiter still waits after the switch to Fail")
+		}
+		setConfig(t, p, keyedpool.Config{MaxTotalPerKey: 1})
+		w = borrowAsync(ctx, p, "k")
+		synctest.Wait()
+		mustReturn(t, p, h)
+		if r := <-w; r.err != nil {
+			t.Errorf("Borrow after the switch back to Block = %v, want the returned object", r.err)
+		} else {
+			mustReturn(t, p, r.h)
+		}
+	})
+}
+
+// A shortened eviction interval judges idle objects by it at once: stamps
+// taken under the long interval (late by up to an hour) are brought back,
+// so an object idle past MinEvictableIdle goes within a few short runs.
+// Lengthened, nothing is evicted before its time.
+func TestEvictionIntervalChangeJudgesByNewInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := keyedpool.Config{TimeBetweenEvictionRuns: time.Hour, MinEvictableIdle: 2 * time.Second, NumTestsPerEvictionRun: -1}
+		p, _ := newPool(t, cfg)
+		idleObjects(t, p, "k", 1) // stamped with the next tick, an hour ahead
+		cfg.TimeBetweenEvictionRuns = time.Second
+		setConfig(t, p, cfg)
+		sleepPast(4 * time.Second)
+		if got := p.KeyStats("k").Idle; got != 0 {
+			t.Errorf("idle objects 4s after the interval fell to 1s (MinEvictableIdle 2s) = %d, want 0", got)
+		}
+		idleObjects(t, p, "k", 1)
+		cfg.TimeBetweenEvictionRuns = 10 * time.Second
+		setConfig(t, p, cfg)
+		sleepPast(1500 * time.Millisecond)
+		if got := p.KeyStats("k").Idle; got != 1 {
+			t.Errorf("idle objects 1.5s after the interval rose to 10s = %d, want 1 (not idle for 2s yet)", got)
+		}
+	})
+}
+
+// A changed MaxLifetime applies to the objects already in the pool, by
+// their age: lowered, an idle object past it is not lent again; raised, one
+// that has not reached it stays.
+func TestMaxLifetimeChangeAppliesToObjectsInPool(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, f := newPool(t, keyedpool.Config{})
+		idleObjects(t, p, "k", 1)
+		time.Sleep(10 * time.Second)
+		setConfig(t, p, keyedpool.Config{MaxLifetime: 5 * time.Second})
+		h := mustBorrow(t, p, "k")
+		if h.Value().ID != 2 || p.Stats().DestroyedByLifetime != 1 {
+			t.Errorf("Borrow after MaxLifetime fell below the idle object's age lent object %d (lifetime destroys %d), want a new one, 2, and 1",
+				h.Value().ID, p.Stats().DestroyedByLifetime)
+		}
+		mustReturn(t, p, h)
+		time.Sleep(3 * time.Second) // object 2 is 3s old
+		setConfig(t, p, keyedpool.Config{MaxLifetime: time.Hour})
+		time.Sleep(10 * time.Second)
+		h = mustBorrow(t, p, "k")
+		if h.Value().ID != 2 || f.Made.Load() != 2 {
+			t.Errorf("Borrow after MaxLifetime rose to 1h lent object %d (made %d), want 2 (2)", h.Value().ID, f.Made.Load())
+		}
+		mustReturn(t, p, h)
+	})
+}
+
+// A lowered MakeBackoffMax cuts a running backoff period to it; a raised
+// MakeFailureThreshold ends the backoff of a key whose failures no longer
+// reach it.
+func TestBackoffChangeAppliesToRunningBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		errDial := errors.New("dial failed")
+		f := &testfactory.Factory{}
+		f.MakeHook = func(context.Context, string) error { return errDial }
+		cfg := keyedpool.Config{MakeFailureThreshold: 1, MakeBackoffBase: time.Minute, MakeBackoffMax: time.Minute}
+		p := newPoolWith(t, f, cfg)
+		if _, err := p.Borrow(context.Background(), "k"); !errors.Is(err, errDial) {
+			t.Fatalf("first Borrow = %v, want the dial error", err)
+		}
+		cfg.MakeBackoffBase, cfg.MakeBackoffMax = time.Second, time.Second
+		setConfig(t, p, cfg)
+		time.Sleep(1300 * time.Millisecond)
+		if _, err := p.Borrow(context.Background(), "k"); errors.Is(err, keyedpool.ErrBackoff) {
+			t.Errorf("Borrow 1.3s after MakeBackoffMax fell to 1s = %v, want a probe (the dial error)", err)
+		}
+		// Now in backoff again (1s); a threshold of 5 ends it.
+		cfg.MakeFailureThreshold = 5
+		setConfig(t, p, cfg)
+		f.MakeHook = nil
+		if h, err := p.Borrow(context.Background(), "k"); err != nil {
+			t.Errorf("Borrow after MakeFailureThreshold rose above the failures = %v, want an object", err)
+		} else {
+			mustReturn(t, p, h)
+		}
+		if got := p.Stats().KeysInBackoff; got != 0 {
+			t.Errorf("KeysInBackoff = %d, want 0", got)
+		}
+	})
+}
+
+// Test flags apply from the next Borrow: switched on, a dead idle object
+// is not lent; switched off, idle objects are lent untested.
+func TestTestOnBorrowSwitch(t *testing.T) {
+	p, f := newPool(t, keyedpool.Config{})
+	objs := idleObjects(t, p, "k", 1)
+	objs[0].Dead.Store(true)
+	setConfig(t, p, keyedpool.Config{TestOnBorrow: true})
+	h := mustBorrow(t, p, "k")
+	if h.Value() == objs[0] {
+		t.Error("TestOnBorrow switched on: the dead idle object was lent")
+	}
+	h.Value().Dead.Store(true)
+	mustReturn(t, p, h)
+	setConfig(t, p, keyedpool.Config{})
+	validated := f.Validated.Load()
+	h = mustBorrow(t, p, "k")
+	if f.Validated.Load() != validated {
+		t.Error("TestOnBorrow switched off: the idle object was still validated")
+	}
+	h.Value().Dead.Store(false)
+	mustReturn(t, p, h)
+}
