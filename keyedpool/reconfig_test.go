@@ -220,3 +220,56 @@ func TestTestOnBorrowSwitch(t *testing.T) {
 	h.Value().Dead.Store(false)
 	mustReturn(t, p, h)
 }
+
+// MaxWait applies to borrowers that start waiting after the change, in
+// both directions.
+func TestMaxWaitChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{MaxTotalPerKey: 1})
+		h := mustBorrow(t, p, "k")
+		setConfig(t, p, keyedpool.Config{MaxTotalPerKey: 1, MaxWait: 100 * time.Millisecond})
+		start := time.Now()
+		if _, err := p.Borrow(context.Background(), "k"); !errors.Is(err, keyedpool.ErrExhausted) || time.Since(start) != 100*time.Millisecond {
+			t.Errorf("Borrow after MaxWait set to 100ms = %v after %v, want ErrExhausted after 100ms", err, time.Since(start))
+		}
+		setConfig(t, p, keyedpool.Config{MaxTotalPerKey: 1})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start = time.Now()
+		if _, err := p.Borrow(ctx, "k"); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != time.Second {
+			t.Errorf("Borrow after MaxWait set back to 0 = %v after %v, want the context's deadline after 1s", err, time.Since(start))
+		}
+		mustReturn(t, p, h)
+	})
+}
+
+// FactoryTimeout and MinEvictableIdle apply from the next call or run.
+func TestFactoryTimeoutAndEvictionSettingsChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, f := newPool(t, keyedpool.Config{FactoryTimeout: -1, MinEvictableIdle: time.Hour, NumTestsPerEvictionRun: -1})
+		var deadlines []bool
+		f.PassivateHook = func(ctx context.Context, _ *testfactory.Obj) error {
+			_, ok := ctx.Deadline()
+			deadlines = append(deadlines, ok)
+			return nil
+		}
+		mustReturn(t, p, mustBorrow(t, p, "k"))
+		setConfig(t, p, keyedpool.Config{FactoryTimeout: time.Second, MinEvictableIdle: time.Hour, NumTestsPerEvictionRun: -1})
+		mustReturn(t, p, mustBorrow(t, p, "k"))
+		f.PassivateHook = nil
+		if len(deadlines) != 2 || deadlines[0] || !deadlines[1] {
+			t.Errorf("Passivate saw a deadline: %v, want [false true] around FactoryTimeout set from -1 to 1s", deadlines)
+		}
+		mustRunEviction(t, p) // starts the clock
+		time.Sleep(2 * time.Second)
+		mustRunEviction(t, p)
+		if got := p.KeyStats("k").Idle; got != 1 {
+			t.Fatalf("idle after 2s with MinEvictableIdle 1h = %d, want 1", got)
+		}
+		setConfig(t, p, keyedpool.Config{FactoryTimeout: time.Second, MinEvictableIdle: time.Second, NumTestsPerEvictionRun: -1})
+		mustRunEviction(t, p)
+		if got := p.KeyStats("k").Idle; got != 0 {
+			t.Errorf("idle after MinEvictableIdle fell to 1s with the object idle 2s = %d, want 0", got)
+		}
+	})
+}
