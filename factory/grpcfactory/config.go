@@ -153,19 +153,29 @@ const (
 )
 
 // HealthCheck configures the grpc.health.v1 Check that Validate makes, and
-// that Conn repeats on connections it keeps using.
+// that Conn repeats on connections it keeps using. A connection has at most
+// one Check in flight; callers that want an answer meanwhile share it.
 type HealthCheck struct {
 	// Service is the service name to ask about. Empty: the server as a
 	// whole.
 	Service string
-	// Timeout bounds each Check. Zero: 1 s. Negative is invalid.
+	// Timeout bounds each Check, and only it decides when a Check has
+	// failed: a Check runs on a context of its own (the values of the
+	// caller that started it, not its cancellation), so a caller whose
+	// context ends first stops waiting but does not end the Check. Zero:
+	// 1 s. Negative is invalid.
 	Timeout time.Duration
 	// Interval is how long a Check's answer holds for a Conn. With shared
 	// leases a busy connection may never go idle, where the pool validates
-	// it; so before an RPC, Conn asks again when the last answer is older
-	// than this, and while the backend's last answer is not SERVING it
-	// fails the RPC at once with Unavailable (wrapping ErrNotServing)
-	// without sending it. Zero: 5 s. Negative is invalid.
+	// it; so before an RPC, Conn starts a Check when none is in flight and
+	// the last one began this long ago or more, and waits for its answer
+	// (other RPCs meanwhile use the last answer). Conn's Checks of a
+	// connection thus begin at most once per Interval, however many RPCs
+	// it carries and however many of them give up; Validate's Checks, which
+	// the pool's Test settings ask for, are not held back. While the
+	// backend's last answer is not SERVING, Conn fails the RPC at once with
+	// Unavailable (wrapping ErrNotServing) without sending it. Zero: 5 s.
+	// Negative is invalid.
 	Interval time.Duration
 }
 

@@ -41,8 +41,11 @@ import (
 //
 // With the factory's HealthCheck, an RPC on a connection whose backend last
 // answered other than SERVING fails at once with Unavailable, wrapping
-// ErrNotServing, without being sent; the answer is asked again every
-// HealthCheck.Interval.
+// ErrNotServing, without being sent. The answer is asked again at most once
+// per HealthCheck.Interval (see Client.Serving): the RPC that starts the
+// Check waits for its answer, bounded by its own context (it fails with
+// DeadlineExceeded or Canceled if that ends first, and the Check goes on);
+// the others use the last answer.
 //
 // With the pool's Abandoned tracking, a stream marks its share used at every
 // message it sends or receives; a unary RPC cannot, so make Abandoned.Timeout

@@ -30,65 +30,133 @@ type Client[T any] struct {
 	health   *health // nil without HealthCheck
 }
 
-// health is a client's last health Check answer, for Conn.
+// health is a client's grpc.health.v1 state, for Validate and Conn: the
+// backend's last answer and the one Check in flight, if any.
+//
+// A Check runs in a goroutine of its own, on a context that keeps the values
+// of the caller that started it but not its cancellation, bounded by
+// timeout. Callers wait for it bounded by their own contexts; one that gives
+// up leaves it running. So an answer is only ever the Check's own: SERVING,
+// another status, or a failure within timeout, never a caller's deadline.
 type health struct {
 	service           string
 	timeout, interval time.Duration
-	checked           atomic.Int64 // when the last Check began, in Unix nanoseconds; 0: never
-	mu                sync.Mutex   // protects err
-	err               error        // the last answer: nil for SERVING
-	targets           *targets     // the factory's, told every answer
-	destroyed         atomic.Bool  // Destroy was called: later answers are not the backend's
+	targets           *targets    // the factory's, told every answer
+	destroyed         atomic.Bool // Destroy was called: later answers are not the backend's
+
+	mu      sync.Mutex // protects the fields below; taken before targets.mu
+	err     error      // the last answer: nil for SERVING, and before the first
+	started time.Time  // when the last Check began; zero: never
+	flight  *flight    // the Check in flight; nil: none
 }
 
-// check asks the backend's health service, bounded by the timeout and ctx,
-// and keeps the answer unless ctx ended first.
-func (c *Client[T]) check(ctx context.Context) error {
+// flight is one health Check in flight, shared by every caller that waits
+// for it. err is written before done is closed, and read only after.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+// wait returns the Check's answer, or ctx.Err() if ctx ends first; the
+// Check goes on either way.
+func (f *flight) wait(ctx context.Context) error {
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		select {
+		case <-f.done: // both happened: the answer is worth more
+			return f.err
+		default:
+			return ctx.Err()
+		}
+	}
+}
+
+// startLocked records a new Check as the one in flight and as the last to
+// begin; the caller runs it with run once h.mu is released.
+func (h *health) startLocked() *flight {
+	f := &flight{done: make(chan struct{})}
+	h.flight = f
+	h.started = time.Now()
+	return f
+}
+
+// run makes the Check of f on a context of its own: ctx's values without
+// its cancellation, bounded by the timeout. It keeps the answer, unless the
+// client was destroyed meanwhile (a Check cut short by Destroy closing the
+// connection is no answer of the backend's), and then lets f's waiters go.
+func (c *Client[T]) run(ctx context.Context, f *flight) {
 	h := c.health
-	h.checked.Store(time.Now().UnixNano())
-	cctx, cancel := context.WithTimeout(withOwnRPC(ctx), h.timeout)
-	defer cancel()
+	cctx, cancel := context.WithTimeout(withOwnRPC(context.WithoutCancel(ctx)), h.timeout)
 	resp, err := healthpb.NewHealthClient(c.conn).Check(cctx, &healthpb.HealthCheckRequest{Service: h.service}, grpc.WaitForReady(false))
+	cancel()
 	switch {
 	case err != nil:
 		err = fmt.Errorf("grpcfactory: health check of %s (service %q): %w", c.target, h.service, err)
 	case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
 		err = fmt.Errorf("%w: %s (service %q) says %v", ErrNotServing, c.target, h.service, resp.GetStatus())
 	}
-	if ctx.Err() != nil || h.destroyed.Load() {
-		h.checked.Store(0) // not the backend's answer: ask again next time
-		return err
-	}
+	f.err = err
 	h.mu.Lock()
-	h.err = err
+	h.flight = nil
+	if !h.destroyed.Load() {
+		h.err = err
+		// Under h.mu, so that the factory's view of the target follows the
+		// order of this client's answers.
+		h.targets.checked(c.target, err)
+	}
 	h.mu.Unlock()
-	h.targets.checked(c.target, err)
-	return err
+	close(f.done)
 }
 
-// serving returns the backend's last health answer, asking again when it is
-// older than HealthCheck.Interval: one caller asks, the others meanwhile
-// use the last answer. Without HealthCheck it returns nil at once.
+// check waits for a fresh answer, bounded by ctx: that of the Check in
+// flight, or of one it starts.
+func (c *Client[T]) check(ctx context.Context) error {
+	h := c.health
+	h.mu.Lock()
+	f := h.flight
+	if f == nil {
+		f = h.startLocked()
+		h.mu.Unlock()
+		go c.run(ctx, f)
+	} else {
+		h.mu.Unlock()
+	}
+	return f.wait(ctx)
+}
+
+// serving returns the backend's last health answer; see Serving.
 func (c *Client[T]) serving(ctx context.Context) error {
 	h := c.health
 	if h == nil {
 		return nil
 	}
-	last := h.checked.Load()
-	if now := time.Now().UnixNano(); now-last >= int64(h.interval) && h.checked.CompareAndSwap(last, now) {
-		return c.check(ctx)
-	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.err
+	if h.flight != nil || time.Since(h.started) < h.interval {
+		err := h.err
+		h.mu.Unlock()
+		return err
+	}
+	f := h.startLocked()
+	h.mu.Unlock()
+	go c.run(ctx, f)
+	return f.wait(ctx)
 }
 
 // Serving returns the backend's last grpc.health.v1 answer as Conn uses it:
-// nil for SERVING, an error wrapping ErrNotServing (or the failed Check's
-// error) otherwise. It asks again, bounded by HealthCheck.Timeout and ctx,
-// when the last answer is older than HealthCheck.Interval; one caller asks
-// while the others use the last answer. Without HealthCheck it returns nil
-// at once.
+// nil for SERVING (and before the first answer), an error wrapping
+// ErrNotServing (or the failed Check's error) otherwise.
+//
+// When no Check of the client is in flight and the last one began
+// HealthCheck.Interval ago or more (or there was none), Serving starts one
+// and waits for its answer; meanwhile other callers get the last answer at
+// once, so Checks of a client never overlap and begin at most once per
+// Interval. The Check runs on a context of its own, with ctx's values but
+// not its cancellation, bounded by HealthCheck.Timeout: if ctx ends first,
+// Serving returns ctx.Err() and the Check goes on, and its answer, not the
+// caller's giving up, is what later callers get. Without HealthCheck it
+// returns nil at once.
 func (c *Client[T]) Serving(ctx context.Context) error { return c.serving(ctx) }
 
 // Stub returns the generated stub over the client's connection.
@@ -241,10 +309,14 @@ func (f *Factory[K, T]) HealthStats() HealthStats { return f.targets.stats() }
 
 // Validate reports whether the client is usable: nil when its connection is
 // READY, IDLE or CONNECTING, an error wrapping ErrUnusable when it is in
-// TRANSIENT_FAILURE or SHUTDOWN. With HealthCheck it then asks the
-// backend's health service, bounded by HealthCheck.Timeout and ctx: an
-// answer other than SERVING is an error wrapping ErrNotServing, a failed
-// Check an error wrapping its status.
+// TRANSIENT_FAILURE or SHUTDOWN. With HealthCheck it then waits for a fresh
+// answer of the backend's health service: that of the client's Check in
+// flight, or of a new one whatever HealthCheck.Interval says. An answer
+// other than SERVING is an error wrapping ErrNotServing, a failed Check
+// (HealthCheck.Timeout bounds it) an error wrapping its status. The Check
+// runs on a context of its own, as for Serving: when ctx ends first,
+// Validate returns ctx.Err() as is, and the Check goes on and keeps its
+// answer for Conn.
 func (f *Factory[K, T]) Validate(ctx context.Context, _ K, c *Client[T]) error {
 	if err := usable(c); err != nil {
 		return err

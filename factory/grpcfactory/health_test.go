@@ -178,6 +178,33 @@ func TestCallerGiveUpNotStoredAsHealth(t *testing.T) {
 		}
 	})
 
+	// Borrowers whose deadlines are shorter than the Check still get a
+	// validated connection: each one that gives up leaves the Check running,
+	// and a later one gets its answer.
+	t.Run("TestOnBorrow", func(t *testing.T) {
+		b := startHealthBackend(t, &healthBackend{delay: 150 * time.Millisecond})
+		p := newPool(t, config{HealthCheck: &grpcfactory.HealthCheck{}}, keyedpool.Config{TestOnBorrow: true})
+		var ok, gaveUp int
+		for i := 0; i < 50 && ok < 3; i++ {
+			c, cancel := context.WithTimeout(ctx(t), 50*time.Millisecond)
+			h, err := p.Borrow(c, b.addr)
+			switch {
+			case err == nil:
+				ok++
+				p.Return(h)
+			case errors.Is(err, context.DeadlineExceeded) && c.Err() != nil:
+				gaveUp++
+			default:
+				t.Errorf("Borrow() of a SERVING backend = %v, want a client or the borrower's own deadline", err)
+			}
+			cancel()
+		}
+		t.Logf("borrows ok %d, gave up %d; checks %d", ok, gaveUp, b.checks.Load())
+		if ok < 3 {
+			t.Errorf("%d of %d Borrows with TestOnBorrow got a client, want 3: no Check outlived its borrower", ok, ok+gaveUp)
+		}
+	})
+
 	// Each caller below gives up while the Check it waits for is held at
 	// the backend; then the backend answers SERVING.
 	giveUp := func(t *testing.T, call func(context.Context, *grpcfactory.Factory[string, stub], *client) error) {

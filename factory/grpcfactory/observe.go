@@ -97,8 +97,9 @@ func (s *observedStream) RecvMsg(m any) error {
 // for metrics and health endpoints. It is all zero without HealthCheck.
 type HealthStats struct {
 	// Serving, NotServing and Failed count health Checks since New by
-	// answer: SERVING, another status, or no answer (timeout, connection
-	// error). Checks cut short by their caller's context are not counted.
+	// answer: SERVING, another status, or no answer (HealthCheck.Timeout,
+	// connection error). A caller's context never cuts a Check short;
+	// Checks cut short because their client was destroyed are not counted.
 	Serving, NotServing, Failed int64
 	// Targets is the number of targets the factory has live clients for.
 	Targets int
