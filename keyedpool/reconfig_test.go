@@ -273,3 +273,141 @@ func TestFactoryTimeoutAndEvictionSettingsChange(t *testing.T) {
 		}
 	})
 }
+
+// The remaining fields, each changed in both directions: what the change
+// does to the objects already in the pool and from when.
+func TestSetConfigFieldsBothWays(t *testing.T) {
+	ctx := context.Background()
+	t.Run("MaxIdlePerKey", func(t *testing.T) {
+		p, f := newPool(t, keyedpool.Config{})
+		idleObjects(t, p, "k", 3)
+		setConfig(t, p, keyedpool.Config{MaxIdlePerKey: 1})
+		if got := p.KeyStats("k").Idle; got != 1 || f.Live("k") != 1 {
+			t.Errorf("idle after MaxIdlePerKey fell to 1 = %d (live %d), want 1 at once", got, f.Live("k"))
+		}
+		setConfig(t, p, keyedpool.Config{MaxIdlePerKey: 3})
+		idleObjects(t, p, "k", 3)
+		if got := p.KeyStats("k").Idle; got != 3 {
+			t.Errorf("idle after MaxIdlePerKey rose to 3 and 3 returns = %d, want 3", got)
+		}
+	})
+	t.Run("MinIdlePerKey", func(t *testing.T) {
+		p, f := newPool(t, keyedpool.Config{})
+		idleObjects(t, p, "k", 1)
+		setConfig(t, p, keyedpool.Config{MinIdlePerKey: 3})
+		mustRunEviction(t, p)
+		if got := p.KeyStats("k").Idle; got != 3 {
+			t.Errorf("idle after MinIdlePerKey rose to 3 and a run = %d, want 3", got)
+		}
+		setConfig(t, p, keyedpool.Config{MinIdlePerKey: 1})
+		if err := p.Invalidate(mustBorrow(t, p, "k")); err != nil {
+			t.Fatal(err)
+		}
+		made := f.Made.Load()
+		mustRunEviction(t, p)
+		if f.Made.Load() != made {
+			t.Errorf("a run after MinIdlePerKey fell to 1 (2 idle left) made %d objects, want none", f.Made.Load()-made)
+		}
+	})
+	t.Run("TestOnCreate", func(t *testing.T) {
+		p, f := newPool(t, keyedpool.Config{TestOnCreate: true})
+		f.ValidateHook = func(context.Context, *testfactory.Obj) error { return testfactory.ErrDead }
+		if _, err := p.Borrow(ctx, "k"); !errors.Is(err, keyedpool.ErrValidation) {
+			t.Errorf("Borrow with TestOnCreate and a failing Validate = %v, want ErrValidation", err)
+		}
+		setConfig(t, p, keyedpool.Config{})
+		h, err := p.Borrow(ctx, "k")
+		if err != nil {
+			t.Fatalf("Borrow after TestOnCreate switched off = %v, want the new object untested", err)
+		}
+		f.ValidateHook = nil
+		mustReturn(t, p, h)
+	})
+	t.Run("TestOnReturn", func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{})
+		h := mustBorrow(t, p, "k")
+		setConfig(t, p, keyedpool.Config{TestOnReturn: true})
+		h.Value().Dead.Store(true)
+		if err := p.Return(h); !errors.Is(err, testfactory.ErrDead) {
+			t.Errorf("Return of a dead object after TestOnReturn switched on = %v, want its validation error", err)
+		}
+		h = mustBorrow(t, p, "k")
+		setConfig(t, p, keyedpool.Config{})
+		h.Value().Dead.Store(true)
+		mustReturn(t, p, h)
+		if got := p.KeyStats("k").Idle; got != 1 {
+			t.Errorf("idle after a dead return with TestOnReturn off = %d, want 1 (untested)", got)
+		}
+		h = mustBorrow(t, p, "k")
+		h.Value().Dead.Store(false)
+		mustReturn(t, p, h)
+	})
+	t.Run("TestWhileIdle", func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{NumTestsPerEvictionRun: -1})
+		objs := idleObjects(t, p, "k", 2)
+		objs[0].Dead.Store(true)
+		mustRunEviction(t, p)
+		if got := p.KeyStats("k").Idle; got != 2 {
+			t.Errorf("idle after a run without TestWhileIdle = %d, want 2", got)
+		}
+		setConfig(t, p, keyedpool.Config{NumTestsPerEvictionRun: -1, TestWhileIdle: true})
+		mustRunEviction(t, p)
+		if got := p.KeyStats("k").Idle; got != 1 {
+			t.Errorf("idle after a run with TestWhileIdle switched on = %d, want 1 (the dead one destroyed)", got)
+		}
+	})
+	t.Run("NumTestsPerEvictionRun", func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{NumTestsPerEvictionRun: 1})
+		idleObjects(t, p, "k", 4)
+		mustRunEviction(t, p)
+		setConfig(t, p, keyedpool.Config{NumTestsPerEvictionRun: -1})
+		mustRunEviction(t, p)
+		setConfig(t, p, keyedpool.Config{NumTestsPerEvictionRun: 2})
+		mustRunEviction(t, p)
+		if got := p.Stats().EvictionTests; got != 1+4+2 {
+			t.Errorf("EvictionTests over runs of 1, all and 2 = %d, want 7", got)
+		}
+	})
+	t.Run("Abandoned", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			ab := &keyedpool.AbandonedConfig{RemoveOnMaintenance: true, Timeout: time.Second}
+			p, _ := newPool(t, keyedpool.Config{})
+			before := mustBorrow(t, p, "k")
+			setConfig(t, p, keyedpool.Config{Abandoned: ab})
+			after := mustBorrow(t, p, "k")
+			time.Sleep(2 * time.Second)
+			mustRunEviction(t, p)
+			if err := p.Return(after); !errors.Is(err, keyedpool.ErrNotBorrowed) {
+				t.Errorf("Return of a lease taken after Abandoned was switched on, left 2s = %v, want ErrNotBorrowed (taken back)", err)
+			}
+			mustReturn(t, p, before) // taken before: not tracked
+			setConfig(t, p, keyedpool.Config{})
+			h := mustBorrow(t, p, "k")
+			time.Sleep(2 * time.Second)
+			mustRunEviction(t, p)
+			mustReturn(t, p, h) // Abandoned off: not taken back
+		})
+	})
+	t.Run("SwallowedErrorListener", func(t *testing.T) {
+		l, got := listen()
+		p, f := newPool(t, keyedpool.Config{SwallowedErrorListener: l})
+		f.DestroyHook = func(context.Context, *testfactory.Obj) error { return errors.New("close failed") }
+		evict := keyedpool.Config{NumTestsPerEvictionRun: -1, MinEvictableIdle: -1, TestWhileIdle: true}
+		idleObjects(t, p, "k", 2)[0].Dead.Store(true)
+		evict.SwallowedErrorListener = l
+		setConfig(t, p, evict)
+		_ = p.RunEviction(ctx)
+		heard := len(got())
+		evict.SwallowedErrorListener = nil
+		setConfig(t, p, evict)
+		for _, o := range idleObjects(t, p, "k", 1) {
+			o.Dead.Store(true)
+		}
+		_ = p.RunEviction(ctx)
+		f.DestroyHook = nil
+		if heard == 0 || len(got()) != heard || p.Stats().BackgroundErrors.Total() <= int64(heard) {
+			t.Errorf("listener heard %d, then %d after it was unset (BackgroundErrors %d); want more than 0, the same, and more counted",
+				heard, len(got()), p.Stats().BackgroundErrors.Total())
+		}
+	})
+}
