@@ -31,21 +31,6 @@ func recvNow(ch <-chan result) (result, bool) {
 	}
 }
 
-// drainAll returns every handle the borrowers got, waiting for each (the
-// bubble's fake clock makes this instant once they can go on).
-func drainAll(t *testing.T, p *pool, chs ...<-chan result) {
-	t.Helper()
-	for _, ch := range chs {
-		if ch == nil {
-			continue
-		}
-		r := <-ch
-		if r.err == nil {
-			mustReturn(t, p, r.h)
-		}
-	}
-}
-
 // giveUpOnActivate arms f's Activate hook so that the next activation cancels the
 // borrower's context and fails with its error: the borrower "gives up"
 // while its object is activated, and the pool must put the object back
