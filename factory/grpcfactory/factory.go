@@ -184,8 +184,12 @@ func (c *Client[T]) Broken(err error) bool {
 // when its status code is Unavailable and the connection is not READY just
 // after the RPC failed. gRPC fails RPCs with Unavailable when the transport
 // breaks (the backend went away, the connection reset, a keepalive went
-// unanswered) or cannot be made, and then moves the connection out of
-// READY: to IDLE, CONNECTING or TRANSIENT_FAILURE. An Unavailable a handler
+// unanswered) or cannot be made, and moves the connection out of READY: to
+// IDLE, CONNECTING or TRANSIENT_FAILURE. That move reaches the connection's
+// state from a goroutine of gRPC's own and can come after the RPC has
+// failed, so a connection whose transport broke may still be READY then and
+// be kept: gRPC reconnects it for its next RPC, and an RPC that fails while
+// it is not READY has it invalidated. An Unavailable a handler
 // returned over a working connection leaves it READY, and the connection in
 // the pool; so does every other code, the context's own DeadlineExceeded
 // and Canceled included.
