@@ -120,61 +120,46 @@ func TestClearedKeyNotMadeUpByUpkeep(t *testing.T) {
 	}
 }
 
-// MaxWait0, FIFO: a borrower that gives up after being handed an idle object
-// puts it back where it was. Objects returned within one clock step (here:
-// with an evictor, all stamps of one interval are equal) must keep FIFO
-// order: returned 1,2,3 -> lent 1,2,3.
-func TestFIFOGiveUpKeepsOrderEqualStamps(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := &testfactory.Factory{}
-		var g giveUpOnActivate
-		f.ActivateHook = g.hook
-		p := newPoolWith(t, f, keyedpool.Config{FIFO: true, TimeBetweenEvictionRuns: time.Hour})
-		objs := idleObjects(t, p, "k", 3)
-		g.borrow(t, p, "k")
-		got := lendOrder(t, p, "k", 3)
-		want := []int64{objs[0].ID, objs[1].ID, objs[2].ID}
-		if !slices.Equal(got, want) {
-			t.Errorf("FIFO lending order after a borrower gave up = %v, want %v", got, want)
-		}
-	})
-}
-
-// Same, without an evictor: the first RunEviction by hand restamps every
-// idle object to its own time, so they all compare equal.
-func TestFIFOGiveUpKeepsOrderAfterHandRun(t *testing.T) {
-	f := &testfactory.Factory{}
-	var g giveUpOnActivate
-	f.ActivateHook = g.hook
-	p := newPoolWith(t, f, keyedpool.Config{FIFO: true})
-	objs := idleObjects(t, p, "k", 3)
-	mustRunEviction(t, p)
-	g.borrow(t, p, "k")
-	got := lendOrder(t, p, "k", 3)
-	want := []int64{objs[0].ID, objs[1].ID, objs[2].ID}
-	if !slices.Equal(got, want) {
-		t.Errorf("FIFO lending order after a borrower gave up = %v, want %v", got, want)
+// Idle order: a borrower that gives up after being handed an idle object
+// puts it back where it was, also when the objects' return stamps are
+// equal: within one clock step of an evictor, or after the first
+// RunEviction by hand restamped them. Returned 1,2,3: FIFO lends 1,2,3,
+// LIFO 3,2,1.
+func TestGiveUpKeepsOrderWithEqualStamps(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		cfg     keyedpool.Config
+		handRun bool
+	}{
+		{"FIFO/Evictor", keyedpool.Config{FIFO: true, TimeBetweenEvictionRuns: time.Hour}, false},
+		{"FIFO/HandRun", keyedpool.Config{FIFO: true}, true},
+		{"LIFO/Evictor", keyedpool.Config{TimeBetweenEvictionRuns: time.Hour}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := &testfactory.Factory{}
+				var g giveUpOnActivate
+				f.ActivateHook = g.hook
+				p := newPoolWith(t, f, tt.cfg)
+				objs := idleObjects(t, p, "k", 3)
+				if tt.handRun {
+					mustRunEviction(t, p)
+				}
+				g.borrow(t, p, "k")
+				got := lendOrder(t, p, "k", 3)
+				want := []int64{objs[0].ID, objs[1].ID, objs[2].ID}
+				if !tt.cfg.FIFO {
+					slices.Reverse(want)
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("lending order after a borrower gave up = %v, want %v", got, want)
+				}
+			})
+		})
 	}
 }
 
-// LIFO: the same with a LIFO pool (return 1,2,3 -> lent 3,2,1).
-func TestLIFOGiveUpKeepsOrder(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := &testfactory.Factory{}
-		var g giveUpOnActivate
-		f.ActivateHook = g.hook
-		p := newPoolWith(t, f, keyedpool.Config{TimeBetweenEvictionRuns: time.Hour})
-		objs := idleObjects(t, p, "k", 3)
-		g.borrow(t, p, "k")
-		got := lendOrder(t, p, "k", 3)
-		want := []int64{objs[2].ID, objs[1].ID, objs[0].ID}
-		if !slices.Equal(got, want) {
-			t.Errorf("LIFO lending order after a borrower gave up = %v, want %v", got, want)
-		}
-	})
-}
-
-// MaxWait0, LIFO: while the front object is under an eviction test, a
+// Idle order, LIFO: while the front object is under an eviction test, a
 // borrower takes the next one and gives up. Once the test ends the order
 // must still be 3,2,1.
 func TestLIFOGiveUpBesideObjectUnderTest(t *testing.T) {
@@ -366,7 +351,7 @@ func TestReturnValidateBounded(t *testing.T) {
 	})
 }
 
-// MaxWait1: min-idle upkeep passivates new objects before they go idle; a
+// New idle objects: min-idle upkeep passivates new objects before they go idle; a
 // failed Passivate destroys the object and is a background error.
 func TestUpkeepPassivatesNewObjects(t *testing.T) {
 	f := &testfactory.Factory{}
