@@ -23,8 +23,8 @@ type Pool[K comparable, V any] struct {
 	shared  bool // MaxSharesPerObject > 1; fixed at New
 	oddKeys bool // K can hold keys that need checkKey; fixed at New
 
-	// isClosed is closed, readable without the lock: a Borrow checks it
-	// last, so that nothing is lent once Close has begun.
+	// isClosed mirrors closed, readable without the lock: a Borrow checks
+	// it last, so that nothing is lent once Close has begun.
 	isClosed atomic.Bool
 
 	// closeCtx ends when Close is called; it cancels makes in flight.
