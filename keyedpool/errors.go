@@ -32,7 +32,9 @@ var (
 
 	// ErrValidation is wrapped, together with the factory's error, by the
 	// error Borrow returns when a newly made object fails activation or
-	// validation (TestOnCreate, TestOnBorrow).
+	// validation (TestOnCreate, TestOnBorrow). An idle object that fails is
+	// destroyed and Borrow goes on to the next, or makes one: the error
+	// comes only when the object Borrow made fails too.
 	ErrValidation = errors.New("keyedpool: object failed validation")
 
 	// ErrBackoff is wrapped, together with the last make error of the key,

@@ -36,6 +36,11 @@ const upkeepMakes = 4
 // than MinIdlePerKey spare objects, within the limits, at most a few at a
 // time, and never for a key in make backoff.
 //
+// Without an evictor, the first call starts the pool's clock: it counts
+// every idle object's idle time from its own time (see "Timestamps" in
+// README.md), so it evicts nothing on idle time alone; later calls judge
+// idle times from there.
+//
 // Destroying an object frees room for the waiting borrowers of every key.
 // RunEviction is bounded by ctx and ended by Close; it returns ErrClosed on
 // a closed pool, ctx.Err() if ctx ended, and the errors of Destroy and of

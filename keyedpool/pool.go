@@ -1367,6 +1367,9 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned, background bool) error 
 			op = OpValidate
 			err = p.f.Validate(&obj.rctx, sp.key, obj.value)
 		}
+		if err != nil {
+			err = fmt.Errorf("keyedpool: %v of returned object of key %v (it is destroyed): %w", op, sp.key, err)
+		}
 		if background {
 			p.swallow(sp, op, err)
 		}
@@ -1608,9 +1611,11 @@ func (p *Pool[K, V]) Prepare(ctx context.Context, key K) error {
 }
 
 // Clear destroys the idle objects of key, and forgets the key: it leaves
-// the pool once its lent objects are back and destroyed or returned, even
-// when MinIdlePerKey would keep it, unless it is used again (Borrow,
-// AddObject, Prepare). Lent objects are not touched. It returns the destroy
+// the pool as soon as it holds nothing, even when MinIdlePerKey would keep
+// it, unless it is used again (Borrow, AddObject, Prepare). Lent objects
+// are not touched; when they come back they go idle as usual (to be
+// destroyed by eviction, or by Clear again), so a key cleared while some
+// of its objects are lent stays until those are gone. It returns the destroy
 // errors, joined, each bounded by ctx and FactoryTimeout; an error wrapping
 // ErrInvalidKey for a key the pool cannot hold.
 func (p *Pool[K, V]) Clear(ctx context.Context, key K) error {

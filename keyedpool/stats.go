@@ -92,14 +92,15 @@ type Counters struct {
 	BackoffRejected int64
 	// EvictionTests counts the idle objects eviction runs looked at.
 	EvictionTests int64
-	// Waited counts Borrows that had to wait, whatever the outcome, each
-	// once however often it waited (a failed hand-off sends a Borrow back
-	// in line).
+	// Waited counts Borrows that had to wait in line, whatever the outcome,
+	// each once however often it waited (a failed hand-off sends a Borrow
+	// back in line). Waits for a make are not counted here (MaxWait bounds
+	// those too).
 	Waited int64
 	// WaitTime is the total time Borrows spent waiting.
 	WaitTime time.Duration
-	// MaxWaitTime is the longest a single Borrow has waited, all its waits
-	// together.
+	// MaxWaitTime is the longest a single Borrow has waited in line, all
+	// its waits together.
 	MaxWaitTime time.Duration
 	// ActiveTime is the total time objects spent lent, from leaving the
 	// idle set (or being made) to coming back to it, over ActiveCount such
