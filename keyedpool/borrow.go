@@ -1,0 +1,340 @@
+package keyedpool
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"time"
+)
+
+// Borrow lends an object of key. It takes an idle object if there is one
+// (activating it, and validating it with TestOnBorrow: an object that fails
+// is destroyed and the next one tried), or a share of a lent object under
+// MaxSharesPerObject, or makes a new one if the limits allow, destroying the
+// oldest idle objects of other keys when MaxTotal is reached. Otherwise it
+// fails with ErrExhausted (WhenExhausted Fail) or waits, first come first
+// served with the borrowers of every key, until an object or room frees, ctx
+// ends (it returns ctx.Err()) or MaxWait passes (ErrExhausted).
+//
+// MaxWait is one deadline for the whole Borrow, counted from the moment it
+// first has to wait (in line, or for a make): a borrower handed an object
+// that then fails activation or validation, or is past MaxLifetime, waits
+// again only for what is left of it, and keeps its place in line ahead of
+// later borrowers. A make still running at the deadline goes on, and its
+// object joins the pool.
+//
+// A failed make returns the factory's error, wrapped; a panic in a factory
+// method an error wrapping ErrFactoryPanic. A key that cannot be hashed or
+// is not equal to itself gets an error wrapping ErrInvalidKey. On a closed
+// pool, or one that closes before the object is handed over, Borrow fails
+// with ErrClosed and lends nothing.
+//
+// Give the handle back with Return or Invalidate.
+func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := p.checkKey(key); err != nil {
+		return nil, err
+	}
+	var b borrowState
+	swept := false
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrClosed
+		}
+		sp := p.useLocked(key)
+		g := p.tryLocked(sp, false)
+		if !g.ok() {
+			cfg := p.cfg.Load()
+			if ab := cfg.Abandoned; ab != nil && ab.RemoveOnBorrow && !swept {
+				// Leaked objects may be what fills the pool: take them
+				// back and try again, once.
+				swept = true
+				p.dropIfEmptyLocked(sp)
+				p.mu.Unlock()
+				p.removeAbandoned(ab, p.since())
+				continue
+			}
+			if cfg.WhenExhausted == Fail && !g.soon {
+				p.dropIfEmptyLocked(sp)
+				p.mu.Unlock()
+				return nil, ErrExhausted
+			}
+			var err error
+			if g, err = p.wait(ctx, sp, &b); err != nil {
+				return nil, err
+			}
+		} else {
+			p.mu.Unlock()
+		}
+		if g.err != nil {
+			return nil, g.err
+		}
+		made := false
+		if g.reserved {
+			h, err := p.makeObject(ctx, sp, g.victim, b.start(p.cfg.Load().MaxWait))
+			if err != nil {
+				return nil, err
+			}
+			g, made = grant[K, V]{lease: h, fresh: true}, true
+		}
+		if g.fresh && !made && p.retired(g.lease) {
+			continue // it outlived MaxLifetime and was destroyed; try the next
+		}
+		if g.fresh {
+			if err := p.ready(ctx, g.lease); err != nil {
+				if made || ctx.Err() != nil {
+					return nil, err
+				}
+				continue // the object was destroyed; try the next
+			}
+		}
+		if p.isClosed.Load() {
+			// Close began while the object was on its way: it goes back,
+			// to be destroyed, and nothing is lent from a closed pool.
+			_ = p.giveBack(g.lease, false, true)
+			return nil, ErrClosed
+		}
+		if ab := p.cfg.Load().Abandoned; ab != nil && ab.LogAbandoned && g.lease.track != nil {
+			g.lease.track.stack = debug.Stack()
+		}
+		// Marked lent only now that the borrower has it, so that a stale
+		// handle given back meanwhile cannot take it.
+		g.lease.leased.Store(true)
+		return g.lease, nil
+	}
+}
+
+// borrowState is what one Borrow keeps across its tries: its MaxWait
+// deadline and its place in line.
+type borrowState struct {
+	deadline time.Time     // zero: not started, or no MaxWait
+	started  bool          // deadline is set, if MaxWait asks for one
+	ticket   uint64        // place in line once queued; 0: never queued
+	waited   time.Duration // time spent waiting so far, over all its waits
+	// waitedBefore: it has waited, and is counted in Counters.Waited.
+	waitedBefore bool
+}
+
+// start starts the Borrow's deadline, maxWait from now, if it has not
+// started yet, and returns it (zero: none). Only borrowers that wait read
+// the clock.
+func (b *borrowState) start(maxWait time.Duration) time.Time {
+	if !b.started {
+		b.started = true
+		if maxWait > 0 {
+			b.deadline = time.Now().Add(maxWait)
+		}
+	}
+	return b.deadline
+}
+
+// grant is what a borrower is given: a lease, or capacity to make an object.
+type grant[K comparable, V any] struct {
+	lease *Pooled[K, V]
+	// fresh: the leased object came from the idle set or was just made and
+	// must be activated (and validated) by the borrower before use.
+	fresh bool
+	// reserved: room for one object of the key is counted for the borrower,
+	// who must make it, or give the room back.
+	reserved bool
+	// victim: an idle object of another key whose room was handed to this
+	// borrower; the borrower destroys it before making.
+	victim *object[K, V]
+	err    error
+	// soon: nothing now, but objects of the key being made or activated
+	// will take this borrower as a share; wait for them even with Fail.
+	soon bool
+}
+
+func (g grant[K, V]) ok() bool { return g.lease != nil || g.reserved || g.err != nil }
+
+// tryLocked finds something for a borrower of sp without waiting: an idle
+// object, a share of a lent object, or room to make one, possibly by taking
+// over the room of another key's oldest idle object. queued says whether the
+// borrower is one of sp's waiters.
+func (p *Pool[K, V]) tryLocked(sp *subPool[K, V], queued bool) grant[K, V] {
+	if g := p.lendLocked(sp); g.lease != nil {
+		return g
+	}
+	if p.shared {
+		// Objects of the key being made or activated will each take
+		// MaxSharesPerObject-1 more borrowers: a burst on a cold key waits
+		// for them instead of making an object per borrower.
+		need := sp.waiters.Len()
+		if !queued {
+			need++
+		}
+		if need <= (sp.making+sp.activating)*(p.lim.maxShares-1) {
+			return grant[K, V]{soon: true}
+		}
+	}
+	if sp.count >= p.lim.maxPerKey {
+		return grant[K, V]{}
+	}
+	full := p.fullLocked()
+	if full && p.idle.Len() == 0 {
+		return grant[K, V]{}
+	}
+	// Only now that there is room: past the backoff period, this borrower
+	// becomes the probe and must make.
+	if sp.bo != nil {
+		if err := p.backoffLocked(sp); err != nil {
+			p.countRejectedLocked(sp)
+			return grant[K, V]{err: err}
+		}
+	}
+	var victim *object[K, V]
+	if full {
+		// Take over the room of the oldest idle object. It stays counted
+		// in its own key until destroyed, so that key's limit holds; the
+		// pool-wide limit counts it and the reservation as one.
+		victim = p.idle.Front()
+		for victim.state == stTesting { // idle.Len() counts it, so there is another
+			victim = p.idle.Next(victim)
+			if victim == nil {
+				return grant[K, V]{}
+			}
+		}
+		p.unidleLocked(victim)
+		victim.state = stDestroy
+		p.victims++
+	}
+	p.reserveLocked(sp)
+	return grant[K, V]{reserved: true, victim: victim}
+}
+
+// lendLocked leases an idle object of sp, or in shared mode a share of its
+// least loaded lent object under the cap.
+func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
+	obj := sp.idle.Front()
+	for sp.testing > 0 && obj != nil && obj.state == stTesting {
+		obj = sp.idle.Next(obj) // under an eviction test, where it stays
+	}
+	if obj != nil {
+		p.unidleLocked(obj)
+		obj.state = stLent
+		if p.shared {
+			obj.state = stBusy // until activated: see ready
+			sp.activating++
+		}
+		h := p.leaseLocked(obj)
+		obj.activeSince = obj.lastBorrowed
+		if obj.idleCounted = p.clockRuns(); obj.idleCounted {
+			p.countIdleLocked(sp, obj.lastBorrowed-max(obj.lastReturned, p.clockStart), 1)
+		}
+		return grant[K, V]{lease: h, fresh: true}
+	}
+	if !p.shared {
+		return grant[K, V]{}
+	}
+	var best *object[K, V]
+	var cfg *Config
+	var now int64
+	if p.lim.lifetime {
+		cfg = p.cfg.Load()
+		now = p.floorNow(cfg)
+	}
+	for o := sp.lent.Front(); o != nil; {
+		next := sp.lent.Next(o)
+		if cfg != nil && p.expired(o, cfg, now) {
+			// Under steady load a shared object may never go back to
+			// zero leases: stop lending it, so that it retires when its
+			// borrowers are done.
+			p.retireLocked(o, byLifetime)
+		} else if int(o.shares) < p.lim.maxShares && (best == nil || o.shares < best.shares) {
+			best = o
+		}
+		o = next
+	}
+	if best == nil {
+		return grant[K, V]{}
+	}
+	h := p.leaseLocked(best)
+	if int(best.shares) == p.lim.maxShares {
+		p.wantUpkeepLocked(sp) // best was the key's last room, maybe
+	}
+	return grant[K, V]{lease: h}
+}
+
+func (p *Pool[K, V]) unidleLocked(obj *object[K, V]) {
+	if obj == p.evictNext {
+		p.evictNext = p.idle.Next(obj)
+	}
+	obj.sub.idle.Remove(obj)
+	p.idle.Remove(obj)
+	p.wantUpkeepLocked(obj.sub)
+}
+
+// retired destroys the object of a lease just taken from the idle set if it
+// has outlived MaxLifetime, and reports whether it did.
+func (p *Pool[K, V]) retired(h *Pooled[K, V]) bool {
+	cfg := p.cfg.Load()
+	if cfg.MaxLifetime <= 0 || !p.expired(h.obj, cfg, p.floorNow(cfg)) {
+		return false
+	}
+	obj := h.obj
+	p.mu.Lock()
+	p.unleaseLocked(h, false)
+	if p.shared {
+		obj.sub.activating--
+	}
+	obj.state = stDestroy
+	p.mu.Unlock()
+	p.destroyBackground(obj, byLifetime)
+	return true
+}
+
+// ready activates an object just taken from the idle set or just made, and
+// validates it with TestOnBorrow. On failure it destroys the object, unless
+// the failure came from ctx ending: the borrower gave up, the object is not
+// to blame, and it goes back to the pool where it was.
+func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
+	obj := h.obj
+	sp := obj.sub
+	err := p.f.Activate(ctx, sp.key, obj.value)
+	if err == nil && p.cfg.Load().TestOnBorrow {
+		err = p.f.Validate(ctx, sp.key, obj.value)
+	}
+	if err == nil {
+		if p.shared {
+			// Now that it is active, others may share it.
+			p.mu.Lock()
+			sp.activating--
+			p.addLentLocked(obj)
+			p.serveKeyLocked(sp)
+			p.mu.Unlock()
+		}
+		return nil
+	}
+	gaveUp := ctx.Err() != nil
+	why, destroy := byBorrowValidation, true
+	var perr error
+	if gaveUp {
+		pctx, cancel := p.bounded(context.WithoutCancel(ctx))
+		perr = p.f.Passivate(pctx, sp.key, obj.value)
+		cancel()
+		p.swallow(sp, OpPassivate, perr)
+	}
+	p.mu.Lock()
+	p.unleaseLocked(h, false)
+	if p.shared {
+		sp.activating--
+	}
+	if gaveUp && perr == nil {
+		why, destroy = p.putLocked(obj, true)
+	} else {
+		obj.state = stDestroy
+	}
+	p.mu.Unlock()
+	if destroy {
+		p.destroyBackground(obj, why)
+	}
+	if gaveUp {
+		return ctx.Err()
+	}
+	return fmt.Errorf("%w: key %v: %w", ErrValidation, sp.key, err)
+}
