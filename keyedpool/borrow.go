@@ -148,6 +148,9 @@ type grant[K comparable, V any] struct {
 	// soon: nothing now, but objects of the key being made or activated
 	// will take this borrower as a share; wait for them even with Fail.
 	soon bool
+	// keyBound: nothing now, for a reason of the key's own (soon, or at
+	// MaxTotalPerKey), whatever room the pool has.
+	keyBound bool
 }
 
 func (g grant[K, V]) ok() bool { return g.lease != nil || g.reserved || g.err != nil }
@@ -169,11 +172,11 @@ func (p *Pool[K, V]) tryLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 			need++
 		}
 		if need <= (sp.making+sp.activating)*(p.lim.maxShares-1) {
-			return grant[K, V]{soon: true}
+			return grant[K, V]{soon: true, keyBound: true}
 		}
 	}
 	if sp.count >= p.lim.maxPerKey {
-		return grant[K, V]{}
+		return grant[K, V]{keyBound: true}
 	}
 	full := p.fullLocked()
 	if full && p.idle.Len() == 0 {
@@ -280,7 +283,7 @@ func (p *Pool[K, V]) retired(h *Pooled[K, V]) bool {
 	p.mu.Lock()
 	p.unleaseLocked(h, false)
 	if p.shared {
-		obj.sub.activating--
+		p.activatedLocked(obj.sub)
 	}
 	obj.state = stDestroy
 	p.mu.Unlock()
@@ -303,7 +306,7 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 		if p.shared {
 			// Now that it is active, others may share it.
 			p.mu.Lock()
-			sp.activating--
+			p.activatedLocked(sp)
 			p.addLentLocked(obj)
 			p.serveKeyLocked(sp)
 			p.mu.Unlock()
@@ -322,7 +325,7 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 	p.mu.Lock()
 	p.unleaseLocked(h, false)
 	if p.shared {
-		sp.activating--
+		p.activatedLocked(sp)
 	}
 	if gaveUp && perr == nil {
 		why, destroy = p.putLocked(obj, true)

@@ -104,7 +104,7 @@ func (p *Pool[K, V]) Close(ctx context.Context) error {
 		p.isClosed.Store(true)
 		p.closeMakes()
 		p.scheduleLocked(0)
-		for w := p.waiters.Front(); w != nil; w = p.waiters.Front() {
+		for w := p.wq.any(); w != nil; w = p.wq.any() {
 			sp := w.sub
 			p.grantLocked(w, grant[K, V]{err: ErrClosed})
 			p.dropIfEmptyLocked(sp)

@@ -2,27 +2,9 @@ package keyedpool
 
 import (
 	"context"
+	"math"
 	"time"
-
-	"github.com/kpool-go/kpool/internal/ilist"
 )
-
-// waiter is a blocked borrower. Waiters are reused; a grant is set under the
-// pool's lock and announced on ready, which holds at most one token.
-type waiter[K comparable, V any] struct {
-	sub      *subPool[K, V]
-	ticket   uint64 // the borrower's place in line, kept if it must wait again
-	g        grant[K, V]
-	ready    chan struct{}
-	timer    *time.Timer
-	keyLinks ilist.Links[waiter[K, V]] // in sub.waiters
-	allLinks ilist.Links[waiter[K, V]] // in pool.waiters
-	next     *waiter[K, V]             // in pool.freeWaiter
-}
-
-func wKeyLinks[K comparable, V any](w *waiter[K, V]) *ilist.Links[waiter[K, V]] { return &w.keyLinks }
-
-func wAllLinks[K comparable, V any](w *waiter[K, V]) *ilist.Links[waiter[K, V]] { return &w.allLinks }
 
 // wait queues a borrower of sp and blocks until it is granted something, ctx
 // ends or the Borrow's deadline (b, MaxWait) passes. A borrower that waited
@@ -37,23 +19,8 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState
 			return grant[K, V]{}, ErrExhausted
 		}
 	}
-	w := p.freeWaiter
-	if w != nil {
-		p.freeWaiter = w.next
-		w.next = nil
-	} else {
-		w = &waiter[K, V]{ready: make(chan struct{}, 1)}
-	}
-	w.sub = sp
-	if b.ticket == 0 {
-		p.tickets++
-		b.ticket = p.tickets
-		sp.waiters.PushBack(w)
-		p.waiters.PushBack(w)
-	} else {
-		p.requeueLocked(w, b.ticket)
-	}
-	w.ticket = b.ticket
+	w := p.wq.get()
+	b.ticket = p.wq.add(w, sp, b.ticket)
 	p.mu.Unlock()
 
 	start := time.Now()
@@ -85,11 +52,11 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState
 	b.waited += d
 	p.c.wait(d, b.waited, first)
 	sp.c.wait(d, b.waited, first)
-	if err != nil && w.allLinks.In() {
+	if err != nil && w.links.In() {
 		// Gave up before anything was granted.
-		p.unwaitLocked(w)
+		p.wq.remove(w)
 		p.dropIfEmptyLocked(sp)
-		p.putWaiterLocked(w)
+		p.wq.put(w)
 		p.mu.Unlock()
 		return grant[K, V]{}, err
 	}
@@ -99,7 +66,7 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState
 		<-w.ready
 	}
 	g := w.g
-	p.putWaiterLocked(w)
+	p.wq.put(w)
 	p.mu.Unlock()
 	if err != nil {
 		p.undo(sp, g)
@@ -108,51 +75,9 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState
 	return g, nil
 }
 
-// requeueLocked puts w, a borrower that waited before with ticket, back in
-// line at its place: ahead of every waiter that came after it. The lists
-// are kept in ticket order, and such a borrower was served recently, so the
-// walk is short.
-func (p *Pool[K, V]) requeueLocked(w *waiter[K, V], ticket uint64) {
-	var mark *waiter[K, V]
-	for o := w.sub.waiters.Front(); o != nil; o = w.sub.waiters.Next(o) {
-		if o.ticket > ticket {
-			mark = o
-			break
-		}
-	}
-	if mark != nil {
-		w.sub.waiters.InsertBefore(w, mark)
-	} else {
-		w.sub.waiters.PushBack(w)
-	}
-	mark = nil
-	for o := p.waiters.Front(); o != nil; o = p.waiters.Next(o) {
-		if o.ticket > ticket {
-			mark = o
-			break
-		}
-	}
-	if mark != nil {
-		p.waiters.InsertBefore(w, mark)
-	} else {
-		p.waiters.PushBack(w)
-	}
-}
-
-func (p *Pool[K, V]) unwaitLocked(w *waiter[K, V]) {
-	w.sub.waiters.Remove(w)
-	p.waiters.Remove(w)
-}
-
-func (p *Pool[K, V]) putWaiterLocked(w *waiter[K, V]) {
-	w.g, w.sub = grant[K, V]{}, nil
-	w.next = p.freeWaiter
-	p.freeWaiter = w
-}
-
 // grantLocked hands g to w, which leaves the queues.
 func (p *Pool[K, V]) grantLocked(w *waiter[K, V], g grant[K, V]) {
-	p.unwaitLocked(w)
+	p.wq.remove(w)
 	w.g = g
 	w.ready <- struct{}{} // never blocks: one grant per wait, and ready is drained before reuse
 }
@@ -171,7 +96,7 @@ func (p *Pool[K, V]) serveKeyLocked(sp *subPool[K, V]) {
 // serveIdleLocked serves waiters after an idle object of sp became
 // lendable.
 func (p *Pool[K, V]) serveIdleLocked(sp *subPool[K, V]) {
-	if p.waiters.Len() > 0 {
+	if p.wq.Len() > 0 {
 		// Borrowers of other keys that have waited longer than this key's
 		// first waiter get the object's room if they need it, so a busy key
 		// cannot starve them; then this key's waiters get what is left.
@@ -186,15 +111,43 @@ func (p *Pool[K, V]) serveIdleLocked(sp *subPool[K, V]) {
 // not hold up the others.
 func (p *Pool[K, V]) dispatchLocked() { p.dispatchAheadLocked(nil) }
 
-// dispatchAheadLocked is dispatchLocked for the waiters ahead of the first
-// waiter of stop (all waiters if stop has none or is nil).
+// dispatchAheadLocked is dispatchLocked for the waiters that came before the
+// first waiter of stop (all waiters if stop has none or is nil).
+//
+// It keeps the pool's fairness invariant: after every event under the lock,
+// every waiter that could be served has been. A waiter of a key with an
+// idle object or a free share is served by the event that made it lendable
+// (serveKeyLocked), so what is left to serve here is room: the pool's
+// waiters are served oldest first, each key's waiters in order, until the
+// oldest one whose key can take room cannot get it either (the pool is full
+// and no idle object of another key can be destroyed for it), at which
+// point none can. Keys that cannot take room for reasons of their own are
+// parked on the way (see waitQueue), so that none is looked at twice.
 func (p *Pool[K, V]) dispatchAheadLocked(stop *subPool[K, V]) {
-	for w := p.waiters.Front(); w != nil && w.sub != stop; {
-		next := p.waiters.Next(w)
-		if g := p.tryLocked(w.sub, true); g.ok() {
-			p.grantLocked(w, g)
+	limit := uint64(math.MaxUint64)
+	if stop != nil {
+		if w := stop.waiters.Front(); w != nil {
+			limit = w.ticket
 		}
-		w = next
+	}
+	for {
+		sp := p.wq.first()
+		if sp == nil {
+			return
+		}
+		w := sp.waiters.Front()
+		if w.ticket >= limit {
+			return
+		}
+		g := p.tryLocked(sp, true)
+		switch {
+		case g.ok():
+			p.grantLocked(w, g)
+		case g.keyBound:
+			p.wq.park(sp)
+		default:
+			return // no room for anyone
+		}
 	}
 }
 
@@ -208,7 +161,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 		p.mu.Lock()
 		p.unleaseLocked(g.lease, false)
 		if p.shared {
-			sp.activating--
+			p.activatedLocked(sp)
 		}
 		r, destroy := p.putLocked(obj, true)
 		p.mu.Unlock()
@@ -223,8 +176,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 		var r reason
 		destroy := false
 		p.mu.Lock()
-		sp.making--
-		p.making--
+		p.madeLocked(sp)
 		sp.bo.endProbe() // if this was the probe, it never ran
 		if g.victim != nil {
 			// The reservation's room goes back to the victim, in one step,

@@ -64,7 +64,7 @@ func (p *Pool[K, V]) makeObject(ctx context.Context, sp *subPool[K, V], victim *
 		p.mu.Lock()
 		p.unleaseLocked(r.lease, false)
 		if p.shared {
-			sp.activating--
+			p.activatedLocked(sp)
 		}
 		obj.state = stBusy
 		p.mu.Unlock()
@@ -128,8 +128,7 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 	}
 	settle, doomed := false, false
 	p.mu.Lock()
-	sp.making--
-	p.making--
+	p.madeLocked(sp)
 	switch {
 	case invalid:
 		p.c.created++

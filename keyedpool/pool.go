@@ -39,26 +39,24 @@ type Pool[K comparable, V any] struct {
 	clock    atomic.Int64 // stamp for objects and leases: the evictor's next tick
 	lastTick atomic.Int64 // the evictor's last tick, or the start of the last run
 
-	mu         sync.Mutex // protects the fields below. Nothing slow runs under it: no factory call, no I/O, no blocking send.
-	lim        limits
-	closed     bool
-	isDrained  bool
-	c          counters // pool-wide totals
-	keys       map[K]*subPool[K, V]
-	total      int                      // objects of all keys: idle, lent, being made or destroyed
-	victims    int                      // of total: idle objects being destroyed whose room a reservation took
-	retiring   int                      // of total: shared objects destroyed when their last lease comes back
-	making     int                      // objects being made, all keys
-	shares     int                      // leases out, all keys
-	idle       ilist.List[object[K, V]] // idle objects of all keys, oldest first
-	lent       ilist.List[object[K, V]] // shared mode with MaxLifetime: the objects in sub.lents, for the eviction run's lifetime sweep
-	waiters    ilist.List[waiter[K, V]] // blocked borrowers of all keys, first come first
-	freeWaiter *waiter[K, V]            // waiters for reuse, linked by next
+	mu        sync.Mutex // protects the fields below. Nothing slow runs under it: no factory call, no I/O, no blocking send.
+	lim       limits
+	closed    bool
+	isDrained bool
+	c         counters // pool-wide totals
+	keys      map[K]*subPool[K, V]
+	total     int                      // objects of all keys: idle, lent, being made or destroyed
+	victims   int                      // of total: idle objects being destroyed whose room a reservation took
+	retiring  int                      // of total: shared objects destroyed when their last lease comes back
+	making    int                      // objects being made, all keys
+	shares    int                      // leases out, all keys
+	idle      ilist.List[object[K, V]] // idle objects of all keys, oldest first
+	lent      ilist.List[object[K, V]] // shared mode with MaxLifetime: the objects in sub.lents, for the eviction run's lifetime sweep
+	wq        waitQueue[K, V]          // blocked borrowers of all keys
 
 	reg         *evictor.Registration        // the evictor's schedule of this pool, or nil
 	handClock   bool                         // no evictor, and RunEviction was called: stamp from the real clock
 	clears      uint32                       // ClearAlls, so that an object under test learns of them
-	tickets     uint64                       // waiters queued so far: a waiter's place in line
 	idleSeqs    uint64                       // objects put in the idle set so far: their order there
 	clockStart  int64                        // when the pool's clock started to run; see clockRuns
 	runs        int                          // eviction runs in flight
@@ -83,15 +81,17 @@ type subPool[K comparable, V any] struct {
 	// activating counts shared-mode objects being activated for their
 	// first borrower, after which they take more.
 	activating int
-	retiring   int                      // shared mode: objects that take no lease and go when their last comes back
-	shares     int                      // leases out
-	testing    int                      // idle objects under an eviction test, which stay in idle
-	idle       ilist.List[object[K, V]] // idle objects; the front is lent first
-	lent       ilist.List[object[K, V]] // shared mode: lent objects that may take more leases
-	objs       ilist.List[object[K, V]] // every object of the key, made and not yet destroyed
-	waiters    ilist.List[waiter[K, V]] // blocked borrowers of this key, first come first
-	queued     bool                     // in pool.upkeep
-	clears     uint32                   // Clears of the key, so that an object under test learns of them
+	retiring   int                        // shared mode: objects that take no lease and go when their last comes back
+	shares     int                        // leases out
+	testing    int                        // idle objects under an eviction test, which stay in idle
+	idle       ilist.List[object[K, V]]   // idle objects; the front is lent first
+	lent       ilist.List[object[K, V]]   // shared mode: lent objects that may take more leases
+	objs       ilist.List[object[K, V]]   // every object of the key, made and not yet destroyed
+	waiters    ilist.List[waiter[K, V]]   // blocked borrowers of this key, by ticket; see waitQueue
+	lineLinks  ilist.Links[subPool[K, V]] // in pool.wq.keys while waiters is not empty
+	readyAt    int                        // 1 + its index in pool.wq.ready; 0: not there
+	queued     bool                       // in pool.upkeep
+	clears     uint32                     // Clears of the key, so that an object under test learns of them
 	// forgotten: Clear or ClearAll was called and no Borrow, AddObject or
 	// Prepare since, so the key is dropped once it holds nothing even when
 	// MinIdlePerKey would keep it.
@@ -120,7 +120,7 @@ func New[K comparable, V any](f factory.KeyedFactory[K, V], cfg Config) (*Pool[K
 		keys:       make(map[K]*subPool[K, V]),
 		idle:       ilist.New(allLinks[K, V]),
 		lent:       ilist.New(allLinks[K, V]),
-		waiters:    ilist.New(wAllLinks[K, V]),
+		wq:         newWaitQueue[K, V](),
 		lentLeases: ilist.New(trackLinks[K, V]),
 	}
 	p.cfg.Store(&cfg)
@@ -157,7 +157,7 @@ func (p *Pool[K, V]) subLocked(key K) *subPool[K, V] {
 			idle:    ilist.New(keyLinks[K, V]),
 			lent:    ilist.New(keyLinks[K, V]),
 			objs:    ilist.New(objLinks[K, V]),
-			waiters: ilist.New(wKeyLinks[K, V]),
+			waiters: ilist.New(waiterLinks[K, V]),
 		}
 		p.keys[key] = sp
 	}
@@ -197,6 +197,23 @@ func (p *Pool[K, V]) reserveLocked(sp *subPool[K, V]) {
 	p.making++
 }
 
+// madeLocked counts a make of sp as ended, made or not. Its key may take
+// room now (see activatedLocked).
+func (p *Pool[K, V]) madeLocked(sp *subPool[K, V]) {
+	sp.making--
+	p.making--
+	p.wq.unpark(sp)
+}
+
+// activatedLocked counts a shared object of sp as no longer on its way to
+// its first borrower: activated, given back or destroyed. sp's waiters may
+// have been parked waiting for the objects on their way (tryLocked's soon)
+// and may take room now: the next dispatch looks at them again.
+func (p *Pool[K, V]) activatedLocked(sp *subPool[K, V]) {
+	sp.activating--
+	p.wq.unpark(sp)
+}
+
 // unreserveLocked frees the room of one object of sp (destroyed, or never
 // made) and serves the waiters it lets in.
 func (p *Pool[K, V]) unreserveLocked(sp *subPool[K, V]) {
@@ -208,7 +225,8 @@ func (p *Pool[K, V]) unreserveLocked(sp *subPool[K, V]) {
 // roomFreedLocked serves the waiters that room freed in sp lets in, and
 // does what else a key losing an object calls for.
 func (p *Pool[K, V]) roomFreedLocked(sp *subPool[K, V]) {
-	if p.waiters.Len() > 0 {
+	if p.wq.Len() > 0 {
+		p.wq.unpark(sp) // it may be under MaxTotalPerKey now
 		p.dispatchLocked()
 	}
 	p.wantUpkeepLocked(sp) // its room may be what upkeep lacked
@@ -246,7 +264,7 @@ func (p *Pool[K, V]) Stats() Stats {
 			Active:      p.total - p.victims - p.idle.Len() - p.making,
 			Idle:        p.idle.Len(),
 			Making:      p.making,
-			Waiters:     p.waiters.Len(),
+			Waiters:     p.wq.Len(),
 			SharesInUse: p.shares,
 		},
 	}

@@ -139,7 +139,8 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 	if cfg.WhenExhausted == Fail && old.WhenExhausted != Fail {
 		p.failWaitersLocked()
 	}
-	if p.waiters.Len() > 0 {
+	if p.wq.Len() > 0 {
+		p.wq.unparkAll() // the limits a key was parked for may have moved
 		p.dispatchLocked()
 	}
 	p.mu.Unlock()
@@ -190,12 +191,14 @@ func (p *Pool[K, V]) retireSurplusLocked(sp *subPool[K, V], limit int) {
 // would have at once, except those a make or activation of their key will
 // serve (with shared leases, Fail waits for those too).
 func (p *Pool[K, V]) failWaitersLocked() {
-	for w := p.waiters.Front(); w != nil; {
-		next := p.waiters.Next(w)
-		if sp := w.sub; !p.shared || sp.making+sp.activating == 0 {
-			p.grantLocked(w, grant[K, V]{err: ErrExhausted})
+	for sp := p.wq.keys.Front(); sp != nil; {
+		next := p.wq.keys.Next(sp)
+		if !p.shared || sp.making+sp.activating == 0 {
+			for w := sp.waiters.Front(); w != nil; w = sp.waiters.Front() {
+				p.grantLocked(w, grant[K, V]{err: ErrExhausted})
+			}
 		}
-		w = next
+		sp = next
 	}
 }
 
