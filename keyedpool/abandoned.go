@@ -19,7 +19,7 @@ func (p *Pool[K, V]) removeAbandoned(ab *AbandonedConfig, now int64) error {
 			leaked = append(leaked, t.h)
 		}
 	}
-	p.mu.Unlock()
+	p.unlock()
 	var errs []error
 	lg := ab.Logger
 	if lg == nil {

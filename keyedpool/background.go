@@ -80,7 +80,7 @@ func (p *Pool[K, V]) swallow(sp *subPool[K, V], op Op, err error) {
 	p.mu.Lock()
 	p.c.backgroundError(op)
 	sp.c.backgroundError(op)
-	p.mu.Unlock()
+	p.unlock()
 	if l := p.cfg.Load().SwallowedErrorListener; l != nil {
 		func() {
 			defer func() { _ = recover() }() // the listener's own failure has nowhere to go
@@ -129,7 +129,7 @@ var _ context.Context = (*returnCtx[string, int])(nil)
 func (c *returnCtx[K, V]) arm() *armedCtx {
 	p := c.obj.sub.pool
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	if a := c.armed; a != nil && a.call == c.obj.borrows {
 		return a
 	}

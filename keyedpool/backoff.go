@@ -146,7 +146,7 @@ func (p *Pool[K, V]) ForgetFailures(key K) {
 		return // the pool holds no such key
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	if sp := p.keys[key]; sp != nil {
 		sp.forgotten = true
 		p.makeOKLocked(sp)

@@ -42,7 +42,7 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
-			p.mu.Unlock()
+			p.unlock()
 			return nil, ErrClosed
 		}
 		sp := p.useLocked(key)
@@ -54,13 +54,13 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 				// back and try again, once.
 				swept = true
 				p.dropIfEmptyLocked(sp)
-				p.mu.Unlock()
+				p.unlock()
 				p.removeAbandoned(ab, p.since())
 				continue
 			}
 			if cfg.WhenExhausted == Fail && !g.soon {
 				p.dropIfEmptyLocked(sp)
-				p.mu.Unlock()
+				p.unlock()
 				return nil, ErrExhausted
 			}
 			var err error
@@ -68,7 +68,7 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 				return nil, err
 			}
 		} else {
-			p.mu.Unlock()
+			p.unlock()
 		}
 		if g.err != nil {
 			return nil, g.err
@@ -286,7 +286,7 @@ func (p *Pool[K, V]) retired(h *Pooled[K, V]) bool {
 		p.activatedLocked(obj.sub)
 	}
 	obj.state = stDestroy
-	p.mu.Unlock()
+	p.unlock()
 	p.destroyBackground(obj, byLifetime)
 	return true
 }
@@ -309,7 +309,7 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 			p.activatedLocked(sp)
 			p.addLentLocked(obj)
 			p.serveKeyLocked(sp)
-			p.mu.Unlock()
+			p.unlock()
 		}
 		return nil
 	}
@@ -332,7 +332,7 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 	} else {
 		obj.state = stDestroy
 	}
-	p.mu.Unlock()
+	p.unlock()
 	if destroy {
 		p.destroyBackground(obj, why)
 	}

@@ -53,7 +53,7 @@ func (p *Pool[K, V]) clockRuns() bool { return p.lim.every > 0 || p.handClock }
 func (p *Pool[K, V]) EvictionTick() {
 	p.mu.Lock()
 	p.advanceClockLocked(p.since())
-	p.mu.Unlock()
+	p.unlock()
 }
 
 // stampLocked is the pool's clock for a stamp on obj, which is never before

@@ -29,7 +29,7 @@ func (p *Pool[K, V]) destroyCtx(ctx context.Context, obj *object[K, V], why reas
 	sp.objs.Remove(obj)
 	p.countDestroyLocked(sp, why)
 	p.unreserveLocked(sp)
-	p.mu.Unlock()
+	p.unlock()
 	if err != nil {
 		return fmt.Errorf("keyedpool: destroy key %v: %w", sp.key, err)
 	}
@@ -57,7 +57,7 @@ func (p *Pool[K, V]) destroyVictim(obj *object[K, V]) {
 	p.victims--
 	p.countDestroyLocked(sp, byClear)
 	p.unreserveLocked(sp)
-	p.mu.Unlock()
+	p.unlock()
 	if err != nil {
 		p.swallow(sp, OpDestroy, fmt.Errorf("keyedpool: destroy key %v: %w", sp.key, err))
 	}
@@ -113,7 +113,7 @@ func (p *Pool[K, V]) Close(ctx context.Context) error {
 		p.forgetAllFailuresLocked() // a closed pool makes nothing
 		p.checkDrainedLocked()
 	}
-	p.mu.Unlock()
+	p.unlock()
 	err := p.destroyAll(ctx, doomed, byClose)
 	select {
 	case <-p.drained: // first, so that an ended ctx does not hide success
@@ -148,7 +148,7 @@ func (p *Pool[K, V]) Clear(ctx context.Context, key K) error {
 		doomed = p.takeIdleListLocked(&sp.idle, -1, doomed)
 		p.dropIfEmptyLocked(sp)
 	}
-	p.mu.Unlock()
+	p.unlock()
 	return p.destroyAll(ctx, doomed, byClear)
 }
 
@@ -162,7 +162,7 @@ func (p *Pool[K, V]) ClearAll(ctx context.Context) error {
 		sp.forgotten = true
 		p.dropIfEmptyLocked(sp)
 	}
-	p.mu.Unlock()
+	p.unlock()
 	return p.clearOldest(ctx, -1)
 }
 
@@ -172,7 +172,7 @@ func (p *Pool[K, V]) ClearAll(ctx context.Context) error {
 func (p *Pool[K, V]) ClearOldest(ctx context.Context) error {
 	p.mu.Lock()
 	n := p.idle.Len()*15/100 + 1
-	p.mu.Unlock()
+	p.unlock()
 	return p.clearOldest(ctx, n)
 }
 
@@ -180,7 +180,7 @@ func (p *Pool[K, V]) ClearOldest(ctx context.Context) error {
 func (p *Pool[K, V]) clearOldest(ctx context.Context, n int) error {
 	p.mu.Lock()
 	doomed := p.takeIdleListLocked(&p.idle, n, nil)
-	p.mu.Unlock()
+	p.unlock()
 	return p.destroyAll(ctx, doomed, byClear)
 }
 

@@ -15,13 +15,13 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState
 	if deadline := b.start(p.cfg.Load().MaxWait); !deadline.IsZero() {
 		if left = time.Until(deadline); left <= 0 {
 			p.dropIfEmptyLocked(sp)
-			p.mu.Unlock()
+			p.unlock()
 			return grant[K, V]{}, ErrExhausted
 		}
 	}
 	w := p.wq.get()
 	b.ticket = p.wq.add(w, sp, b.ticket)
-	p.mu.Unlock()
+	p.unlock()
 
 	start := time.Now()
 	var timeout <-chan time.Time
@@ -57,7 +57,7 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState
 		p.wq.remove(w)
 		p.dropIfEmptyLocked(sp)
 		p.wq.put(w)
-		p.mu.Unlock()
+		p.unlock()
 		return grant[K, V]{}, err
 	}
 	if err != nil {
@@ -67,7 +67,7 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState
 	}
 	g := w.g
 	p.wq.put(w)
-	p.mu.Unlock()
+	p.unlock()
 	if err != nil {
 		p.undo(sp, g)
 		return grant[K, V]{}, err
@@ -79,7 +79,26 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState
 func (p *Pool[K, V]) grantLocked(w *waiter[K, V], g grant[K, V]) {
 	p.wq.remove(w)
 	w.g = g
-	w.ready <- struct{}{} // never blocks: one grant per wait, and ready is drained before reuse
+	p.wq.wake(w)
+}
+
+// unlock releases mu, then wakes the waiters that were granted something
+// while it was held. They are woken after the lock is released, not under
+// it, so that a woken borrower does not run only to block on mu again.
+func (p *Pool[K, V]) unlock() {
+	w := p.wq.woken
+	if w == nil {
+		p.mu.Unlock()
+		return
+	}
+	p.wq.woken, p.wq.wokenLast = nil, nil
+	p.mu.Unlock()
+	for w != nil {
+		next := w.next
+		w.next = nil          // before the send: once woken, its borrower may reuse w
+		w.ready <- struct{}{} // never blocks: one grant per wait, and ready is drained before reuse
+		w = next
+	}
 }
 
 // serveKeyLocked lends what sp has to lend to its waiters, in order.
@@ -164,7 +183,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 			p.activatedLocked(sp)
 		}
 		r, destroy := p.putLocked(obj, true)
-		p.mu.Unlock()
+		p.unlock()
 		if destroy {
 			p.destroyBackground(obj, r)
 		}
@@ -189,7 +208,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 		} else {
 			p.unreserveLocked(sp)
 		}
-		p.mu.Unlock()
+		p.unlock()
 		if destroy {
 			p.destroyBackground(g.victim, r)
 		}

@@ -53,7 +53,7 @@ func (p *Pool[K, V]) RunEviction(ctx context.Context) error {
 	cfg := p.cfg.Load()
 	p.mu.Lock()
 	if p.closed {
-		p.mu.Unlock()
+		p.unlock()
 		return ErrClosed
 	}
 	p.runs++
@@ -75,12 +75,12 @@ func (p *Pool[K, V]) RunEviction(ctx context.Context) error {
 		p.sweepLentLocked(cfg, now)
 	}
 	n := testsPerRun(cfg, p.idle.Len())
-	p.mu.Unlock()
+	p.unlock()
 	defer func() {
 		p.mu.Lock()
 		p.runs--
 		p.checkDrainedLocked()
-		p.mu.Unlock()
+		p.unlock()
 	}()
 
 	var errs []error
@@ -151,7 +151,7 @@ func (p *Pool[K, V]) evictOne(ctx context.Context, cfg *Config, s evictor.Settin
 	}
 	if obj == nil {
 		p.evictNext = nil
-		p.mu.Unlock()
+		p.unlock()
 		return false, nil
 	}
 	p.evictNext = p.idle.Next(obj)
@@ -169,7 +169,7 @@ func (p *Pool[K, V]) evictOne(ctx context.Context, cfg *Config, s evictor.Settin
 		IdleCount:    p.spareLocked(sp, math.MaxInt),
 	}
 	clears := uint64(sp.clears)<<32 | uint64(p.clears)
-	p.mu.Unlock()
+	p.unlock()
 
 	// The object is this goroutine's alone until its test ends.
 	why, destroy := byEvictor, true
@@ -200,7 +200,7 @@ func (p *Pool[K, V]) evictOne(ctx context.Context, cfg *Config, s evictor.Settin
 		obj.state = stIdle
 		p.serveIdleLocked(sp)
 	}
-	p.mu.Unlock()
+	p.unlock()
 	if destroy {
 		return true, p.destroyBackground(obj, why)
 	}
@@ -307,7 +307,7 @@ func (p *Pool[K, V]) ensureMinIdle(ctx context.Context) error {
 	p.mu.Lock()
 	queue := p.upkeep // only those queued now, so that a busy pool cannot keep the run going
 	p.upkeep = nil
-	p.mu.Unlock()
+	p.unlock()
 	next := 0
 	defer func() {
 		// Keys a cut-short run did not reach wait for the next.
@@ -318,14 +318,14 @@ func (p *Pool[K, V]) ensureMinIdle(ctx context.Context) error {
 				p.wantUpkeepLocked(sp)
 			}
 		}
-		p.mu.Unlock()
+		p.unlock()
 	}()
 keys:
 	for ; next < len(queue); next++ {
 		sp := queue[next]
 		p.mu.Lock()
 		if p.closed {
-			p.mu.Unlock()
+			p.unlock()
 			break
 		}
 		sp.queued = false
@@ -333,7 +333,7 @@ keys:
 		if p.keys[sp.key] == sp && !sp.forgotten { // else dropped or cleared since it was queued
 			need = p.lim.minIdle - p.spareLocked(sp, p.lim.minIdle)
 		}
-		p.mu.Unlock()
+		p.unlock()
 		for ; need > 0; need-- {
 			select {
 			case sem <- struct{}{}:
@@ -344,25 +344,25 @@ keys:
 			if p.fullLocked() {
 				// No key can have more; this one and the rest wait for the
 				// next run.
-				p.mu.Unlock()
+				p.unlock()
 				<-sem
 				break keys
 			}
 			if p.closed || p.keys[sp.key] != sp || sp.forgotten || sp.count >= p.lim.maxPerKey {
 				// At its limit, the key is queued again when room frees
 				// (unreserveLocked).
-				p.mu.Unlock()
+				p.unlock()
 				<-sem
 				break
 			}
 			if sp.bo != nil && p.backoffLocked(sp) != nil {
 				p.wantUpkeepLocked(sp) // for a later run: the backoff spaces the tries
-				p.mu.Unlock()
+				p.unlock()
 				<-sem
 				break
 			}
 			p.reserveLocked(sp)
-			p.mu.Unlock()
+			p.unlock()
 			wg.Go(func() {
 				defer func() { <-sem }()
 				err := p.placeObject(ctx, sp, true)
@@ -373,7 +373,7 @@ keys:
 				if p.keys[sp.key] == sp {
 					p.wantUpkeepLocked(sp) // try again next run
 				}
-				p.mu.Unlock()
+				p.unlock()
 				emu.Lock()
 				errs = append(errs, err)
 				emu.Unlock()

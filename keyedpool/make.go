@@ -53,10 +53,10 @@ func (p *Pool[K, V]) makeObject(ctx context.Context, sp *subPool[K, V], victim *
 	p.mu.Lock()
 	if !r.finished {
 		r.place, r.background = true, true
-		p.mu.Unlock()
+		p.unlock()
 		return nil, err
 	}
-	p.mu.Unlock()
+	p.unlock()
 	if r.lease != nil {
 		// Made and lent to this caller, who no longer wants it: as a new
 		// object, it is passivated before it joins the idle set.
@@ -67,7 +67,7 @@ func (p *Pool[K, V]) makeObject(ctx context.Context, sp *subPool[K, V], victim *
 			p.activatedLocked(sp)
 		}
 		obj.state = stBusy
-		p.mu.Unlock()
+		p.unlock()
 		p.settleNew(obj, func() bool { return true })
 	}
 	return nil, err
@@ -91,7 +91,7 @@ func (p *Pool[K, V]) placeObject(ctx context.Context, sp *subPool[K, V], backgro
 	}
 	p.mu.Lock()
 	r.background = true
-	p.mu.Unlock()
+	p.unlock()
 	return ctx.Err()
 }
 
@@ -171,21 +171,23 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 	}
 	r.finished = true
 	bg := r.background && !p.closed
-	if !settle {
-		close(r.done)
-	}
-	p.mu.Unlock()
+	p.unlock()
 	switch {
 	case bg && r.err != nil && invalid:
 		p.swallow(sp, OpValidate, r.err)
 	case bg && r.err != nil && !cancelled:
 		p.swallow(sp, OpMake, r.err)
 	}
+	if !settle {
+		// Only now, so that whoever waits for the make (an eviction run's
+		// upkeep) finds its failure counted when it returns.
+		close(r.done)
+	}
 	switch {
 	case settle:
 		background := func() bool {
 			p.mu.Lock()
-			defer p.mu.Unlock()
+			defer p.unlock()
 			return r.background
 		}
 		if perr := p.settleNew(obj, background); perr != nil {
@@ -218,7 +220,7 @@ func (p *Pool[K, V]) settleNew(obj *object[K, V], background func() bool) error 
 	} else {
 		why, destroy = p.putLocked(obj, false)
 	}
-	p.mu.Unlock()
+	p.unlock()
 	if destroy {
 		p.destroyBackground(obj, why)
 	}
@@ -237,24 +239,24 @@ func (p *Pool[K, V]) AddObject(ctx context.Context, key K) error {
 	}
 	p.mu.Lock()
 	if p.closed {
-		p.mu.Unlock()
+		p.unlock()
 		return ErrClosed
 	}
 	sp := p.useLocked(key)
 	if sp.count >= p.lim.maxPerKey || p.fullLocked() {
 		p.dropIfEmptyLocked(sp)
-		p.mu.Unlock()
+		p.unlock()
 		return ErrExhausted
 	}
 	if sp.bo != nil {
 		if err := p.backoffLocked(sp); err != nil {
 			p.countRejectedLocked(sp)
-			p.mu.Unlock()
+			p.unlock()
 			return err
 		}
 	}
 	p.reserveLocked(sp)
-	p.mu.Unlock()
+	p.unlock()
 	return p.placeObject(ctx, sp, false)
 }
 
@@ -267,7 +269,7 @@ func (p *Pool[K, V]) Prepare(ctx context.Context, key K) error {
 	}
 	p.mu.Lock()
 	if p.closed {
-		p.mu.Unlock()
+		p.unlock()
 		return ErrClosed
 	}
 	need := p.lim.minIdle
@@ -275,7 +277,7 @@ func (p *Pool[K, V]) Prepare(ctx context.Context, key K) error {
 		sp.forgotten = false
 		need -= p.spareLocked(sp, need)
 	}
-	p.mu.Unlock()
+	p.unlock()
 	for ; need > 0; need-- {
 		if err := p.AddObject(ctx, key); err != nil {
 			return err

@@ -295,7 +295,7 @@ func (p *Pool[K, V]) ListObjects(key K) []ObjectInfo {
 		return nil
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	sp := p.keys[key]
 	if sp == nil || sp.objs.Len() == 0 {
 		return nil

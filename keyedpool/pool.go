@@ -128,7 +128,7 @@ func New[K comparable, V any](f factory.KeyedFactory[K, V], cfg Config) (*Pool[K
 	p.mu.Lock()
 	p.advanceClockLocked(0)
 	p.scheduleLocked(lim.every)
-	p.mu.Unlock()
+	p.unlock()
 	return p, nil
 }
 
@@ -245,7 +245,7 @@ func (p *Pool[K, V]) checkDrainedLocked() {
 // particular order.
 func (p *Pool[K, V]) Keys() []K {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	keys := make([]K, 0, len(p.keys))
 	for k := range p.keys {
 		keys = append(keys, k)
@@ -269,7 +269,7 @@ func (p *Pool[K, V]) Stats() Stats {
 		},
 	}
 	s.Counters = p.c.snapshot()
-	p.mu.Unlock()
+	p.unlock()
 	return s
 }
 
@@ -281,7 +281,7 @@ func (p *Pool[K, V]) KeyStats(key K) KeyStats {
 		return KeyStats{}
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	sp := p.keys[key]
 	if sp == nil {
 		return KeyStats{}
@@ -295,7 +295,7 @@ func (p *Pool[K, V]) KeyStats(key K) KeyStats {
 // metrics collectors call it once per scrape.
 func (p *Pool[K, V]) AllKeyStats() map[K]KeyStats {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	all := make(map[K]KeyStats, len(p.keys))
 	for k, sp := range p.keys {
 		all[k] = sp.statsLocked()

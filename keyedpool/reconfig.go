@@ -70,11 +70,11 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 	var doomed []*object[K, V]
 	p.mu.Lock()
 	if p.closed {
-		p.mu.Unlock()
+		p.unlock()
 		return ErrClosed
 	}
 	if lim.maxShares != p.lim.maxShares {
-		p.mu.Unlock()
+		p.unlock()
 		return fmt.Errorf("%w: MaxSharesPerObject cannot change after New (is %d, got %d)",
 			ErrInvalidConfig, p.lim.maxShares, lim.maxShares)
 	}
@@ -143,7 +143,7 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 		p.wq.unparkAll() // the limits a key was parked for may have moved
 		p.dispatchLocked()
 	}
-	p.mu.Unlock()
+	p.unlock()
 	return p.destroyAll(context.Background(), doomed, bySurplus)
 }
 

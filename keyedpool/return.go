@@ -52,7 +52,7 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned, background bool) error 
 			if obj.state == stLent {
 				p.serveKeyLocked(sp) // a share came free
 			}
-			p.mu.Unlock()
+			p.unlock()
 			return nil
 		}
 		if obj.state == stLent {
@@ -60,14 +60,14 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned, background bool) error 
 		}
 		if obj.state == stBroken {
 			p.unretireLocked(obj)
-			p.mu.Unlock()
+			p.unlock()
 			if background {
 				return p.destroyBackground(obj, obj.brokenWhy)
 			}
 			return p.destroy(obj, obj.brokenWhy)
 		}
 		obj.state = stBusy
-		p.mu.Unlock()
+		p.unlock()
 	}
 	// Only this goroutine holds obj now.
 	cfg := p.cfg.Load()
@@ -102,7 +102,7 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned, background bool) error 
 	default:
 		why, destroy = p.putLocked(obj, false)
 	}
-	p.mu.Unlock()
+	p.unlock()
 	if destroy && background {
 		return errors.Join(err, p.destroyBackground(obj, why))
 	}
@@ -135,7 +135,7 @@ func (p *Pool[K, V]) invalidate(h *Pooled[K, V], why reason) error {
 		if obj.state == stLent { // else broken already: the first cause counts
 			p.retireLocked(obj, why)
 		}
-		p.mu.Unlock()
+		p.unlock()
 		return nil
 	}
 	if p.shared && obj.state == stLent {
@@ -146,7 +146,7 @@ func (p *Pool[K, V]) invalidate(h *Pooled[K, V], why reason) error {
 		p.unretireLocked(obj)
 	}
 	obj.state = stDestroy
-	p.mu.Unlock()
+	p.unlock()
 	return p.destroy(obj, why)
 }
 

@@ -15,7 +15,7 @@ type waiter[K comparable, V any] struct {
 	ready  chan struct{}
 	timer  *time.Timer
 	links  ilist.Links[waiter[K, V]] // in sub.waiters
-	next   *waiter[K, V]             // in waitQueue.free
+	next   *waiter[K, V]             // in waitQueue.free or waitQueue.woken
 }
 
 func waiterLinks[K comparable, V any](w *waiter[K, V]) *ilist.Links[waiter[K, V]] { return &w.links }
@@ -50,6 +50,9 @@ type waitQueue[K comparable, V any] struct {
 	keys    ilist.List[subPool[K, V]] // keys with waiters, parked or not
 	ready   []*subPool[K, V]          // min-heap of keys that may take room, by first ticket
 	free    *waiter[K, V]             // waiters for reuse, linked by next
+	// woken: waiters granted something, out of the queue, to be woken by
+	// Pool.unlock once mu is released; linked by next, first granted first.
+	woken, wokenLast *waiter[K, V]
 }
 
 func newWaitQueue[K comparable, V any]() waitQueue[K, V] {
@@ -68,6 +71,17 @@ func (q *waitQueue[K, V]) get() *waiter[K, V] {
 	q.free = w.next
 	w.next = nil
 	return w
+}
+
+// wake puts w, just granted something and out of the queue, on the list of
+// waiters to wake once the lock is released.
+func (q *waitQueue[K, V]) wake(w *waiter[K, V]) {
+	if q.wokenLast == nil {
+		q.woken = w
+	} else {
+		q.wokenLast.next = w
+	}
+	q.wokenLast = w
 }
 
 // put keeps w, no longer queued and its ready channel drained, for reuse.
