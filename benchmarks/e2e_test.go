@@ -59,7 +59,7 @@ var e2eModes = []e2e.Mode{
 // reports RPCs per second, median and 99th percentile latency, and the
 // connections the server held at the end.
 //
-//	go test -run '^$' -bench E2E -benchtime 2s ./benchmarks/
+//	cd benchmarks && go test -run '^$' -bench E2E -benchtime 2s .
 //
 // Give every mode the same time rather than the same count: on a small
 // shared machine a run of under a second is at the mercy of whatever else
