@@ -55,49 +55,78 @@ func panicError(method string, v any) error {
 // freed, waiters woken). Every factory call of the pool goes through it.
 type safeFactory[K comparable, V any] struct{ f factory.KeyedFactory[K, V] }
 
+// Each method calls recover only when the factory's call did not return:
+// on the normal path the deferred check is a flag test, which is what keeps
+// the containment cheap on every Borrow and Return.
+
 func (s safeFactory[K, V]) Make(ctx context.Context, key K) (v V, err error) {
+	returned := false
 	defer func() {
-		if v := recover(); v != nil {
-			err = panicError("Make", v)
+		if !returned {
+			err = caught("Make", recover(), err)
 		}
 	}()
-	return s.f.Make(ctx, key)
+	v, err = s.f.Make(ctx, key)
+	returned = true
+	return v, err
 }
 
 func (s safeFactory[K, V]) Destroy(ctx context.Context, key K, v V) (err error) {
+	returned := false
 	defer func() {
-		if v := recover(); v != nil {
-			err = panicError("Destroy", v)
+		if !returned {
+			err = caught("Destroy", recover(), err)
 		}
 	}()
-	return s.f.Destroy(ctx, key, v)
+	err = s.f.Destroy(ctx, key, v)
+	returned = true
+	return err
 }
 
 func (s safeFactory[K, V]) Validate(ctx context.Context, key K, v V) (err error) {
+	returned := false
 	defer func() {
-		if v := recover(); v != nil {
-			err = panicError("Validate", v)
+		if !returned {
+			err = caught("Validate", recover(), err)
 		}
 	}()
-	return s.f.Validate(ctx, key, v)
+	err = s.f.Validate(ctx, key, v)
+	returned = true
+	return err
 }
 
 func (s safeFactory[K, V]) Activate(ctx context.Context, key K, v V) (err error) {
+	returned := false
 	defer func() {
-		if v := recover(); v != nil {
-			err = panicError("Activate", v)
+		if !returned {
+			err = caught("Activate", recover(), err)
 		}
 	}()
-	return s.f.Activate(ctx, key, v)
+	err = s.f.Activate(ctx, key, v)
+	returned = true
+	return err
 }
 
 func (s safeFactory[K, V]) Passivate(ctx context.Context, key K, v V) (err error) {
+	returned := false
 	defer func() {
-		if v := recover(); v != nil {
-			err = panicError("Passivate", v)
+		if !returned {
+			err = caught("Passivate", recover(), err)
 		}
 	}()
-	return s.f.Passivate(ctx, key, v)
+	err = s.f.Passivate(ctx, key, v)
+	returned = true
+	return err
+}
+
+// caught turns what a deferred recover returned in method into its error.
+// nil means the goroutine is exiting (runtime.Goexit), not panicking: err
+// is left as it was and the exit goes on.
+func caught(method string, v any, err error) error {
+	if v == nil {
+		return err
+	}
+	return panicError(method, v)
 }
 
 // oddKeys reports whether values of type t can be keys that a map cannot
