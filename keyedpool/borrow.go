@@ -38,7 +38,6 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 		return nil, err
 	}
 	var b borrowState
-	swept := false
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -46,46 +45,25 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 			return nil, ErrClosed
 		}
 		sp := p.useLocked(key)
-		g := p.tryLocked(sp, false)
-		if !g.ok() {
-			cfg := p.cfg.Load()
-			if ab := cfg.Abandoned; ab != nil && ab.RemoveOnBorrow && !swept {
-				// Leaked objects may be what fills the pool: take them
-				// back and try again, once.
-				swept = true
-				p.dropIfEmptyLocked(sp)
-				p.unlock()
-				p.removeAbandoned(ab, p.since())
-				continue
-			}
-			if cfg.WhenExhausted == Fail && !g.soon {
-				p.dropIfEmptyLocked(sp)
-				p.unlock()
-				return nil, ErrExhausted
-			}
-			var err error
-			if g, err = p.wait(ctx, sp, &b); err != nil {
-				return nil, err
-			}
-		} else {
-			p.unlock()
-		}
-		if g.err != nil {
-			return nil, g.err
-		}
+		h, fresh := p.lendLocked(sp)
 		made := false
-		if g.reserved {
-			h, err := p.makeObject(ctx, sp, g.victim, b.start(p.cfg.Load().MaxWait))
-			if err != nil {
+		if h != nil {
+			p.unlock()
+		} else {
+			var err error
+			if h, made, err = p.borrowSlow(ctx, sp, &b); err != nil {
 				return nil, err
 			}
-			g, made = grant[K, V]{lease: h, fresh: true}, true
+			if h == nil {
+				continue // abandoned objects were taken back: try again
+			}
+			fresh = made || b.fresh
 		}
-		if g.fresh && !made && p.retired(g.lease) {
+		if fresh && !made && p.retired(h) {
 			continue // it outlived MaxLifetime and was destroyed; try the next
 		}
-		if g.fresh {
-			if err := p.ready(ctx, g.lease); err != nil {
+		if fresh {
+			if err := p.ready(ctx, h); err != nil {
 				if made || ctx.Err() != nil {
 					return nil, err
 				}
@@ -95,17 +73,57 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 		if p.isClosed.Load() {
 			// Close began while the object was on its way: it goes back,
 			// to be destroyed, and nothing is lent from a closed pool.
-			_ = p.giveBack(g.lease, false, true)
+			_ = p.giveBack(h, false, true)
 			return nil, ErrClosed
 		}
-		if ab := p.cfg.Load().Abandoned; ab != nil && ab.LogAbandoned && g.lease.track != nil {
-			g.lease.track.stack = debug.Stack()
+		if ab := p.cfg.Load().Abandoned; ab != nil && ab.LogAbandoned && h.track != nil {
+			h.track.stack = debug.Stack()
 		}
 		// Marked lent only now that the borrower has it, so that a stale
 		// handle given back meanwhile cannot take it.
-		g.lease.leased.Store(true)
-		return g.lease, nil
+		h.leased.Store(true)
+		return h, nil
 	}
+}
+
+// borrowSlow is Borrow when sp has nothing to lend at once: it makes room,
+// fails, or waits, and then makes the object if it got room. Called with
+// p.mu held; returns with it released. A nil h and nil err means try
+// again; made says h's object was just made for this borrower. Whether an
+// object granted from the idle set must be activated is left in b.fresh.
+func (p *Pool[K, V]) borrowSlow(ctx context.Context, sp *subPool[K, V], b *borrowState) (h *Pooled[K, V], made bool, err error) {
+	g := p.roomLocked(sp, false)
+	if !g.ok() {
+		cfg := p.cfg.Load()
+		if ab := cfg.Abandoned; ab != nil && ab.RemoveOnBorrow && !b.swept {
+			// Leaked objects may be what fills the pool: take them back
+			// and try again, once.
+			b.swept = true
+			p.dropIfEmptyLocked(sp)
+			p.unlock()
+			p.removeAbandoned(ab, p.since())
+			return nil, false, nil
+		}
+		if cfg.WhenExhausted == Fail && !g.soon {
+			p.dropIfEmptyLocked(sp)
+			p.unlock()
+			return nil, false, ErrExhausted
+		}
+		if g, err = p.wait(ctx, sp, b); err != nil {
+			return nil, false, err
+		}
+	} else {
+		p.unlock()
+	}
+	switch {
+	case g.err != nil:
+		return nil, false, g.err
+	case g.reserved:
+		h, err := p.makeObject(ctx, sp, g.victim, b.start(p.cfg.Load().MaxWait))
+		return h, err == nil, err
+	}
+	b.fresh = g.fresh
+	return g.lease, false, nil
 }
 
 // borrowState is what one Borrow keeps across its tries: its MaxWait
@@ -117,6 +135,8 @@ type borrowState struct {
 	waited   time.Duration // time spent waiting so far, over all its waits
 	// waitedBefore: it has waited, and is counted in Counters.Waited.
 	waitedBefore bool
+	swept        bool // abandoned objects were taken back for it, which it does once
+	fresh        bool // the lease borrowSlow returned is of an object from the idle set
 }
 
 // start starts the Borrow's deadline, maxWait from now, if it has not
@@ -156,13 +176,19 @@ type grant[K comparable, V any] struct {
 func (g grant[K, V]) ok() bool { return g.lease != nil || g.reserved || g.err != nil }
 
 // tryLocked finds something for a borrower of sp without waiting: an idle
-// object, a share of a lent object, or room to make one, possibly by taking
-// over the room of another key's oldest idle object. queued says whether the
-// borrower is one of sp's waiters.
+// object, a share of a lent object, or room to make one (see roomLocked).
+// queued says whether the borrower is one of sp's waiters.
 func (p *Pool[K, V]) tryLocked(sp *subPool[K, V], queued bool) grant[K, V] {
-	if g := p.lendLocked(sp); g.lease != nil {
-		return g
+	if h, fresh := p.lendLocked(sp); h != nil {
+		return grant[K, V]{lease: h, fresh: fresh}
 	}
+	return p.roomLocked(sp, queued)
+}
+
+// roomLocked finds room to make an object of sp, possibly by taking over
+// the room of another key's oldest idle object, for a borrower that found
+// nothing to lend.
+func (p *Pool[K, V]) roomLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 	if p.shared {
 		// Objects of the key being made or activated will each take
 		// MaxSharesPerObject-1 more borrowers: a burst on a cold key waits
@@ -211,8 +237,9 @@ func (p *Pool[K, V]) tryLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 }
 
 // lendLocked leases an idle object of sp, or in shared mode a share of its
-// least loaded lent object under the cap.
-func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
+// least loaded lent object under the cap; nil if it has neither. fresh says
+// the object came from the idle set, to be activated by its borrower.
+func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) (h *Pooled[K, V], fresh bool) {
 	obj := sp.idle.Front()
 	for sp.testing > 0 && obj != nil && obj.state == stTesting {
 		obj = sp.idle.Next(obj) // under an eviction test, where it stays
@@ -224,15 +251,15 @@ func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
 			obj.state = stBusy // until activated: see ready
 			sp.activating++
 		}
-		h := p.leaseLocked(obj)
+		h = p.leaseLocked(obj)
 		obj.activeSince = obj.lastBorrowed
 		if obj.idleCounted = p.clockRuns(); obj.idleCounted {
 			p.countIdleLocked(sp, obj.lastBorrowed-max(obj.lastReturned, p.clockStart), 1)
 		}
-		return grant[K, V]{lease: h, fresh: true}
+		return h, true
 	}
 	if !p.shared {
-		return grant[K, V]{}
+		return nil, false
 	}
 	var best *object[K, V]
 	var cfg *Config
@@ -254,13 +281,13 @@ func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) grant[K, V] {
 		o = next
 	}
 	if best == nil {
-		return grant[K, V]{}
+		return nil, false
 	}
-	h := p.leaseLocked(best)
+	h = p.leaseLocked(best)
 	if int(best.shares) == p.lim.maxShares {
 		p.wantUpkeepLocked(sp) // best was the key's last room, maybe
 	}
-	return grant[K, V]{lease: h}
+	return h, false
 }
 
 func (p *Pool[K, V]) unidleLocked(obj *object[K, V]) {

@@ -104,11 +104,11 @@ func (p *Pool[K, V]) unlock() {
 // serveKeyLocked lends what sp has to lend to its waiters, in order.
 func (p *Pool[K, V]) serveKeyLocked(sp *subPool[K, V]) {
 	for w := sp.waiters.Front(); w != nil; w = sp.waiters.Front() {
-		g := p.lendLocked(sp)
-		if g.lease == nil {
+		h, fresh := p.lendLocked(sp)
+		if h == nil {
 			return
 		}
-		p.grantLocked(w, g)
+		p.grantLocked(w, grant[K, V]{lease: h, fresh: fresh})
 	}
 }
 
