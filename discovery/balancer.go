@@ -3,8 +3,10 @@ package discovery
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"weak"
 )
 
 // Candidates is what a Balancer picks from for one borrow: a service's
@@ -33,18 +35,64 @@ type Balancer interface {
 	Pick(c Candidates) int
 }
 
-// RoundRobin picks usable endpoints in turn. The zero value is ready to use.
-type RoundRobin struct {
-	next atomic.Uint64
+// The built-in balancers are empty structs with value receivers, so that
+// RoundRobin{}, &RoundRobin{} and copies of either all work alike, as
+// LeastLoaded always did. The state RoundRobin and WeightedRoundRobin need
+// (the turn, the smooth weights) belongs to the endpoints they pick from:
+// Candidates.Endpoints promises one backing array per snapshot of a
+// service, so a table keyed weakly by that array gives each service, and
+// each of its snapshots, a state of its own, which goes when the snapshot
+// does. A Router makes one balancer per service, so this is the state per
+// service a balancer kept in its fields before; it starts over with each
+// snapshot.
+
+// perSnapshot holds a state of type S for each snapshot of endpoints,
+// keyed by a weak pointer to the snapshot's first element. Safe for
+// concurrent use.
+type perSnapshot[S any] struct {
+	m    sync.Map // weak.Pointer[Endpoint] -> *S
+	init func(s *S, eps []Endpoint)
 }
 
-// Pick returns the next usable endpoint after the one picked last.
-func (b *RoundRobin) Pick(c Candidates) int {
-	n := uint64(len(c.Endpoints()))
+// of returns the state of the snapshot eps, which is not empty, making it
+// on the first call for eps.
+func (p *perSnapshot[S]) of(eps []Endpoint) *S {
+	k := weak.Make(&eps[0])
+	if s, ok := p.m.Load(k); ok {
+		return s.(*S)
+	}
+	s := new(S)
+	p.init(s, eps)
+	got, loaded := p.m.LoadOrStore(k, s)
+	if !loaded {
+		// The weak key does not keep the snapshot alive; once the
+		// snapshot is gone its entry goes too.
+		runtime.AddCleanup(&eps[0], func(k weak.Pointer[Endpoint]) { p.m.Delete(k) }, k)
+	}
+	return got.(*S)
+}
+
+// turns is RoundRobin's state: the next turn of each snapshot, starting at
+// a random one, so that balancers that start together (many processes, or
+// one whose service just changed) do not all pick the first endpoint first.
+var turns = perSnapshot[atomic.Uint64]{init: func(t *atomic.Uint64, eps []Endpoint) {
+	t.Store(rand.Uint64N(uint64(len(eps))))
+}}
+
+// RoundRobin picks usable endpoints in turn, starting at a random one. It
+// holds no state of its own (see above): the zero value is ready to use, by
+// value or by pointer, and is safe for concurrent use.
+type RoundRobin struct{}
+
+// Pick returns the next usable endpoint after the one picked last from the
+// same endpoints.
+func (RoundRobin) Pick(c Candidates) int {
+	eps := c.Endpoints()
+	n := uint64(len(eps))
 	if n == 0 {
 		return -1
 	}
-	start := b.next.Add(1) - 1
+	start := turns.of(eps).Add(1) - 1
 	for j := range n {
 		if i := int((start + j) % n); c.Usable(i) {
 			return i
@@ -53,22 +101,29 @@ func (b *RoundRobin) Pick(c Candidates) int {
 	return -1
 }
 
+// wrrState is WeightedRoundRobin's state for one snapshot.
+type wrrState struct {
+	mu      sync.Mutex // protects the field below
+	current []int      // smooth WRR's current weight of each endpoint
+}
+
+var weights = perSnapshot[wrrState]{init: func(s *wrrState, eps []Endpoint) {
+	s.current = make([]int, len(eps))
+}}
+
 // WeightedRoundRobin picks usable endpoints in proportion to their Weight
 // (Consul's service weights), spread out evenly over time: the smooth
 // weighted round robin of nginx, where weights 5, 1, 1 give a, a, b, a, c,
 // a, a rather than five a in a row. Its state starts over with each new
-// snapshot. The zero value is ready to use; Pick costs time linear in the
-// number of endpoints.
-type WeightedRoundRobin struct {
-	mu      sync.Mutex // protects the fields below
-	of      *Endpoint  // first element of the snapshot current belongs to
-	current []int      // smooth WRR's current weight of each endpoint
-}
+// snapshot. It holds no state of its own (see above): the zero value is
+// ready to use, by value or by pointer, and is safe for concurrent use.
+// Pick costs time linear in the number of endpoints.
+type WeightedRoundRobin struct{}
 
 // Pick returns the usable endpoint with the highest current weight, after
 // adding every usable endpoint's weight to its current weight, and takes
 // the total of those weights from the one picked.
-func (b *WeightedRoundRobin) Pick(c Candidates) int {
+func (WeightedRoundRobin) Pick(c Candidates) int {
 	eps := c.Endpoints()
 	if len(eps) == 0 {
 		return -1
@@ -88,10 +143,12 @@ func (b *WeightedRoundRobin) Pick(c Candidates) int {
 	if !some {
 		return -1
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.of != &eps[0] || len(b.current) != len(eps) {
-		b.of, b.current = &eps[0], make([]int, len(eps))
+	s := weights.of(eps)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.current) != len(eps) {
+		// A Candidates that broke its promise and resliced one array.
+		s.current = make([]int, len(eps))
 	}
 	best, total := -1, 0
 	for i := range eps {
@@ -99,13 +156,13 @@ func (b *WeightedRoundRobin) Pick(c Candidates) int {
 			continue
 		}
 		w := eps[i].weight()
-		b.current[i] += w
+		s.current[i] += w
 		total += w
-		if best < 0 || b.current[i] > b.current[best] {
+		if best < 0 || s.current[i] > s.current[best] {
 			best = i
 		}
 	}
-	b.current[best] -= total
+	s.current[best] -= total
 	return best
 }
 

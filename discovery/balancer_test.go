@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/kpool-go/kpool/discovery"
@@ -49,21 +50,132 @@ func picks(b discovery.Balancer, c discovery.Candidates, n int) string {
 	return sb.String()
 }
 
+// inTurn reports whether picks follows cycle, from any point of it.
+func inTurn(picks, cycle string) bool {
+	return strings.Contains(strings.Repeat(cycle, len(picks)/len(cycle)+2), picks)
+}
+
 func TestRoundRobin(t *testing.T) {
 	c := &fakeCandidates{eps: named(1, 1, 1)}
-	if got, want := picks(new(discovery.RoundRobin), c, 7), "abcabca"; got != want {
-		t.Errorf("RoundRobin picks = %q, want %q", got, want)
+	if got := picks(discovery.RoundRobin{}, c, 7); !inTurn(got, "abc") {
+		t.Errorf("RoundRobin picks = %q, want a, b, c in turn", got)
 	}
 	c.usable = []bool{true, false, true}
-	if got, want := picks(new(discovery.RoundRobin), c, 4), "acca"; got != want {
-		t.Errorf("RoundRobin picks with b unusable = %q, want %q", got, want)
+	// b's turn goes to the next usable one, c.
+	if got := picks(discovery.RoundRobin{}, c, 6); !inTurn(got, "acc") {
+		t.Errorf("RoundRobin picks with b unusable = %q, want a, c, c in turn", got)
 	}
 	c.usable = []bool{false, false, false}
-	if got := new(discovery.RoundRobin).Pick(c); got != -1 {
+	if got := (discovery.RoundRobin{}).Pick(c); got != -1 {
 		t.Errorf("RoundRobin.Pick(none usable) = %d, want -1", got)
 	}
-	if got := new(discovery.RoundRobin).Pick(&fakeCandidates{}); got != -1 {
+	if got := (discovery.RoundRobin{}).Pick(&fakeCandidates{}); got != -1 {
 		t.Errorf("RoundRobin.Pick(no endpoints) = %d, want -1", got)
+	}
+}
+
+// The turn belongs to the endpoints picked from, not to the balancer
+// value: copies and pointers continue it, and a new snapshot has its own.
+func TestRoundRobinTurnIsTheSnapshots(t *testing.T) {
+	c := &fakeCandidates{eps: named(1, 1, 1)}
+	var b discovery.RoundRobin
+	copied := b
+	got := picks(b, c, 2) + picks(copied, c, 2) + picks(&b, c, 2)
+	if !inTurn(got, "abc") {
+		t.Errorf("picks by value, by a copy and by pointer = %q, want a, b, c in turn", got)
+	}
+	other := &fakeCandidates{eps: named(1, 1)}
+	if got := picks(b, other, 4); !inTurn(got, "ab") {
+		t.Errorf("picks from another snapshot = %q, want a, b in turn", got)
+	}
+}
+
+// The starting turn is random: balancers that start together do not all
+// pick the first endpoint first.
+func TestRoundRobinStartsAtRandom(t *testing.T) {
+	first := map[int]bool{}
+	for range 100 {
+		first[discovery.RoundRobin{}.Pick(&fakeCandidates{eps: named(1, 1, 1)})] = true
+	}
+	if len(first) != 3 {
+		t.Errorf("first picks of 100 new snapshots of 3 endpoints = %v, want all 3 seen", first)
+	}
+}
+
+// Every built-in balancer is a Balancer by value and by pointer, and is
+// safe for concurrent use either way: concurrent picks keep the balance.
+func TestBalancersByValueAndPointer(t *testing.T) {
+	var (
+		rr  discovery.Balancer = discovery.RoundRobin{}
+		rrp discovery.Balancer = &discovery.RoundRobin{}
+		wr  discovery.Balancer = discovery.WeightedRoundRobin{}
+		wrp discovery.Balancer = &discovery.WeightedRoundRobin{}
+		ll  discovery.Balancer = discovery.LeastLoaded{}
+		llp discovery.Balancer = &discovery.LeastLoaded{}
+	)
+	const goroutines, each = 4, 300
+	tests := []struct {
+		name  string
+		b     discovery.Balancer
+		loads []int
+		want  []int // picks of each endpoint
+	}{
+		{"RoundRobin{}", rr, nil, []int{400, 400, 400}},
+		{"&RoundRobin{}", rrp, nil, []int{400, 400, 400}},
+		{"WeightedRoundRobin{}", wr, nil, []int{400, 400, 400}},
+		{"&WeightedRoundRobin{}", wrp, nil, []int{400, 400, 400}},
+		// Loads 9, 0, 0: a loses every draw it is in.
+		{"LeastLoaded{}", ll, []int{9, 0, 0}, nil},
+		{"&LeastLoaded{}", llp, []int{9, 0, 0}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &fakeCandidates{eps: named(1, 1, 1), loads: tt.loads}
+			var counts [3]atomic.Int64
+			var wg sync.WaitGroup
+			for range goroutines {
+				wg.Go(func() {
+					for range each {
+						i := tt.b.Pick(c)
+						if i < 0 || i > 2 {
+							t.Errorf("Pick() = %d, want 0, 1 or 2", i)
+							return
+						}
+						counts[i].Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			got := []int{int(counts[0].Load()), int(counts[1].Load()), int(counts[2].Load())}
+			switch {
+			case tt.want != nil && !slices.Equal(got, tt.want):
+				t.Errorf("%d concurrent picks = %v, want %v", goroutines*each, got, tt.want)
+			case tt.want == nil && (got[0] != 0 || got[1]+got[2] != goroutines*each):
+				t.Errorf("%d concurrent picks at loads 9, 0, 0 = %v, want none of a", goroutines*each, got)
+			}
+		})
+	}
+}
+
+// A Router whose NewBalancer returns a balancer by value keeps it in
+// turn across RPCs, as one given by pointer does.
+func TestRouterBalancerByValue(t *testing.T) {
+	a, b, c := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
+	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a, b, c)})
+	r := newRouter(t, discovery.RouterConfig[stub]{
+		Resolver:    res,
+		Pool:        shared(),
+		NewBalancer: func() discovery.Balancer { return discovery.RoundRobin{} },
+	})
+	for i := range 30 {
+		if err := unary(ctx(t), r.Conn("svc")); err != nil {
+			t.Fatalf("RPC %d: %v", i, err)
+		}
+	}
+	for _, s := range []*grpctest.Server{a, b, c} {
+		if got := s.UnaryCalls(); got != 10 {
+			t.Errorf("server %s UnaryCalls() = %d, want 10 (a third of 30)", s.Addr, got)
+		}
 	}
 }
 
@@ -80,14 +192,14 @@ func TestWeightedRoundRobinIsSmooth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		c := &fakeCandidates{eps: named(tt.weights...)}
-		if got := picks(new(discovery.WeightedRoundRobin), c, tt.n); got != tt.want {
+		if got := picks(discovery.WeightedRoundRobin{}, c, tt.n); got != tt.want {
 			t.Errorf("WeightedRoundRobin weights %v picks = %q, want %q", tt.weights, got, tt.want)
 		}
 	}
 }
 
 func TestWeightedRoundRobinSkipsAndResets(t *testing.T) {
-	b := new(discovery.WeightedRoundRobin)
+	var b discovery.WeightedRoundRobin
 	c := &fakeCandidates{eps: named(5, 1, 1), usable: []bool{true, false, true}}
 	got := picks(b, c, 12)
 	if strings.Contains(got, "b") {
@@ -107,7 +219,7 @@ func TestWeightedRoundRobinSkipsAndResets(t *testing.T) {
 }
 
 func TestWeightedRoundRobinConcurrent(t *testing.T) {
-	b := new(discovery.WeightedRoundRobin)
+	var b discovery.WeightedRoundRobin
 	c := &fakeCandidates{eps: named(3, 1)}
 	var mu sync.Mutex
 	counts := make([]int, 2)
@@ -227,7 +339,7 @@ func TestRouterWeightedRoundRobin(t *testing.T) {
 	r := newRouter(t, discovery.RouterConfig[stub]{
 		Resolver:    res,
 		Pool:        shared(),
-		NewBalancer: func() discovery.Balancer { return new(discovery.WeightedRoundRobin) },
+		NewBalancer: func() discovery.Balancer { return discovery.WeightedRoundRobin{} },
 	})
 	for i := range 40 {
 		if err := unary(ctx(t), r.Conn("svc")); err != nil {
