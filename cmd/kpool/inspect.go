@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -30,16 +32,71 @@ type inspectFlags struct {
 	addr, service, key string
 	json               bool
 	timeout            time.Duration
+
+	base url.URL // the instance, from addr: scheme, host and path prefix
 }
 
 func (f *inspectFlags) register(fs *flag.FlagSet, withKey bool) {
-	fs.StringVar(&f.addr, "addr", metrics.DefaultAddr, "`host:port` of the instance's HTTP endpoints (its --http)")
+	fs.StringVar(&f.addr, "addr", metrics.DefaultAddr, "the instance's HTTP endpoints (its --http): `host:port`, or a URL such as http://host:port as demo prints it")
 	fs.StringVar(&f.service, "service", "", "report this service only")
 	if withKey {
 		fs.StringVar(&f.key, "key", "", "report this pool key only (an endpoint's host:port)")
 	}
 	fs.BoolVar(&f.json, "json", false, "print the JSON the instance answered")
-	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "give up on the instance after this long")
+	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "give up on the instance after this long; more than 0")
+}
+
+// check checks the flags' values once parsed; a bad one is a usage error
+// naming the flag, refused before anything is asked of the instance.
+func (f *inspectFlags) check(fs *flag.FlagSet, stderr io.Writer) (code int, ok bool) {
+	if f.timeout <= 0 {
+		return usageError(fs, stderr, "--timeout is %v, want more than 0", f.timeout), false
+	}
+	base, err := instanceURL(f.addr)
+	if err != nil {
+		return usageError(fs, stderr, "--addr is %q, want host:port or http://host:port", f.addr), false
+	}
+	f.base = *base
+	return 0, true
+}
+
+// instanceURL returns the base URL of the instance at addr: host:port, or
+// an http or https URL. A URL may end in a slash or in the path of one of
+// the endpoints (/metrics, /health, /stats: what demo prints), which is
+// dropped; a path before it is kept, for an instance behind a proxy.
+func instanceURL(addr string) (*url.URL, error) {
+	if !strings.Contains(addr, "://") {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("bad port %q", port)
+		}
+		return &url.URL{Scheme: "http", Host: net.JoinHostPort(host, port)}, nil
+	}
+	u, err := url.Parse(addr)
+	switch {
+	case err != nil:
+		return nil, err
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("scheme %q", u.Scheme)
+	case u.Host == "" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return nil, errors.New("not a base URL")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("bad port %q", p)
+		}
+	}
+	path := strings.TrimSuffix(u.Path, "/")
+	for _, e := range []string{"/metrics", "/health", "/stats"} {
+		if p, ok := strings.CutSuffix(path, e); ok {
+			path = p
+			break
+		}
+	}
+	return &url.URL{Scheme: u.Scheme, Host: u.Host, Path: path}, nil
 }
 
 // fetch GETs path from the instance with the filters; it returns the body
@@ -52,7 +109,9 @@ func (f *inspectFlags) fetch(ctx context.Context, path string) ([]byte, int, err
 	if f.key != "" {
 		q.Set("key", f.key)
 	}
-	u := url.URL{Scheme: "http", Host: f.addr, Path: path, RawQuery: q.Encode()}
+	u := f.base
+	u.Path += path
+	u.RawQuery = q.Encode()
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
@@ -87,6 +146,9 @@ func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var f inspectFlags
 	f.register(fs, true)
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if code, ok := f.check(fs, stderr); !ok {
 		return code
 	}
 	body, code, err := f.fetch(ctx, "/stats")
@@ -152,6 +214,9 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var f inspectFlags
 	f.register(fs, false)
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if code, ok := f.check(fs, stderr); !ok {
 		return code
 	}
 	body, code, err := f.fetch(ctx, "/health")

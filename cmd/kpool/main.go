@@ -1,6 +1,7 @@
-// Command kpool runs kpool's tools: an end-to-end gRPC benchmark of
-// kpool's ways of connecting, and a pool manager driven by a configuration
-// file with hot reload and graceful shutdown.
+// Command kpool runs kpool's tools: a demo, an end-to-end gRPC benchmark
+// of kpool's ways of connecting, and a pool manager driven by a
+// configuration file (hot reload, graceful shutdown) that keeps warm pools
+// of gRPC connections and shows them.
 //
 // Usage:
 //
@@ -8,11 +9,11 @@
 //
 // The commands are:
 //
-//	demo    route traffic to local gRPC backends through kpool, through a rolling release
-//	bench   compare one ClientConn, round-robin ClientConns and kpool (exclusive, shared) over gRPC
-//	start   run the pools of a configuration file until SIGINT or SIGTERM
-//	stats   print a running instance's pools, keys and services
-//	health  print whether a running instance is healthy, and why not
+//	demo      route traffic to local gRPC backends through kpool, through a rolling release
+//	bench     compare one ClientConn, round-robin ClientConns and kpool (exclusive, shared) over gRPC
+//	start     keep the pools of a configuration file warm and serve /metrics, /health, /stats; carries no RPCs
+//	stats     print a running instance's pools, keys and services
+//	health    print whether a running instance is healthy, and why not
 //
 // "kpool <command> --help" describes a command's flags. Flags take one or
 // two dashes. Logs go to standard error through log/slog; results to
@@ -48,7 +49,7 @@ type command struct {
 var commands = []command{
 	{"demo", "route traffic to local gRPC backends through kpool, through a rolling release", runDemo},
 	{"bench", "compare one ClientConn, round-robin ClientConns and kpool (exclusive, shared) over gRPC", runBench},
-	{"start", "run the pools of a configuration file until SIGINT or SIGTERM", runStart},
+	{"start", "keep the pools of a configuration file warm and serve /metrics, /health, /stats; carries no RPCs", runStart},
 	{"stats", "print a running instance's pools, keys and services", runStats},
 	{"health", "print whether a running instance is healthy, and why not", runHealth},
 }
@@ -91,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, "usage: kpool <command> [flags]\n\ncommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-7s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-8s  %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, "\nRun \"kpool <command> --help\" for a command's flags.\n")
 }
@@ -110,7 +111,9 @@ func newFlags(name, args, about string) *flag.FlagSet {
 
 // parseFlags parses args with fs. It returns ok when the command should
 // run; otherwise the exit status: 0 after --help (usage on stdout), 2 after
-// a bad flag or a stray argument (the error and usage on stderr).
+// a bad flag or a stray argument. The error goes to stderr in one short
+// message, an unknown flag with the nearest known one, and a pointer to
+// --help rather than the whole usage, which would scroll the error away.
 func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, ok bool) {
 	fs.SetOutput(io.Discard) // Parse would print usage on its own
 	err := fs.Parse(args)
@@ -124,12 +127,63 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code
 		fs.SetOutput(stdout)
 		fs.Usage()
 		return 0, false
-	default:
-		fmt.Fprintf(stderr, "%s: %v\n\n", fs.Name(), err)
-		fs.SetOutput(stderr)
-		fs.Usage()
-		return 2, false
 	}
+	msg := err.Error()
+	// The flag package has no error type for an unknown flag; its message
+	// has been this one since Go 1.
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		msg = "unknown flag --" + name
+		if near := nearestFlag(fs, name); near != "" {
+			msg += "; did you mean --" + near + "?"
+		}
+	}
+	fmt.Fprintf(stderr, "%s: %s\nrun \"%s -h\" for help\n", fs.Name(), msg, fs.Name())
+	return 2, false
+}
+
+// nearestFlag returns the flag of fs nearest to name: at most two edits
+// away (one for names of up to four letters), else the first that starts
+// with name when name has three letters or more; "" if none.
+func nearestFlag(fs *flag.FlagSet, name string) string {
+	best, bestD := "", 3
+	if len(name) <= 4 {
+		bestD = 2
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if d := editDistance(name, f.Name); d < bestD {
+			best, bestD = f.Name, d
+		}
+	})
+	if best == "" && len(name) >= 3 {
+		fs.VisitAll(func(f *flag.Flag) {
+			if best == "" && strings.HasPrefix(f.Name, name) {
+				best = f.Name
+			}
+		})
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes: flag
+// names are ASCII.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // usageError reports a flag value that parsed but is not acceptable.

@@ -38,13 +38,13 @@ func TestRunUsage(t *testing.T) {
 		wantStderr string
 	}{
 		{"no command", nil, 2, "", "usage: kpool <command>"},
-		{"help", []string{"help"}, 0, "bench   compare", ""},
-		{"--help", []string{"--help"}, 0, "start   run the pools", ""},
+		{"help", []string{"help"}, 0, "bench     compare", ""},
+		{"--help", []string{"--help"}, 0, "start     keep the pools of a configuration file warm", ""},
 		{"help bench", []string{"help", "bench"}, 0, "usage: kpool bench [flags]", ""},
 		{"unknown command", []string{"dmeo"}, 2, "", `kpool: unknown command "dmeo"`},
 		{"bench --help", []string{"bench", "--help"}, 0, "-max-streams uint", ""},
 		{"start -h", []string{"start", "-h"}, 0, "usage: kpool start --config FILE [flags]", ""},
-		{"bad flag", []string{"bench", "--modes", "x"}, 2, "", "kpool bench: flag provided but not defined: -modes"},
+		{"bad flag", []string{"bench", "--modes", "x"}, 2, "", "kpool bench: unknown flag --modes; did you mean --mode?\nrun \"kpool bench -h\" for help\n"},
 		{"stray argument", []string{"bench", "now"}, 2, "", `kpool bench: unexpected argument "now"`},
 		{"bad mode", []string{"bench", "--mode", "single,pooled"}, 2, "", `kpool bench: --mode: unknown mode "pooled"`},
 		{"bad duration", []string{"bench", "--duration", "1h"}, 2, "", "kpool bench: --duration is 1h0m0s, want more than 0 and at most 10m0s"},
