@@ -127,6 +127,7 @@ func TestBinaryUsageErrors(t *testing.T) {
 		{[]string{"stats", "--addr", "ftp://127.0.0.1:9090"}, "kpool stats: --addr is \"ftp://127.0.0.1:9090\", want host:port or http://host:port\n"},
 		{[]string{"health", "--addr", "http://127.0.0.1:9090/?service=x"}, "kpool health: --addr is \"http://127.0.0.1:9090/?service=x\", want host:port or http://host:port\n"},
 		{[]string{"health", "--addr", "127.0.0.1:http"}, "kpool health: --addr is \"127.0.0.1:http\", want host:port or http://host:port\n"},
+		{[]string{"backends"}, "kpool backends: --config is required\n"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -1,7 +1,7 @@
 // Command kpool runs kpool's tools: a demo, an end-to-end gRPC benchmark
 // of kpool's ways of connecting, and a pool manager driven by a
 // configuration file (hot reload, graceful shutdown) that keeps warm pools
-// of gRPC connections and shows them.
+// of gRPC connections and shows them, with local backends to try it on.
 //
 // Usage:
 //
@@ -12,6 +12,7 @@
 //	demo      route traffic to local gRPC backends through kpool, through a rolling release
 //	bench     compare one ClientConn, round-robin ClientConns and kpool (exclusive, shared) over gRPC
 //	start     keep the pools of a configuration file warm and serve /metrics, /health, /stats; carries no RPCs
+//	backends  serve the static addresses of a configuration file on loopback, for start to try
 //	stats     print a running instance's pools, keys and services
 //	health    print whether a running instance is healthy, and why not
 //
@@ -50,6 +51,7 @@ var commands = []command{
 	{"demo", "route traffic to local gRPC backends through kpool, through a rolling release", runDemo},
 	{"bench", "compare one ClientConn, round-robin ClientConns and kpool (exclusive, shared) over gRPC", runBench},
 	{"start", "keep the pools of a configuration file warm and serve /metrics, /health, /stats; carries no RPCs", runStart},
+	{"backends", "serve the static addresses of a configuration file on loopback, for start to try", runBackends},
 	{"stats", "print a running instance's pools, keys and services", runStats},
 	{"health", "print whether a running instance is healthy, and why not", runHealth},
 }

@@ -22,22 +22,28 @@ import (
 	"github.com/kpool-go/kpool/metrics"
 )
 
-const startAbout = `Runs the services of a configuration file (see examples/kpool.yaml)
-through one kpool Router: their endpoints found by static lists or Consul,
-one pool of gRPC connections keyed by endpoint address, every endpoint kept
-warm with pool.min_idle_per_key connections. Serves /metrics, /health and
-/stats on http.listen (or --http).
+const startAbout = `Keeps warm pools of gRPC connections for the services of a configuration
+file (see examples/kpool.yaml) and shows their state, as a program that
+embeds kpool would hold them: it follows each service's endpoints (static
+lists or Consul) through one kpool Router, keeps one pool of connections
+keyed by endpoint address with every endpoint warmed to
+pool.min_idle_per_key healthy connections, and serves /metrics, /health
+and /stats on http.listen (or --http), which kpool stats and kpool health
+read. It carries no RPCs: it is not a proxy. Use it to try a
+configuration, watch discovery and connection health, and export the
+pools' metrics; "kpool backends --config FILE" starts local backends for
+the file's static addresses to try it on.
 
 The file is read again when it changes (polled) or on SIGHUP. A valid new
-version applies at once without dropping traffic: pool limits and evictor
-settings through SetConfig, and added or removed static endpoints (removed
-ones drain); other changes (grpc, http, metrics, Consul settings) are
-logged as needing a restart. An invalid version is logged, counted in
+version applies at once: pool limits and evictor settings through
+SetConfig, and added or removed static endpoints (removed ones drain);
+other changes (grpc, http, metrics, Consul settings) are logged as needing
+a restart. An invalid version is logged, counted in
 <namespace>_config_reloads_total{result="failed"}, and changes nothing.
 
-SIGINT or SIGTERM shuts down gracefully: no new borrows, in-flight work
-finishes within --shutdown-timeout, the router closes, then the HTTP
-server; exit status 0 (1 when the timeout cut in-flight work short). A
+SIGINT or SIGTERM shuts down gracefully: the router stops its watches and
+closes the pools' connections within --shutdown-timeout, then the HTTP
+server stops; exit status 0 (1 when they did not close cleanly in time). A
 second signal exits at once.`
 
 // readyTimeout bounds how long start waits for each service's first lookup
@@ -66,7 +72,7 @@ func runStart(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	o := startOptions{}
 	fs.StringVar(&o.configPath, "config", "", "the configuration `file` (required)")
 	fs.StringVar(&o.httpAddr, "http", "", "`host:port` to serve /metrics, /health and /stats on, instead of the file's http.listen (port 0: any free port)")
-	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight work may take to finish at shutdown")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long closing the pools may take at shutdown")
 	fs.DurationVar(&o.reloadInterval, "reload-interval", reload.DefaultInterval, "how often the configuration file is checked for changes")
 	fs.DurationVar(&o.warmInterval, "warm-interval", manager.DefaultWarmInterval, "how often endpoints are topped up to min_idle_per_key connections")
 	var level logLevel
@@ -220,7 +226,7 @@ func start(ctx context.Context, o startOptions) int {
 		"http", in.lis.Addr().String(), "pid", os.Getpid())
 
 	<-runCtx.Done()
-	log.Info("shutting down: no new borrows; waiting for in-flight work", "cause", context.Cause(runCtx), "timeout", o.shutdownTimeout)
+	log.Info("shutting down: closing the pools", "cause", context.Cause(runCtx), "timeout", o.shutdownTimeout)
 	// ctx has ended: the close gets a deadline of its own.
 	closeCtx, closeCancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownTimeout)
 	defer closeCancel()
