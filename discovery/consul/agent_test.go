@@ -8,6 +8,8 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -177,6 +179,69 @@ func TestAgentOverTLS(t *testing.T) {
 	if u, errs := bad.got(); len(u) != 0 {
 		t.Errorf("untrusted server gave updates %v, want none (errors: %v)", u, errs[0])
 	}
+}
+
+// restartNotice bounds how long after a restarted agent answers again a
+// change may take to reach the watch: far below the 5-minute WaitTime the
+// test sets, so that a query held in Consul for its WaitTime fails it.
+const restartNotice = 10 * time.Second
+
+// After the agent restarts (its index starts over, lower than the one the
+// watch last saw), an instance registered then is seen within seconds,
+// not after a blocking query with the old index has waited out WaitTime.
+func TestAgentRestartSeesNewInstanceAtOnce(t *testing.T) {
+	t.Parallel()
+	a := consultest.Start(t)
+	register(a, "web-1", 9001)
+	cfg := quick(a)
+	cfg.WaitTime = 5 * time.Minute
+	w := newRecorder()
+	defer watch(newResolver(t, cfg), "web", w)()
+	waitAddrs(t, w, "127.0.0.1:9001")
+
+	// Raise the service's index well above what the restarted agent will
+	// reach with the registrations below, as a long-lived agent's is.
+	const padIndex = 200
+	var index uint64
+	for i := 0; i < 2*padIndex && index < padIndex; i++ {
+		register(a, "web-1", 9001, "pad"+strconv.Itoa(i%2))
+		_, meta, err := a.Client().Health().Service("web", "", false, nil)
+		if err != nil {
+			t.Fatalf("Health().Service() error = %v", err)
+		}
+		index = meta.LastIndex
+	}
+	if index < padIndex {
+		t.Fatalf("service index = %d after %d registrations, want %d or more", index, 2*padIndex, padIndex)
+	}
+	register(a, "web-1", 9001)
+	waitAddrs(t, w, "127.0.0.1:9001")
+
+	a.Stop()
+	grpctest.WaitFor(t, agentTimeout, "no failed query reported while the agent was down", func() bool {
+		_, errs := w.got()
+		return len(errs) > 0
+	})
+	a.Restart()
+	// Register the old instance again (a dev agent's catalog lives in
+	// memory; what it restores from its data directory is beside the
+	// point), then a new one.
+	register(a, "web-1", 9001)
+	register(a, "web-2", 9002)
+	_, meta, err := a.Client().Health().Service("web", "", false, nil)
+	if err != nil {
+		t.Fatalf("Health().Service() after the restart error = %v", err)
+	}
+	if meta.LastIndex >= index {
+		t.Fatalf("service index after the restart = %d, want below %d (the index before it), as a restarted agent's is", meta.LastIndex, index)
+	}
+	t.Logf("service index %d before the restart, %d after", index, meta.LastIndex)
+	start := time.Now()
+	want := []string{"127.0.0.1:9001", "127.0.0.1:9002"}
+	grpctest.WaitFor(t, restartNotice, "watch never saw the instance registered after the restart (a query held with the old index?)", func() bool {
+		return strings.Join(addrs(w.last()), ",") == strings.Join(want, ",")
+	})
+	t.Logf("new instance seen %v after its registration", time.Since(start).Round(time.Millisecond))
 }
 
 // ctx returns a context that ends with the test.

@@ -146,7 +146,9 @@ func (r *Resolver) Watch(ctx context.Context, service string, w discovery.Watche
 }
 
 // run queries service until ctx ends, publishing each new list of endpoints
-// and each failure to hub.
+// and each failure to hub. The query after a failed one, and after an
+// answer whose index went backwards, carries no index: Consul answers it at
+// once.
 func (r *Resolver) run(ctx context.Context, service string, hub *broadcast.Hub[[]discovery.Endpoint]) {
 	var (
 		index     uint64
@@ -164,6 +166,11 @@ func (r *Resolver) run(ctx context.Context, service string, hub *broadcast.Hub[[
 		if err != nil {
 			hub.Fail(fmt.Errorf("consul: service %q: %w", service, err))
 			fails++
+			// Start over, as Consul's own watch package does: the agent
+			// that answers next may be a restarted one whose index is
+			// below ours, and it would hold a query with ours for all of
+			// WaitTime before answering.
+			index = 0
 			if !sleep(ctx, backoff(r.cfg.BackoffBase, r.cfg.BackoffMax, fails, rand.Float64())) {
 				return
 			}

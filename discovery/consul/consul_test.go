@@ -98,6 +98,46 @@ func TestWatchIndexHandling(t *testing.T) {
 	})
 }
 
+// After a failed query the next one carries no index, so that an agent
+// that restarted (its index starts over, lower) answers at once instead of
+// holding the query for WaitTime; the list it gives then is delivered.
+func TestWatchFailedQueryStartsOver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := entry(1, 80, api.HealthPassing), entry(2, 80, api.HealthPassing)
+		f := &fakeConsul{script: []answer{
+			{index: 40, entries: []*api.ServiceEntry{a}},
+			{index: 42, entries: []*api.ServiceEntry{a}},
+			{status: 500},
+			{status: 500},
+			{index: 7, entries: []*api.ServiceEntry{a, b}}, // the restarted agent
+			{index: 9, entries: []*api.ServiceEntry{a, b}},
+		}, gate: make(chan struct{})}
+		res := newFake(t, f, consul.Config{WaitTime: 5 * time.Minute, BackoffBase: time.Second, BackoffMax: time.Second})
+		w := newRecorder()
+		stop := watch(res, "svc", w)
+		defer stop()
+		for range 6 {
+			synctest.Wait()
+			f.gate <- struct{}{}
+			time.Sleep(time.Second) // fake time: past any retry's wait
+		}
+		synctest.Wait()
+
+		var got []string
+		for _, r := range f.requests() {
+			got = append(got, r.index)
+		}
+		want := []string{"", "40", "42", "", "", "7", "9"}
+		if !slices.Equal(got, want) {
+			t.Errorf("query indexes = %q, want %q (no index after each failure)", got, want)
+		}
+		updates, errs := w.got()
+		if len(updates) != 2 || !slices.Equal(addrs(updates[1]), []string{"10.0.0.1:80", "10.0.0.2:80"}) || len(errs) != 2 {
+			t.Errorf("updates = %v, errors = %d; want the first list, then both instances, and 2 errors", updates, len(errs))
+		}
+	})
+}
+
 // Failed queries are reported one by one and retried after jittered,
 // doubling waits up to BackoffMax; the endpoints last delivered stand
 // meanwhile; a success resets the backoff.

@@ -12,8 +12,13 @@
 // A watch keeps its last good endpoints while Consul is unreachable or
 // answers with errors, reports each failed lookup to its watchers
 // (discovery.Watcher.Error), and retries with jittered exponential backoff.
-// It resets its index when Consul's goes backwards (a restarted agent or a
-// new leader's snapshot) or is zero, as Consul's documentation asks of
-// blocking-query clients. All the watches of one service share one
-// blocking query, however many there are.
+// It resets its index when Consul's goes backwards (a new leader's
+// snapshot) or is zero, as Consul's documentation asks of blocking-query
+// clients, and after every failed query, as Consul's own watch package
+// does: an agent that restarts starts its index over, lower than the
+// watch's, and would hold a query sent with the old index for the whole
+// WaitTime; the query after a failure instead is answered at once, so a
+// change made after the agent is back is seen within a retry's wait. All
+// the watches of one service share one blocking query, however many there
+// are.
 package consul
