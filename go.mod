@@ -5,6 +5,7 @@ go 1.25.0
 require (
 	github.com/hashicorp/consul/api v1.32.4
 	github.com/jolestar/go-commons-pool/v2 v2.1.2
+	github.com/miekg/dns v1.1.73
 	github.com/prometheus/client_golang v1.24.1
 	github.com/prometheus/client_model v0.6.2
 	go.uber.org/goleak v1.3.0
