@@ -28,8 +28,8 @@ var (
 	// ErrInvalidConfig is matched by the error Validate and New return for
 	// a Config they refuse: one *FieldError per invalid field.
 	ErrInvalidConfig = errors.New("dns: invalid config")
-	// ErrInvalidName is wrapped by the error Watch and CheckName return for
-	// a name that no lookup can serve; the message says why.
+	// ErrInvalidName is wrapped by the error Watch and Config.CheckName
+	// return for a name that no lookup can serve; the message says why.
 	ErrInvalidName = errors.New("dns: invalid name")
 )
 
@@ -96,6 +96,16 @@ func (c Config) Validate() error {
 		bad("Timeout", c.Timeout, fmt.Sprintf("0 (default %v) or more", DefaultTimeout))
 	}
 	return errors.Join(errs...)
+}
+
+// CheckName returns nil if the Watch of a Resolver made from c accepts
+// name, else the error that Watch would return at once, wrapping
+// ErrInvalidName and saying why. Only c.Port matters: a name without a
+// port needs one there. A configuration loader calls it to refuse a bad
+// name before anything runs. It reads and contacts nothing.
+func (c Config) CheckName(name string) error {
+	_, err := parseName(name, c.Port)
+	return err
 }
 
 // withDefaults returns c with its zero fields that stand for a default set

@@ -66,15 +66,6 @@ func systemServers() ([]string, error) {
 	return out, nil
 }
 
-// CheckName returns nil if Watch accepts name, else the error Watch would
-// return at once, wrapping ErrInvalidName and saying why. A configuration
-// loader can call it to refuse a bad name before anything runs. It sends
-// no query.
-func (r *Resolver) CheckName(name string) error {
-	_, err := parseName(name, r.cfg.Port)
-	return err
-}
-
 // watch is the one lookup loop of a name, shared by its watchers.
 type watch struct {
 	hub    broadcast.Hub[[]discovery.Endpoint]
@@ -88,8 +79,8 @@ type watch struct {
 // already knows them, else after the first lookup; then every change, and
 // every failed lookup as an error, until ctx ends. It returns ctx.Err()
 // then, once the name's lookup loop has stopped if this was its last
-// watch. A name no lookup can serve is refused at once with an error
-// wrapping ErrInvalidName (see CheckName).
+// watch. A name no lookup can serve is refused at once with the error
+// Config.CheckName gives, wrapping ErrInvalidName.
 func (r *Resolver) Watch(ctx context.Context, name string, w discovery.Watcher) error {
 	t, err := parseName(name, r.cfg.Port)
 	if err != nil {

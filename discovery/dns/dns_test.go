@@ -185,39 +185,38 @@ func TestNewWithoutServersReadsResolvConf(t *testing.T) {
 	}
 }
 
-// A name no lookup can serve is refused at once, by CheckName and by
-// Watch, saying why; good names pass.
+// A name no lookup can serve is refused at once, by Config.CheckName and
+// by Watch, saying why; good names pass.
 func TestWatchRefusesBadNames(t *testing.T) {
 	s := startDNS(t)
-	res := newResolver(t, quick(s)) // Port 0: names need their own
+	cfg := quick(s) // Port 0: names need their own
 	withPort := quick(s)
 	withPort.Port = 8080
-	resPort := newResolver(t, withPort)
 	tests := []struct {
-		res  *dns.Resolver
+		cfg  dns.Config
 		name string
 		want string // "" for a good name
 	}{
-		{res, "", "empty"},
-		{res, "web.test", "no port"},
-		{resPort, "web.test", ""},
-		{res, "web.test:8080", ""},
-		{res, "web.test.:8080", ""},
-		{res, "web.test:0", `port "0"`},
-		{res, "web.test:70000", `port "70000"`},
-		{res, "web.test:http", `port "http"`},
-		{res, "10.0.0.1:8080", "an IP address"},
-		{res, "[::1]:8080", "an IP address"},
-		{res, "_grpc._tcp.web.test", ""},
-		{res, "_grpc._tcp.web.test:8080", "an SRV name takes its ports from its records"},
-		{res, "web..test:8080", `label ""`},
-		{res, "web test:8080", `holds ' '`},
-		{res, strings.Repeat("a", 64) + ".test:80", "want 1 to 63 characters"},
-		{res, strings.Repeat("abcdefg.", 32) + "test:80", "want at most 253"},
-		{res, ".:80", "the root"},
+		{cfg, "", "empty"},
+		{cfg, "web.test", "no port"},
+		{withPort, "web.test", ""},
+		{cfg, "web.test:8080", ""},
+		{cfg, "web.test.:8080", ""},
+		{cfg, "web.test:0", `port "0"`},
+		{cfg, "web.test:70000", `port "70000"`},
+		{cfg, "web.test:http", `port "http"`},
+		{cfg, "10.0.0.1:8080", "an IP address"},
+		{cfg, "[::1]:8080", "an IP address"},
+		{cfg, "_grpc._tcp.web.test", ""},
+		{cfg, "_grpc._tcp.web.test:8080", "an SRV name takes its ports from its records"},
+		{cfg, "web..test:8080", `label ""`},
+		{cfg, "web test:8080", `holds ' '`},
+		{cfg, strings.Repeat("a", 64) + ".test:80", "want 1 to 63 characters"},
+		{cfg, strings.Repeat("abcdefg.", 32) + "test:80", "want at most 253"},
+		{cfg, ".:80", "the root"},
 	}
 	for _, tt := range tests {
-		err := tt.res.CheckName(tt.name)
+		err := tt.cfg.CheckName(tt.name)
 		if tt.want == "" {
 			if err != nil {
 				t.Errorf("CheckName(%q) = %v, want nil", tt.name, err)
@@ -228,7 +227,7 @@ func TestWatchRefusesBadNames(t *testing.T) {
 			t.Errorf("CheckName(%q) = %v, want ErrInvalidName naming it and saying %q", tt.name, err, tt.want)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		werr := tt.res.Watch(ctx, tt.name, &recorder{})
+		werr := newResolver(t, tt.cfg).Watch(ctx, tt.name, &recorder{})
 		cancel()
 		if werr == nil || werr.Error() != err.Error() {
 			t.Errorf("Watch(%q) = %v, want at once the error CheckName gives", tt.name, werr)
