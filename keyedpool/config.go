@@ -1,6 +1,7 @@
 package keyedpool
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -46,8 +47,9 @@ const (
 
 // Config holds a pool's limits and behaviour. Every field's zero value is a
 // safe documented default, so Config{} is valid; DefaultConfig returns the
-// same settings spelled out. New and SetConfig refuse invalid values with an
-// error that wraps ErrInvalidConfig and names the field.
+// same settings spelled out. Validate, New and SetConfig refuse invalid
+// values with an error that names every invalid field, each as a
+// *FieldError matched by errors.Is(err, ErrInvalidConfig).
 type Config struct {
 	// MaxTotal caps the objects of all keys together: idle, lent and being
 	// made. Zero or negative: no limit (the default, as commons-pool2's -1).
@@ -278,7 +280,7 @@ type limits struct {
 }
 
 // resolve fills in defaults and checks every field, returning the completed
-// Config and its limits.
+// Config and its limits, and every problem as Validate does.
 func (c Config) resolve() (Config, limits, error) {
 	if c.MaxTotalPerKey == 0 {
 		c.MaxTotalPerKey = DefaultMaxTotalPerKey
@@ -330,35 +332,68 @@ func (c Config) resolve() (Config, limits, error) {
 		abandoned: c.Abandoned != nil,
 		lifetime:  c.MaxLifetime > 0,
 	}
-	switch {
-	case c.MinIdlePerKey < 0:
-		return c, l, fmt.Errorf("%w: MinIdlePerKey is %d, want 0 or more", ErrInvalidConfig, c.MinIdlePerKey)
-	case c.MinIdlePerKey > l.maxIdle:
-		return c, l, fmt.Errorf("%w: MinIdlePerKey %d exceeds MaxIdlePerKey %d", ErrInvalidConfig, c.MinIdlePerKey, c.MaxIdlePerKey)
-	case c.MinIdlePerKey > l.maxPerKey:
-		return c, l, fmt.Errorf("%w: MinIdlePerKey %d exceeds MaxTotalPerKey %d", ErrInvalidConfig, c.MinIdlePerKey, c.MaxTotalPerKey)
-	case c.WhenExhausted != Block && c.WhenExhausted != Fail:
-		return c, l, fmt.Errorf("%w: WhenExhausted is %v, want Block or Fail", ErrInvalidConfig, c.WhenExhausted)
-	case c.MaxWait < 0:
-		return c, l, fmt.Errorf("%w: MaxWait is %v, want 0 (bounded by the context only) or more", ErrInvalidConfig, c.MaxWait)
-	case c.MaxSharesPerObject < 0:
-		return c, l, fmt.Errorf("%w: MaxSharesPerObject is %d, want 1 or more (0 means 1)", ErrInvalidConfig, c.MaxSharesPerObject)
-	case c.SoftMinEvictableIdle < 0:
-		return c, l, fmt.Errorf("%w: SoftMinEvictableIdle is %v, want 0 (off) or more", ErrInvalidConfig, c.SoftMinEvictableIdle)
-	case c.MaxLifetime < 0:
-		return c, l, fmt.Errorf("%w: MaxLifetime is %v, want 0 (no limit) or more", ErrInvalidConfig, c.MaxLifetime)
-	case c.MaxLifetimeJitter < 0:
-		return c, l, fmt.Errorf("%w: MaxLifetimeJitter is %v, want 0 (none) or more", ErrInvalidConfig, c.MaxLifetimeJitter)
-	case c.Abandoned != nil && c.Abandoned.Timeout < 0:
-		return c, l, fmt.Errorf("%w: Abandoned.Timeout is %v, want 0 (5m) or more", ErrInvalidConfig, c.Abandoned.Timeout)
-	case c.MakeFailureThreshold < 0:
-		return c, l, fmt.Errorf("%w: MakeFailureThreshold is %d, want 0 (off) or more", ErrInvalidConfig, c.MakeFailureThreshold)
-	case c.MakeBackoffBase < 0:
-		return c, l, fmt.Errorf("%w: MakeBackoffBase is %v, want 0 (1s) or more", ErrInvalidConfig, c.MakeBackoffBase)
-	case c.MakeBackoffMax < 0:
-		return c, l, fmt.Errorf("%w: MakeBackoffMax is %v, want 0 (30s) or more", ErrInvalidConfig, c.MakeBackoffMax)
-	case c.MakeBackoffMax < c.MakeBackoffBase:
-		return c, l, fmt.Errorf("%w: MakeBackoffMax %v is below MakeBackoffBase %v", ErrInvalidConfig, c.MakeBackoffMax, c.MakeBackoffBase)
+	return c, l, c.check(l)
+}
+
+// Validate reports every invalid field of c, each as a *FieldError, joined
+// with errors.Join; nil when New would accept c. It checks c as New does,
+// defaults applied, without making a pool.
+func (c Config) Validate() error {
+	_, _, err := c.resolve()
+	return err
+}
+
+// check returns the problems of c, whose defaults resolve has filled in,
+// one *FieldError per field, joined; l are c's limits.
+func (c Config) check(l limits) error {
+	var errs []error
+	bad := func(field string, value any, want string) {
+		errs = append(errs, &FieldError{Field: field, Value: value, Want: want})
 	}
-	return c, l, nil
+	beyond := func(field string, value any, want, limit string, limitValue any) {
+		errs = append(errs, &FieldError{Field: field, Value: value, Want: want, Limit: limit, LimitValue: limitValue})
+	}
+	if c.MinIdlePerKey < 0 {
+		bad("MinIdlePerKey", c.MinIdlePerKey, "0 or more")
+	}
+	if c.MinIdlePerKey > l.maxIdle {
+		beyond("MinIdlePerKey", c.MinIdlePerKey, "at most", "MaxIdlePerKey", c.MaxIdlePerKey)
+	}
+	if c.MinIdlePerKey > l.maxPerKey {
+		beyond("MinIdlePerKey", c.MinIdlePerKey, "at most", "MaxTotalPerKey", c.MaxTotalPerKey)
+	}
+	if c.WhenExhausted != Block && c.WhenExhausted != Fail {
+		bad("WhenExhausted", c.WhenExhausted, "Block or Fail")
+	}
+	if c.MaxWait < 0 {
+		bad("MaxWait", c.MaxWait, "0 (bounded by the context only) or more")
+	}
+	if c.MaxSharesPerObject < 0 {
+		bad("MaxSharesPerObject", c.MaxSharesPerObject, "1 or more (0 means 1)")
+	}
+	if c.SoftMinEvictableIdle < 0 {
+		bad("SoftMinEvictableIdle", c.SoftMinEvictableIdle, "0 (off) or more")
+	}
+	if c.MaxLifetime < 0 {
+		bad("MaxLifetime", c.MaxLifetime, "0 (no limit) or more")
+	}
+	if c.MaxLifetimeJitter < 0 {
+		bad("MaxLifetimeJitter", c.MaxLifetimeJitter, "0 (none) or more")
+	}
+	if c.Abandoned != nil && c.Abandoned.Timeout < 0 {
+		bad("Abandoned.Timeout", c.Abandoned.Timeout, "0 (5m) or more")
+	}
+	if c.MakeFailureThreshold < 0 {
+		bad("MakeFailureThreshold", c.MakeFailureThreshold, "0 (off) or more")
+	}
+	if c.MakeBackoffBase < 0 {
+		bad("MakeBackoffBase", c.MakeBackoffBase, "0 (1s) or more")
+	}
+	switch {
+	case c.MakeBackoffMax < 0:
+		bad("MakeBackoffMax", c.MakeBackoffMax, "0 (30s) or more")
+	case c.MakeBackoffMax < c.MakeBackoffBase:
+		beyond("MakeBackoffMax", c.MakeBackoffMax, "at least", "MakeBackoffBase", c.MakeBackoffBase)
+	}
+	return errors.Join(errs...)
 }
