@@ -22,7 +22,8 @@ var (
 	// than lent.
 	ErrEndpointRemoved = errors.New("discovery: endpoint removed")
 
-	// ErrInvalidConfig is wrapped by the error NewRouter returns for a
-	// RouterConfig it refuses; the message names the field.
+	// ErrInvalidConfig is matched by the *FieldError of each missing field
+	// of a RouterConfig, which Validate and NewRouter return joined with
+	// keyedpool's for the Pool field.
 	ErrInvalidConfig = errors.New("discovery: invalid config")
 )

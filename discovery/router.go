@@ -3,8 +3,6 @@ package discovery
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -94,19 +92,11 @@ type snapshot struct {
 	addrs []string
 }
 
-// NewRouter makes a Router and its pool. It refuses an invalid cfg with an
-// error wrapping ErrInvalidConfig that names the field, or keyedpool's
-// error for an invalid Pool config.
+// NewRouter makes a Router and its pool. It refuses an invalid cfg with
+// the error of cfg.Validate, which names every invalid field.
 func NewRouter[T any](cfg RouterConfig[T]) (*Router[T], error) {
-	var bad []string
-	if cfg.Resolver == nil {
-		bad = append(bad, "Resolver is nil")
-	}
-	if cfg.Factory == nil {
-		bad = append(bad, "Factory is nil")
-	}
-	if len(bad) > 0 {
-		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(bad, ", "))
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	r := &Router[T]{res: cfg.Resolver, newBal: cfg.NewBalancer, services: make(map[string]*service)}
 	if r.newBal == nil {

@@ -2,6 +2,7 @@ package consul
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -15,8 +16,8 @@ const (
 	DefaultBackoffMax  = 30 * time.Second
 )
 
-// ErrInvalidConfig is wrapped by the error New returns for a Config it
-// refuses; the message names the field.
+// ErrInvalidConfig is matched by the error Validate and New return for a
+// Config they refuse: one *FieldError per invalid field.
 var ErrInvalidConfig = errors.New("consul: invalid config")
 
 // Config configures a Resolver. The zero value asks the agent that
@@ -77,3 +78,94 @@ type Config struct {
 	// seconds. Negative or below BackoffBase is invalid.
 	BackoffMax time.Duration
 }
+
+// Validate reports every invalid field of c, each as a *FieldError, joined
+// with errors.Join; nil when New would accept c. It contacts nothing.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field string, value any, want string) {
+		errs = append(errs, &FieldError{Field: field, Value: value, Want: want})
+	}
+	if c.WaitTime < 0 {
+		bad("WaitTime", c.WaitTime, fmt.Sprintf("0 (default %v) or more", DefaultWaitTime))
+	}
+	if c.BackoffBase < 0 {
+		bad("BackoffBase", c.BackoffBase, fmt.Sprintf("0 (default %v) or more", DefaultBackoffBase))
+	}
+	if c.TLS != nil && c.HTTPClient != nil {
+		bad("TLS", c.TLS, "nil with HTTPClient set (put TLS in HTTPClient's transport)")
+	}
+	d := c.withDefaults()
+	switch {
+	case c.BackoffMax < 0:
+		bad("BackoffMax", c.BackoffMax, fmt.Sprintf("0 (default %v) or more", DefaultBackoffMax))
+	case d.BackoffBase >= 0 && d.BackoffMax < d.BackoffBase:
+		errs = append(errs, &FieldError{Field: "BackoffMax", Value: d.BackoffMax, Want: "at least", Limit: "BackoffBase", LimitValue: d.BackoffBase})
+	}
+	for i, t := range c.Tags {
+		if t == "" {
+			bad(fmt.Sprintf("Tags[%d]", i), t, "a tag")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults returns c with its zero durations set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.WaitTime == 0 {
+		c.WaitTime = DefaultWaitTime
+	}
+	if c.BackoffBase == 0 {
+		c.BackoffBase = DefaultBackoffBase
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = DefaultBackoffMax
+	}
+	return c
+}
+
+// FieldError is one invalid field of a Config. Validate and New return one
+// per invalid field, joined with errors.Join: errors.Is(err,
+// ErrInvalidConfig) holds for the whole and for each, errors.As finds the
+// first, and the joined error's Unwrap() []error lists them all.
+type FieldError struct {
+	// Field is the field's name as in Go; an element of a slice follows
+	// it with its index: "WaitTime", "Tags[1]".
+	Field string
+	// Value is the field's value, once zero durations that stand for a
+	// default have been replaced by it where Limit is set.
+	Value any
+	// Want says what Field accepts: "0 (default 5m0s) or more". When
+	// Value is refused only beside another field, Want is "at least" and
+	// Limit names that field.
+	Want string
+	// Limit names the field that Value is measured against when it is
+	// valid alone but not beside it: BackoffBase for a BackoffMax below
+	// it. Empty otherwise.
+	Limit string
+	// LimitValue is Limit's value, its default if zero.
+	LimitValue any
+}
+
+// Error reads "consul: invalid config: WaitTime is -1s, want 0 (default
+// 5m0s) or more", or, with a Limit, "consul: invalid config: BackoffMax 1s
+// is below BackoffBase 1m0s". A pointer shows as nil or set.
+func (e *FieldError) Error() string {
+	v := fmt.Sprintf("%v", e.Value)
+	switch x := e.Value.(type) {
+	case string:
+		v = fmt.Sprintf("%q", x)
+	case *api.TLSConfig:
+		v = "set"
+		if x == nil {
+			v = "nil"
+		}
+	}
+	if e.Limit != "" {
+		return fmt.Sprintf("%v: %s %s is below %s %v", ErrInvalidConfig, e.Field, v, e.Limit, e.LimitValue)
+	}
+	return fmt.Sprintf("%v: %s is %s, want %s", ErrInvalidConfig, e.Field, v, e.Want)
+}
+
+// Is reports whether target is ErrInvalidConfig.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalidConfig }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,43 +28,14 @@ type Resolver struct {
 
 var _ discovery.Resolver = (*Resolver)(nil)
 
-// New returns a Resolver for cfg. It refuses an invalid cfg with an error
-// wrapping ErrInvalidConfig that names the field. It does not contact
+// New returns a Resolver for cfg. It refuses an invalid cfg with the error
+// of cfg.Validate, which names every invalid field. It does not contact
 // Consul: watches do.
 func New(cfg Config) (*Resolver, error) {
-	var bad []string
-	if cfg.WaitTime < 0 {
-		bad = append(bad, fmt.Sprintf("WaitTime is %v", cfg.WaitTime))
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.BackoffBase < 0 {
-		bad = append(bad, fmt.Sprintf("BackoffBase is %v", cfg.BackoffBase))
-	}
-	if cfg.BackoffMax < 0 {
-		bad = append(bad, fmt.Sprintf("BackoffMax is %v", cfg.BackoffMax))
-	}
-	if cfg.TLS != nil && cfg.HTTPClient != nil {
-		bad = append(bad, "TLS is set with HTTPClient (put TLS in HTTPClient's transport)")
-	}
-	if cfg.WaitTime == 0 {
-		cfg.WaitTime = DefaultWaitTime
-	}
-	if cfg.BackoffBase == 0 {
-		cfg.BackoffBase = DefaultBackoffBase
-	}
-	if cfg.BackoffMax == 0 {
-		cfg.BackoffMax = DefaultBackoffMax
-	}
-	if cfg.BackoffMax < cfg.BackoffBase {
-		bad = append(bad, fmt.Sprintf("BackoffMax is %v, below BackoffBase %v", cfg.BackoffMax, cfg.BackoffBase))
-	}
-	for i, t := range cfg.Tags {
-		if t == "" {
-			bad = append(bad, fmt.Sprintf("Tags[%d] is empty", i))
-		}
-	}
-	if len(bad) > 0 {
-		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(bad, ", "))
-	}
+	cfg = cfg.withDefaults()
 	cfg.Tags = slices.Clone(cfg.Tags)
 
 	ac := api.DefaultConfig()

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -20,8 +21,9 @@ import (
 
 // Config configures a Factory. NewStub and one transport security setting
 // (TLS, TransportCredentials or Insecure) are required; every other field's
-// zero value is a documented default. New refuses an invalid Config with an
-// error wrapping ErrInvalidConfig that names the field.
+// zero value is a documented default. Validate and New refuse an invalid
+// Config with an error that names every invalid field, each as a
+// *FieldError matched by errors.Is(err, ErrInvalidConfig).
 type Config[K comparable, T any] struct {
 	// NewStub makes the generated stub for a connection, for example
 	// pb.NewFooClient. Required.
@@ -197,55 +199,102 @@ type resolved[K comparable] struct {
 	observer       Observer
 }
 
+// Validate reports every invalid field of c, each as a *FieldError,
+// joined with errors.Join; nil when New would accept c. It dials nothing.
+func (c Config[K, T]) Validate() error {
+	_, err := c.resolve()
+	return err
+}
+
+// check returns the problems of c, one *FieldError per field, joined.
+func (c Config[K, T]) check() error {
+	var errs []error
+	bad := func(field string, value any, want string) {
+		errs = append(errs, &FieldError{Field: field, Value: value, Want: want})
+	}
+	if c.NewStub == nil {
+		bad("NewStub", nil, "the generated stub constructor (pb.NewFooClient)")
+	}
+	if c.Target == nil {
+		if kt := reflect.TypeFor[K](); kt.Kind() != reflect.String && !kt.Implements(reflect.TypeFor[fmt.Stringer]()) {
+			bad("Target", nil, fmt.Sprintf("a func, as key type %v is neither a string nor a fmt.Stringer", kt))
+		}
+	}
+	const one = "exactly one of TLS, TransportCredentials and Insecure"
+	switch {
+	case c.TLS == nil && c.TransportCredentials == nil && !c.Insecure:
+		bad("Insecure", false, "true for plaintext, or TLS or TransportCredentials set: "+one)
+	case c.Insecure && c.TLS != nil:
+		bad("Insecure", true, "false with TLS set: "+one)
+	case c.Insecure && c.TransportCredentials != nil:
+		bad("Insecure", true, "false with TransportCredentials set: "+one)
+	case c.TLS != nil && c.TransportCredentials != nil:
+		bad("TransportCredentials", c.TransportCredentials, "nil with TLS set: "+one)
+	}
+	if c.Keepalive.Time < 0 {
+		bad("Keepalive.Time", c.Keepalive.Time, fmt.Sprintf("0 (default %v) or more", DefaultKeepaliveTime))
+	}
+	if c.Keepalive.Timeout < 0 {
+		bad("Keepalive.Timeout", c.Keepalive.Timeout, fmt.Sprintf("0 (default %v) or more", DefaultKeepaliveTimeout))
+	}
+	if c.IdleTimeout < 0 {
+		bad("IdleTimeout", c.IdleTimeout, "0 (gRPC's default) or more")
+	}
+	p := c.Retry
+	if p.MaxAttempts < 0 {
+		bad("Retry.MaxAttempts", p.MaxAttempts, "0 (no retries) or more")
+	}
+	if p.InitialBackoff < 0 {
+		bad("Retry.InitialBackoff", p.InitialBackoff, fmt.Sprintf("0 (default %v) or more", DefaultInitialBackoff))
+	}
+	if p.MaxBackoff < 0 {
+		bad("Retry.MaxBackoff", p.MaxBackoff, fmt.Sprintf("0 (default %v) or more", DefaultMaxBackoff))
+	}
+	if m := p.BackoffMultiplier; m < 0 || math.IsNaN(m) || math.IsInf(m, 0) {
+		bad("Retry.BackoffMultiplier", m, fmt.Sprintf("0 (default %v) or more", DefaultBackoffMultiplier))
+	}
+	for i, code := range p.RetryableStatusCodes {
+		if code == codes.OK || code > codes.Unauthenticated {
+			bad(fmt.Sprintf("Retry.RetryableStatusCodes[%d]", i), code, "an error code")
+		}
+	}
+	if c.ConnectTimeout < 0 {
+		bad("ConnectTimeout", c.ConnectTimeout, "0 (lazy connect) or more")
+	}
+	if hc := c.HealthCheck; hc != nil {
+		if hc.Timeout < 0 {
+			bad("HealthCheck.Timeout", hc.Timeout, fmt.Sprintf("0 (default %v) or more", DefaultHealthCheckTimeout))
+		}
+		if hc.Interval < 0 {
+			bad("HealthCheck.Interval", hc.Interval, fmt.Sprintf("0 (default %v) or more", DefaultHealthCheckInterval))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // resolve checks every field of c and fills in the defaults.
 func (c Config[K, T]) resolve() (resolved[K], error) {
 	var r resolved[K]
-	invalid := func(format string, args ...any) (resolved[K], error) {
-		return r, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
-	}
-	if c.NewStub == nil {
-		return invalid("NewStub is nil, want the generated stub constructor (pb.NewFooClient)")
+	if err := c.check(); err != nil {
+		return r, err
 	}
 	r.target = c.Target
 	if r.target == nil {
-		kt := reflect.TypeFor[K]()
-		if kt.Kind() != reflect.String && !kt.Implements(reflect.TypeFor[fmt.Stringer]()) {
-			return invalid("Target is nil and key type %v is neither a string nor a fmt.Stringer", kt)
-		}
 		r.target = func(k K) (string, error) { return fmt.Sprint(k), nil }
 	}
 
 	var creds credentials.TransportCredentials
-	set := 0
-	if c.TLS != nil {
-		set++
+	switch {
+	case c.TLS != nil:
 		creds = credentials.NewTLS(c.TLS)
-	}
-	if c.TransportCredentials != nil {
-		set++
+	case c.TransportCredentials != nil:
 		creds = c.TransportCredentials
-	}
-	if c.Insecure {
-		set++
-		creds = insecure.NewCredentials()
-	}
-	switch set {
-	case 0:
-		return invalid("none of TLS, TransportCredentials and Insecure is set, want exactly one (Insecure: true for plaintext)")
-	case 1:
 	default:
-		return invalid("more than one of TLS, TransportCredentials and Insecure is set, want exactly one")
+		creds = insecure.NewCredentials()
 	}
 	r.dialOpts = append(r.dialOpts, grpc.WithTransportCredentials(creds))
 
-	ka := c.Keepalive
-	switch {
-	case ka.Time < 0:
-		return invalid("Keepalive.Time is %v, want 0 (default %v) or more", ka.Time, DefaultKeepaliveTime)
-	case ka.Timeout < 0:
-		return invalid("Keepalive.Timeout is %v, want 0 (default %v) or more", ka.Timeout, DefaultKeepaliveTimeout)
-	}
-	if !ka.Disable {
+	if ka := c.Keepalive; !ka.Disable {
 		if ka.Time == 0 {
 			ka.Time = DefaultKeepaliveTime
 		}
@@ -259,10 +308,7 @@ func (c Config[K, T]) resolve() (resolved[K], error) {
 		}))
 	}
 
-	switch {
-	case c.IdleTimeout < 0:
-		return invalid("IdleTimeout is %v, want 0 (gRPC's default) or more", c.IdleTimeout)
-	case c.IdleTimeout > 0:
+	if c.IdleTimeout > 0 {
 		r.dialOpts = append(r.dialOpts, grpc.WithIdleTimeout(c.IdleTimeout))
 	}
 
@@ -274,24 +320,12 @@ func (c Config[K, T]) resolve() (resolved[K], error) {
 		r.dialOpts = append(r.dialOpts, grpc.WithDefaultServiceConfig(sc))
 	}
 
-	if c.ConnectTimeout < 0 {
-		return invalid("ConnectTimeout is %v, want 0 (lazy connect) or more", c.ConnectTimeout)
-	}
 	r.connect = c.ConnectTimeout
 
 	if hc := c.HealthCheck; hc != nil {
-		if hc.Timeout < 0 {
-			return invalid("HealthCheck.Timeout is %v, want 0 (default %v) or more", hc.Timeout, DefaultHealthCheckTimeout)
-		}
-		if hc.Interval < 0 {
-			return invalid("HealthCheck.Interval is %v, want 0 (default %v) or more", hc.Interval, DefaultHealthCheckInterval)
-		}
 		r.healthService = hc.Service
-		r.healthTimeout = hc.Timeout
+		r.healthTimeout = cmp.Or(hc.Timeout, DefaultHealthCheckTimeout)
 		r.healthInterval = cmp.Or(hc.Interval, DefaultHealthCheckInterval)
-		if r.healthTimeout == 0 {
-			r.healthTimeout = DefaultHealthCheckTimeout
-		}
 	}
 
 	r.classify = c.Classifier
@@ -303,31 +337,15 @@ func (c Config[K, T]) resolve() (resolved[K], error) {
 	return r, nil
 }
 
-// serviceConfig checks the policy and returns it as a gRPC service config
-// in JSON, or "" when it asks for no retries.
+// serviceConfig returns the policy, which check has accepted, as a gRPC
+// service config in JSON, or "" when it asks for no retries.
 func (p RetryPolicy) serviceConfig() (string, error) {
-	invalid := func(format string, args ...any) (string, error) {
-		return "", fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
-	}
-	switch {
-	case p.MaxAttempts < 0:
-		return invalid("Retry.MaxAttempts is %d, want 0 (no retries) or more", p.MaxAttempts)
-	case p.InitialBackoff < 0:
-		return invalid("Retry.InitialBackoff is %v, want 0 (default %v) or more", p.InitialBackoff, DefaultInitialBackoff)
-	case p.MaxBackoff < 0:
-		return invalid("Retry.MaxBackoff is %v, want 0 (default %v) or more", p.MaxBackoff, DefaultMaxBackoff)
-	case p.BackoffMultiplier < 0 || math.IsNaN(p.BackoffMultiplier) || math.IsInf(p.BackoffMultiplier, 0):
-		return invalid("Retry.BackoffMultiplier is %v, want 0 (default %v) or more", p.BackoffMultiplier, DefaultBackoffMultiplier)
-	}
 	// Codes go out as numbers, which gRPC's parser takes, so that no table
 	// of their upper-case names is needed here.
 	codeList := []int{int(codes.Unavailable)}
 	if len(p.RetryableStatusCodes) > 0 {
 		codeList = codeList[:0]
 		for _, c := range p.RetryableStatusCodes {
-			if c == codes.OK || c > codes.Unauthenticated {
-				return invalid("Retry.RetryableStatusCodes holds %v, want error codes only", c)
-			}
 			codeList = append(codeList, int(c))
 		}
 	}
