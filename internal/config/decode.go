@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -60,7 +61,7 @@ func errWant(want string, n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return &valueError{fmt.Sprintf("want %s, got a %s", want, kindName(n))}
 	}
-	return &valueError{fmt.Sprintf("want %s, got %q", want, n.Value)}
+	return &valueError{fmt.Sprintf("want %s, got %q", want, shown(n.Value))}
 }
 
 func kindName(n *yaml.Node) string {
@@ -79,6 +80,23 @@ type decoder struct {
 	file  string
 	lines map[string]int // field path -> the line of its key (list items: of the item)
 	errs  []*Error
+
+	// failed holds the paths whose values could not be decoded, and
+	// within holds every path that encloses one, so that the checks after
+	// decoding say nothing about what decoding left at zero.
+	failed, within map[string]bool
+
+	values int // values decoded so far, aliases followed; see maxValues
+
+	// alias is the outermost alias being followed, and aliasPath the
+	// field it stands for: where a file that aliases take past maxValues
+	// is refused.
+	alias     *yaml.Node
+	aliasPath string
+}
+
+func newDecoder(file string) *decoder {
+	return &decoder{file: file, lines: map[string]int{}, failed: map[string]bool{}, within: map[string]bool{}}
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -87,6 +105,39 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 		line = n.Line
 	}
 	d.errs = append(d.errs, &Error{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// fail reports that the value at path could not be decoded.
+func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
+	d.errorf(n, path, format, args...)
+	d.failed[path] = true
+	for p := path; ; {
+		i := max(strings.LastIndexByte(p, '.'), strings.LastIndexByte(p, '['))
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+		d.within[p] = true
+	}
+}
+
+// spoiled reports whether path could not be decoded, or lies within or
+// around a value that could not: a check of it would judge zero values
+// the file did not write.
+func (d *decoder) spoiled(path string) bool {
+	if d.within[path] {
+		return true
+	}
+	for p := path; ; {
+		if d.failed[p] {
+			return true
+		}
+		i := max(strings.LastIndexByte(p, '.'), strings.LastIndexByte(p, '['))
+		if i < 0 {
+			return false
+		}
+		p = p[:i]
+	}
 }
 
 // at returns the line of path's node, or of the nearest enclosing field
@@ -113,8 +164,32 @@ func join(prefix, name string) string {
 
 var nodeDecoderType = reflect.TypeFor[nodeDecoder]()
 
+// spend counts n, at path, against maxValues, and reports whether the
+// decoder may read it. Past the bound it reads nothing more: only aliases
+// take a file there, as checkSize bounds the values written.
+func (d *decoder) spend(n *yaml.Node, path string) bool {
+	if d.values >= maxValues {
+		return false // reported once, when the bound was reached
+	}
+	if d.values++; d.values == maxValues {
+		if d.alias != nil {
+			n, path = d.alias, d.aliasPath
+		}
+		d.errorf(n, path, "aliases expand the file past %d values here, the most a configuration file may hold", maxValues)
+		return false
+	}
+	return true
+}
+
 // decode reads n into v, the field at path.
 func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
+	if !d.spend(n, path) {
+		return
+	}
+	if n.Kind == yaml.AliasNode && d.alias == nil {
+		d.alias, d.aliasPath = n, path
+		defer func() { d.alias, d.aliasPath = nil, "" }()
+	}
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
@@ -126,7 +201,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 	}
 	if v.CanAddr() && v.Addr().Type().Implements(nodeDecoderType) {
 		if err := v.Addr().Interface().(nodeDecoder).decodeNode(n); err != nil {
-			d.errorf(n, path, "%v", err)
+			d.fail(n, path, "%v", err)
 		}
 		return
 	}
@@ -140,7 +215,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		d.decodeStruct(n, path, v)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			d.errorf(n, path, "%v", errWant("a list", n))
+			d.fail(n, path, "%v", errWant("a list", n))
 			return
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
@@ -150,28 +225,28 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		v.Set(s)
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
-			d.errorf(n, path, "%v", errWant("a string", n))
+			d.fail(n, path, "%v", errWant("a string", n))
 			return
 		}
 		v.SetString(n.Value)
 	case reflect.Int:
 		i, err := strconv.ParseInt(n.Value, 0, strconv.IntSize)
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || err != nil {
-			d.errorf(n, path, "%v", errWant("an integer", n))
+			d.fail(n, path, "%v", errWant("an integer", n))
 			return
 		}
 		v.SetInt(i)
 	case reflect.Float64:
 		var f float64
 		if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") || n.Decode(&f) != nil {
-			d.errorf(n, path, "%v", errWant("a number", n))
+			d.fail(n, path, "%v", errWant("a number", n))
 			return
 		}
 		v.SetFloat(f)
 	case reflect.Bool:
 		var b bool
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || n.Decode(&b) != nil {
-			d.errorf(n, path, "%v", errWant("true or false", n))
+			d.fail(n, path, "%v", errWant("true or false", n))
 			return
 		}
 		v.SetBool(b)
@@ -183,7 +258,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 // decodeStruct reads the mapping n into the struct v by yaml tags.
 func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) {
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, path, "%v", errWant("a mapping of keys to values", n))
+		d.fail(n, path, "%v", errWant("a mapping of keys to values", n))
 		return
 	}
 	t := v.Type()
@@ -200,8 +275,11 @@ func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) {
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
-		key := k.Value
+		key := shown(k.Value)
 		fp := join(path, key)
+		if !d.spend(k, fp) {
+			return
+		}
 		if k.Kind != yaml.ScalarNode {
 			d.errorf(k, path, "keys must be names, got a %s", kindName(k))
 			continue
@@ -226,6 +304,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) {
 func known(names []string, key string) string {
 	best, bestDist := "", 3 // more than 2 edits away is not a typo
 	for _, name := range names {
+		if len(key) > len(name)+bestDist {
+			continue // too long to be a typo, and costly to compare
+		}
 		if d := editDistance(strings.ReplaceAll(key, "-", "_"), name); d < bestDist {
 			best, bestDist = name, d
 		}
@@ -257,55 +338,94 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// parse decodes data, the contents of the file called name, into f.
-func (d *decoder) parse(data []byte, f *File) {
+// parse decodes data, the contents of the file called name, into f. It
+// reports whether the file could be read as YAML within the bounds (see
+// MaxFileSize), so that the checks after decoding make sense.
+func (d *decoder) parse(data []byte, f *File) bool {
+	if !d.checkSize(data) {
+		return false
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	err := dec.Decode(&doc)
 	if errors.Is(err, io.EOF) {
-		return // an empty file: every default, and the checks say what is missing
+		return true // an empty file: every default, and the checks say what is missing
 	}
 	if err != nil {
-		d.errs = append(d.errs, yamlError(d.file, err))
-		return
+		d.errs = append(d.errs, yamlError(d.file, data, err))
+		return false
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		line := 0
-		if err == nil {
-			line = extra.Line
+		line := extra.Line
+		if err != nil {
+			line = yamlError(d.file, data, err).Line
 		}
 		d.errorf(&yaml.Node{Line: line}, "", "want one YAML document, found another")
-		return
+		return false
+	}
+	if !d.checkDepth(&doc, 0) {
+		return false
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
 	d.decode(root, "", reflect.ValueOf(f).Elem())
+	return d.values < maxValues
 }
 
 // yamlError turns a syntax error of the YAML library ("yaml: line 3: did
-// not find expected key") into an *Error at its line.
-func yamlError(file string, err error) *Error {
+// not find expected key") into an *Error at its line, in data. The library
+// leaves the line out on the first line, and for bytes that are not
+// UTF-8 or not allowed in YAML, whose line is found here.
+func yamlError(file string, data []byte, err error) *Error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 0
+	line := 1
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
 		if num, tail, ok := strings.Cut(rest, ": "); ok {
 			if l, err := strconv.Atoi(num); err == nil {
 				line, msg = l, tail
 			}
 		}
+	} else if l := badByteLine(data); l > 0 {
+		line = l
 	}
 	return &Error{File: file, Line: line, Msg: "invalid YAML: " + msg}
 }
 
+// badByteLine returns the line of the first byte of data that YAML does
+// not allow (not UTF-8, or a control character other than tab and line
+// breaks), or 0. YAML's UTF-16 forms are left to the library.
+func badByteLine(data []byte) int {
+	line := 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && size == 1,
+			r < 0x20 && r != '\t' && r != '\n' && r != '\r',
+			r == 0x7f, r >= 0x80 && r <= 0x9f && r != 0x85, r == 0xfffe, r == 0xffff:
+			return line
+		case r == '\n':
+			line++
+		}
+		i += size
+	}
+	return 0
+}
+
 // joined returns the errors, sorted by line, as one error; nil for none.
+// Past maxProblems, one more error counts the rest.
 func joined(errs []*Error) error {
 	if len(errs) == 0 {
 		return nil
 	}
 	slices.SortStableFunc(errs, func(a, b *Error) int { return cmp.Compare(a.Line, b.Line) })
+	if len(errs) > maxProblems {
+		rest := errs[maxProblems]
+		errs = append(errs[:maxProblems:maxProblems], &Error{File: rest.File, Line: rest.Line,
+			Msg: fmt.Sprintf("%d more problems from this line on; fix those above first", len(errs)-maxProblems)})
+	}
 	all := make([]error, len(errs))
 	for i, e := range errs {
 		all[i] = e

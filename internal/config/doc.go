@@ -9,7 +9,15 @@
 //
 //	kpool.yaml:12: pool.min_idle_per_key: min_idle_per_key is -3, want 0 or more
 //
-// Pool and gRPC settings are checked by building the real keyedpool and
-// grpcfactory configurations, so the file accepts exactly what the library
-// accepts. examples/kpool.yaml in the repository shows every key.
+// The pool, grpc and consul sections are turned into keyedpool.Config,
+// grpcfactory.Config and consul.Config and checked by their Validate, so
+// the file accepts exactly what the libraries accept; each field error
+// they return is put at its key's line. examples/kpool.yaml in the
+// repository shows every key.
+//
+// A file is refused, at the line where it passes the bound, when it is
+// larger than MaxFileSize, holds more than MaxEntries entries, nests
+// deeper than MaxDepth, or has aliases that expand it past what
+// MaxEntries allows: so a hostile file is refused in milliseconds and a
+// few MiB, however its aliases multiply.
 package config

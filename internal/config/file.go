@@ -37,13 +37,16 @@ type File struct {
 	// Metrics configures the Prometheus metrics.
 	Metrics Metrics `yaml:"metrics"`
 
-	tls *tls.Config // built from GRPC.TLS by Load
+	tls   *tls.Config    // built from GRPC.TLS by Load
+	lines map[string]int // field path -> its line; see ErrorAt
 }
 
 // Pool mirrors keyedpool.Config field for field (the Go field names are
 // the same), with durations as Go duration strings ("500ms", "30s",
 // "1h30m"). Zero or absent values mean what they mean in keyedpool.Config.
-// The eviction policy is keyedpool's default; a custom one needs code.
+// EvictionPolicy and SwallowedErrorListener are code, not settings: the
+// eviction policy is keyedpool's default, and background errors are
+// counted in the metrics.
 type Pool struct {
 	MaxTotal                int        `yaml:"max_total"`
 	MaxTotalPerKey          int        `yaml:"max_total_per_key"`
@@ -67,6 +70,7 @@ type Pool struct {
 	MakeFailureThreshold    int        `yaml:"make_failure_threshold"`
 	MakeBackoffBase         Duration   `yaml:"make_backoff_base"`
 	MakeBackoffMax          Duration   `yaml:"make_backoff_max"`
+	FactoryTimeout          Duration   `yaml:"factory_timeout"`
 }
 
 // Abandoned mirrors keyedpool.AbandonedConfig. Present (even empty, "{}"),

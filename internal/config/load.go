@@ -1,10 +1,8 @@
 package config
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -20,19 +18,18 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kpool-go/kpool/discovery/consul"
-	"github.com/kpool-go/kpool/factory"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
 // Load reads and checks the configuration file at path. A file it cannot
-// read is an error wrapping the os error; every problem of a file it read
-// is an *Error (see Parse). Relative file names in the file (TLS files) are
-// taken from path's directory.
+// read is an error from ReadFile, "cannot read PATH: REASON"; every
+// problem of a file it read is an *Error (see Parse). Relative file names
+// in the file (TLS files) are taken from path's directory.
 func Load(path string) (*File, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, err
 	}
 	return Parse(path, data)
 }
@@ -40,20 +37,31 @@ func Load(path string) (*File, error) {
 // Parse decodes and checks data, the contents of a file called name (used
 // in errors and to find relative TLS files). It returns every problem it
 // finds, each an *Error naming the line and the field, joined with
-// errors.Join; a file with problems gives no File.
+// errors.Join; a file with problems gives no File. A file beyond the
+// bounds (MaxFileSize, MaxEntries, MaxDepth, and as many values through
+// aliases) gives one error, at the line where it passes the bound.
 func Parse(name string, data []byte) (*File, error) {
 	f := &File{Path: name}
-	d := &decoder{file: name, lines: map[string]int{}}
-	d.parse(data, f)
-	if err := joined(d.errs); err != nil {
-		return nil, err
+	d := newDecoder(name)
+	if !d.parse(data, f) {
+		return nil, joined(d.errs)
 	}
 	f.setDefaults()
 	f.check(d)
 	if err := joined(d.errs); err != nil {
 		return nil, err
 	}
+	f.lines = d.lines
 	return f, nil
+}
+
+// ErrorAt returns a problem of the field at path ("pool.max_wait"), at the
+// line where the file sets it, or where it sets the nearest section that
+// holds it: for a File that Load or Parse accepted and a later step
+// refused.
+func (f *File) ErrorAt(path, format string, args ...any) *Error {
+	d := decoder{file: f.Path, lines: f.lines}
+	return &Error{File: f.Path, Line: d.at(path), Path: path, Msg: fmt.Sprintf(format, args...)}
 }
 
 func (f *File) setDefaults() {
@@ -84,15 +92,22 @@ func (f *File) setDefaults() {
 	}
 }
 
+// bad reports a problem found after decoding, at the line of path, unless
+// decoding failed there already.
+func (d *decoder) bad(path, format string, args ...any) {
+	if d.spoiled(path) {
+		return
+	}
+	d.errs = append(d.errs, &Error{File: d.file, Line: d.at(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
 // promName is a Prometheus metric name prefix.
 var promName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
 // check finds the problems decoding cannot: missing and contradictory
 // fields, addresses, files, and whatever keyedpool and grpcfactory refuse.
 func (f *File) check(d *decoder) {
-	bad := func(path, format string, args ...any) {
-		d.errs = append(d.errs, &Error{File: d.file, Line: d.at(path), Path: path, Msg: fmt.Sprintf(format, args...)})
-	}
+	bad := d.bad
 
 	if len(f.Services) == 0 {
 		bad("services", "at least one service is required")
@@ -131,7 +146,7 @@ func (f *File) check(d *decoder) {
 				seen[a] = j
 			}
 		default:
-			f.checkConsul(join(disc, "consul"), co, bad)
+			f.checkConsul(d, join(disc, "consul"), co)
 		}
 	}
 
@@ -148,7 +163,7 @@ func (f *File) check(d *decoder) {
 		bad("metrics.max_key_series", "is %d, want 0 (default %d) or more", f.Metrics.MaxKeySeries, DefaultMaxKeySeries)
 	}
 
-	f.checkPool(d)
+	d.libraryErrors("pool", reflect.TypeFor[Pool](), f.KeyedPool().Validate())
 	f.checkGRPC(d, bad)
 }
 
@@ -178,9 +193,10 @@ func checkListen(addr string) error {
 }
 
 // checkConsul checks a service's consul section, at path cp, and has
-// consul.New check what it builds from it: the file accepts what the
-// resolver accepts.
-func (f *File) checkConsul(cp string, co *Consul, bad func(path, format string, args ...any)) {
+// consul check what it builds from it: the file accepts what the resolver
+// accepts.
+func (f *File) checkConsul(d *decoder, cp string, co *Consul) {
+	bad := d.bad
 	addrOK := true
 	if scheme, rest, ok := strings.Cut(co.Address, "://"); ok {
 		if scheme != "http" && scheme != "https" {
@@ -223,9 +239,7 @@ func (f *File) checkConsul(cp string, co *Consul, bad func(path, format string, 
 	if !ok {
 		return
 	}
-	if _, err := consul.New(f.ConsulConfig(co)); err != nil {
-		bad(cp, "%v", strings.TrimPrefix(err.Error(), consul.ErrInvalidConfig.Error()+": "))
-	}
+	d.libraryErrors(cp, reflect.TypeFor[Consul](), f.ConsulConfig(co).Validate())
 }
 
 // ConsulConfig returns a service's consul section as a consul.Config, with
@@ -254,19 +268,6 @@ func (f *File) ConsulConfig(c *Consul) consul.Config {
 		}
 	}
 	return cc
-}
-
-// checkPool builds the pool's configuration and has keyedpool check it:
-// the file accepts exactly what New accepts.
-func (f *File) checkPool(d *decoder) {
-	p, err := keyedpool.New(factory.Funcs[string, struct{}]{}, f.KeyedPool())
-	if err != nil {
-		d.libraryError("pool", reflect.TypeFor[Pool](), keyedpool.ErrInvalidConfig, err)
-		return
-	}
-	// Nothing was made: Close only takes the pool off the evictor's
-	// schedule.
-	p.Close(context.Background())
 }
 
 // checkGRPC reads the TLS files and has grpcfactory check the rest.
@@ -315,9 +316,8 @@ func (f *File) checkGRPC(d *decoder, bad func(path, format string, args ...any))
 			return
 		}
 	}
-	if _, err := grpcfactory.New(FactoryConfig(f, func(cc grpc.ClientConnInterface) grpc.ClientConnInterface { return cc })); err != nil {
-		d.libraryError("grpc", reflect.TypeFor[GRPC](), grpcfactory.ErrInvalidConfig, err)
-	}
+	fc := FactoryConfig(f, func(cc grpc.ClientConnInterface) grpc.ClientConnInterface { return cc })
+	d.libraryErrors("grpc", reflect.TypeFor[GRPC](), fc.Validate())
 }
 
 // rel resolves a file named in the file against the file's directory.
@@ -328,31 +328,94 @@ func (f *File) rel(name string) string {
 	return filepath.Join(filepath.Dir(f.Path), name)
 }
 
-// goFieldName matches Go field names, possibly nested (Abandoned.Timeout),
-// in the library's error messages.
-var goFieldName = regexp.MustCompile(`\b[A-Z][A-Za-z]*(?:\.[A-Z][A-Za-z]*)*\b`)
+// fieldProblem is what keyedpool's, grpcfactory's and consul's
+// FieldErrors say, each in its own type.
+type fieldProblem struct {
+	field, want, limit string
+	value, limitValue  any
+}
 
-// libraryError reports err, refused by keyedpool or grpcfactory for the
-// section whose fields are of type t: the Go field names it mentions become
-// the names of the file, and the first one says where the error is.
-func (d *decoder) libraryError(section string, t reflect.Type, sentinel, err error) {
-	names := yamlNames(t, "", "")
-	msg := strings.TrimPrefix(err.Error(), sentinel.Error()+": ")
-	if !errors.Is(err, sentinel) {
-		msg = err.Error()
+func asFieldProblem(err error) (fieldProblem, bool) {
+	switch e := err.(type) {
+	case *keyedpool.FieldError:
+		return fieldProblem{field: e.Field, want: e.Want, limit: e.Limit, value: e.Value, limitValue: e.LimitValue}, true
+	case *grpcfactory.FieldError:
+		return fieldProblem{field: e.Field, want: e.Want, value: e.Value}, true
+	case *consul.FieldError:
+		return fieldProblem{field: e.Field, want: e.Want, limit: e.Limit, value: e.Value, limitValue: e.LimitValue}, true
 	}
-	path := section
-	msg = goFieldName.ReplaceAllStringFunc(msg, func(goName string) string {
-		y, ok := names[goName]
-		if !ok {
-			return goName
+	return fieldProblem{}, false
+}
+
+// libraryErrors reports err, the problems keyedpool, grpcfactory or
+// consul found in the configuration built from the section at path
+// section (whose fields are of type t): each field error at its key's
+// line, in the file's names, found from the error's field name.
+func (d *decoder) libraryErrors(section string, t reflect.Type, err error) {
+	if err == nil {
+		return
+	}
+	names := yamlNames(t, "", "")
+	name := func(goPath string) (string, bool) {
+		base, index, _ := strings.Cut(goPath, "[") // Tags[1]
+		y, ok := names[base]
+		if ok && index != "" {
+			y += "[" + index
 		}
-		if path == section {
-			path = join(section, y)
+		return y, ok
+	}
+	for _, e := range leaves(err) {
+		p, ok := asFieldProblem(e)
+		y, known := name(p.field)
+		if !ok || !known {
+			// A field the file has no key for: said as the library says
+			// it, at the section.
+			d.bad(section, "%v", e)
+			continue
 		}
-		return y
-	})
-	d.errs = append(d.errs, &Error{File: d.file, Line: d.at(path), Path: path, Msg: msg})
+		msg := fmt.Sprintf("%s is %s, want %s", y, show(p.value), p.want)
+		if p.limit != "" {
+			yl, ok := name(p.limit)
+			if !ok {
+				yl = p.limit
+			} else if d.spoiled(join(section, yl)) {
+				continue
+			}
+			switch p.want {
+			case "at most":
+				msg = fmt.Sprintf("%s %s exceeds %s %s", y, show(p.value), yl, show(p.limitValue))
+			case "at least":
+				msg = fmt.Sprintf("%s %s is below %s %s", y, show(p.value), yl, show(p.limitValue))
+			default:
+				msg = fmt.Sprintf("%s is %s, want %s %s (%s)", y, show(p.value), p.want, yl, show(p.limitValue))
+			}
+		}
+		d.bad(join(section, y), "%s", msg)
+	}
+}
+
+// leaves returns the errors that err joins, and theirs, or err alone.
+func leaves(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var all []error
+	for _, e := range j.Unwrap() {
+		all = append(all, leaves(e)...)
+	}
+	return all
+}
+
+// show prints a value of a field error as the file would write it.
+func show(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "nil"
+	case string:
+		return strconv.Quote(v)
+	}
+	return fmt.Sprint(v)
 }
 
 // yamlNames maps the Go field paths of t ("Abandoned.Timeout") to their
@@ -404,6 +467,7 @@ func (f *File) KeyedPool() keyedpool.Config {
 		MakeFailureThreshold:    p.MakeFailureThreshold,
 		MakeBackoffBase:         p.MakeBackoffBase.D(),
 		MakeBackoffMax:          p.MakeBackoffMax.D(),
+		FactoryTimeout:          p.FactoryTimeout.D(),
 	}
 	if p.WhenExhausted == "fail" {
 		c.WhenExhausted = keyedpool.Fail
