@@ -150,6 +150,14 @@ func build(cfg *config.File, w *reload.Watcher[*config.File], o startOptions) (_
 	return in, nil
 }
 
+// logProblems logs err as one record per problem it holds, so that each
+// is a line of the log of its own.
+func logProblems(log *slog.Logger, msg string, err error) {
+	for _, p := range reload.Problems(err) {
+		log.Error(msg, "err", p)
+	}
+}
+
 func cmpOrString(s, def string) string {
 	if s != "" {
 		return s
@@ -163,15 +171,19 @@ func start(ctx context.Context, o startOptions) int {
 	log := o.log
 	var m *manager.Manager
 	w := reload.New(o.configPath, config.Parse, func(f *config.File) error { return m.Apply(f) },
-		reload.Options{Interval: o.reloadInterval, Logger: log})
+		reload.Options{Interval: o.reloadInterval, Logger: log, Read: config.ReadFile})
 	cfg, err := w.Load()
 	if err != nil {
-		log.Error("cannot start: invalid configuration", "file", o.configPath, "err", err)
+		msg := "cannot start" // the file could not be read: the error says so
+		if errors.As(err, new(*config.Error)) {
+			msg = "cannot start: invalid configuration"
+		}
+		logProblems(log, msg, err)
 		return 1
 	}
 	in, err := build(cfg, w, o)
 	if err != nil {
-		log.Error("cannot start", "err", err)
+		logProblems(log, "cannot start", err)
 		return 1
 	}
 	m = in.m

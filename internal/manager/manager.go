@@ -108,7 +108,7 @@ func New(cfg *config.File, opts Options) (*Manager, error) {
 	}
 	m.res = &Resolver{seen: m.seen}
 	consuls := map[string]*consul.Resolver{}
-	for _, s := range cfg.Services {
+	for i, s := range cfg.Services {
 		if st := s.Discovery.Static; st != nil {
 			m.static.Set(s.Name, staticEndpoints(st.Addresses))
 			m.res.Route(s.Name, m.static, s.Name)
@@ -120,7 +120,7 @@ func New(cfg *config.File, opts Options) (*Manager, error) {
 		res := consuls[key]
 		if res == nil {
 			if res, err = consul.New(cc); err != nil {
-				return nil, fmt.Errorf("manager: %s: service %q: %w", cfg.Path, s.Name, err)
+				return nil, cfg.ErrorAt(fmt.Sprintf("services[%d].discovery.consul", i), "%v", err)
 			}
 			consuls[key] = res
 		}
@@ -392,11 +392,11 @@ func (m *Manager) Apply(cfg *config.File) error {
 	pool := m.Pool()
 	pc := cfg.KeyedPool()
 	if running, want := pool.Config().MaxSharesPerObject, max(pc.MaxSharesPerObject, 1); running != want {
-		return fmt.Errorf("manager: %s: pool.max_shares_per_object cannot change while kpool runs (running %d, file %d); restart to change it",
-			cfg.Path, running, want)
+		return cfg.ErrorAt("pool.max_shares_per_object", "cannot change while kpool runs (running %d, file %d); restart to change it",
+			running, want)
 	}
 	if err := pool.SetConfig(pc); err != nil {
-		return fmt.Errorf("manager: %s: pool: %w", cfg.Path, err)
+		return cfg.ErrorAt("pool", "%v", err)
 	}
 
 	m.mu.Lock()

@@ -138,7 +138,7 @@ func TestReloadAppliesPoolChangesAndRefusesInvalidFiles(t *testing.T) {
 	logs := r.logs.String()
 	for _, want := range []string{
 		"pool.min_idle_per_key: min_idle_per_key is -1, want 0 or more",
-		"pool.max_shares_per_object cannot change while kpool runs (running 10, file 20)",
+		r.path + ":3: pool.max_shares_per_object: cannot change while kpool runs (running 10, file 20)",
 		`pool.max_total_per_key: want an integer, got \"six\"`,
 	} {
 		if !strings.Contains(logs, want) {

@@ -13,9 +13,12 @@ package reload
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,8 +42,13 @@ type Options struct {
 	// Interval is how often the file is read. Zero or negative:
 	// DefaultInterval.
 	Interval time.Duration
-	// Logger receives a record per reload. Nil: slog.Default().
+	// Logger receives a record per reload, and one per problem of a
+	// refused one. Nil: slog.Default().
 	Logger *slog.Logger
+	// Read reads the file. Nil: os.ReadFile. An error that is an
+	// *fs.PathError is reported as "cannot read PATH: REASON"; any other
+	// as it is.
+	Read func(path string) ([]byte, error)
 }
 
 // Watcher reloads one file. Its methods are safe for concurrent use;
@@ -51,6 +59,7 @@ type Watcher[T any] struct {
 	apply    func(T) error
 	interval time.Duration
 	log      *slog.Logger
+	read     func(path string) ([]byte, error)
 
 	ok, failed atomic.Int64
 
@@ -62,7 +71,10 @@ type Watcher[T any] struct {
 // and apply puts into effect. apply is only called with what parse
 // accepted, never concurrently with itself.
 func New[T any](path string, parse func(name string, data []byte) (T, error), apply func(T) error, opts Options) *Watcher[T] {
-	w := &Watcher[T]{path: path, parse: parse, apply: apply, interval: opts.Interval, log: opts.Logger}
+	w := &Watcher[T]{path: path, parse: parse, apply: apply, interval: opts.Interval, log: opts.Logger, read: opts.Read}
+	if w.read == nil {
+		w.read = os.ReadFile
+	}
 	if w.interval <= 0 {
 		w.interval = DefaultInterval
 	}
@@ -74,12 +86,13 @@ func New[T any](path string, parse func(name string, data []byte) (T, error), ap
 
 // Load reads and parses the file for the program's start, without applying
 // it, and takes it as the running version: polls reload only a file that
-// differs from it. A failed Load is not counted.
+// differs from it. A failed Load is neither counted nor logged; a file it
+// cannot read is an error "cannot read PATH: REASON" (see Options.Read).
 func (w *Watcher[T]) Load() (T, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var zero T
-	data, err := os.ReadFile(w.path)
+	data, err := w.readFile()
 	if err != nil {
 		return zero, err
 	}
@@ -124,7 +137,7 @@ func (w *Watcher[T]) Run(ctx context.Context, trigger <-chan os.Signal) {
 func (w *Watcher[T]) reload(force bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	data, err := os.ReadFile(w.path)
+	data, err := w.readFile()
 	var sum [sha256.Size]byte
 	if err != nil {
 		// An unreadable file has a state of its own, so that it is
@@ -138,7 +151,7 @@ func (w *Watcher[T]) reload(force bool) error {
 	}
 	w.last = sum
 	if err != nil {
-		return w.fail(fmt.Errorf("reload: %w", err))
+		return w.fail(err)
 	}
 	v, err := w.parse(w.path, data)
 	if err != nil {
@@ -152,8 +165,46 @@ func (w *Watcher[T]) reload(force bool) error {
 	return nil
 }
 
+// readFile reads the file, and says so in an error that names it.
+func (w *Watcher[T]) readFile() ([]byte, error) {
+	data, err := w.read(w.path)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		// The reason, not the *PathError: its message would name the
+		// path again.
+		return nil, fmt.Errorf("cannot read %s: %w", w.path, pe.Err)
+	}
+	return data, err
+}
+
+// fail counts and logs a refused version: a record per problem, so that
+// each is one line of the log.
 func (w *Watcher[T]) fail(err error) error {
-	w.failed.Add(1)
-	w.log.Error("configuration not reloaded; the running one stays", "file", w.path, "err", err, "reloads_failed", w.failed.Load())
+	n := w.failed.Add(1)
+	for _, p := range Problems(err) {
+		w.log.Error("configuration not reloaded; the running one stays", "file", w.path, "problem", p, "reloads_failed", n)
+	}
 	return err
+}
+
+// Problems returns the problems that err holds, one a line: those it
+// joins (errors.Join), and each line of the others.
+func Problems(err error) []string {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var all []string
+		for _, e := range j.Unwrap() {
+			all = append(all, Problems(e)...)
+		}
+		return all
+	}
+	var all []string
+	for line := range strings.SplitSeq(err.Error(), "\n") {
+		if line != "" {
+			all = append(all, line)
+		}
+	}
+	return all
 }
