@@ -331,11 +331,19 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 	}
 	if err == nil {
 		if p.shared {
-			// Now that it is active, others may share it.
+			// Now that it is active, others may share it, unless
+			// SetConfig lowered a limit meanwhile: then it serves this
+			// borrower alone and goes when done. Its key's other waiters
+			// may need room instead (it may even be past MaxLifetime):
+			// activatedLocked has unlock dispatch.
 			p.mu.Lock()
 			p.activatedLocked(sp)
 			p.addLentLocked(obj)
-			p.serveKeyLocked(sp)
+			if p.overLimitsLocked(sp) {
+				p.retireLocked(obj, bySurplus)
+			} else {
+				p.serveKeyLocked(sp)
+			}
 			p.unlock()
 		}
 		return nil

@@ -82,10 +82,17 @@ func (p *Pool[K, V]) grantLocked(w *waiter[K, V], g grant[K, V]) {
 	p.wq.wake(w)
 }
 
-// unlock releases mu, then wakes the waiters that were granted something
-// while it was held. They are woken after the lock is released, not under
+// unlock ends a locked section: it serves the waiters a make or activation
+// that ended in it may have let in (see activatedLocked), releases mu, then
+// wakes the waiters that were granted something while it was held. They are woken after the lock is released, not under
 // it, so that a woken borrower does not run only to block on mu again.
 func (p *Pool[K, V]) unlock() {
+	if p.redispatch {
+		p.redispatch = false
+		if p.wq.Len() > 0 {
+			p.dispatchLocked()
+		}
+	}
 	w := p.wq.woken
 	if w == nil {
 		p.mu.Unlock()

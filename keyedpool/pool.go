@@ -39,20 +39,21 @@ type Pool[K comparable, V any] struct {
 	clock    atomic.Int64 // stamp for objects and leases: the evictor's next tick
 	lastTick atomic.Int64 // the evictor's last tick, or the start of the last run
 
-	mu        sync.Mutex // protects the fields below. Nothing slow runs under it: no factory call, no I/O, no blocking send.
-	lim       limits
-	closed    bool
-	isDrained bool
-	c         counters // pool-wide totals
-	keys      map[K]*subPool[K, V]
-	total     int                      // objects of all keys: idle, lent, being made or destroyed
-	victims   int                      // of total: idle objects being destroyed whose room a reservation took
-	retiring  int                      // of total: shared objects destroyed when their last lease comes back
-	making    int                      // objects being made, all keys
-	shares    int                      // leases out, all keys
-	idle      ilist.List[object[K, V]] // idle objects of all keys, oldest first
-	lent      ilist.List[object[K, V]] // shared mode with MaxLifetime: the objects in sub.lents, for the eviction run's lifetime sweep
-	wq        waitQueue[K, V]          // blocked borrowers of all keys
+	mu         sync.Mutex // protects the fields below. Nothing slow runs under it: no factory call, no I/O, no blocking send.
+	lim        limits
+	closed     bool
+	isDrained  bool
+	c          counters // pool-wide totals
+	keys       map[K]*subPool[K, V]
+	total      int                      // objects of all keys: idle, lent, being made or destroyed
+	victims    int                      // of total: idle objects being destroyed whose room a reservation took
+	retiring   int                      // of total: shared objects destroyed when their last lease comes back
+	making     int                      // objects being made, all keys
+	shares     int                      // leases out, all keys
+	idle       ilist.List[object[K, V]] // idle objects of all keys, oldest first
+	lent       ilist.List[object[K, V]] // shared mode with MaxLifetime: the objects in sub.lents, for the eviction run's lifetime sweep
+	wq         waitQueue[K, V]          // blocked borrowers of all keys
+	redispatch bool                     // a make or activation ended: unlock dispatches
 
 	reg         *evictor.Registration        // the evictor's schedule of this pool, or nil
 	handClock   bool                         // no evictor, and RunEviction was called: stamp from the real clock
@@ -203,15 +204,25 @@ func (p *Pool[K, V]) madeLocked(sp *subPool[K, V]) {
 	sp.making--
 	p.making--
 	p.wq.unpark(sp)
+	p.redispatch = true
 }
 
 // activatedLocked counts a shared object of sp as no longer on its way to
 // its first borrower: activated, given back or destroyed. sp's waiters may
-// have been parked waiting for the objects on their way (tryLocked's soon)
-// and may take room now: the next dispatch looks at them again.
+// have waited for the objects on their way (tryLocked's soon) and may need
+// room now: the key is unparked, and unlock dispatches before it releases
+// the lock, whatever the rest of the locked section does.
 func (p *Pool[K, V]) activatedLocked(sp *subPool[K, V]) {
 	sp.activating--
 	p.wq.unpark(sp)
+	p.redispatch = true
+}
+
+// overLimitsLocked reports whether sp, or the pool, holds more objects
+// than the limits allow, which only SetConfig lowering them leads to:
+// objects that retire already do not count.
+func (p *Pool[K, V]) overLimitsLocked(sp *subPool[K, V]) bool {
+	return sp.count-sp.retiring > p.lim.maxPerKey || p.total-p.victims-p.retiring > p.lim.maxTotal
 }
 
 // unreserveLocked frees the room of one object of sp (destroyed, or never

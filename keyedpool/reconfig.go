@@ -110,6 +110,7 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 		if raisedMin {
 			p.wantUpkeepLocked(sp)
 		}
+		n0 := len(doomed)
 		// From the back: those that would be lent last, in either order,
 		// so that the rest keep theirs. Objects under an eviction test are
 		// left to it.
@@ -123,7 +124,9 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 			o = next
 		}
 		if p.shared {
-			p.retireSurplusLocked(sp, lim.maxPerKey)
+			// The idle objects just doomed still count in sp until
+			// destroyed, below: they are part of what goes.
+			p.retireSurplusLocked(sp, lim.maxPerKey+len(doomed)-n0)
 		}
 		p.dropIfEmptyLocked(sp) // MinIdlePerKey may no longer keep it
 	}
@@ -131,10 +134,11 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 		doomed = p.takeIdleListLocked(&p.idle, excess, doomed)
 	}
 	for _, sp := range p.keys {
-		if over := p.total - p.victims - p.retiring - lim.maxTotal; !p.shared || over <= 0 {
+		over := p.total - p.victims - len(doomed) - p.retiring - lim.maxTotal
+		if !p.shared || over <= 0 {
 			break
 		}
-		p.retireSurplusLocked(sp, max(0, sp.count-sp.retiring-(p.total-p.victims-p.retiring-lim.maxTotal)))
+		p.retireSurplusLocked(sp, max(0, sp.count-sp.retiring-over))
 	}
 	if cfg.WhenExhausted == Fail && old.WhenExhausted != Fail {
 		p.failWaitersLocked()
@@ -188,15 +192,19 @@ func (p *Pool[K, V]) retireSurplusLocked(sp *subPool[K, V], limit int) {
 }
 
 // failWaitersLocked fails the waiting borrowers with ErrExhausted, as Fail
-// would have at once, except those a make or activation of their key will
-// serve (with shared leases, Fail waits for those too).
+// would have at once, except those the objects of their key being made or
+// activated will take as shares (with shared leases, Fail waits for those
+// too, as tryLocked's soon says): the first of each key's line, as many as
+// those objects have shares to spare. The rest are failed from the back.
 func (p *Pool[K, V]) failWaitersLocked() {
 	for sp := p.wq.keys.Front(); sp != nil; {
 		next := p.wq.keys.Next(sp)
-		if !p.shared || sp.making+sp.activating == 0 {
-			for w := sp.waiters.Front(); w != nil; w = sp.waiters.Front() {
-				p.grantLocked(w, grant[K, V]{err: ErrExhausted})
-			}
+		keep := 0
+		if p.shared {
+			keep = (sp.making + sp.activating) * (p.lim.maxShares - 1)
+		}
+		for sp.waiters.Len() > keep {
+			p.grantLocked(sp.waiters.Back(), grant[K, V]{err: ErrExhausted})
 		}
 		sp = next
 	}

@@ -164,8 +164,7 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 		obj.state = stDestroy
 		return byClose, true
 	}
-	if (sp.waiters.Len() == 0 && sp.idle.Len() >= p.lim.maxIdle) ||
-		sp.count-sp.retiring > p.lim.maxPerKey || p.total-p.victims-p.retiring > p.lim.maxTotal {
+	if (sp.waiters.Len() == 0 && sp.idle.Len() >= p.lim.maxIdle) || p.overLimitsLocked(sp) {
 		// Beyond MaxIdlePerKey, or over limits SetConfig lowered.
 		obj.state = stDestroy
 		return bySurplus, true
