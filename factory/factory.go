@@ -1,6 +1,11 @@
 // Package factory defines how a keyed pool makes, checks and destroys the
-// objects it holds, and small adapters that build such factories from plain
-// functions or from go-commons-pool factories.
+// objects it holds (KeyedFactory), and Funcs, which builds one from plain
+// functions.
+//
+// The package imports the standard library alone, so that keyedpool, which
+// imports it, does too. Adapters that need a third-party library live in
+// subpackages, which import this one: commonspool adapts go-commons-pool
+// factories.
 //
 // A factory is the pool's only contact with the outside world (dials, RPCs,
 // file handles). The pool never calls a factory method while it holds one of

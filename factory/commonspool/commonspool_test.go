@@ -1,4 +1,4 @@
-package factory_test
+package commonspool_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	pool "github.com/jolestar/go-commons-pool/v2"
 
 	"github.com/kpool-go/kpool/factory"
+	"github.com/kpool-go/kpool/factory/commonspool"
 )
 
 // conn is the object the test factories make.
@@ -109,7 +110,7 @@ func wantKeyInErr(t *testing.T, method string, err error, key string) {
 	}
 }
 
-func TestCommonsMake(t *testing.T) {
+func TestMake(t *testing.T) {
 	errMake := errors.New("dial refused")
 	tests := []struct {
 		name    string
@@ -124,7 +125,7 @@ func TestCommonsMake(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRecorder("k1")
 			r.set(func(r *recorder) { r.makeErr = tt.makeErr })
-			f := factory.FromCommonsShared[string](r.factory())
+			f := commonspool.NewShared[string](r.factory())
 
 			got, err := f.Make(context.Background(), "k1")
 			if !errors.Is(err, tt.wantErr) {
@@ -145,18 +146,18 @@ func TestCommonsMake(t *testing.T) {
 	}
 }
 
-func TestCommonsHooks(t *testing.T) {
+func TestHooks(t *testing.T) {
 	errHook := errors.New("hook failed")
-	type method = func(f *factory.Commons[string], ctx context.Context, key string, v any) error
+	type method = func(f *commonspool.Factory[string], ctx context.Context, key string, v any) error
 	hooks := []struct {
 		name   string
 		op     string
 		method method
 		fail   func(r *recorder, err error) // makes the next call fail with err
 	}{
-		{"Destroy", "destroy", (*factory.Commons[string]).Destroy, func(r *recorder, err error) { r.destroyErr = err }},
-		{"Activate", "activate", (*factory.Commons[string]).Activate, func(r *recorder, err error) { r.activateErr = err }},
-		{"Passivate", "passivate", (*factory.Commons[string]).Passivate, func(r *recorder, err error) { r.passivateErr = err }},
+		{"Destroy", "destroy", (*commonspool.Factory[string]).Destroy, func(r *recorder, err error) { r.destroyErr = err }},
+		{"Activate", "activate", (*commonspool.Factory[string]).Activate, func(r *recorder, err error) { r.activateErr = err }},
+		{"Passivate", "passivate", (*commonspool.Factory[string]).Passivate, func(r *recorder, err error) { r.passivateErr = err }},
 	}
 	for _, h := range hooks {
 		for _, wantErr := range []error{nil, errHook} {
@@ -167,7 +168,7 @@ func TestCommonsHooks(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				r := newRecorder("k1")
 				r.set(func(r *recorder) { h.fail(r, wantErr) })
-				f := factory.FromCommonsShared[string](r.factory())
+				f := commonspool.NewShared[string](r.factory())
 				v := &conn{key: "k1", id: 7}
 
 				err := h.method(f, context.Background(), "k1", v)
@@ -184,20 +185,20 @@ func TestCommonsHooks(t *testing.T) {
 	}
 }
 
-func TestCommonsValidate(t *testing.T) {
+func TestValidate(t *testing.T) {
 	tests := []struct {
 		name    string
 		invalid bool
 		wantErr error
 	}{
 		{name: "valid", invalid: false, wantErr: nil},
-		{name: "invalid", invalid: true, wantErr: factory.ErrValidationFailed},
+		{name: "invalid", invalid: true, wantErr: commonspool.ErrValidationFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRecorder("k1")
 			r.set(func(r *recorder) { r.invalid = tt.invalid })
-			f := factory.FromCommonsShared[string](r.factory())
+			f := commonspool.NewShared[string](r.factory())
 			v := &conn{key: "k1", id: 3}
 
 			err := f.Validate(context.Background(), "k1", v)
@@ -213,7 +214,7 @@ func TestCommonsValidate(t *testing.T) {
 	}
 }
 
-// perKey builds a FromCommons adapter with one recorder per key and counts
+// perKey builds a New adapter with one recorder per key and counts
 // the constructor calls.
 type perKey struct {
 	mu        sync.Mutex // protects the fields below
@@ -245,9 +246,9 @@ func (p *perKey) calls(key string) int {
 	return p.newCalls[key]
 }
 
-func TestCommonsPerKeyFactories(t *testing.T) {
+func TestPerKeyFactories(t *testing.T) {
 	p := newPerKey()
-	f := factory.FromCommons(p.newFactory)
+	f := commonspool.New(p.newFactory)
 	ctx := context.Background()
 
 	for _, key := range []string{"a", "b", "a", "a", "b"} {
@@ -280,11 +281,11 @@ func TestCommonsPerKeyFactories(t *testing.T) {
 	}
 }
 
-func TestCommonsNewFactoryError(t *testing.T) {
+func TestNewFactoryError(t *testing.T) {
 	errNew := errors.New("bad config")
 	p := newPerKey()
 	p.newErr = errNew
-	f := factory.FromCommons(p.newFactory)
+	f := commonspool.New(p.newFactory)
 	ctx := context.Background()
 
 	got, err := f.Make(ctx, "k1")
@@ -305,9 +306,9 @@ func TestCommonsNewFactoryError(t *testing.T) {
 	}
 }
 
-func TestCommonsNewFactoryErrorInHooks(t *testing.T) {
+func TestNewFactoryErrorInHooks(t *testing.T) {
 	errNew := errors.New("bad config")
-	f := factory.FromCommons(func(string) (pool.PooledObjectFactory, error) { return nil, errNew })
+	f := commonspool.New(func(string) (pool.PooledObjectFactory, error) { return nil, errNew })
 	ctx := context.Background()
 	methods := []struct {
 		name string
@@ -329,8 +330,8 @@ func TestCommonsNewFactoryErrorInHooks(t *testing.T) {
 	}
 }
 
-func TestCommonsNewFactoryNil(t *testing.T) {
-	f := factory.FromCommons(func(string) (pool.PooledObjectFactory, error) { return nil, nil })
+func TestNewFactoryNil(t *testing.T) {
+	f := commonspool.New(func(string) (pool.PooledObjectFactory, error) { return nil, nil })
 	got, err := f.Make(context.Background(), "k1")
 	if err == nil {
 		t.Fatalf("Make() = %v, nil; want an error for a nil factory", got)
@@ -338,9 +339,9 @@ func TestCommonsNewFactoryNil(t *testing.T) {
 	wantKeyInErr(t, "Make", err, "k1")
 }
 
-func TestCommonsNewFactoryPanic(t *testing.T) {
+func TestNewFactoryPanic(t *testing.T) {
 	panicked := false
-	f := factory.FromCommons(func(key string) (pool.PooledObjectFactory, error) {
+	f := commonspool.New(func(key string) (pool.PooledObjectFactory, error) {
 		if !panicked {
 			panicked = true
 			panic("constructor bug")
@@ -370,8 +371,8 @@ type nilMaker struct{ pool.PooledObjectFactory }
 
 func (nilMaker) MakeObject(context.Context) (*pool.PooledObject, error) { return nil, nil }
 
-func TestCommonsNilPooledObject(t *testing.T) {
-	f := factory.FromCommonsShared[string](nilMaker{})
+func TestNilPooledObject(t *testing.T) {
+	f := commonspool.NewShared[string](nilMaker{})
 	got, err := f.Make(context.Background(), "k1")
 	if err == nil {
 		t.Fatalf("Make() = %v, nil; want an error for a nil PooledObject", got)
@@ -379,9 +380,9 @@ func TestCommonsNilPooledObject(t *testing.T) {
 	wantKeyInErr(t, "Make", err, "k1")
 }
 
-func TestCommonsForget(t *testing.T) {
+func TestForget(t *testing.T) {
 	p := newPerKey()
-	f := factory.FromCommons(p.newFactory)
+	f := commonspool.New(p.newFactory)
 	ctx := context.Background()
 
 	f.Forget("never-used") // a no-op, and must not panic
@@ -396,9 +397,9 @@ func TestCommonsForget(t *testing.T) {
 	}
 }
 
-func TestCommonsSharedForget(t *testing.T) {
+func TestSharedForget(t *testing.T) {
 	r := newRecorder("any")
-	f := factory.FromCommonsShared[string](r.factory())
+	f := commonspool.NewShared[string](r.factory())
 	ctx := context.Background()
 
 	for _, key := range []string{"a", "b", "a"} {
@@ -412,10 +413,10 @@ func TestCommonsSharedForget(t *testing.T) {
 	}
 }
 
-func TestCommonsNilConstructorArgs(t *testing.T) {
+func TestNilConstructorArgs(t *testing.T) {
 	tests := map[string]func(){
-		"FromCommons":       func() { factory.FromCommons[string](nil) },
-		"FromCommonsShared": func() { factory.FromCommonsShared[string](nil) },
+		"New":       func() { commonspool.New[string](nil) },
+		"NewShared": func() { commonspool.NewShared[string](nil) },
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -431,13 +432,13 @@ func TestCommonsNilConstructorArgs(t *testing.T) {
 
 // Many goroutines using new keys at once must build exactly one factory per
 // key, and every Make must get an object from it. Run with -race.
-func TestCommonsConcurrentFirstUse(t *testing.T) {
+func TestConcurrentFirstUse(t *testing.T) {
 	const (
 		keys             = 8
 		goroutinesPerKey = 32
 	)
 	p := newPerKey()
-	f := factory.FromCommons(p.newFactory)
+	f := commonspool.New(p.newFactory)
 	ctx := context.Background()
 
 	start := make(chan struct{})
@@ -478,7 +479,7 @@ func TestCommonsConcurrentFirstUse(t *testing.T) {
 // A factory written for go-commons-pool keeps working there and works
 // unchanged through the adapter, calling the same funcs in the same order
 // for the same lifecycle, so users can move over one pool at a time.
-func TestCommonsSameFactoryInObjectPool(t *testing.T) {
+func TestSameFactoryInObjectPool(t *testing.T) {
 	ctx := context.Background()
 	r := newRecorder("db")
 	cf := r.factory()
@@ -500,7 +501,7 @@ func TestCommonsSameFactoryInObjectPool(t *testing.T) {
 
 	// The same factory through the adapter, driven through the same
 	// lifecycle as a kpool pool would.
-	f := factory.FromCommonsShared[string](cf)
+	f := commonspool.NewShared[string](cf)
 	v, err := f.Make(ctx, "db")
 	if err != nil {
 		t.Fatalf("Make() error = %v, want nil", err)
@@ -540,7 +541,7 @@ func TestCommonsSameFactoryInObjectPool(t *testing.T) {
 	}
 }
 
-func ExampleFromCommons() {
+func ExampleNew() {
 	// An existing go-commons-pool factory, one per address.
 	newFactory := func(addr string) (pool.PooledObjectFactory, error) {
 		return pool.NewPooledObjectFactory(
@@ -558,7 +559,7 @@ func ExampleFromCommons() {
 		), nil
 	}
 
-	var f factory.KeyedFactory[string, any] = factory.FromCommons(newFactory)
+	var f factory.KeyedFactory[string, any] = commonspool.New(newFactory)
 	ctx := context.Background()
 
 	v, err := f.Make(ctx, "db1:5432")
@@ -571,11 +572,11 @@ func ExampleFromCommons() {
 
 	v, _ = f.Make(ctx, "down:5432")
 	err = f.Validate(ctx, "down:5432", v)
-	fmt.Println(errors.Is(err, factory.ErrValidationFailed), err)
+	fmt.Println(errors.Is(err, commonspool.ErrValidationFailed), err)
 
 	// Output:
 	// conn to db1:5432
 	// closing conn to db1:5432
 	// <nil>
-	// true factory: commons ValidateObject for key down:5432: factory: validation failed
+	// true commonspool: ValidateObject for key down:5432: commonspool: validation failed
 }
