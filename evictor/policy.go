@@ -1,10 +1,15 @@
 package evictor
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Candidate is what a Policy knows of one idle object.
 type Candidate struct {
-	// Key is the object's key in its pool.
+	// Key is the object's key in its pool, of the pool's key type: for a
+	// keyedpool.Pool[K, V], c.Key.(K) holds. Write the policy as a
+	// KeyedPolicyFunc[K] to be handed the key as a K.
 	Key any
 	// Created is when the object was made.
 	Created time.Time
@@ -48,6 +53,29 @@ type PolicyFunc func(s Settings, c Candidate) bool
 
 // Evict returns f(s, c).
 func (f PolicyFunc) Evict(s Settings, c Candidate) bool { return f(s, c) }
+
+// KeyedPolicyFunc adapts a function that reads the candidate's key with its
+// type to a Policy, for a pool whose keys are of type K:
+//
+//	EvictionPolicy: evictor.KeyedPolicyFunc[string](func(s evictor.Settings, addr string, c evictor.Candidate) bool {
+//		return strings.HasPrefix(addr, "canary.") && c.IdleTime > time.Minute
+//	}),
+//
+// The key's type is checked when the policy runs, not when the pool is
+// made (keyedpool.Config is not generic): Evict panics when handed a key
+// that is not a K, which a pool of other keys reports as a swallowed error
+// of the policy, keeping the object.
+type KeyedPolicyFunc[K comparable] func(s Settings, key K, c Candidate) bool
+
+// Evict returns f(s, c.Key.(K), c). A nil c.Key is the zero K, so that a
+// pool whose key type is an interface can have a nil key.
+func (f KeyedPolicyFunc[K]) Evict(s Settings, c Candidate) bool {
+	key, ok := c.Key.(K)
+	if !ok && c.Key != nil {
+		panic(fmt.Sprintf("evictor: KeyedPolicyFunc[%s] handed key %v of type %T", fmt.Sprintf("%T", (*K)(nil))[1:], c.Key, c.Key))
+	}
+	return f(s, key, c)
+}
 
 // DefaultPolicy is commons-pool2's DefaultEvictionPolicy: an object is
 // evicted when it has been idle longer than MinEvictableIdle, or longer than

@@ -1,6 +1,7 @@
 package evictor_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -41,4 +42,41 @@ func TestPolicyFunc(t *testing.T) {
 	if !p.Evict(evictor.Settings{}, evictor.Candidate{Key: "old"}) || p.Evict(evictor.Settings{}, evictor.Candidate{Key: "new"}) {
 		t.Error("PolicyFunc did not call its function")
 	}
+}
+
+func TestKeyedPolicyFuncHandsTheKeyWithItsType(t *testing.T) {
+	type addr struct {
+		host string
+		port int
+	}
+	var got addr
+	p := evictor.KeyedPolicyFunc[addr](func(_ evictor.Settings, key addr, _ evictor.Candidate) bool {
+		got = key
+		return key.port == 0
+	})
+	want := addr{"db1", 5432}
+	if p.Evict(evictor.Settings{}, evictor.Candidate{Key: want}) || got != want {
+		t.Errorf("Evict(key %v) = true, saw key %v; want false, %v", want, got, want)
+	}
+	if !p.Evict(evictor.Settings{}, evictor.Candidate{Key: addr{host: "db2"}}) {
+		t.Errorf("Evict(key with port 0) = false, want true")
+	}
+}
+
+func TestKeyedPolicyFuncNilKeyOfInterfaceType(t *testing.T) {
+	p := evictor.KeyedPolicyFunc[any](func(_ evictor.Settings, key any, _ evictor.Candidate) bool { return key == nil })
+	if !p.Evict(evictor.Settings{}, evictor.Candidate{Key: nil}) {
+		t.Error("Evict(nil key) = false, want the policy handed a nil key")
+	}
+}
+
+func TestKeyedPolicyFuncPanicsOnAKeyOfAnotherType(t *testing.T) {
+	p := evictor.KeyedPolicyFunc[string](func(evictor.Settings, string, evictor.Candidate) bool { return true })
+	defer func() {
+		msg, _ := recover().(string)
+		if !strings.Contains(msg, "KeyedPolicyFunc[string]") || !strings.Contains(msg, "of type int") {
+			t.Errorf("Evict(int key) panicked with %q, want a message naming string and int", msg)
+		}
+	}()
+	p.Evict(evictor.Settings{}, evictor.Candidate{Key: 42})
 }

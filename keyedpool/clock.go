@@ -48,9 +48,9 @@ func (p *Pool[K, V]) advanceClockLocked(now int64) {
 // objects' creation times, so the spans between them mean nothing.
 func (p *Pool[K, V]) clockRuns() bool { return p.lim.every > 0 || p.handClock }
 
-// EvictionTick advances the pool's clock. The evictor calls it at every tick
-// of TimeBetweenEvictionRuns; it is not meant to be called otherwise.
-func (p *Pool[K, V]) EvictionTick() {
+// evictionTick advances the pool's clock. The evictor calls it, through
+// evictRunner, at every tick of TimeBetweenEvictionRuns.
+func (p *Pool[K, V]) evictionTick() {
 	p.mu.Lock()
 	p.advanceClockLocked(p.since())
 	p.unlock()

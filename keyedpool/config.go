@@ -121,7 +121,7 @@ type Config struct {
 	// TimeBetweenEvictionRuns is how often the evictor runs RunEviction.
 	// Zero or negative: never (the default, as commons-pool2); RunEviction
 	// can still be called by hand. Pools with the same interval share one
-	// goroutine (evictor.Default).
+	// goroutine, which runs while any of them is open.
 	TimeBetweenEvictionRuns time.Duration
 
 	// NumTestsPerEvictionRun is how many idle objects one eviction run looks
@@ -141,7 +141,10 @@ type Config struct {
 	SoftMinEvictableIdle time.Duration
 
 	// EvictionPolicy decides which idle objects an eviction run destroys.
-	// Nil means evictor.DefaultPolicy.
+	// Nil means evictor.DefaultPolicy. A policy sees the key as
+	// evictor.Candidate.Key, an any holding a K; one written as an
+	// evictor.KeyedPolicyFunc[K] is handed it as a K. A panic in the policy
+	// keeps the object and is reported as swallowed (OpEvictionPolicy).
 	EvictionPolicy evictor.Policy
 
 	// MaxLifetime: an object older than this is destroyed when an eviction

@@ -13,6 +13,18 @@ import (
 	"github.com/kpool-go/kpool/evictor"
 )
 
+// evictRunner is what the evictor's scheduler runs for a pool: a type of
+// its own, so that the clock tick the scheduler calls is not a method of
+// Pool, which users could call.
+type evictRunner[K comparable, V any] struct{ p *Pool[K, V] }
+
+// RunEviction is one scheduled eviction run.
+func (r evictRunner[K, V]) RunEviction(ctx context.Context) error { return r.p.RunEviction(ctx) }
+
+// EvictionTick advances the pool's clock, at every tick of the interval,
+// even one whose run is skipped because the previous run still goes on.
+func (r evictRunner[K, V]) EvictionTick() { r.p.evictionTick() }
+
 // upkeepMakes bounds the makes one eviction run has in flight to bring keys
 // up to MinIdlePerKey, so that a pool of many keys warming up after a burst
 // or a restart does not storm its backends with connects.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kpool-go/kpool/evictor"
+	"github.com/kpool-go/kpool/internal/evictsched"
 	"github.com/kpool-go/kpool/internal/testfactory"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -139,6 +141,44 @@ func TestEvictionPolicyDecides(t *testing.T) {
 		if c.Created.IsZero() || c.LastReturned.Before(c.Created) || c.IdleTime < 0 || c.IdleCount < 1 {
 			t.Errorf("candidate %+v: want times set, LastReturned not before Created, IdleCount >= 1", c)
 		}
+	}
+}
+
+// A policy written for the pool's key type is handed each candidate's key
+// as that type; one written for another key type keeps every object and is
+// reported as a panicking policy, not left silent.
+func TestEvictionPolicyWithTypedKey(t *testing.T) {
+	p, _ := newPool(t, keyedpool.Config{
+		NumTestsPerEvictionRun: -1,
+		EvictionPolicy: evictor.KeyedPolicyFunc[string](func(_ evictor.Settings, key string, _ evictor.Candidate) bool {
+			return strings.HasPrefix(key, "evict-")
+		}),
+	})
+	idleObjects(t, p, "evict-me", 2)
+	idleObjects(t, p, "keep-me", 1)
+	mustRunEviction(t, p)
+	if got := p.KeyStats("evict-me").Idle; got != 0 {
+		t.Errorf(`KeyStats("evict-me").Idle = %d, want 0`, got)
+	}
+	if got := p.KeyStats("keep-me").Idle; got != 1 {
+		t.Errorf(`KeyStats("keep-me").Idle = %d, want 1`, got)
+	}
+
+	l, got := listen()
+	wrong, _ := newPool(t, keyedpool.Config{
+		NumTestsPerEvictionRun: -1,
+		SwallowedErrorListener: l,
+		EvictionPolicy:         evictor.KeyedPolicyFunc[int](func(evictor.Settings, int, evictor.Candidate) bool { return true }),
+	})
+	idleObjects(t, wrong, "a", 1)
+	mustRunEviction(t, wrong)
+	if got := wrong.KeyStats("a").Idle; got != 1 {
+		t.Errorf(`KeyStats("a").Idle under a policy for int keys = %d, want 1 (kept)`, got)
+	}
+	errs := got()
+	if len(errs) != 1 || errs[0].op != keyedpool.OpEvictionPolicy || !errors.Is(errs[0].err, keyedpool.ErrFactoryPanic) ||
+		!strings.Contains(errs[0].err.Error(), "KeyedPolicyFunc[int]") {
+		t.Errorf("swallowed errors = %+v, want one OpEvictionPolicy panic naming KeyedPolicyFunc[int]", errs)
 	}
 }
 
@@ -444,13 +484,13 @@ func TestMinIdleUpkeepBoundsConcurrentMakes(t *testing.T) {
 
 func TestEvictorSchedule(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		if got := evictor.Default.Groups(); got != 0 {
+		if got := evictsched.Default.Groups(); got != 0 {
 			t.Fatalf("evictor goroutines before any pool = %d, want 0", got)
 		}
 		p0, _ := newPool(t, keyedpool.Config{})
 		p1, _ := newPool(t, keyedpool.Config{TimeBetweenEvictionRuns: time.Second})
 		p2, _ := newPool(t, keyedpool.Config{TimeBetweenEvictionRuns: time.Second})
-		if got := evictor.Default.Groups(); got != 1 {
+		if got := evictsched.Default.Groups(); got != 1 {
 			t.Errorf("evictor goroutines for two pools at 1s and one without = %d, want 1", got)
 		}
 		idleObjects(t, p1, "a", 1)
@@ -461,7 +501,7 @@ func TestEvictorSchedule(t *testing.T) {
 		if err := p2.SetConfig(keyedpool.Config{TimeBetweenEvictionRuns: time.Minute}); err != nil {
 			t.Fatal(err)
 		}
-		if got := evictor.Default.Groups(); got != 2 {
+		if got := evictsched.Default.Groups(); got != 2 {
 			t.Errorf("evictor goroutines after a pool moved to 1m = %d, want 2", got)
 		}
 		for _, p := range []*pool{p0, p1, p2} {
@@ -469,7 +509,7 @@ func TestEvictorSchedule(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if got := evictor.Default.Groups(); got != 0 {
+		if got := evictsched.Default.Groups(); got != 0 {
 			t.Errorf("evictor goroutines after every pool closed = %d, want 0", got)
 		}
 		if err := p1.RunEviction(context.Background()); !errors.Is(err, keyedpool.ErrClosed) {

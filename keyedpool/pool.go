@@ -8,8 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kpool-go/kpool/evictor"
 	"github.com/kpool-go/kpool/factory"
+	"github.com/kpool-go/kpool/internal/evictsched"
 	"github.com/kpool-go/kpool/internal/ilist"
 )
 
@@ -55,7 +55,7 @@ type Pool[K comparable, V any] struct {
 	wq         waitQueue[K, V]          // blocked borrowers of all keys
 	redispatch bool                     // a make or activation ended: unlock dispatches
 
-	reg         *evictor.Registration        // the evictor's schedule of this pool, or nil
+	reg         *evictsched.Registration     // the evictor's schedule of this pool, or nil
 	handClock   bool                         // no evictor, and RunEviction was called: stamp from the real clock
 	clears      uint32                       // ClearAlls, so that an object under test learns of them
 	idleSeqs    uint64                       // objects put in the idle set so far: their order there
@@ -141,7 +141,7 @@ func (p *Pool[K, V]) scheduleLocked(every time.Duration) {
 		p.reg = nil
 	}
 	if every > 0 {
-		p.reg = evictor.Default.Schedule(every, p)
+		p.reg = evictsched.Default.Schedule(every, evictRunner[K, V]{p})
 	}
 }
 

@@ -1,4 +1,4 @@
-package evictor_test
+package evictsched_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/kpool-go/kpool/evictor"
+	"github.com/kpool-go/kpool/internal/evictsched"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -50,7 +50,7 @@ func (r *runner) counts() (runs, cancelled int) {
 
 func TestSameIntervalSharesOneGoroutine(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := &evictor.Scheduler{}
+		s := &evictsched.Scheduler{}
 		a, b, c := newRunner(false), newRunner(false), newRunner(false)
 		ra := s.Schedule(time.Second, a)
 		rb := s.Schedule(time.Second, b)
@@ -89,7 +89,7 @@ func TestSameIntervalSharesOneGoroutine(t *testing.T) {
 
 func TestSlowRunDoesNotDelayOthers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := &evictor.Scheduler{}
+		s := &evictsched.Scheduler{}
 		slow, fast := newRunner(true), newRunner(false)
 		rs := s.Schedule(time.Second, slow)
 		rf := s.Schedule(time.Second, fast)
@@ -123,5 +123,5 @@ func TestScheduleRefusesNonPositiveInterval(t *testing.T) {
 			t.Error("Schedule(0, r) did not panic")
 		}
 	}()
-	(&evictor.Scheduler{}).Schedule(0, newRunner(false))
+	(&evictsched.Scheduler{}).Schedule(0, newRunner(false))
 }

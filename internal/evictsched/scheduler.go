@@ -1,4 +1,4 @@
-package evictor
+package evictsched
 
 import (
 	"context"
@@ -34,7 +34,7 @@ type Scheduler struct {
 	groups map[time.Duration]*group
 }
 
-// Default is the process-wide Scheduler that pools use.
+// Default is the process-wide Scheduler that every keyedpool pool uses.
 var Default = &Scheduler{}
 
 // group is the Registrations of one interval and the goroutine that ticks
@@ -62,7 +62,7 @@ type Registration struct {
 // register.
 func (s *Scheduler) Schedule(interval time.Duration, r Runner) *Registration {
 	if interval <= 0 {
-		panic(fmt.Sprintf("evictor: Schedule with interval %v, want more than 0", interval))
+		panic(fmt.Sprintf("evictsched: Schedule with interval %v, want more than 0", interval))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	reg := &Registration{s: s, interval: interval, r: r, ctx: ctx, cancel: cancel, idle: make(chan struct{})}
