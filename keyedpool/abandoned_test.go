@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/kpool-go/kpool/internal/testfactory"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -112,4 +115,62 @@ func TestAbandonedSharedLease(t *testing.T) {
 				other.Value().Destroyed(), p.Stats().DestroyedByAbandoned)
 		}
 	})
+}
+
+// A run that outlasts the interval does not stop the pool's clock (see
+// TestSlowRunEvictsNothingEarly): a lease borrowed meanwhile is stamped with
+// its time, and is not taken back before Abandoned.Timeout.
+func TestSlowRunTakesNoLeaseBackEarly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &testfactory.Factory{}
+		var slowOnce atomic.Bool
+		f.ValidateHook = func(_ context.Context, o *testfactory.Obj) error {
+			if o.Key == "slow" && slowOnce.CompareAndSwap(false, true) {
+				time.Sleep(9500 * time.Millisecond)
+			}
+			return nil
+		}
+		p := newPoolWith(t, f, keyedpool.Config{
+			TimeBetweenEvictionRuns: time.Second,
+			NumTestsPerEvictionRun:  -1,
+			TestWhileIdle:           true,
+			Abandoned:               &keyedpool.AbandonedConfig{RemoveOnMaintenance: true, Timeout: 5 * time.Second},
+		})
+		idleObjects(t, p, "slow", 1)
+		sleepPast(10 * time.Second)
+		h := mustBorrow(t, p, "a") // at 10s
+		sleepPast(1500 * time.Millisecond)
+		if err := p.Return(h); err != nil {
+			t.Errorf("Return of a lease borrowed 1.5s ago = %v (DestroyedByAbandoned = %d); "+
+				"want nil: Abandoned.Timeout is 5s", err, p.Stats().DestroyedByAbandoned)
+		}
+	})
+}
+
+// A leaked lease whose object has also outlived MaxLifetime, taken back by a
+// run, counts in DestroyedByAbandoned (the counter users watch for leaks),
+// not DestroyedByLifetime, in exclusive and in shared mode: the run's
+// lifetime sweep only queues upkeep, it does not retire the object first.
+func TestAbandonedExpiredLeaseCountsAsAbandoned(t *testing.T) {
+	for _, shares := range []int{1, 4} {
+		t.Run(fmt.Sprintf("Shares=%d", shares), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p, _ := newPool(t, keyedpool.Config{
+					MaxSharesPerObject: shares,
+					MaxLifetime:        10 * time.Second,
+					Abandoned:          &keyedpool.AbandonedConfig{RemoveOnMaintenance: true, Timeout: 5 * time.Second},
+				})
+				leaked := mustBorrow(t, p, "k")
+				sleepPast(11 * time.Second) // leaked for 11s (> 5s) and past its lifetime (10s)
+				mustRunEviction(t, p)
+				if err := p.Return(leaked); !errors.Is(err, keyedpool.ErrNotBorrowed) {
+					t.Fatalf("Return of the lease taken back = %v, want ErrNotBorrowed", err)
+				}
+				if s := p.Stats(); s.Destroyed != 1 || s.DestroyedByAbandoned != 1 || s.DestroyedByLifetime != 0 {
+					t.Errorf("leaked lease taken back by the run: Destroyed %d, DestroyedByAbandoned %d, DestroyedByLifetime %d; want 1, 1, 0",
+						s.Destroyed, s.DestroyedByAbandoned, s.DestroyedByLifetime)
+				}
+			})
+		})
+	}
 }

@@ -3,6 +3,7 @@ package keyedpool_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -184,4 +185,68 @@ func TestForgetFailures(t *testing.T) {
 	if got := p.Stats().Keys; got != 1 {
 		t.Errorf("Keys = %d after ForgetFailures of a healthy key, want 1", got)
 	}
+}
+
+// Past the backoff period one Borrow makes the probe. A probe that finds the
+// pool full, with no idle object whose room it could take, fails with
+// ErrExhausted and gives the probe back: once room frees and the backend is
+// up, the key makes again instead of refusing every make for ever.
+func TestBackoffEndsWhenProbeFindsPoolFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var down atomic.Bool
+		down.Store(true)
+		f := &testfactory.Factory{MakeHook: func(_ context.Context, key string) error {
+			if key == "dead" && down.Load() {
+				return errDial
+			}
+			return nil
+		}}
+		p := newPoolWith(t, f, keyedpool.Config{
+			MaxTotal:             1,
+			WhenExhausted:        keyedpool.Fail,
+			MakeFailureThreshold: 1,
+			MakeBackoffBase:      time.Second,
+			MakeBackoffMax:       time.Second,
+		})
+		ctx := context.Background()
+		if _, err := p.Borrow(ctx, "dead"); !errors.Is(err, errDial) {
+			t.Fatalf("first Borrow(dead) = %v, want the make error", err)
+		}
+		other := mustBorrow(t, p, "other") // fills MaxTotal, nothing idle
+		sleepPast(2 * time.Second)         // past the backoff period
+		if _, err := p.Borrow(ctx, "dead"); !errors.Is(err, keyedpool.ErrExhausted) {
+			t.Fatalf("Borrow(dead) in a full pool = %v, want ErrExhausted", err)
+		}
+		down.Store(false)
+		mustReturn(t, p, other) // now there is an idle object whose room can be taken
+		sleepPast(time.Minute)
+		_, err := p.Borrow(ctx, "dead")
+		if err != nil {
+			t.Errorf("Borrow(dead) 1m later, backend up, room available = %v; want an object "+
+				"(the probe taken by the ErrExhausted Borrow was never given back: the key is stuck)", err)
+		}
+	})
+}
+
+// With MakeFailureThreshold set, a key whose one make failed (below the
+// threshold, never in backoff) is still dropped once it holds nothing and
+// nobody uses it: one-off keys do not grow the pool without bound.
+func TestKeysWithOneFailedMakeAreDropped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &testfactory.Factory{MakeHook: func(context.Context, string) error { return errDial }}
+		p := newPoolWith(t, f, keyedpool.Config{
+			MakeFailureThreshold:    3,
+			TimeBetweenEvictionRuns: time.Second,
+		})
+		for i := range 100 {
+			if _, err := p.Borrow(context.Background(), fmt.Sprint("host", i)); !errors.Is(err, errDial) {
+				t.Fatalf("Borrow = %v, want the make error", err)
+			}
+		}
+		sleepPast(time.Hour)
+		if s := p.Stats(); s.Keys != 0 {
+			t.Errorf("Stats().Keys an hour after 100 one-off keys each failed one make = %d (KeysInBackoff %d), want 0",
+				s.Keys, s.KeysInBackoff)
+		}
+	})
 }

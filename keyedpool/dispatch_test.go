@@ -747,3 +747,114 @@ func TestParkedKeyUnparkedOnEveryCountDecrease(t *testing.T) {
 		})
 	}
 }
+
+// A waiter at the front of the queue, blocked by its own key's limit, does
+// not keep room that frees from a later waiter of another key.
+func TestKeyAtItsLimitDoesNotHoldRoomFromOthers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{MaxTotal: 2, MaxTotalPerKey: 1})
+		a := mustBorrow(t, p, "a")
+		x := mustBorrow(t, p, "x")
+		wa := borrowAsync(context.Background(), p, "a") // blocked by a's own limit
+		synctest.Wait()
+		wb := borrowAsync(context.Background(), p, "b") // blocked by MaxTotal
+		synctest.Wait()
+		if err := p.Invalidate(x); err != nil {
+			t.Fatal(err)
+		}
+		rb := <-wb
+		if rb.err != nil {
+			t.Fatalf("Borrow(b) = %v", rb.err)
+		}
+		mustReturn(t, p, a)
+		if ra := <-wa; ra.err != nil || ra.h.Value() != a.Value() {
+			t.Fatalf("Borrow(a) = %v, %v, want a's returned object", ra.h, ra.err)
+		} else {
+			mustReturn(t, p, ra.h)
+		}
+		mustReturn(t, p, rb.h)
+	})
+}
+
+// An object of a key without waiters that goes idle makes room for another
+// key's waiter blocked by MaxTotal.
+func TestReturnedIdleObjectMakesRoomForOtherKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{MaxTotal: 1})
+		h := mustBorrow(t, p, "a")
+		wb := borrowAsync(context.Background(), p, "b")
+		synctest.Wait()
+		mustReturn(t, p, h)
+		r := <-wb
+		if r.err != nil || !h.Value().Destroyed() {
+			t.Fatalf("Borrow(b) = %v with a's object destroyed %v, want b served in its room", r.err, h.Value().Destroyed())
+		}
+		mustReturn(t, p, r.h)
+	})
+}
+
+// A busy key whose objects go straight to its own waiters cannot starve an
+// older waiter of another key blocked by MaxTotal.
+func TestOlderWaiterOfOtherKeyIsNotStarved(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{MaxTotal: 1})
+		h := mustBorrow(t, p, "b")
+		wa := borrowAsync(context.Background(), p, "a") // first in line
+		synctest.Wait()
+		wb := borrowAsync(context.Background(), p, "b") // later
+		synctest.Wait()
+		mustReturn(t, p, h)
+		ra := <-wa
+		if ra.err != nil || ra.h.Key() != "a" {
+			t.Fatalf("Borrow(a) = %v, %v, want a served before the later b", ra.h, ra.err)
+		}
+		synctest.Wait()
+		select {
+		case r := <-wb:
+			t.Fatalf("later Borrow(b) served before a gave back: %v, %v", r.h, r.err)
+		default:
+		}
+		mustReturn(t, p, ra.h)
+		if rb := <-wb; rb.err != nil {
+			t.Fatalf("Borrow(b) = %v", rb.err)
+		} else {
+			mustReturn(t, p, rb.h)
+		}
+	})
+}
+
+// A waiter handed another key's idle object as room, that gives up before
+// using it, leaves the object alive. Whether the grant or the cancellation
+// wins is up to the scheduler, so the scenario runs 20 times: the order in
+// which the borrower gives up after the grant then comes up with near
+// certainty, and at least one run must have it.
+func TestWaiterGivingUpKeepsOtherKeysObject(t *testing.T) {
+	gaveUp := 0
+	for range 20 {
+		synctest.Test(t, func(t *testing.T) {
+			f := &testfactory.Factory{}
+			p := newPoolWith(t, f, keyedpool.Config{MaxTotal: 1})
+			a := mustBorrow(t, p, "a")
+			ctx, cancel := context.WithCancel(context.Background())
+			ch := borrowAsync(ctx, p, "b")
+			synctest.Wait()
+			// Cancel inside the Passivate of a's return: the grant of a's
+			// object as room for b and the cancellation race.
+			f.PassivateHook = func(context.Context, *testfactory.Obj) error { cancel(); return nil }
+			mustReturn(t, p, a)
+			r := <-ch
+			synctest.Wait()
+			if r.err == nil {
+				mustReturn(t, p, r.h)
+				return
+			}
+			gaveUp++
+			if a.Value().Destroyed() {
+				t.Errorf("Borrow(b) gave up (%v), yet a's object was destroyed for it", r.err)
+			}
+		})
+	}
+	if gaveUp == 0 {
+		t.Error("no run had the borrower give up: the scenario no longer exercises the race")
+	}
+}

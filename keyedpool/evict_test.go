@@ -543,3 +543,163 @@ func TestCloseEndsEvictionRun(t *testing.T) {
 		}
 	})
 }
+
+// A run that outlasts the interval makes the scheduler skip ticks; the
+// pool's clock still moves at each of them, so an object returned meanwhile
+// is stamped with its time, and the next run does not evict it before
+// MinEvictableIdle.
+func TestSlowRunEvictsNothingEarly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &testfactory.Factory{}
+		var slowOnce atomic.Bool
+		f.ValidateHook = func(_ context.Context, o *testfactory.Obj) error {
+			if o.Key == "slow" && slowOnce.CompareAndSwap(false, true) {
+				time.Sleep(9500 * time.Millisecond) // a validation against a slow backend
+			}
+			return nil
+		}
+		p := newPoolWith(t, f, keyedpool.Config{
+			TimeBetweenEvictionRuns: time.Second,
+			NumTestsPerEvictionRun:  -1,
+			TestWhileIdle:           true,
+			MinEvictableIdle:        3 * time.Second,
+		})
+		idleObjects(t, p, "slow", 1)
+		h := mustBorrow(t, p, "a")
+		// The run of 1s tests "slow" until 10.5s; the ticks between are skipped.
+		sleepPast(10 * time.Second)
+		mustReturn(t, p, h) // at 10s
+		obj := h.Value()
+		sleepPast(1500 * time.Millisecond) // the run of 11s has looked at it
+		if obj.Destroyed() {
+			t.Errorf("object returned at 10s was evicted by the run at 11s (DestroyedByEvictor = %d): "+
+				"idle 1s, want kept until idle more than MinEvictableIdle 3s", p.Stats().DestroyedByEvictor)
+		}
+	})
+}
+
+// Without an evictor (RunEviction called by hand) an object returned long
+// after a run is stamped with its return time, not the run's: the next run
+// judges its idle time from its return.
+func TestManualRunJudgesIdleTimeFromReturn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{MinEvictableIdle: 10 * time.Second, NumTestsPerEvictionRun: -1})
+		h := mustBorrow(t, p, "a") // made at 0s
+		mustRunEviction(t, p)      // at 0s
+		sleepPast(time.Minute)
+		mustReturn(t, p, h) // at 60s
+		sleepPast(time.Second)
+		mustRunEviction(t, p) // at 61s
+		if h.Value().Destroyed() {
+			t.Errorf("object returned 1s before RunEviction was evicted (DestroyedByEvictor = %d); "+
+				"want kept: MinEvictableIdle is 10s", p.Stats().DestroyedByEvictor)
+		}
+	})
+}
+
+// A key that upkeep skipped because it was at MaxTotalPerKey is made up once
+// room frees (a lent object invalidated), although it has no idle object
+// for a run to visit.
+func TestMinIdleUpkeepResumesWhenKeyLimitFrees(t *testing.T) {
+	p, _ := newPool(t, keyedpool.Config{MinIdlePerKey: 2, MaxTotalPerKey: 2})
+	h1, h2 := mustBorrow(t, p, "a"), mustBorrow(t, p, "a")
+	mustRunEviction(t, p) // "a" is at its limit: nothing to make now
+	if err := p.Invalidate(h1); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		mustRunEviction(t, p)
+	}
+	if got := p.KeyStats("a").Idle; got != 1 {
+		t.Errorf(`KeyStats("a").Idle after 3 runs = %d, want 1 (MinIdlePerKey 2, one of MaxTotalPerKey 2 lent)`, got)
+	}
+	mustReturn(t, p, h2)
+}
+
+// The same with MaxTotal: a key that upkeep skipped because the pool was
+// full is made up once room frees.
+func TestMinIdleUpkeepResumesWhenPoolRoomFrees(t *testing.T) {
+	p, _ := newPool(t, keyedpool.Config{MinIdlePerKey: 1, MaxTotal: 2})
+	ha := mustBorrow(t, p, "a")
+	hb := mustBorrow(t, p, "b")
+	mustRunEviction(t, p) // full: nothing made
+	if err := p.Invalidate(hb); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		mustRunEviction(t, p)
+	}
+	if got := p.KeyStats("a").Idle; got != 1 {
+		t.Errorf(`KeyStats("a").Idle after 3 runs = %d, want MinIdlePerKey 1 (one of 2 slots is free)`, got)
+	}
+	mustReturn(t, p, ha)
+}
+
+// Borrow never lends an idle object past its MaxLifetime, though no eviction
+// run has reached it (a run looks at a few objects, so with many idle ones
+// this is the common case).
+func TestBorrowNeverLendsExpiredIdleObject(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{MaxLifetime: 10 * time.Second})
+		obj := idleObjects(t, p, "a", 1)[0]
+		sleepPast(time.Minute)
+		h := mustBorrow(t, p, "a")
+		if h.Value() == obj {
+			t.Errorf("Borrow at 60s lent the idle object made at 0s; want it retired: MaxLifetime is 10s")
+		}
+		mustReturn(t, p, h)
+	})
+}
+
+// An Invalidate of a lent object past MaxLifetime counts in
+// DestroyedByInvalidate, in exclusive and in shared mode, also after a run's
+// lifetime sweep found the object expired: expiry only stops new leases, and
+// DestroyedByLifetime counts the objects found idle by a run or returned.
+func TestInvalidateOfExpiredLentObjectCountsAsInvalidate(t *testing.T) {
+	for _, shares := range []int{1, 4} {
+		t.Run(fmt.Sprintf("Shares=%d", shares), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p, _ := newPool(t, keyedpool.Config{MaxSharesPerObject: shares, MaxLifetime: 10 * time.Second})
+				h := mustBorrow(t, p, "k")
+				sleepPast(11 * time.Second)
+				mustRunEviction(t, p) // shared: the sweep retires the object
+				if err := p.Invalidate(h); err != nil {
+					t.Fatalf("Invalidate() = %v", err)
+				}
+				if s := p.Stats(); s.Destroyed != 1 || s.DestroyedByInvalidate != 1 || s.DestroyedByLifetime != 0 {
+					t.Errorf("after Invalidate of the lent object: Destroyed %d, DestroyedByInvalidate %d, DestroyedByLifetime %d; want 1, 1, 0",
+						s.Destroyed, s.DestroyedByInvalidate, s.DestroyedByLifetime)
+				}
+			})
+		})
+	}
+}
+
+// A run looks at NumTestsPerEvictionRun lent shared objects for expiry,
+// going on where the last run stopped, so that a run costs what it looks at,
+// not what the pool lends: here 7 keys whose only (lent) objects expired get
+// their upkeep 3 keys a run.
+func TestLentLifetimeSweepIsBoundedPerRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, f := newPool(t, keyedpool.Config{
+			MaxSharesPerObject: 2, MinIdlePerKey: 1,
+			MaxLifetime: 10 * time.Second, NumTestsPerEvictionRun: 3,
+		})
+		var hs []*handle
+		for k := range 7 {
+			hs = append(hs, mustBorrow(t, p, fmt.Sprint("k", k))) // each key's lent object, with room, is its spare
+		}
+		made := f.Made.Load()
+		if made != 7 {
+			t.Fatalf("made %d objects before expiry, want 7 (one spare per key)", made)
+		}
+		sleepPast(11 * time.Second)
+		for run, want := range []int64{3, 6, 7, 7} {
+			mustRunEviction(t, p)
+			if got := f.Made.Load() - made; got != want {
+				t.Errorf("run %d after expiry: %d objects made in all, want %d (3 lent objects looked at per run)", run+1, got, want)
+			}
+		}
+		returnAll(t, p, hs)
+	})
+}

@@ -478,3 +478,74 @@ func TestClearForgetsKey(t *testing.T) {
 		t.Errorf("idle objects of a key used after Clear = %d, want 1", got)
 	}
 }
+
+// Close of a pool that holds nothing succeeds even with a context that has
+// already ended: nothing is left to wait for, and the ended context must not
+// hide that (repeated, as Close checks both).
+func TestCloseDrainedWithEndedContextSucceeds(t *testing.T) {
+	for range 100 {
+		p, err := keyedpool.New(&testfactory.Factory{}, keyedpool.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Fatalf("Close(ended ctx) of an empty pool = %v, want nil", err)
+		}
+	}
+}
+
+// Close forgets the keys of the waiters it fails; a key with a lent object
+// stays until that object comes back.
+func TestCloseDropsKeysOfFailedWaiters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{MaxTotal: 1})
+		h := mustBorrow(t, p, "a")
+		ch := borrowAsync(context.Background(), p, "b")
+		synctest.Wait()
+		go p.Close(context.Background())
+		if r := <-ch; !errors.Is(r.err, keyedpool.ErrClosed) {
+			t.Fatalf("waiting Borrow() = %v, want ErrClosed", r.err)
+		}
+		synctest.Wait()
+		if got := p.Keys(); !slices.Equal(got, []string{"a"}) {
+			t.Errorf("Keys() after Close = %v, want [a]", got)
+		}
+		mustReturn(t, p, h)
+		synctest.Wait()
+		if got := p.Keys(); len(got) != 0 {
+			t.Errorf("Keys() after the last return = %v, want none", got)
+		}
+	})
+}
+
+// Clear(key) while an eviction run tests one of key's idle objects destroys
+// that object too, when its test ends: none of key's objects comes back idle
+// after Clear.
+func TestClearDestroysObjectUnderTest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &testfactory.Factory{}
+		release := make(chan struct{})
+		f.ValidateHook = func(context.Context, *testfactory.Obj) error {
+			<-release
+			return nil
+		}
+		p := newPoolWith(t, f, keyedpool.Config{TestWhileIdle: true, NumTestsPerEvictionRun: 1})
+		objs := idleObjects(t, p, "a", 2)
+		run := make(chan error, 1)
+		go func() { run <- p.RunEviction(context.Background()) }()
+		synctest.Wait() // one object of "a" is under test
+		if err := p.Clear(context.Background(), "a"); err != nil {
+			t.Fatal(err)
+		}
+		close(release)
+		if err := <-run; err != nil {
+			t.Fatal(err)
+		}
+		if got := p.KeyStats("a").Idle; got != 0 {
+			t.Errorf(`KeyStats("a").Idle after Clear("a") = %d, want 0 (destroyed: %v, %v)`,
+				got, objs[0].Destroyed(), objs[1].Destroyed())
+		}
+	})
+}

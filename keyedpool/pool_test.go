@@ -318,3 +318,59 @@ func TestOldestIdleAfterManyCycles(t *testing.T) {
 		t.Errorf("ClearOldest() destroyed a1 %v, a2 %v; want exactly the older one", a1.Value().Destroyed(), a2.Value().Destroyed())
 	}
 }
+
+// A borrower whose context ends while an idle object is being activated
+// (a health check that honours ctx) gives up; the object is not to blame and
+// goes back, and the other idle objects are left alone.
+func TestBorrowerGivingUpDuringActivationKeepsObjects(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &testfactory.Factory{}
+		p := newPoolWith(t, f, keyedpool.Config{})
+		var hs []*handle
+		for range 5 {
+			hs = append(hs, mustBorrow(t, p, "a"))
+		}
+		for _, h := range hs {
+			mustReturn(t, p, h)
+		}
+		f.ActivateHook = func(ctx context.Context, _ *testfactory.Obj) error {
+			select {
+			case <-time.After(2 * time.Second): // slow but healthy
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := p.Borrow(ctx, "a"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Borrow() = %v, want DeadlineExceeded", err)
+		}
+		if s := p.Stats(); s.Destroyed != 0 || s.Idle != 5 || s.Created != 5 || s.Borrowed != 5 {
+			t.Errorf("Stats() = %+v, want the 5 idle objects kept and no borrow counted", s)
+		}
+	})
+}
+
+// A stale handle given back while the pool is activating its object for a
+// new borrower fails with ErrNotBorrowed and does not disturb that borrower:
+// the object is in one list at a time.
+func TestStaleReturnDuringActivationFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &testfactory.Factory{}
+		p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 2})
+		h1 := mustBorrow(t, p, "a")
+		mustReturn(t, p, h1)
+		f.ActivateHook = func(context.Context, *testfactory.Obj) error { time.Sleep(time.Second); return nil }
+		ch := borrowAsync(context.Background(), p, "a") // reuses h1's handle
+		synctest.Wait()
+		if err := p.Return(h1); !errors.Is(err, keyedpool.ErrNotBorrowed) {
+			t.Errorf("stale Return() during activation = %v, want ErrNotBorrowed", err)
+		}
+		r := <-ch
+		if r.err != nil {
+			t.Fatalf("Borrow() = %v", r.err)
+		}
+		mustReturn(t, p, r.h)
+	})
+}

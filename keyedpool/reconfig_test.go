@@ -3,6 +3,7 @@ package keyedpool_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -408,6 +409,70 @@ func TestSetConfigFieldsBothWays(t *testing.T) {
 		if heard == 0 || len(got()) != heard || p.Stats().BackgroundErrors.Total() <= int64(heard) {
 			t.Errorf("listener heard %d, then %d after it was unset (BackgroundErrors %d); want more than 0, the same, and more counted",
 				heard, len(got()), p.Stats().BackgroundErrors.Total())
+		}
+	})
+}
+
+// MakeFailureThreshold 0 means off: switching it off with SetConfig ends a
+// running backoff, and the key's next Borrow makes.
+func TestBackoffSwitchedOffEndsRunningBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var down atomic.Bool
+		down.Store(true)
+		f := &testfactory.Factory{MakeHook: func(context.Context, string) error {
+			if down.Load() {
+				return errDial
+			}
+			return nil
+		}}
+		cfg := keyedpool.Config{MakeFailureThreshold: 1, MakeBackoffBase: time.Minute, MakeBackoffMax: time.Minute}
+		p := newPoolWith(t, f, cfg)
+		if _, err := p.Borrow(context.Background(), "a"); !errors.Is(err, errDial) {
+			t.Fatalf("Borrow = %v, want the make error", err)
+		}
+		cfg.MakeFailureThreshold = 0
+		if err := p.SetConfig(cfg); err != nil {
+			t.Fatal(err)
+		}
+		down.Store(false)
+		h, err := p.Borrow(context.Background(), "a")
+		if err != nil {
+			t.Fatalf("Borrow after SetConfig(MakeFailureThreshold: 0) = %v (KeysInBackoff %d); want an object: backoff is off",
+				err, p.Stats().KeysInBackoff)
+		}
+		mustReturn(t, p, h)
+	})
+}
+
+// Only objects lent while MaxLifetime is on are in the sweep's list; an
+// object lent before SetConfig turned it on, or after it turned it off, must
+// still come back, go idle and be lent again without upsetting the list.
+func TestLentSweepAcrossSetConfig(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := keyedpool.Config{MaxSharesPerObject: 2, MinIdlePerKey: 1}
+		p, f := newPool(t, cfg)
+		early := mustBorrow(t, p, "a") // lent with no lifetime: not in the sweep's list
+		on := cfg
+		on.MaxLifetime = 10 * time.Second
+		if err := p.SetConfig(on); err != nil {
+			t.Fatal(err)
+		}
+		late := mustBorrow(t, p, "b") // lent with a lifetime: swept
+		mustReturn(t, p, early)
+		again := mustBorrow(t, p, "a") // lent again, now with a lifetime
+		sleepPast(11 * time.Second)
+		made := f.Made.Load()
+		mustRunEviction(t, p)
+		if got := f.Made.Load() - made; got != 2 {
+			t.Errorf("a run after both lent objects expired made %d, want 2 (a spare for a and for b)", got)
+		}
+		if err := p.SetConfig(cfg); err != nil {
+			t.Fatal(err)
+		}
+		mustReturn(t, p, again)
+		mustReturn(t, p, late)
+		if s := p.Stats(); s.Active != 0 || s.SharesInUse != 0 {
+			t.Errorf("Stats after every lease came back = %+v, want nothing active", s.Gauges)
 		}
 	})
 }

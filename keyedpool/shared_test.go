@@ -5,7 +5,9 @@ import (
 	"errors"
 	"testing"
 	"testing/synctest"
+	"time"
 
+	"github.com/kpool-go/kpool/internal/testfactory"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -149,4 +151,215 @@ func TestSharedMinIdleCountsRoomUnderTheCap(t *testing.T) {
 		t.Errorf("after the object reached its cap: made %d, KeyStats %+v; want 2 made, 1 idle, 1 active", f.Made.Load(), s)
 	}
 	returnAll(t, p, hs)
+}
+
+// With shared leases a burst of borrowers on a cold key waits for the one
+// object being made instead of making one each: for gRPC, one dial, not a
+// storm.
+func TestSharedColdBurstMakesOneObject(t *testing.T) {
+	for _, action := range []keyedpool.ExhaustedAction{keyedpool.Block, keyedpool.Fail} {
+		t.Run(action.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := &testfactory.Factory{MakeHook: func(context.Context, string) error {
+					time.Sleep(100 * time.Millisecond) // a dial
+					return nil
+				}}
+				p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 100, WhenExhausted: action})
+				hs := borrowAtOnce(t, p, "k", 8)
+				if got := f.Made.Load(); got != 1 {
+					t.Errorf("objects made for 8 borrowers with 100 shares each = %d, want 1", got)
+				}
+				returnAll(t, p, hs)
+			})
+		})
+	}
+}
+
+// With shared leases, borrowers beyond what the objects in the making can
+// take still make their own.
+func TestSharedBurstBeyondPendingMakesMore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &testfactory.Factory{MakeHook: func(context.Context, string) error {
+			time.Sleep(100 * time.Millisecond)
+			return nil
+		}}
+		p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 2})
+		hs := borrowAtOnce(t, p, "k", 6)
+		if got := f.Made.Load(); got != 3 {
+			t.Errorf("objects made for 6 borrowers with 2 shares each = %d, want 3", got)
+		}
+		returnAll(t, p, hs)
+	})
+}
+
+// With shared leases an object under steady load never goes back to zero
+// leases; past MaxLifetime it still takes no new one and retires, or the
+// limit would never take effect.
+func TestSharedExpiredObjectTakesNoNewLeases(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{
+			MaxSharesPerObject:      2,
+			MaxLifetime:             10 * time.Second,
+			TimeBetweenEvictionRuns: time.Second,
+			NumTestsPerEvictionRun:  -1,
+		})
+		held := mustBorrow(t, p, "a")
+		first := held.Value()
+		for range 10 { // 100s, ten lifetimes
+			sleepPast(10 * time.Second)
+			next := mustBorrow(t, p, "a")
+			mustReturn(t, p, held)
+			held = next
+		}
+		if held.Value() == first {
+			t.Errorf("Borrow at 100s got a new share of the object made at 0s (MaxLifetime 10s, DestroyedByLifetime = %d); "+
+				"want an expired object to stop taking leases and retire", p.Stats().DestroyedByLifetime)
+		}
+		mustReturn(t, p, held)
+	})
+}
+
+// A shared object invalidated while other shares are out is broken: it takes
+// no borrower, so the key loses the spare room it gave. The next run's
+// upkeep makes the key a new spare, although an earlier run took the key off
+// the upkeep queue while that lent object was its spare. (Leases taken back
+// by Abandoned.RemoveOnMaintenance are invalidated, and go the same way.)
+func TestSharedInvalidatedSpareIsMadeUp(t *testing.T) {
+	p, f := newPool(t, keyedpool.Config{MaxSharesPerObject: 4, MaxTotalPerKey: 4, MinIdlePerKey: 1})
+	if err := p.Prepare(context.Background(), "k"); err != nil {
+		t.Fatalf("Prepare() = %v", err)
+	}
+	h1 := mustBorrow(t, p, "k")
+	h2 := mustBorrow(t, p, "k")
+	if h1.Value() != h2.Value() {
+		t.Fatalf("second Borrow() got another object, want a share of the first")
+	}
+	mustRunEviction(t, p) // the lent object (2 of 4 shares) is the spare: nothing made
+	if got := f.Made.Load(); got != 1 {
+		t.Fatalf("made %d objects before Invalidate, want 1", got)
+	}
+	if err := p.Invalidate(h1); err != nil {
+		t.Fatalf("Invalidate() = %v", err)
+	}
+	// The object is broken: it takes no borrower. The key has 0 spare.
+	mustRunEviction(t, p)
+	if got := f.Made.Load(); got != 2 {
+		t.Errorf("after Invalidate of the key's only spare and a run: made %d objects, want 2 (upkeep must make a spare); KeyStats %+v",
+			got, p.KeyStats("k"))
+	}
+	mustReturn(t, p, h2)
+}
+
+// A lent shared object past MaxLifetime takes no new borrower (lending
+// retires it), so it is no spare: Prepare makes one, and the next borrower
+// need not make.
+func TestSharedPrepareDoesNotCountExpiredLentObject(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, f := newPool(t, keyedpool.Config{
+			MaxSharesPerObject: 4, MaxTotalPerKey: 4, MinIdlePerKey: 1,
+			MaxLifetime: 10 * time.Second,
+		})
+		h := mustBorrow(t, p, "k")  // object A, 1 of 4 shares
+		sleepPast(11 * time.Second) // A has outlived MaxLifetime
+		if err := p.Prepare(context.Background(), "k"); err != nil {
+			t.Fatalf("Prepare() = %v", err)
+		}
+		made := f.Made.Load()
+		if made != 2 {
+			t.Errorf("Prepare with the only lent object expired made %d objects in all, want 2 (an expired object takes no borrower)", made)
+		}
+		h2 := mustBorrow(t, p, "k")
+		if got := f.Made.Load(); got != made {
+			t.Errorf("Borrow() after Prepare had to make an object (made %d -> %d): Prepare left no spare", made, got)
+		}
+		mustReturn(t, p, h2)
+		mustReturn(t, p, h)
+	})
+}
+
+// The same for upkeep: when the key's only spare, a lent shared object,
+// outlives MaxLifetime, a run makes a new spare, though no pool operation
+// announces an expiry.
+func TestSharedExpiredLentSpareIsMadeUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, f := newPool(t, keyedpool.Config{
+			MaxSharesPerObject: 4, MaxTotalPerKey: 4, MinIdlePerKey: 1,
+			MaxLifetime: 10 * time.Second,
+		})
+		if err := p.Prepare(context.Background(), "k"); err != nil {
+			t.Fatalf("Prepare() = %v", err)
+		}
+		h := mustBorrow(t, p, "k") // A, 1 of 4 shares: the spare
+		mustRunEviction(t, p)
+		sleepPast(11 * time.Second) // A expires while lent
+		mustRunEviction(t, p)
+		if got := f.Made.Load(); got != 2 {
+			t.Errorf("after the key's only spare expired and a run: made %d objects, want 2", got)
+		}
+		mustReturn(t, p, h)
+	})
+}
+
+// A Borrow that retires an expired lent object and shares another leaves the
+// key one spare short of MinIdlePerKey; the next run makes it up, whether or
+// not that share filled the other object to the cap.
+func TestSharedLendRetiringExpiredObjectQueuesUpkeep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, f := newPool(t, keyedpool.Config{
+			MaxSharesPerObject: 4, MaxTotalPerKey: 4, MinIdlePerKey: 2,
+			MaxLifetime: 10 * time.Second,
+		})
+		hA := mustBorrow(t, p, "k") // A made at 0s, lent
+		sleepPast(5 * time.Second)
+		mustRunEviction(t, p) // upkeep makes B (idle) at 5s: A and B are the 2 spares
+		hB := mustBorrow(t, p, "k")
+		if hB.Value() == hA.Value() {
+			t.Fatalf("Borrow() shared A, want idle B")
+		}
+		mustRunEviction(t, p)
+		if got := f.Made.Load(); got != 2 {
+			t.Fatalf("made %d, want 2 before expiry", got)
+		}
+		sleepPast(6 * time.Second)  // 11s: A expired, B not
+		hC := mustBorrow(t, p, "k") // retires A, shares B (2 of 4)
+		if hC.Value() != hB.Value() {
+			t.Fatalf("Borrow() got object %d, want a share of B", hC.Value().ID)
+		}
+		// Spare now: B only; MinIdlePerKey is 2.
+		mustRunEviction(t, p)
+		if got := f.Made.Load(); got != 3 {
+			t.Errorf("after A was retired and a run: made %d objects, want 3 (key has 1 spare, MinIdlePerKey 2); KeyStats %+v",
+				got, p.KeyStats("k"))
+		}
+		mustReturn(t, p, hA)
+		mustReturn(t, p, hB)
+		mustReturn(t, p, hC)
+	})
+}
+
+// The eviction policy counts spare objects as upkeep and Prepare do
+// (Candidate.IdleCount includes lent objects under the cap): with
+// SoftMinEvictableIdle, an idle object beside a lent spare that covers
+// MinIdlePerKey is evicted, not kept on top of it.
+func TestSharedSoftEvictionCountsLentSpare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, _ := newPool(t, keyedpool.Config{
+			MaxSharesPerObject: 4, MaxTotalPerKey: 4, MinIdlePerKey: 1,
+			SoftMinEvictableIdle:   5 * time.Second,
+			NumTestsPerEvictionRun: -1,
+		})
+		for range 2 {
+			if err := p.AddObject(context.Background(), "k"); err != nil {
+				t.Fatalf("AddObject() = %v", err)
+			}
+		}
+		h := mustBorrow(t, p, "k") // one lent (1 of 4 shares): the spare
+		mustRunEviction(t, p)      // starts the clock
+		sleepPast(6 * time.Second)
+		mustRunEviction(t, p)
+		if s := p.KeyStats("k"); s.Idle != 0 {
+			t.Errorf("KeyStats %+v: the idle object was kept by soft eviction although the lent one is the key's MinIdlePerKey spare; want Idle 0", s)
+		}
+		mustReturn(t, p, h)
+	})
 }

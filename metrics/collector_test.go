@@ -9,12 +9,14 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/evictor"
+	"github.com/kpool-go/kpool/factory"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
 	"github.com/kpool-go/kpool/internal/testfactory"
 	"github.com/kpool-go/kpool/keyedpool"
@@ -438,5 +440,165 @@ grpc_pool_background_errors_total{op="validate",pool="p"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "grpc_pool_background_errors_total"); err != nil {
 		t.Errorf("GatherAndCompare: %v", err)
+	}
+}
+
+// testTimeout bounds every wait of these tests: a bug shows up as a
+// failure naming what did not happen, never as a hang.
+const testTimeout = 10 * time.Second
+
+// capturingRegisterer registers on a real registry and keeps the
+// collectors, so that a test can call one's Collect in its own goroutine.
+type capturingRegisterer struct {
+	prometheus.Registerer
+	cs []prometheus.Collector
+}
+
+func (c *capturingRegisterer) Register(col prometheus.Collector) error {
+	c.cs = append(c.cs, col)
+	return c.Registerer.Register(col)
+}
+
+// With PerKey, a pool key that is not valid UTF-8 (a binary shard id, a
+// tenant name from a request) does not make Collect panic: the registry runs
+// Collect in a goroutine of its own, so a panic would crash the process at
+// the next scrape. (Collect runs here in the test's goroutine, so that a
+// panic fails the test instead of crashing it.)
+func TestKeyNotValidUTF8DoesNotBreakScrape(t *testing.T) {
+	reg := &capturingRegisterer{Registerer: prometheus.NewPedanticRegistry()}
+	m, err := metrics.New(reg, metrics.Options{PerKey: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{})
+	borrow(t, p, "shard-\xff\xfe")
+	if err := metrics.AddPool(m, "p", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan prometheus.Metric)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range ch {
+		}
+	}()
+	var panicked any
+	func() {
+		defer func() { panicked = recover() }()
+		reg.cs[0].Collect(ch)
+	}()
+	close(ch)
+	<-done
+	if panicked != nil {
+		t.Errorf("Collect() with a key that is not UTF-8 panicked: %v; a scrape would crash the process", panicked)
+	}
+}
+
+// A user key equal to metrics.OtherKey ("__other__") does not collide with
+// the aggregate series: once it has a series of its own and another key is
+// aggregated, Gather and /metrics still succeed (two series with the same
+// labels would fail the whole scrape).
+func TestKeyNamedOtherKeepsScrapeValid(t *testing.T) {
+	m, reg := newMetrics(t, metrics.Options{PerKey: true, MaxKeySeries: 1})
+	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{})
+	if err := metrics.AddPool(m, "p", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	borrow(t, p, metrics.OtherKey)
+	if _, err := reg.Gather(); err != nil { // "__other__" takes the one series
+		t.Fatalf("Gather() = %v", err)
+	}
+	borrow(t, p, "a") // aggregated under "__other__"
+	if _, err := reg.Gather(); err != nil {
+		t.Errorf("Gather() with a user key named %q and one aggregated key = %v, want nil", metrics.OtherKey, err)
+	}
+	if code, body := get(t, serve(t, m, reg)+"/metrics"); code != http.StatusOK {
+		t.Errorf("GET /metrics = %d, want 200; body:\n%.300s", code, body)
+	}
+}
+
+// pairKey is a realistic comparable key that is not a string.
+type pairKey struct{ Region, Host string }
+
+// Keys that are not strings and print alike (here {"eu west", "a"} and
+// {"eu", "west a"}, both "{eu west a}") stay two keys: /stats lists both,
+// and the per-key families count both keys' connections.
+func TestNonStringKeysStayDistinct(t *testing.T) {
+	m, reg := newMetrics(t, metrics.Options{PerKey: true})
+	f := factory.Funcs[pairKey, int]{MakeFunc: func(context.Context, pairKey) (int, error) { return 1, nil }}
+	p, err := keyedpool.New(f, keyedpool.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		p.Close(ctx)
+	})
+	for _, k := range []pairKey{{"eu west", "a"}, {"eu", "west a"}} {
+		if _, err := p.Borrow(context.Background(), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := metrics.AddPool(m, "p", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	var rep metrics.StatsReport
+	getJSON(t, serve(t, m, reg)+"/stats", http.StatusOK, &rep)
+	pr := rep.Pools[0]
+	active := 0
+	for _, k := range pr.PerKey {
+		active += k.Active
+	}
+	if pr.Keys != 2 || len(pr.PerKey) != pr.Keys || active != pr.Active {
+		t.Errorf("/stats: pool has %d keys and %d active, per_key lists %d keys with %d active (%+v); want every key listed",
+			pr.Keys, pr.Active, len(pr.PerKey), active, pr.PerKey)
+	}
+	if got := testutil.ToFloat64(sumOf(t, reg, "grpc_pool_key_active_connections")); got != 2 {
+		t.Errorf("sum of grpc_pool_key_active_connections = %v, want 2 (one per key)", got)
+	}
+}
+
+// sumOf returns a gauge whose value is the sum of the gauge family name.
+func sumOf(t *testing.T, g prometheus.Gatherer, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatalf("Gather() = %v", err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, s := range mf.GetMetric() {
+				sum += s.GetGauge().GetValue()
+			}
+		}
+	}
+	c := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sum", Help: "sum"})
+	c.Set(sum)
+	return c
+}
+
+// A New that fails to register (here grpc_requests_total is taken for a
+// while, as by a component being replaced in a reload) leaves none of its
+// collectors on the registry: the caller holds no handle to remove them, and
+// a retry once the conflict is gone succeeds.
+func TestFailedNewLeavesNothingRegistered(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	theirs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "grpc_requests_total",
+		Help: "RPCs sent on pooled connections, by method and status code (and key, with PerKey).",
+	}, []string{"method", "code"})
+	if err := reg.Register(theirs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := metrics.New(reg, metrics.Options{}); err == nil {
+		t.Fatal("New() while grpc_requests_total is registered = nil error, want a registration error")
+	}
+	if !reg.Unregister(theirs) {
+		t.Fatal("Unregister() = false")
+	}
+	if _, err := metrics.New(reg, metrics.Options{}); err != nil {
+		t.Errorf("New() once the conflict is gone = %v, want nil: the failed New left part of itself registered", err)
 	}
 }

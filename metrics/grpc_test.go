@@ -8,10 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
 
 	"github.com/kpool-go/kpool/factory/grpcfactory"
 	"github.com/kpool-go/kpool/internal/grpctest"
@@ -115,4 +117,157 @@ app_grpc_requests_total{code="OK",method="/grpc.testing.BenchmarkService/UnaryCa
 	if hr := rep.Pools[0].Health; hr == nil || hr.NotServing != 1 || fmt.Sprint(hr.Unhealthy) != fmt.Sprint([]string{srv.Addr}) {
 		t.Errorf("/stats health = %+v, want 1 not-serving check and %s unhealthy", hr, srv.Addr)
 	}
+}
+
+// grpcPool makes a pool of real gRPC clients whose factory has cfg
+// (NewStub and Insecure filled in) and closes it when the test ends.
+func grpcPool(t *testing.T, cfg grpcfactory.Config[string, testpb.BenchmarkServiceClient], pcfg keyedpool.Config) (*grpcfactory.Factory[string, testpb.BenchmarkServiceClient], *keyedpool.Pool[string, *grpcfactory.Client[testpb.BenchmarkServiceClient]]) {
+	t.Helper()
+	cfg.NewStub = testpb.NewBenchmarkServiceClient
+	cfg.Insecure = true
+	f, err := grpcfactory.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := keyedpool.New(f, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("Close() = %v", err)
+		}
+	})
+	return f, p
+}
+
+// An RPC counts once in grpc_requests_total and grpc_request_duration_seconds,
+// however many attempts its retries took: gRPC calls a stats handler once
+// per attempt, but the caller made one RPC. Here one RPC that succeeded on
+// its third attempt is one OK RPC with one duration.
+func TestRetriedRPCCountedOnce(t *testing.T) {
+	m, reg := newMetrics(t, metrics.Options{})
+	srv := grpctest.Start(t, grpctest.Options{})
+	_, p := grpcPool(t, grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
+		Retry:    grpcfactory.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond},
+		Observer: m.Observer(),
+	}, keyedpool.Config{})
+	if err := metrics.AddPool(m, "p", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	h, err := p.Borrow(ctx, srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.FailNext(2)
+	_, err = h.Value().Stub().UnaryCall(ctx, &testpb.SimpleRequest{})
+	grpcfactory.Release(p, h, err)
+	if err != nil {
+		t.Fatalf("UnaryCall() with 3 attempts and 2 failures = %v, want success", err)
+	}
+	if got := srv.UnaryCalls(); got != 3 {
+		t.Fatalf("server saw %d attempts, want 3 (the retry policy did not apply)", got)
+	}
+	// The OK attempt ends last; once it is observed all attempts are.
+	grpctest.WaitFor(t, testTimeout, "the RPC observed", func() bool {
+		return strings.Contains(gatherText(t, reg), `code="OK"`)
+	})
+	want := `
+# HELP grpc_requests_total RPCs sent on pooled connections, by method and status code (and key, with PerKey).
+# TYPE grpc_requests_total counter
+grpc_requests_total{code="OK",method="/grpc.testing.BenchmarkService/UnaryCall"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "grpc_requests_total"); err != nil {
+		t.Errorf("one RPC that succeeded after 2 retried attempts:\n%v", err)
+	}
+	if got := gatherText(t, reg); !strings.Contains(got, `grpc_request_duration_seconds_count{method="/grpc.testing.BenchmarkService/UnaryCall"} 1`) {
+		t.Errorf("grpc_request_duration_seconds count is not 1 for one RPC:\n%s", grep(got, "grpc_request_duration_seconds_count"))
+	}
+}
+
+// An RPC that gRPC fails before its first attempt is observed with its code,
+// as every RPC is: here its deadline had passed when it was made on a pooled
+// connection (as when a Borrow wait used it up). Bad outgoing metadata and a
+// closing ClientConn fail the same way; these are the failures operators
+// look for.
+func TestRPCFailingBeforeFirstAttemptIsObserved(t *testing.T) {
+	m, reg := newMetrics(t, metrics.Options{})
+	srv := grpctest.Start(t, grpctest.Options{})
+	_, p := grpcPool(t, grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
+		ConnectTimeout: testTimeout,
+		Observer:       m.Observer(),
+	}, keyedpool.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	h, err := p.Borrow(ctx, srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, cancelExpired := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer cancelExpired()
+	_, err = h.Value().Stub().UnaryCall(expired, &testpb.SimpleRequest{})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("UnaryCall(expired ctx) = %v, want DeadlineExceeded", err)
+	}
+	// A second RPC, observed after the first has long ended, as a barrier.
+	_, err = h.Value().Stub().UnaryCall(ctx, &testpb.SimpleRequest{})
+	grpcfactory.Release(p, h, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpctest.WaitFor(t, testTimeout, "the second RPC observed", func() bool {
+		return strings.Contains(gatherText(t, reg), `code="OK"`)
+	})
+	want := `
+# HELP grpc_requests_total RPCs sent on pooled connections, by method and status code (and key, with PerKey).
+# TYPE grpc_requests_total counter
+grpc_requests_total{code="DeadlineExceeded",method="/grpc.testing.BenchmarkService/UnaryCall"} 1
+grpc_requests_total{code="OK",method="/grpc.testing.BenchmarkService/UnaryCall"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "grpc_requests_total"); err != nil {
+		t.Errorf("two RPCs, one failed with DeadlineExceeded:\n%v", err)
+	}
+}
+
+// gatherText returns reg's exposition as text.
+func gatherText(t *testing.T, reg prometheus.Gatherer) string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather() = %v", err)
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		for _, s := range mf.GetMetric() {
+			var labels []string
+			for _, l := range s.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			lv := "{" + strings.Join(labels, ",") + "}"
+			switch {
+			case s.GetHistogram() != nil:
+				fmt.Fprintf(&b, "%s_count%s %d\n", mf.GetName(), lv, s.GetHistogram().GetSampleCount())
+			case s.GetCounter() != nil:
+				fmt.Fprintf(&b, "%s%s %v\n", mf.GetName(), lv, s.GetCounter().GetValue())
+			case s.GetGauge() != nil:
+				fmt.Fprintf(&b, "%s%s %v\n", mf.GetName(), lv, s.GetGauge().GetValue())
+			}
+		}
+	}
+	return b.String()
+}
+
+// grep returns the lines of text that contain sub.
+func grep(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -3,6 +3,7 @@ package grpcfactory_test
 import (
 	"crypto/tls"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +140,21 @@ func TestRetryPolicy(t *testing.T) {
 				t.Errorf("server saw %d attempts, want %d", got, tt.wantCalls)
 			}
 		})
+	}
+}
+
+// New refuses a NaN or infinite Retry.BackoffMultiplier with an error that
+// wraps ErrInvalidConfig and names the field, as for any invalid value (a
+// < 0 check lets both through).
+func TestNewRefusesNonFiniteBackoffMultiplier(t *testing.T) {
+	for _, m := range []float64{math.NaN(), math.Inf(1)} {
+		_, err := grpcfactory.New(config{
+			NewStub:  testpb.NewBenchmarkServiceClient,
+			Insecure: true,
+			Retry:    grpcfactory.RetryPolicy{MaxAttempts: 3, BackoffMultiplier: m},
+		})
+		if !errors.Is(err, grpcfactory.ErrInvalidConfig) || !strings.Contains(err.Error(), "Retry.BackoffMultiplier") {
+			t.Errorf("New() with Retry.BackoffMultiplier %v = %v; want ErrInvalidConfig naming Retry.BackoffMultiplier", m, err)
+		}
 	}
 }

@@ -518,3 +518,80 @@ func TestClientServing(t *testing.T) {
 		t.Errorf("Serving() = %v, want ErrNotServing", err)
 	}
 }
+
+// Closing the pool waits for a stream's share (a Conn user has no ClientConn
+// to close), bounded by Close's ctx, and closes every connection once the
+// stream has ended, as Conn's doc says.
+func TestCloseWaitsForStreams(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	p, foo := sharedPool(t, srv, config{ConnectTimeout: testTimeout}, keyedpool.Config{})
+	sctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := foo.StreamingFromServer(sctx, req("watch"))
+	if err != nil {
+		t.Fatalf("StreamingFromServer() error = %v", err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatalf("Recv() error = %v", err)
+	}
+	// As documented on Conn: Close waits for the stream's share...
+	cctx, ccancel := context.WithTimeout(ctx(t), 100*time.Millisecond)
+	defer ccancel()
+	if err := p.Close(cctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("pool Close() with a stream open = %v, want DeadlineExceeded (it waits for the stream)", err)
+	}
+	// ...and closes everything once the stream is ended.
+	cancel()
+	if err := p.Close(ctx(t)); err != nil {
+		t.Errorf("pool Close() after the stream ended = %v, want nil", err)
+	}
+	grpctest.WaitFor(t, testTimeout, "the server to see the connection closed", func() bool { return srv.Open() == 0 })
+}
+
+// With abandoned-lease tracking on, a stream in active use past
+// Abandoned.Timeout keeps its share and its connection when another Borrow
+// looks for leaked leases: Conn marks its leases used, which a Conn user,
+// who has no handle, cannot do.
+func TestActiveStreamNotTakenBackAsAbandoned(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	p, foo := sharedPool(t, srv, config{ConnectTimeout: testTimeout}, keyedpool.Config{
+		MaxSharesPerObject: 1,
+		MaxTotalPerKey:     1,
+		Abandoned:          &keyedpool.AbandonedConfig{RemoveOnBorrow: true, Timeout: 100 * time.Millisecond},
+	})
+	sctx, cancel := context.WithCancel(ctx(t))
+	defer cancel()
+	s, err := foo.StreamingCall(sctx)
+	if err != nil {
+		t.Fatalf("StreamingCall() error = %v", err)
+	}
+	ping := func() error {
+		if err := s.Send(req("ping")); err != nil {
+			return err
+		}
+		_, err := s.Recv()
+		return err
+	}
+	// The stream is busy: a message every 20 ms for 200 ms.
+	for range 10 {
+		if err := ping(); err != nil {
+			t.Fatalf("stream in use: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Another caller waits (briefly) for the one connection.
+	short, cancelShort := context.WithTimeout(ctx(t), 200*time.Millisecond)
+	defer cancelShort()
+	foo.UnaryCall(short, req("x"))
+
+	if err := ping(); err != nil {
+		t.Errorf("stream in active use after another Borrow: %v (pool %+v); want it untouched, its share not taken back as abandoned",
+			err, p.Stats())
+	}
+	s.CloseSend()
+	for {
+		if _, err := s.Recv(); err != nil {
+			break
+		}
+	}
+}

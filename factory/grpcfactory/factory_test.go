@@ -3,11 +3,14 @@ package grpcfactory_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/kpool-go/kpool/factory/grpcfactory"
@@ -213,5 +216,143 @@ func TestEachClientOwnConnection(t *testing.T) {
 	grpcfactory.Release(p, h, err)
 	if got := srv.Accepted(); got != n {
 		t.Errorf("server accepted %d connections after reuse, want %d", got, n)
+	}
+}
+
+// With ConnectTimeout the pool never lends a connection that has not
+// connected: an idle connection left CONNECTING (here by borrowers that gave
+// up during Activate's wait) is waited for by the next Borrow, not lent at
+// once.
+func TestBorrowNeverLendsConnectingConnection(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	p := newPool(t, config{ConnectTimeout: 300 * time.Millisecond}, keyedpool.Config{})
+	h, err := p.Borrow(ctx(t), srv.Addr)
+	if err != nil {
+		t.Fatalf("Borrow() error = %v", err)
+	}
+	c := h.Value()
+	if err := p.Return(h); err != nil {
+		t.Fatalf("Return() error = %v", err)
+	}
+	// The backend goes away; its port now accepts and never answers.
+	srv.Stop()
+	lis := silentListener(t, srv.Addr)
+	defer lis.Close()
+	waitState(t, c, connectivity.Idle)
+
+	// A borrower with a short deadline gives up while Activate waits for
+	// the reconnect; the connection goes back to the pool, CONNECTING, and
+	// stays so (the silent backend never answers the handshake). On a busy
+	// machine the deadline can pass before Activate starts, leaving the
+	// connection IDLE: then the next borrower waits twice as long.
+	for wait := 50 * time.Millisecond; c.ClientConn().GetState() != connectivity.Connecting; wait *= 2 {
+		if wait > 2*time.Second {
+			t.Fatalf("idle connection is %v after borrowers gave up during Activate, want CONNECTING", c.ClientConn().GetState())
+		}
+		short, cancelShort := context.WithTimeout(ctx(t), wait)
+		h, err := p.Borrow(short, srv.Addr)
+		cancelShort()
+		if err == nil {
+			p.Return(h)
+			t.Fatal("Borrow() with a silent backend succeeded")
+		}
+	}
+
+	h, err = p.Borrow(ctx(t), srv.Addr)
+	if err == nil {
+		state := h.Value().ClientConn().GetState()
+		p.Return(h)
+		if state != connectivity.Ready {
+			t.Errorf("Borrow() with ConnectTimeout lent a connection in state %v; want READY, or ErrConnect after ConnectTimeout", state)
+		}
+	}
+}
+
+// fakeH2Server accepts connections and answers each with an HTTP/2
+// SETTINGS frame followed by a GOAWAY, then closes it: a backend that
+// completes the handshake and drops the connection at once (overloaded,
+// shutting down, a proxy at its connection limit).
+func fakeH2Server(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { lis.Close(); wg.Wait() })
+	settings := []byte{0, 0, 0, 4, 0, 0, 0, 0, 0}
+	// GOAWAY: length 8, type 7, stream 0, last stream 0, error NO_ERROR.
+	goaway := []byte{0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	wg.Go(func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(testTimeout))
+				buf := make([]byte, 24) // the client preface
+				if _, err := io.ReadFull(c, buf); err != nil {
+					return
+				}
+				c.Write(append(settings, goaway...))
+				time.Sleep(10 * time.Millisecond)
+			})
+		}
+	})
+	return lis.Addr().String()
+}
+
+// Make does not wait out ConnectTimeout when the first attempt's transport
+// closes right after the handshake (a backend overloaded, shutting down, or
+// a proxy at its connection limit): gRPC then goes CONNECTING -> IDLE and
+// does not try again by itself, so Make fails (or tries again) at once
+// instead of waiting for a state change that never comes.
+func TestMakeFailsAtOnceWhenHandshakeDropped(t *testing.T) {
+	addr := fakeH2Server(t)
+	const timeout = time.Second
+	f := newFactory(t, config{ConnectTimeout: timeout})
+	var worst time.Duration
+	var lastErr error
+	for range 5 {
+		if worst >= timeout {
+			break
+		}
+		start := time.Now()
+		c, err := f.Make(ctx(t), addr)
+		d := time.Since(start)
+		if err == nil {
+			f.Destroy(ctx(t), addr, c)
+		} else {
+			lastErr = err
+		}
+		worst = max(worst, d)
+	}
+	if worst >= timeout {
+		t.Errorf("Make() to a backend that drops the connection after the handshake took %v (ConnectTimeout %v), error %v; want it to fail (or retry) at once, not wait out ConnectTimeout in IDLE",
+			worst, timeout, lastErr)
+	}
+}
+
+// A failed first attempt (here refused) fails Make at once with gRPC's
+// reason, also when the DialOptions make WaitForReady(true) the default:
+// learning the reason does not wait for the connection.
+func TestMakeFailsAtOnceWithWaitForReadyDefault(t *testing.T) {
+	addr := deadAddr(t)
+	const timeout = 2 * time.Second
+	f := newFactory(t, config{
+		ConnectTimeout: timeout,
+		DialOptions:    []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.WaitForReady(true))},
+	})
+	start := time.Now()
+	c, err := f.Make(ctx(t), addr)
+	d := time.Since(start)
+	if err == nil {
+		f.Destroy(ctx(t), addr, c)
+		t.Fatal("Make() to a dead address succeeded")
+	}
+	if d >= timeout {
+		t.Errorf("Make() to a refusing address took %v (ConnectTimeout %v), error %v; want it at once (first attempt refused)", d, timeout, err)
 	}
 }

@@ -301,3 +301,137 @@ func TestOneHealthCheckInFlightPerConnection(t *testing.T) {
 		t.Errorf("backend had at most %d Checks in flight, want 1", got)
 	}
 }
+
+// A backend whose health service says NOT_SERVING stops being lent also
+// with shared leases, where a connection that always carries an RPC (steady
+// traffic, or one long stream) is never idle, so never activated or
+// validated again: within an Interval of the change RPCs are refused unsent,
+// and they succeed again once the backend is SERVING.
+func TestNotServingBackendNotLentUnderSharedTraffic(t *testing.T) {
+	const service = "grpc.testing.BenchmarkService"
+	srv := grpctest.Start(t, grpctest.Options{})
+	srv.Health.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
+	_, foo := sharedPool(t, srv,
+		config{ConnectTimeout: testTimeout, HealthCheck: &grpcfactory.HealthCheck{Service: service, Interval: 20 * time.Millisecond}},
+		keyedpool.Config{MaxSharesPerObject: 10, TestOnCreate: true, TestOnBorrow: true})
+
+	// Traffic: one long stream keeps a share of the connection.
+	sctx, cancel := context.WithCancel(ctx(t))
+	defer cancel()
+	s, err := foo.StreamingFromServer(sctx, req("long"))
+	if err != nil {
+		t.Fatalf("StreamingFromServer() error = %v", err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatalf("Recv() error = %v", err)
+	}
+
+	srv.Health.SetServingStatus(service, healthpb.HealthCheckResponse_NOT_SERVING)
+	// Within an Interval of the backend's change, RPCs are refused unsent.
+	grpctest.WaitFor(t, testTimeout, "an RPC refused as NOT_SERVING", func() bool {
+		before := srv.UnaryCalls()
+		_, err := foo.UnaryCall(ctx(t), req("x"))
+		if err == nil {
+			return false
+		}
+		if status.Code(err) != codes.Unavailable || !errors.Is(err, grpcfactory.ErrNotServing) || srv.UnaryCalls() != before {
+			t.Fatalf("UnaryCall() to a NOT_SERVING backend = %v (sent: %v); want Unavailable wrapping ErrNotServing, not sent",
+				err, srv.UnaryCalls() != before)
+		}
+		return true
+	})
+	srv.Health.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
+	grpctest.WaitFor(t, testTimeout, "RPCs to succeed once SERVING again", func() bool {
+		_, err := foo.UnaryCall(ctx(t), req("y"))
+		return err == nil
+	})
+	cancel()
+}
+
+// HealthStats is all zero without HealthCheck, as documented: a factory that
+// runs no health checks tracks no targets, so /stats shows no health for its
+// pool.
+func TestHealthStatsZeroWithoutHealthCheck(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	f := newFactory(t, config{})
+	c, err := f.Make(ctx(t), srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Destroy(ctx(t), srv.Addr, c)
+	if got := f.HealthStats(); !equalHealth(got, grpcfactory.HealthStats{}) {
+		t.Errorf("HealthStats() of a factory without HealthCheck = %+v, want all zero (as documented)", got)
+	}
+}
+
+// slowHealth is a grpc.health.v1 service whose Checks wait until release is
+// closed (or their context ends).
+type slowHealth struct {
+	healthpb.UnimplementedHealthServer
+	entered chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+func (s *slowHealth) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	s.once.Do(func() { close(s.entered) })
+	select {
+	case <-s.release:
+		return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// A health Check cut short because the factory closed its client (Destroy
+// while Validate's Check is in flight: abandoned-lease removal, Close or
+// Clear racing with a check) is no answer of the backend: it does not mark
+// the target unhealthy, a mark every live client of the target shares (here
+// a second client, whose backend answers SERVING).
+func TestCheckCutShortByDestroyLeavesTargetHealthy(t *testing.T) {
+	hs := &slowHealth{entered: make(chan struct{}), release: make(chan struct{})}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	releaseOnce := sync.OnceFunc(func() { close(hs.release) })
+	t.Cleanup(releaseOnce)
+	addr := lis.Addr().String()
+
+	f := newFactory(t, config{HealthCheck: &grpcfactory.HealthCheck{Timeout: testTimeout}})
+	c1, err := f.Make(ctx(t), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := f.Make(ctx(t), addr) // a second live client of the same target
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Destroy(ctx(t), addr, c2)
+
+	checked := make(chan error, 1)
+	go func() { checked <- f.Validate(ctx(t), addr, c1) }()
+	select {
+	case <-hs.entered:
+	case <-ctx(t).Done():
+		t.Fatal("the Check did not reach the backend")
+	}
+	if err := f.Destroy(ctx(t), addr, c1); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-checked; err == nil {
+		t.Fatal("Validate() of a client destroyed during its Check = nil error")
+	}
+	releaseOnce() // the backend is and was SERVING
+
+	got := f.HealthStats()
+	want := grpcfactory.HealthStats{Targets: 1}
+	if !equalHealth(got, want) {
+		t.Errorf("HealthStats() after a Check cut short by Destroy = %+v, want %+v: no backend answered badly, and %s still has a live client",
+			got, want, addr)
+	}
+}
