@@ -22,8 +22,11 @@ func (r *Router[T]) wait(ctx context.Context, svc *service) (*snapshot, error) {
 		case <-svc.ready:
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-r.ctx.Done():
-			return nil, ErrClosed
+		case <-svc.ctx.Done():
+			if r.ctx.Err() != nil {
+				return nil, ErrClosed
+			}
+			return nil, fmt.Errorf("%w: service %q: its watch was stopped (Forget) before its first lookup ended", ErrNoEndpoints, svc.name)
 		}
 	}
 	return svc.snap.Load(), nil
@@ -39,7 +42,8 @@ func noEndpoints(svc *service) error {
 
 // Borrow lends a client of one of service's endpoints, picked by the
 // service's Balancer. It waits for the service's first lookup if the service
-// is new, and then for a client as keyedpool.Pool.Borrow does, bounded by
+// is new (each Borrow is a use of the service: see RouterConfig.IdleTimeout),
+// and then for a client as keyedpool.Pool.Borrow does, bounded by
 // ctx and the pool's MaxWait. When the picked endpoint cannot give one (its
 // connection fails, its make backoff is open, it is exhausted with
 // WhenExhausted Fail, its health check says not SERVING), Borrow tries the
@@ -66,26 +70,36 @@ func (r *Router[T]) borrow(ctx context.Context, svc *service) (*keyedpool.Pooled
 	if err != nil {
 		return nil, err
 	}
-	if snap == nil || len(snap.eps) == 0 {
-		return nil, noEndpoints(svc)
-	}
-	c := &candidates[T]{r: r, snap: snap, strict: true}
 	for restarts := 0; ; restarts++ {
-		h, stale, err := r.borrowOnce(ctx, svc, c)
-		if h != nil || !stale || restarts == maxRestarts {
-			return h, err
-		}
-		// Endpoints this borrow tried left meanwhile: start over with the
-		// service's newer list.
-		c = &candidates[T]{r: r, snap: svc.snap.Load(), strict: true}
-		if len(c.snap.eps) == 0 {
+		if snap == nil || len(snap.eps) == 0 {
 			return nil, noEndpoints(svc)
+		}
+		h, stale, berr := r.borrowOnce(ctx, svc, &candidates[T]{r: r, snap: snap, strict: true})
+		switch {
+		case h != nil || restarts == maxRestarts || ctx.Err() != nil || errors.Is(berr, ErrClosed):
+			return h, berr
+		case svc.dropped.Load():
+			// Forgotten, or dropped as idle, while this borrow ran: its
+			// endpoints were retired under it. This borrow is a use:
+			// watch the service again and start over.
+			if svc, err = r.service(svc.name); err != nil {
+				return nil, err
+			}
+			if snap, err = r.wait(ctx, svc); err != nil {
+				return nil, err
+			}
+		case stale:
+			// Endpoints this borrow tried left meanwhile: start over with
+			// the service's newer list.
+			snap = svc.snap.Load()
+		default:
+			return nil, berr
 		}
 	}
 }
 
 // maxRestarts bounds how often one borrow starts over because the
-// endpoints it was trying left the service.
+// endpoints it was trying left the service, or the service was dropped.
 const maxRestarts = 8
 
 // borrowOnce tries the endpoints of c's snapshot, each once at most, and
@@ -163,13 +177,15 @@ func (r *Router[T]) Release(h *keyedpool.Pooled[string, *grpcfactory.Client[T]],
 
 // usable reports whether a borrow should go to addr while other endpoints
 // are healthy: not when its make backoff is open, nor when it has
-// connections and all of them are in TRANSIENT_FAILURE.
+// connections and all of them are in TRANSIENT_FAILURE. An endpoint whose
+// last connect failed is still tried while its backoff is closed: a
+// borrow's connect is how it learns that the endpoint is back.
 func (r *Router[T]) usable(addr string) bool {
 	st := r.addr(addr)
 	if st == nil {
 		return false
 	}
-	if st.makeFailed.Load() && r.pool.KeyStats(addr).BackoffUntil.After(time.Now()) {
+	if st.failed.Load() && r.pool.KeyStats(addr).BackoffUntil.After(time.Now()) {
 		return false
 	}
 	if p := st.clients.Load(); p != nil && len(*p) > 0 {
@@ -181,6 +197,29 @@ func (r *Router[T]) usable(addr string) bool {
 		return false
 	}
 	return true
+}
+
+// healthy reports whether addr can lend a connection as far as the Router
+// knows, for ServiceStats.Usable: it has a connection that is READY or
+// IDLE; or it has none, and neither did its last connect fail nor is its
+// first warm-up still running. CONNECTING connections do not count: a
+// connection to a dead backend passes through CONNECTING at each retry,
+// and a probe must not see it healthy each time. Whatever the make
+// backoff says: with MakeFailureThreshold 0 there is none.
+func (r *Router[T]) healthy(addr string) bool {
+	st := r.addr(addr)
+	if st == nil {
+		return false
+	}
+	if p := st.clients.Load(); p != nil && len(*p) > 0 {
+		for _, c := range *p {
+			if s := c.ClientConn().GetState(); s == connectivity.Ready || s == connectivity.Idle {
+				return true
+			}
+		}
+		return false
+	}
+	return !st.failed.Load() && !st.pending.Load()
 }
 
 // candidates is Candidates for one borrow.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/keyedpool"
@@ -12,10 +13,16 @@ import (
 // TestRouterConfigValidateReportsEveryField checks that the Router's own
 // fields and its pool's are reported together, as one flat list.
 func TestRouterConfigValidateReportsEveryField(t *testing.T) {
-	cfg := discovery.RouterConfig[stub]{Pool: keyedpool.Config{MaxWait: -1, MinIdlePerKey: -1}}
+	cfg := discovery.RouterConfig[stub]{
+		Pool:         keyedpool.Config{MaxWait: -1, MinIdlePerKey: -1},
+		WarmInterval: -time.Second,
+		IdleTimeout:  -time.Minute,
+	}
 	want := []string{
 		"discovery: invalid config: Resolver is nil, want a Resolver, such as static.New's",
 		"discovery: invalid config: Factory is nil, want a factory of clients keyed by address, such as grpcfactory.New's",
+		"discovery: invalid config: WarmInterval is -1s, want 0 (on arrival and Warm only) or more",
+		"discovery: invalid config: IdleTimeout is -1m0s, want 0 (watch until Forget or Close) or more",
 		"keyedpool: invalid config: MinIdlePerKey is -1, want 0 or more",
 		"keyedpool: invalid config: MaxWait is -1ns, want 0 (bounded by the context only) or more",
 	}

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 
@@ -33,10 +34,17 @@ type Conn[T any] struct {
 var _ grpc.ClientConnInterface = (*Conn[int])(nil)
 
 // Conn returns a Conn for service, which the Router watches from now on.
+// Each RPC counts as a use of the service (see RouterConfig.IdleTimeout):
+// an RPC after Forget, or after the service went idle, watches it again.
 // After Close its RPCs fail with Unavailable, wrapping ErrClosed.
 func (r *Router[T]) Conn(service string) *Conn[T] {
-	svc, err := r.service(service)
-	return &Conn[T]{name: service, c: grpcfactory.NewLenderConn(&lender[T]{r: r, svc: svc, err: err})}
+	l := &lender[T]{r: r, name: service}
+	if svc, err := r.service(service); err != nil {
+		l.err = err
+	} else {
+		l.svc.Store(svc)
+	}
+	return &Conn[T]{name: service, c: grpcfactory.NewLenderConn(l)}
 }
 
 // Service returns the name of the service the Conn routes to.
@@ -55,16 +63,26 @@ func (c *Conn[T]) NewStream(ctx context.Context, desc *grpc.StreamDesc, method s
 
 // lender lends a Conn's clients from its service.
 type lender[T any] struct {
-	r   *Router[T]
-	svc *service
-	err error // the Router was closed when the Conn was made
+	r    *Router[T]
+	name string
+	svc  atomic.Pointer[service] // the service as the Router last gave it
+	err  error                   // the Router was closed when the Conn was made
 }
 
 func (l *lender[T]) Borrow(ctx context.Context) (*keyedpool.Pooled[string, *grpcfactory.Client[T]], error) {
 	if l.err != nil {
 		return nil, l.err
 	}
-	return l.r.borrow(ctx, l.svc)
+	svc := l.svc.Load()
+	if !svc.touch() {
+		// Forgotten, idle or closed: watch it again, or fail with ErrClosed.
+		var err error
+		if svc, err = l.r.service(l.name); err != nil {
+			return nil, err
+		}
+		l.svc.Store(svc)
+	}
+	return l.r.borrow(ctx, svc)
 }
 
 func (l *lender[T]) Release(h *keyedpool.Pooled[string, *grpcfactory.Client[T]], err error) {

@@ -2,10 +2,13 @@
 // traffic over them through one keyedpool.Pool, following each service as
 // its endpoints come and go.
 //
-// The package holds the interfaces and the Router; implementations live in
-// subpackages, as grpc-go's resolvers do: discovery/static serves fixed lists
-// that can be replaced at run time, discovery/consul watches Consul's health
-// API with blocking queries.
+// The package holds the interfaces, the Router and Mux; implementations
+// live in subpackages, as grpc-go's resolvers do: discovery/static serves
+// fixed lists that can be replaced at run time, discovery/consul watches
+// Consul's health API with blocking queries, discovery/dns looks names up
+// in DNS (A/AAAA or SRV records) on an interval. A Mux serves each service
+// from the resolver its route names, and RouteConfig shares one resolver
+// among services whose resolver configurations are equal.
 //
 // A Resolver delivers full snapshots of a service's endpoints (never deltas)
 // to a Watcher, and errors of lookups that failed, until the watch's context
@@ -30,6 +33,20 @@
 // flight; its key then leaves the pool. An endpoint that arrives takes
 // traffic at once while it is warmed to keyedpool.Config.MinIdlePerKey idle
 // connections in the background.
+//
+// Watches: a service is watched from its first use (Borrow, Conn,
+// Endpoints) or from Router.Watch, until Router.Forget, until
+// RouterConfig.IdleTimeout passes without a use (for services not named to
+// Watch), or until Close; Services reports the services watched now, so
+// that a health check judges the services a program is configured with or
+// used recently, not every name ever asked for.
+//
+// Warming: an arriving endpoint is warmed to keyedpool.Config.MinIdlePerKey
+// spare connections, one warm-up per endpoint at a time, counting the
+// connections being made, so that warm-ups asked for together do not
+// overshoot; RouterConfig.WarmInterval and Router.Warm top endpoints up
+// again (an endpoint that was down when it arrived, a raised
+// MinIdlePerKey), besides the pool's own upkeep in its eviction runs.
 //
 // All exported methods are safe for concurrent use.
 package discovery

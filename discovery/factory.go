@@ -11,7 +11,8 @@ import (
 
 // routerFactory is the Router's pool factory: the user's, plus what the
 // Router needs to know of each endpoint's connections (their states, for
-// skipping endpoints in TRANSIENT_FAILURE; whether the last make failed),
+// skipping endpoints in TRANSIENT_FAILURE; whether the last make or
+// validation failed),
 // and a refusal to make, activate or validate connections to endpoints no
 // service lists, so that a leaving endpoint gets no new connection and an
 // idle one left behind by a race is destroyed rather than lent.
@@ -31,10 +32,10 @@ func (f *routerFactory[T]) Make(ctx context.Context, key string) (*grpcfactory.C
 	}
 	c, err := f.f.Make(ctx, key)
 	if err != nil {
-		st.makeFailed.Store(true)
+		st.failed.Store(true)
 		return nil, err
 	}
-	st.makeFailed.Store(false)
+	st.failed.Store(false)
 	// The endpoint may have left, and even come back, during the make.
 	if st = f.r.addr(key); st == nil {
 		_ = f.f.Destroy(ctx, key, c)
@@ -66,10 +67,18 @@ func (f *routerFactory[T]) Destroy(ctx context.Context, key string, c *grpcfacto
 }
 
 func (f *routerFactory[T]) Validate(ctx context.Context, key string, c *grpcfactory.Client[T]) error {
-	if f.r.addr(key) == nil {
+	st := f.r.addr(key)
+	if st == nil {
 		return removed(key)
 	}
-	return f.f.Validate(ctx, key, c)
+	err := f.f.Validate(ctx, key, c)
+	if err != nil {
+		// A new connection that fails its check (TestOnCreate) is as good
+		// as a failed connect; an old one's failure counts only while it
+		// was the last live one, as usable and healthy read it.
+		st.failed.Store(true)
+	}
+	return err
 }
 
 func (f *routerFactory[T]) Activate(ctx context.Context, key string, c *grpcfactory.Client[T]) error {

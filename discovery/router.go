@@ -3,8 +3,11 @@ package discovery
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kpool-go/kpool/factory"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
@@ -13,8 +16,8 @@ import (
 
 // RouterConfig configures a Router. Resolver and Factory are required.
 type RouterConfig[T any] struct {
-	// Resolver finds the endpoints of the services the Router serves.
-	// Required.
+	// Resolver finds the endpoints of the services the Router serves. A
+	// Mux serves services from several resolvers. Required.
 	Resolver Resolver
 
 	// Factory makes the pooled clients, keyed by endpoint address
@@ -22,7 +25,7 @@ type RouterConfig[T any] struct {
 	// is left nil, so that the address is the target. Required. Set its
 	// ConnectTimeout, so that a dead endpoint fails the make (and the
 	// borrow moves on to another endpoint) instead of lending a connection
-	// that cannot connect.
+	// that cannot connect, and so that ServiceStats.Usable knows it.
 	Factory factory.KeyedFactory[string, *grpcfactory.Client[T]]
 
 	// Pool configures the pool of all endpoints, each endpoint a key:
@@ -35,22 +38,53 @@ type RouterConfig[T any] struct {
 
 	// NewBalancer makes the Balancer of each service. Nil: RoundRobin.
 	NewBalancer func() Balancer
+
+	// WarmInterval is how often the Router tops every endpoint up to the
+	// pool's MinIdlePerKey spare connections again, as it does when the
+	// endpoint arrives: for an endpoint that was down then, lost its
+	// connections, or is short after Pool().SetConfig raised
+	// MinIdlePerKey (Warm does it at once). Zero: only on arrival and on
+	// Warm; the pool's own upkeep, run every TimeBetweenEvictionRuns,
+	// still tops keys up. Negative is invalid.
+	WarmInterval time.Duration
+
+	// IdleTimeout stops the watch of a service that nothing has used for
+	// this long (no Borrow, no RPC of its Conn, no Endpoints), and drops
+	// it as Forget does, so that a mistyped or retired name does not stay
+	// watched, and counted unhealthy, for the life of the Router; its next
+	// use watches it again. Services named to Watch are kept until Forget,
+	// whatever IdleTimeout says. A service is dropped between IdleTimeout
+	// and about 1.25 IdleTimeout after its last use, never before its
+	// first lookup has ended; leases out then are not touched, and a
+	// borrow under way then starts over on a new watch. Zero: watches last
+	// until Forget or Close. Negative is invalid.
+	IdleTimeout time.Duration
+
+	// Logger, if set, receives the Router's records: an endpoint added to
+	// or removed from a service (Info), an endpoint that cannot be warmed
+	// (Warn, once until a warm-up succeeds again, which is logged at
+	// Info). Nil: no records.
+	Logger *slog.Logger
 }
 
 // Router serves any number of services from one pool of gRPC clients keyed
 // by endpoint address, following each service's endpoints as its Resolver
 // reports them. A service is watched from its first use (Borrow, Conn,
-// Endpoints) until Close. Make one with NewRouter; all methods are safe for
-// concurrent use.
+// Endpoints) or from Watch, until Forget, until IdleTimeout passes without
+// a use (for services not named to Watch), or until Close. Make one with
+// NewRouter; all methods are safe for concurrent use.
 type Router[T any] struct {
-	res    Resolver
-	newBal func() Balancer
-	pool   *keyedpool.Pool[string, *grpcfactory.Client[T]]
+	res         Resolver
+	newBal      func() Balancer
+	pool        *keyedpool.Pool[string, *grpcfactory.Client[T]]
+	warmEvery   time.Duration
+	idleTimeout time.Duration
+	log         *slog.Logger // nil: no records
 
-	// ctx ends at Close: it stops the watches and warm-ups.
+	// ctx ends at Close: it stops the watches, warm-ups and sweeps.
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // watches and warm-ups
+	wg     sync.WaitGroup // watches, warm-ups, the warm and idle loops
 
 	// addrs holds the addresses some service lists now. Copied on write
 	// under mu, read without it on every borrow and release.
@@ -65,7 +99,17 @@ type Router[T any] struct {
 type addrState[T any] struct {
 	refs int // services whose latest snapshot lists the address; under Router.mu
 
-	makeFailed atomic.Bool // the last make of a connection to it failed
+	// failed: the last make of a connection to it failed, or the new
+	// connection failed its validation.
+	failed atomic.Bool
+	// pending: it arrived to be warmed and its first warm-up has not ended,
+	// so nothing is known of it yet.
+	pending atomic.Bool
+
+	// warming: a warm-up goroutine runs for it; wantWarm: another top-up
+	// was asked for since that goroutine last looked. See startWarmLocked.
+	warming, wantWarm atomic.Bool
+	down              bool // the last warm-up failed; owned by the warm-up goroutine
 
 	mu      sync.Mutex                               // serializes writers of clients
 	clients atomic.Pointer[[]*grpcfactory.Client[T]] // its live connections, copied on write
@@ -77,12 +121,38 @@ type service struct {
 	bal   Balancer
 	ready chan struct{} // closed at the first snapshot or error
 
+	// ctx ends when the service's watch is to stop: Forget, IdleTimeout,
+	// Close.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	snap    atomic.Pointer[snapshot] // latest snapshot; nil before the first
 	updates atomic.Int64
 	errors  atomic.Int64
 	lastErr atomic.Pointer[string] // nil or "": the latest lookup succeeded
 
+	// used is set by every use and cleared by the idle sweep; dropped is
+	// set when the service leaves the Router (and, for a moment, while the
+	// sweep decides: see sweepIdle). A holder of the service that finds it
+	// dropped asks the Router again.
+	used, dropped atomic.Bool
+
+	kept      bool      // named to Watch: IdleTimeout does not apply; under Router.mu
+	idleSince time.Time // when the sweep last saw it used; under Router.mu
+
 	readied bool // ready is closed; owned by the watch goroutine
+}
+
+// touch marks s used and reports whether it is still its Router's. Used by
+// holders of s that do not take the Router's lock (Conn); Router.service
+// marks under the lock.
+func (s *service) touch() bool {
+	if !s.used.Load() {
+		s.used.Store(true)
+	}
+	// Read after the store: with sweepIdle's store of dropped before its
+	// read of used, either the sweep sees this use or this sees the drop.
+	return !s.dropped.Load()
 }
 
 // snapshot is a service's endpoints, without duplicate addresses, and their
@@ -98,7 +168,14 @@ func NewRouter[T any](cfg RouterConfig[T]) (*Router[T], error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Router[T]{res: cfg.Resolver, newBal: cfg.NewBalancer, services: make(map[string]*service)}
+	r := &Router[T]{
+		res:         cfg.Resolver,
+		newBal:      cfg.NewBalancer,
+		warmEvery:   cfg.WarmInterval,
+		idleTimeout: cfg.IdleTimeout,
+		log:         cfg.Logger,
+		services:    make(map[string]*service),
+	}
 	if r.newBal == nil {
 		r.newBal = func() Balancer { return new(RoundRobin) }
 	}
@@ -109,34 +186,128 @@ func NewRouter[T any](cfg RouterConfig[T]) (*Router[T], error) {
 	r.pool = p
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.addrs.Store(&map[string]*addrState[T]{})
+	if r.warmEvery > 0 {
+		r.wg.Go(r.warmLoop)
+	}
+	if r.idleTimeout > 0 {
+		r.wg.Go(r.idleLoop)
+	}
 	return r, nil
 }
 
 // Pool returns the Router's pool, for statistics (KeyStats by endpoint
-// address) and run-time limits (SetConfig). Borrow from it only keys that a
-// service lists.
+// address) and run-time limits (SetConfig; call Warm after raising
+// MinIdlePerKey). Borrow from it only keys that a service lists.
 func (r *Router[T]) Pool() *keyedpool.Pool[string, *grpcfactory.Client[T]] { return r.pool }
 
 // addr returns the state of an address some service lists, or nil.
 func (r *Router[T]) addr(key string) *addrState[T] { return (*r.addrs.Load())[key] }
 
-// service returns the service named name, watching it from now on if it
-// is new. It fails with ErrClosed after Close.
+// service returns the service named name, marked used, watching it from
+// now on if it is new. It fails with ErrClosed after Close.
 func (r *Router[T]) service(name string) (*service, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return nil, ErrClosed
 	}
+	svc := r.serviceLocked(name)
+	svc.used.Store(true)
+	return svc, nil
+}
+
+// serviceLocked returns the service named name, making it and starting its
+// watch if it is new. The Router must be open.
+func (r *Router[T]) serviceLocked(name string) *service {
 	if svc := r.services[name]; svc != nil {
-		return svc, nil
+		return svc
 	}
-	svc := &service{name: name, bal: r.newBal(), ready: make(chan struct{})}
+	svc := &service{name: name, bal: r.newBal(), ready: make(chan struct{}), idleSince: time.Now()}
+	svc.ctx, svc.cancel = context.WithCancel(r.ctx)
 	r.services[name] = svc
 	// Added under mu, where Close sets closed before it waits: no Add can
 	// race with the Wait.
 	r.wg.Go(func() { r.watch(svc) })
-	return svc, nil
+	return svc
+}
+
+// Watch starts watching service, if it is not watched yet, without waiting
+// for its first lookup, and keeps watching it until Forget, whatever
+// IdleTimeout says: for the services a program is configured with, which
+// its health reports should judge from the start (ServiceStats.Kept). It
+// fails with ErrClosed after Close.
+func (r *Router[T]) Watch(service string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	r.serviceLocked(service).kept = true
+	return nil
+}
+
+// Forget stops watching service and drops what the Router knows of it:
+// its endpoints, its counters, its balancer. Endpoints no other service
+// lists are retired as when they leave a snapshot: no new borrows, idle
+// connections closed at once, lent ones closed when they come back, then
+// their keys leave the pool. Borrowers still waiting for the service's
+// first lookup fail with an error wrapping ErrNoEndpoints; a borrow past
+// it whose endpoints are retired under it starts over on a new watch, as
+// any later use (or Watch) does, from a new first lookup. Forget does not wait
+// for the resolver's watch to return; Close does. It does nothing for a
+// service that is not watched, or after Close.
+func (r *Router[T]) Forget(service string) {
+	r.mu.Lock()
+	svc := r.services[service]
+	if svc == nil || r.closed {
+		r.mu.Unlock()
+		return
+	}
+	removed := r.dropLocked(svc)
+	r.mu.Unlock()
+	r.dropped(svc, removed)
+}
+
+// dropLocked removes svc from the Router and its addresses from the ones
+// it routes to, and returns the addresses no service lists any more.
+func (r *Router[T]) dropLocked(svc *service) (removed []string) {
+	delete(r.services, svc.name)
+	svc.dropped.Store(true)
+	snap := svc.snap.Load()
+	if snap == nil {
+		return nil
+	}
+	cur := *r.addrs.Load()
+	var next map[string]*addrState[T]
+	for _, a := range snap.addrs {
+		st := cur[a]
+		if st.refs--; st.refs > 0 {
+			continue
+		}
+		if next == nil {
+			next = maps.Clone(cur) // readers hold cur
+		}
+		delete(next, a)
+		removed = append(removed, a)
+	}
+	if next != nil {
+		r.addrs.Store(&next)
+	}
+	return removed
+}
+
+// dropped ends the watch of svc, which dropLocked removed, and retires the
+// addresses that left with it.
+func (r *Router[T]) dropped(svc *service, removed []string) {
+	svc.cancel()
+	if snap := svc.snap.Load(); snap != nil && r.log != nil {
+		for _, a := range snap.addrs {
+			r.log.Info("endpoint removed", "addr", a, "service", svc.name)
+		}
+	}
+	for _, a := range removed {
+		r.retire(a)
+	}
 }
 
 // Endpoints returns service's latest endpoints (read only), waiting for its
@@ -158,14 +329,19 @@ func (r *Router[T]) Endpoints(ctx context.Context, service string) ([]Endpoint, 
 	return snap.eps, nil
 }
 
-// Close stops watching services, fails borrowers waiting for a first
-// lookup with ErrClosed, and closes the pool: it waits, bounded by ctx, for
-// the watches and warm-ups to end and for lent clients to come back (see
-// keyedpool.Pool.Close; end RPCs and streams first). It returns the pool's
-// errors and, if ctx ended first, ctx.Err().
+// Close stops watching services and drops them (Services then returns
+// none), fails borrowers waiting for a first lookup with ErrClosed, and
+// closes the pool: it waits, bounded by ctx, for the watches and warm-ups
+// to end and for lent clients to come back (see keyedpool.Pool.Close; end
+// RPCs and streams first). It returns the pool's errors and, if ctx ended
+// first, ctx.Err().
 func (r *Router[T]) Close(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
+	for _, svc := range r.services {
+		svc.dropped.Store(true)
+	}
+	clear(r.services)
 	r.mu.Unlock()
 	r.cancel()
 	done := make(chan struct{})

@@ -8,10 +8,10 @@ import (
 	"slices"
 )
 
-// watch runs the service's watch until Close.
+// watch runs the service's watch until its context ends.
 func (r *Router[T]) watch(svc *service) {
-	err := r.res.Watch(r.ctx, svc.name, &watcher[T]{r: r, svc: svc})
-	if r.ctx.Err() == nil {
+	err := r.res.Watch(svc.ctx, svc.name, &watcher[T]{r: r, svc: svc})
+	if svc.ctx.Err() == nil {
 		// The resolver gave up: the service keeps its last endpoints and
 		// says why it will learn no more.
 		if err == nil {
@@ -52,9 +52,14 @@ func (w *watcher[T]) Error(err error) {
 func (w *watcher[T]) Update(eps []Endpoint) {
 	r, svc := w.r, w.svc
 	snap := newSnapshot(eps)
-	var added, removed []string
+	// Read before the lock: no pool call under it.
+	warm := r.pool.Config().MinIdlePerKey > 0
+	var joined, left []string   // this service's
+	var added, removed []string // every service's: new to the Router, gone from it
 	r.mu.Lock()
-	if r.closed {
+	if r.closed || svc.dropped.Load() {
+		// Forgotten or idle: its watch is ending. (Under mu, dropped is
+		// never the idle sweep's passing mark.)
 		r.mu.Unlock()
 		return
 	}
@@ -73,18 +78,22 @@ func (w *watcher[T]) Update(eps []Endpoint) {
 		if slices.Contains(old, a) {
 			continue
 		}
+		joined = append(joined, a)
 		if st := next[a]; st != nil {
 			st.refs++
 			continue
 		}
 		write()
-		next[a] = &addrState[T]{refs: 1}
+		st := &addrState[T]{refs: 1}
+		st.pending.Store(warm)
+		next[a] = st
 		added = append(added, a)
 	}
 	for _, a := range old {
 		if slices.Contains(snap.addrs, a) {
 			continue
 		}
+		left = append(left, a)
 		st := next[a]
 		if st.refs--; st.refs == 0 {
 			write()
@@ -92,22 +101,36 @@ func (w *watcher[T]) Update(eps []Endpoint) {
 			removed = append(removed, a)
 		}
 	}
+	// Counted before the snapshot is stored, so that whoever sees the new
+	// endpoints sees the lookup counted and its error cleared.
+	svc.updates.Add(1)
+	svc.lastErr.Store(nil)
 	// The service stops picking leaving addresses and the pool stops
 	// making connections to them together, under mu.
 	svc.snap.Store(snap)
 	if copied {
 		r.addrs.Store(&next)
 	}
+	if warm {
+		// After the store: a warm-up stops at once for an address it
+		// cannot find.
+		for _, a := range added {
+			r.startWarmLocked(a, next[a])
+		}
+	}
 	r.mu.Unlock()
 
-	svc.updates.Add(1)
-	svc.lastErr.Store(nil)
 	w.markReady()
+	if r.log != nil {
+		for _, a := range left {
+			r.log.Info("endpoint removed", "addr", a, "service", svc.name)
+		}
+		for _, a := range joined {
+			r.log.Info("endpoint added", "addr", a, "service", svc.name)
+		}
+	}
 	for _, a := range removed {
 		r.retire(a)
-	}
-	for _, a := range added {
-		r.warm(a)
 	}
 }
 
@@ -133,20 +156,4 @@ func newSnapshot(eps []Endpoint) *snapshot {
 func (r *Router[T]) retire(addr string) {
 	_ = r.pool.Clear(context.Background(), addr)
 	r.pool.ForgetFailures(addr)
-}
-
-// warm makes idle connections to an arriving address, up to the pool's
-// MinIdlePerKey, in the background: borrowers do not wait for it.
-func (r *Router[T]) warm(addr string) {
-	if r.pool.Config().MinIdlePerKey == 0 || r.ctx.Err() != nil {
-		return
-	}
-	// The watch goroutine calling warm is counted in wg, so this Add
-	// cannot race with Close's Wait.
-	r.wg.Go(func() {
-		_ = r.pool.Prepare(r.ctx, addr) // failures are the pool's to count
-		if r.addr(addr) == nil {
-			r.retire(addr) // it left while being warmed
-		}
-	})
 }

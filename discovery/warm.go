@@ -1,0 +1,143 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/kpool-go/kpool/keyedpool"
+)
+
+// Warm tops every endpoint up to the pool's MinIdlePerKey spare
+// connections (idle ones, ones being made, and with shared leases lent
+// ones under the share cap), in the background: call it after raising
+// MinIdlePerKey with Pool().SetConfig. RouterConfig.WarmInterval does it
+// periodically. Each endpoint has one warm-up at a time, which counts the
+// connections being made, so that calls in quick succession, and the
+// warm-up of an arriving endpoint, do not overshoot. It does nothing after
+// Close.
+func (r *Router[T]) Warm() {
+	if r.pool.Config().MinIdlePerKey == 0 {
+		return // nothing to keep warm: no goroutine per endpoint for nothing
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	for a, st := range *r.addrs.Load() {
+		r.startWarmLocked(a, st)
+	}
+}
+
+// warmLoop calls Warm every WarmInterval until Close.
+func (r *Router[T]) warmLoop() {
+	t := time.NewTicker(r.warmEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+			r.Warm()
+		}
+	}
+}
+
+// startWarmLocked asks for a top-up of addr, whose state is st, and starts
+// its warm-up goroutine unless one runs: that one does the top-up. Called
+// under mu on an open Router, so that the goroutine's Add cannot race with
+// Close's Wait.
+func (r *Router[T]) startWarmLocked(addr string, st *addrState[T]) {
+	st.wantWarm.Store(true)
+	if !st.warming.CompareAndSwap(false, true) {
+		return
+	}
+	r.wg.Go(func() {
+		for {
+			for st.wantWarm.Swap(false) {
+				r.topUp(addr, st)
+			}
+			st.warming.Store(false)
+			// A request that came after the last Swap saw warming set and
+			// left its top-up to this goroutine: take it, unless another
+			// goroutine has started since.
+			if !st.wantWarm.Load() || !st.warming.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	})
+}
+
+// topUp makes connections to addr, one at a time, until it has the pool's
+// MinIdlePerKey spare ones, counting those being made; at most
+// MinIdlePerKey, so that borrowers taking them as they come cannot keep it
+// going. It stops when addr leaves (or comes back with a new state), at
+// the first failure, and at Close.
+func (r *Router[T]) topUp(addr string, st *addrState[T]) {
+	defer st.pending.Store(false)
+	var err error
+	for made := 0; ; made++ {
+		if r.ctx.Err() != nil || r.addr(addr) != st {
+			break
+		}
+		cfg := r.pool.Config()
+		if cfg.MinIdlePerKey == 0 {
+			return // nothing to keep warm, nothing learnt
+		}
+		if made >= cfg.MinIdlePerKey || r.spare(addr, cfg) >= cfg.MinIdlePerKey {
+			break
+		}
+		if err = r.pool.AddObject(r.ctx, addr); err != nil {
+			break
+		}
+	}
+	if r.addr(addr) == nil {
+		// It left while being warmed: an AddObject may have brought its
+		// key back after retire forgot it.
+		r.retire(addr)
+		return
+	}
+	r.warmed(addr, st, err)
+}
+
+// spare counts the connections to addr that can take a borrower without a
+// make, and those being made: the count the warm-up tops up.
+func (r *Router[T]) spare(addr string, cfg keyedpool.Config) int {
+	ks := r.pool.KeyStats(addr)
+	n := ks.Idle + ks.Making
+	if cfg.MaxSharesPerObject > 1 && ks.Active > 0 {
+		for _, o := range r.pool.ListObjects(addr) {
+			if o.State == keyedpool.ObjectLent && o.Shares < cfg.MaxSharesPerObject {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// warmed logs a warm-up of addr that failed, once until one succeeds, and
+// the success that follows.
+func (r *Router[T]) warmed(addr string, st *addrState[T], err error) {
+	if err != nil && (r.ctx.Err() != nil || errors.Is(err, context.Canceled) ||
+		errors.Is(err, keyedpool.ErrExhausted) || errors.Is(err, keyedpool.ErrClosed) ||
+		errors.Is(err, keyedpool.ErrBackoff) || errors.Is(err, ErrEndpointRemoved)) {
+		return // shutting down, the pool is full, the key backs off or left: nothing new to say
+	}
+	switch {
+	case err != nil && !st.down:
+		st.down = true
+		if r.log != nil {
+			args := []any{"addr", addr, "err", err}
+			if r.warmEvery > 0 {
+				args = append(args, "retry_every", r.warmEvery)
+			}
+			r.log.Warn("cannot warm endpoint; retrying", args...)
+		}
+	case err == nil && st.down:
+		st.down = false
+		if r.log != nil {
+			r.log.Info("endpoint warm again", "addr", addr)
+		}
+	}
+}
