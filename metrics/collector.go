@@ -119,7 +119,7 @@ func newDescs(o Options) *descs {
 		unhealthy:    d("grpc_unhealthy_nodes", "Targets with live connections whose latest health Check was not SERVING.", pool),
 
 		discoveryNodes:   d("grpc_service_discovery_nodes", "Endpoints in the service's latest discovery snapshot.", "service"),
-		discoveryUsable:  d("grpc_service_discovery_usable_nodes", "Endpoints of the service the router routes to now.", "service"),
+		discoveryUsable:  d("grpc_service_discovery_usable_nodes", "Endpoints of the service that can lend a connection as far as the router knows.", "service"),
 		discoveryUpdates: d("grpc_service_discovery_updates_total", "Discovery snapshots received for the service.", "service"),
 		discoveryErrors:  d("grpc_service_discovery_errors_total", "Failed discovery lookups for the service.", "service"),
 	}

@@ -399,7 +399,7 @@ grpc_service_discovery_nodes{service="users"} 3
 # TYPE grpc_service_discovery_updates_total counter
 grpc_service_discovery_updates_total{service="orders"} 1
 grpc_service_discovery_updates_total{service="users"} 7
-# HELP grpc_service_discovery_usable_nodes Endpoints of the service the router routes to now.
+# HELP grpc_service_discovery_usable_nodes Endpoints of the service that can lend a connection as far as the router knows.
 # TYPE grpc_service_discovery_usable_nodes gauge
 grpc_service_discovery_usable_nodes{service="orders"} 0
 grpc_service_discovery_usable_nodes{service="users"} 2

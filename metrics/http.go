@@ -31,8 +31,13 @@ const DefaultStatsLimit = 1000
 //     are on).
 //   - /health: a HealthReport in JSON, with status 200 when every pool is
 //     open and every service has at least one usable endpoint, 503 with the
-//     reasons otherwise. ?service=NAME judges that service only, not the
-//     pools (404 if it is unknown): a readiness probe per service.
+//     reasons otherwise. The services are those the sources report: for a
+//     discovery.Router, the services it watches now (configured with
+//     Router.Watch, or used within its IdleTimeout), each marked "kept" or
+//     "used"; one whose every endpoint refuses connections has none
+//     usable (see discovery.Router.Services). ?service=NAME judges that
+//     service only, not the pools (404 if it is unknown): a readiness
+//     probe per service.
 //   - /stats: a StatsReport in JSON: per pool and per key active, idle,
 //     waiters, shares and counters, and the services. ?key=K reports only
 //     that key (404 if no pool holds it), ?service=NAME only that service

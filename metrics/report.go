@@ -78,7 +78,13 @@ type HealthChecksReport struct {
 
 // ServiceReport is discovery.ServiceStats in JSON.
 type ServiceReport struct {
-	Service   string `json:"service"`
+	Service string `json:"service"`
+	// Watch says why the service is watched, and so judged by /health:
+	// "kept" for a service named to Router.Watch (one a program is
+	// configured with), watched until Router.Forget; "used" for one
+	// watched since a Borrow, Conn or Endpoints call, whose watch ends
+	// after the Router's IdleTimeout without a use.
+	Watch     string `json:"watch"`
 	Endpoints int    `json:"endpoints"`
 	Usable    int    `json:"usable"`
 	Updates   int64  `json:"updates"`
@@ -92,8 +98,12 @@ type HealthReport struct {
 	// has a usable endpoint, "unhealthy" (HTTP 503) otherwise.
 	Status string `json:"status"`
 	// Reasons says what is unhealthy, one line each.
-	Reasons  []string        `json:"reasons,omitempty"`
-	Pools    []PoolHealth    `json:"pools"`
+	Reasons []string     `json:"reasons,omitempty"`
+	Pools   []PoolHealth `json:"pools"`
+	// Services are the services judged: those the routers watch now,
+	// each saying why (ServiceReport.Watch). A service forgotten, or
+	// dropped after its router's IdleTimeout, is neither listed nor
+	// judged.
 	Services []ServiceReport `json:"services,omitempty"`
 }
 
@@ -123,7 +133,11 @@ func countersReport(c keyedpool.Counters) CountersReport {
 }
 
 func serviceReport(s discovery.ServiceStats) ServiceReport {
-	return ServiceReport{Service: s.Service, Endpoints: s.Endpoints, Usable: s.Usable, Updates: s.Updates, Errors: s.Errors, LastError: s.LastError}
+	watch := "used"
+	if s.Kept {
+		watch = "kept"
+	}
+	return ServiceReport{Service: s.Service, Watch: watch, Endpoints: s.Endpoints, Usable: s.Usable, Updates: s.Updates, Errors: s.Errors, LastError: s.LastError}
 }
 
 // poolReport reports v; with key set, only that key (ok is false when v does
