@@ -1,7 +1,8 @@
 // Package config reads kpool's YAML configuration files: the pool's limits
 // and evictor settings (keyedpool.Config), how connections are made
 // (grpcfactory.Config), the services and how their endpoints are found
-// (static lists, Consul), the HTTP listen address and the metrics settings.
+// (static lists, Consul, DNS), the HTTP listen address and the metrics
+// settings.
 //
 // Load checks a file completely before anyone uses it: unknown fields,
 // values of the wrong type and invalid values are errors that name the
@@ -9,11 +10,12 @@
 //
 //	kpool.yaml:12: pool.min_idle_per_key: min_idle_per_key is -3, want 0 or more
 //
-// The pool, grpc and consul sections are turned into keyedpool.Config,
-// grpcfactory.Config and consul.Config and checked by their Validate, so
-// the file accepts exactly what the libraries accept; each field error
-// they return is put at its key's line. examples/kpool.yaml in the
-// repository shows every key.
+// The pool, grpc, consul and dns sections are turned into
+// keyedpool.Config, grpcfactory.Config, consul.Config and dns.Config and
+// checked by their Validate (and a dns section's name by
+// dns.Config.CheckName), so the file accepts exactly what the libraries
+// accept; each field error they return is put at its key's line.
+// examples/kpool.yaml in the repository shows every key.
 //
 // A file is refused, at the line where it passes the bound, when it is
 // larger than MaxFileSize, holds more than MaxEntries entries, nests

@@ -145,8 +145,8 @@ type Retry struct {
 type Service struct {
 	// Name identifies the service; unique in the file. Required.
 	Name string `yaml:"name"`
-	// Discovery says where the endpoints come from: exactly one of Static
-	// and Consul.
+	// Discovery says where the endpoints come from: exactly one of
+	// Static, Consul and DNS.
 	Discovery Discovery `yaml:"discovery"`
 }
 
@@ -154,6 +154,7 @@ type Service struct {
 type Discovery struct {
 	Static *Static `yaml:"static"`
 	Consul *Consul `yaml:"consul"`
+	DNS    *DNS    `yaml:"dns"`
 }
 
 // Static is a fixed list of endpoints.
@@ -208,6 +209,31 @@ type ConsulTLS struct {
 	// InsecureSkipVerify skips the check of Consul's certificate. For
 	// tests only.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// DNS finds endpoints in DNS: the A and AAAA records of a name (a
+// Kubernetes headless service), or its SRV records. Its keys other than
+// Name are those of dns.Config (see File.DNSConfig); services whose
+// settings differ only in Name share one dns.Resolver.
+type DNS struct {
+	// Name is what to look up, as discovery/dns takes it: "name:port",
+	// "name" (with Port), or an SRV name "_service._proto.name". Written
+	// whole: no search list applies. Required.
+	Name string `yaml:"name"`
+	// Port is the endpoints' port for a Name without one. Zero: Name must
+	// carry its port, or be an SRV name.
+	Port int `yaml:"port"`
+	// Servers are the DNS servers to ask, host:port or an IP address
+	// alone for port 53. Empty: the nameservers of /etc/resolv.conf.
+	Servers []string `yaml:"servers"`
+	// Interval between lookups. Zero: dns.DefaultInterval (10s).
+	Interval Duration `yaml:"interval"`
+	// Jitter is the largest share of Interval a wait is shortened by at
+	// random, below 1. Zero: dns.DefaultJitter (0.1).
+	Jitter float64 `yaml:"jitter"`
+	// Timeout bounds one query to one server. Zero: dns.DefaultTimeout
+	// (5s).
+	Timeout Duration `yaml:"timeout"`
 }
 
 // DefaultConsulAddress is the address of a local Consul agent.

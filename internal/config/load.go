@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kpool-go/kpool/discovery/consul"
+	"github.com/kpool-go/kpool/discovery/dns"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -124,12 +125,20 @@ func (f *File) check(d *decoder) {
 			names[s.Name] = p
 		}
 		disc := join(p, "discovery")
-		st, co := s.Discovery.Static, s.Discovery.Consul
+		st, co, dn := s.Discovery.Static, s.Discovery.Consul, s.Discovery.DNS
+		set := 0
+		for _, isSet := range []bool{st != nil, co != nil, dn != nil} {
+			if isSet {
+				set++
+			}
+		}
 		switch {
-		case st == nil && co == nil:
-			bad(disc, "set one of static and consul")
-		case st != nil && co != nil:
-			bad(disc, "set only one of static and consul")
+		case set == 0:
+			bad(disc, "set one of static, consul and dns")
+		case set > 1:
+			bad(disc, "set only one of static, consul and dns")
+		case dn != nil:
+			f.checkDNS(d, join(disc, "dns"), dn)
 		case st != nil:
 			ap := join(disc, "static.addresses")
 			if len(st.Addresses) == 0 {
@@ -250,10 +259,12 @@ func (f *File) ConsulConfig(c *Consul) consul.Config {
 		Address:       c.Address,
 		Datacenter:    c.Datacenter,
 		Token:         c.Token,
-		Tags:          slices.Clone(c.Tags),
 		FallbackToAll: c.FallbackToAll,
 		AllowStale:    c.AllowStale,
 		WaitTime:      c.WaitTime.D(),
+	}
+	if len(c.Tags) > 0 { // nil when empty, so that equal settings compare equal
+		cc.Tags = slices.Clone(c.Tags)
 	}
 	if t := c.TLS; t != nil {
 		cc.TLS = &api.TLSConfig{
@@ -268,6 +279,41 @@ func (f *File) ConsulConfig(c *Consul) consul.Config {
 		}
 	}
 	return cc
+}
+
+// checkDNS checks a service's dns section, at path dp, by having dns check
+// the configuration built from it and the name.
+func (f *File) checkDNS(d *decoder, dp string, dn *DNS) {
+	cfg := f.DNSConfig(dn)
+	d.libraryErrors(dp, reflect.TypeFor[DNS](), cfg.Validate())
+	switch {
+	case dn.Name == "":
+		d.bad(join(dp, "name"), "a name to look up is required: name:port, a name with port set, or an SRV name such as _grpc._tcp.name")
+	case cfg.Port < 0 || cfg.Port > 65535:
+		// Reported at port: whether the name needs one is moot.
+	default:
+		if err := cfg.CheckName(dn.Name); err != nil {
+			// Said in the file's words: its key for dns.Config.Port is
+			// port, and the line names the section.
+			msg := strings.TrimPrefix(err.Error(), "dns: ")
+			d.bad(join(dp, "name"), "%s", strings.Replace(msg, "Config.Port", "port", 1))
+		}
+	}
+}
+
+// DNSConfig returns a service's dns section as a dns.Config. Its Name is
+// not part of it: a Resolver serves any name.
+func (f *File) DNSConfig(c *DNS) dns.Config {
+	cfg := dns.Config{
+		Port:     c.Port,
+		Interval: c.Interval.D(),
+		Jitter:   c.Jitter,
+		Timeout:  c.Timeout.D(),
+	}
+	if len(c.Servers) > 0 { // nil when empty, so that equal settings compare equal
+		cfg.Servers = slices.Clone(c.Servers)
+	}
+	return cfg
 }
 
 // checkGRPC reads the TLS files and has grpcfactory check the rest.
@@ -328,7 +374,7 @@ func (f *File) rel(name string) string {
 	return filepath.Join(filepath.Dir(f.Path), name)
 }
 
-// fieldProblem is what keyedpool's, grpcfactory's and consul's
+// fieldProblem is what keyedpool's, grpcfactory's, consul's and dns's
 // FieldErrors say, each in its own type.
 type fieldProblem struct {
 	field, want, limit string
@@ -343,12 +389,14 @@ func asFieldProblem(err error) (fieldProblem, bool) {
 		return fieldProblem{field: e.Field, want: e.Want, value: e.Value}, true
 	case *consul.FieldError:
 		return fieldProblem{field: e.Field, want: e.Want, limit: e.Limit, value: e.Value, limitValue: e.LimitValue}, true
+	case *dns.FieldError:
+		return fieldProblem{field: e.Field, want: e.Want, value: e.Value}, true
 	}
 	return fieldProblem{}, false
 }
 
-// libraryErrors reports err, the problems keyedpool, grpcfactory or
-// consul found in the configuration built from the section at path
+// libraryErrors reports err, the problems keyedpool, grpcfactory, consul
+// or dns found in the configuration built from the section at path
 // section (whose fields are of type t): each field error at its key's
 // line, in the file's names, found from the error's field name.
 func (d *decoder) libraryErrors(section string, t reflect.Type, err error) {
