@@ -25,7 +25,7 @@ import (
 const startAbout = `Keeps warm pools of gRPC connections for the services of a configuration
 file (see examples/kpool.yaml) and shows their state, as a program that
 embeds kpool would hold them: it follows each service's endpoints (static
-lists or Consul) through one kpool Router, keeps one pool of connections
+lists, Consul or DNS) through one kpool Router, keeps one pool of connections
 keyed by endpoint address with every endpoint warmed to
 pool.min_idle_per_key healthy connections, and serves /metrics, /health
 and /stats on http.listen (or --http), which kpool stats and kpool health
@@ -37,8 +37,8 @@ the file's static addresses to try it on.
 The file is read again when it changes (polled) or on SIGHUP. A valid new
 version applies at once: pool limits and evictor settings through
 SetConfig, and added or removed static endpoints (removed ones drain);
-other changes (grpc, http, metrics, Consul settings) are logged as needing
-a restart. An invalid version is logged, counted in
+other changes (grpc, http, metrics, Consul or DNS settings) are logged as
+needing a restart. An invalid version is logged, counted in
 <namespace>_config_reloads_total{result="failed"}, and changes nothing.
 
 SIGINT or SIGTERM shuts down gracefully: the router stops its watches and
@@ -217,7 +217,6 @@ func start(ctx context.Context, o startOptions) int {
 	}()
 
 	var wg sync.WaitGroup
-	wg.Go(func() { m.Run(runCtx) })
 	wg.Go(func() { w.Run(runCtx, hup) })
 	rctx, rcancel := context.WithTimeout(runCtx, readyTimeout)
 	if err := m.Ready(rctx); err != nil && runCtx.Err() == nil {

@@ -1,8 +1,10 @@
-// Package manager runs the services of the kpool start command: one
-// discovery.Router over one keyedpool of gRPC connections (grpcfactory),
-// keyed by endpoint address, built from a configuration file, its services
-// found through static lists or Consul, its endpoints kept warm, and
-// changed in place when the file is reloaded.
+// Package manager wires a configuration file to a discovery.Router, for
+// the kpool start command: one keyedpool of gRPC connections
+// (grpcfactory), keyed by endpoint address, behind one Router whose
+// discovery.Mux finds each service through the static list, the Consul
+// settings or the DNS name its file section gives (one resolver per
+// distinct Consul or DNS setting), and a reload of the file applied in
+// place. Watching, warming and draining endpoints are the Router's.
 package manager
 
 import (
@@ -19,6 +21,7 @@ import (
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/consul"
+	"github.com/kpool-go/kpool/discovery/dns"
 	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
 	"github.com/kpool-go/kpool/internal/config"
@@ -39,19 +42,19 @@ type Router = discovery.Router[grpc.ClientConnInterface]
 // Factory is the manager's connection factory.
 type Factory = grpcfactory.Factory[string, grpc.ClientConnInterface]
 
-// DefaultWarmInterval is how often, by default, the manager tops every
-// endpoint up to MinIdlePerKey idle connections.
+// DefaultWarmInterval is Options.WarmInterval's default.
 const DefaultWarmInterval = 5 * time.Second
 
 // Options configure a Manager. The zero value is valid.
 type Options struct {
-	// Logger receives the manager's records. Nil: slog.Default().
+	// Logger receives the manager's records and the Router's (endpoints
+	// added and removed, warm-ups that fail and recover). Nil:
+	// slog.Default().
 	Logger *slog.Logger
-	// WarmInterval is how often Run tops every endpoint up to
-	// MinIdlePerKey idle connections. The Router warms an endpoint when it
-	// arrives; this warms again one that was down then, lost connections,
-	// or is short after a reload raised pool.min_idle_per_key. Zero or
-	// negative: DefaultWarmInterval.
+	// WarmInterval is the Router's discovery.RouterConfig.WarmInterval:
+	// how often it tops every endpoint up to MinIdlePerKey again (one that
+	// was down when it arrived, or lost connections). Zero or negative:
+	// DefaultWarmInterval.
 	WarmInterval time.Duration
 	// Observer, if set, is the factory's grpcfactory.Config.Observer:
 	// metrics.Metrics.Observer() counts the RPCs of the pool's
@@ -62,26 +65,21 @@ type Options struct {
 // Manager owns the Router for a configuration. Its methods are safe for
 // concurrent use.
 type Manager struct {
-	router    *Router
-	factory   *Factory
-	static    *static.Resolver
-	res       *Resolver
-	log       *slog.Logger
-	warmEvery time.Duration
-	wake      chan struct{} // 1-buffered: the pool config changed, warm now
+	router  *Router
+	factory *Factory
+	static  *static.Resolver // the static services' lists, which Apply changes
+	mux     *discovery.Mux
+	log     *slog.Logger
 
 	applyMu sync.Mutex // serializes Apply
 
-	mu    sync.Mutex // protects the fields below; held for no I/O
-	cfg   *config.File
-	eps   map[string][]string  // service -> the addresses its resolver last delivered
-	since map[string]time.Time // address -> when some service first listed it
-	down  map[string]bool      // addresses whose last warm-up failed, so a failure is logged once
+	mu  sync.Mutex // protects cfg
+	cfg *config.File
 }
 
-// New builds the Router that cfg describes: a static resolver for the
-// services with static discovery, a consul.Resolver per distinct Consul
-// setting for the others. It does not connect: Run does.
+// New builds the Router that cfg describes and starts watching every
+// service of the file: the Router warms each endpoint as it arrives, and
+// again every WarmInterval. Close it when done.
 func New(cfg *config.File, opts Options) (*Manager, error) {
 	fc := config.FactoryConfig(cfg, identity)
 	fc.Observer = opts.Observer
@@ -89,62 +87,56 @@ func New(cfg *config.File, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manager: %w", err)
 	}
-	m := &Manager{
-		factory:   f,
-		static:    &static.Resolver{},
-		log:       opts.Logger,
-		warmEvery: opts.WarmInterval,
-		wake:      make(chan struct{}, 1),
-		cfg:       cfg,
-		eps:       map[string][]string{},
-		since:     map[string]time.Time{},
-		down:      map[string]bool{},
-	}
+	m := &Manager{factory: f, static: &static.Resolver{}, mux: &discovery.Mux{}, log: opts.Logger, cfg: cfg}
 	if m.log == nil {
 		m.log = slog.Default()
 	}
-	if m.warmEvery <= 0 {
-		m.warmEvery = DefaultWarmInterval
+	warm := opts.WarmInterval
+	if warm <= 0 {
+		warm = DefaultWarmInterval
 	}
-	m.res = &Resolver{seen: m.seen}
-	consuls := map[string]*consul.Resolver{}
 	for i, s := range cfg.Services {
-		if st := s.Discovery.Static; st != nil {
-			m.static.Set(s.Name, staticEndpoints(st.Addresses))
-			m.res.Route(s.Name, m.static, s.Name)
-			continue
+		if err := m.route(cfg, i, s); err != nil {
+			return nil, err
 		}
-		co := s.Discovery.Consul
-		cc := cfg.ConsulConfig(co)
-		key := consulKey(cc)
-		res := consuls[key]
-		if res == nil {
-			if res, err = consul.New(cc); err != nil {
-				return nil, cfg.ErrorAt(fmt.Sprintf("services[%d].discovery.consul", i), "%v", err)
-			}
-			consuls[key] = res
-		}
-		m.res.Route(s.Name, res, co.Service)
 	}
 	m.router, err = discovery.NewRouter(discovery.RouterConfig[grpc.ClientConnInterface]{
-		Resolver:    m.res,
-		Factory:     f,
-		Pool:        cfg.KeyedPool(),
-		NewBalancer: cfg.Balancer.New,
+		Resolver:     m.mux,
+		Factory:      f,
+		Pool:         cfg.KeyedPool(),
+		NewBalancer:  cfg.Balancer.New,
+		WarmInterval: warm,
+		Logger:       m.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("manager: %w", err)
 	}
+	for _, s := range cfg.Services {
+		_ = m.router.Watch(s.Name) // open: just made
+	}
 	return m, nil
 }
 
-func identity(cc grpc.ClientConnInterface) grpc.ClientConnInterface { return cc }
-
-// consulKey tells apart the Consul settings that need resolvers of their
-// own: services that differ only in their name share one.
-func consulKey(c consul.Config) string {
-	return fmt.Sprintf("%#v|%#v", c, c.TLS)
+// route routes the service s, the file's i-th, to its resolver.
+func (m *Manager) route(cfg *config.File, i int, s config.Service) error {
+	d := s.Discovery
+	switch {
+	case d.Static != nil:
+		m.static.Set(s.Name, staticEndpoints(d.Static.Addresses))
+		m.mux.Route(s.Name, m.static, s.Name)
+	case d.Consul != nil:
+		if _, err := discovery.RouteConfig(m.mux, s.Name, d.Consul.Service, cfg.ConsulConfig(d.Consul), consul.New); err != nil {
+			return cfg.ErrorAt(fmt.Sprintf("services[%d].discovery.consul", i), "%v", err)
+		}
+	case d.DNS != nil:
+		if _, err := discovery.RouteConfig(m.mux, s.Name, d.DNS.Name, cfg.DNSConfig(d.DNS), dns.New); err != nil {
+			return cfg.ErrorAt(fmt.Sprintf("services[%d].discovery.dns", i), "%v", err)
+		}
+	}
+	return nil
 }
+
+func identity(cc grpc.ClientConnInterface) grpc.ClientConnInterface { return cc }
 
 func staticEndpoints(addrs []string) []discovery.Endpoint {
 	eps := make([]discovery.Endpoint, len(addrs))
@@ -173,23 +165,27 @@ func (m *Manager) Config() *config.File {
 	return m.cfg
 }
 
-// Addresses returns the endpoints of every service, as their resolvers
-// last delivered them, each once, in the order of the services in the file.
+// Addresses returns the endpoints the Router knows of every service, each
+// once: the services of the file first, in its order, then the others the
+// Router still watches (a reload removed them), by name. It does not wait
+// for first lookups.
 func (m *Manager) Addresses() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var all []string
-	for _, s := range m.cfg.Services {
-		for _, a := range m.eps[s.Name] {
-			if !slices.Contains(all, a) {
-				all = append(all, a)
-			}
+	var names []string
+	for _, s := range m.Config().Services {
+		names = append(names, s.Name)
+	}
+	for _, s := range m.router.Services() { // sorted by name
+		if !slices.Contains(names, s.Service) {
+			names = append(names, s.Service)
 		}
 	}
-	// Services a reload removed keep running until a restart.
-	for _, name := range sortedKeys(m.eps) {
-		for _, a := range m.eps[name] {
-			if !slices.Contains(all, a) {
+	now, cancel := context.WithCancel(context.Background())
+	cancel() // a snapshot, not a wait: every service here is watched already
+	var all []string
+	for _, name := range names {
+		eps, _ := m.router.Endpoints(now, name)
+		for _, e := range eps {
+			if a := e.Addr(); !slices.Contains(all, a) {
 				all = append(all, a)
 			}
 		}
@@ -197,67 +193,9 @@ func (m *Manager) Addresses() []string {
 	return all
 }
 
-func sortedKeys[V any](mp map[string]V) []string {
-	keys := make([]string, 0, len(mp))
-	for k := range mp {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-// seen records and logs the endpoints a service's resolver delivered.
-func (m *Manager) seen(service string, eps []discovery.Endpoint) {
-	addrs := make([]string, 0, len(eps))
-	for _, e := range eps {
-		if a := e.Addr(); !slices.Contains(addrs, a) {
-			addrs = append(addrs, a)
-		}
-	}
-	m.mu.Lock()
-	old := m.eps[service]
-	m.eps[service] = addrs
-	var added, removed []string
-	for _, a := range addrs {
-		if !slices.Contains(old, a) {
-			added = append(added, a)
-		}
-		if _, ok := m.since[a]; !ok {
-			m.since[a] = time.Now()
-		}
-	}
-	for _, a := range old {
-		if slices.Contains(addrs, a) {
-			continue
-		}
-		removed = append(removed, a)
-		if !m.listedLocked(a) {
-			delete(m.since, a)
-			delete(m.down, a)
-		}
-	}
-	m.mu.Unlock()
-	for _, a := range removed {
-		m.log.Info("endpoint removed", "addr", a, "service", service)
-	}
-	for _, a := range added {
-		m.log.Info("endpoint added", "addr", a, "service", service)
-	}
-}
-
-// listedLocked reports whether some service lists addr.
-func (m *Manager) listedLocked(addr string) bool {
-	for _, addrs := range m.eps {
-		if slices.Contains(addrs, addr) {
-			return true
-		}
-	}
-	return false
-}
-
-// Ready starts watching every service of the file, and waits, bounded by
-// ctx, for each one's first lookup. It returns, joined, the errors of the
-// services that have no endpoints then, each naming its service.
+// Ready waits, bounded by ctx, for the first lookup of every service of
+// the file. It returns, joined, the errors of the services that have no
+// endpoints then, each naming its service.
 func (m *Manager) Ready(ctx context.Context) error {
 	var (
 		wg   sync.WaitGroup
@@ -283,109 +221,19 @@ func (m *Manager) Ready(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// touch starts watching service, without waiting for its first lookup.
-func (m *Manager) touch(service string) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_, _ = m.router.Endpoints(ctx, service)
-}
-
-// Run watches every service, and tops every endpoint up to MinIdlePerKey
-// connections every WarmInterval and when Apply changes the pool's
-// configuration, until ctx ends. Connection failures are logged (once
-// until the endpoint recovers), never fatal: the pool retries them.
-func (m *Manager) Run(ctx context.Context) {
-	for _, s := range m.Config().Services {
-		m.touch(s.Name)
-	}
-	t := time.NewTicker(m.warmEvery)
-	defer t.Stop()
-	var again <-chan time.Time // set when Warm left endpoints to the Router
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-m.wake:
-		case <-again:
-		}
-		again = nil
-		if m.warm(ctx) {
-			again = time.After(settle)
-		}
-	}
-}
-
-// settle is how long after an endpoint arrives Warm leaves it to the
-// Router, which warms arriving endpoints itself.
-const settle = 250 * time.Millisecond
-
-// Warm tops every endpoint up to MinIdlePerKey idle connections at once,
-// all endpoints in parallel, bounded by ctx (and each connect by the grpc
-// section's connect_timeout). Connections being made count as idle ones,
-// and an endpoint that arrived within the last moment is left alone: the
-// Router is warming it, and two warm-ups at once would overshoot.
-func (m *Manager) Warm(ctx context.Context) { m.warm(ctx) }
-
-// warm is Warm; it reports whether it left an endpoint to the Router.
-func (m *Manager) warm(ctx context.Context) (skipped bool) {
-	pool := m.Pool()
-	minIdle := pool.Config().MinIdlePerKey
-	if minIdle == 0 {
-		return false
-	}
-	var wg sync.WaitGroup
-	for _, addr := range m.Addresses() {
-		m.mu.Lock()
-		fresh := time.Since(m.since[addr]) < settle
-		m.mu.Unlock()
-		ks := pool.KeyStats(addr)
-		need := minIdle - ks.Idle - ks.Making
-		if need <= 0 {
-			continue
-		}
-		if fresh {
-			skipped = true
-			continue
-		}
-		wg.Go(func() {
-			var err error
-			for ; need > 0 && err == nil; need-- {
-				err = pool.AddObject(ctx, addr)
-			}
-			if ctx.Err() != nil || errors.Is(err, keyedpool.ErrExhausted) ||
-				errors.Is(err, keyedpool.ErrClosed) || errors.Is(err, discovery.ErrEndpointRemoved) {
-				return // shutting down, the pool is full, or the endpoint left: not the endpoint's fault
-			}
-			m.mu.Lock()
-			wasDown := m.down[addr]
-			if m.listedLocked(addr) {
-				m.down[addr] = err != nil
-			}
-			m.mu.Unlock()
-			switch {
-			case err != nil && !wasDown:
-				m.log.Warn("cannot warm endpoint; retrying", "addr", addr, "err", err, "retry_every", m.warmEvery)
-			case err == nil && wasDown:
-				m.log.Info("endpoint warm again", "addr", addr)
-			}
-		})
-	}
-	wg.Wait()
-	return skipped
-}
-
 // Apply puts a reloaded configuration into effect without dropping
 // traffic: the pool's limits and evictor settings through SetConfig
-// (lowered limits never touch lent connections), and the addresses of
-// static services, through the static resolver (the Router warms arriving
-// endpoints and drains leaving ones); a static service new in the file is
-// watched at once. It refuses, changing nothing, a change of
+// (lowered limits never touch lent connections, and the Router tops
+// endpoints up to a raised min_idle_per_key at once), and the addresses
+// of static services, through the static resolver (the Router warms
+// arriving endpoints and drains leaving ones); a static service new in the
+// file is watched at once. It refuses, changing nothing, a change of
 // pool.max_shares_per_object (fixed when the pool is made) or a pool
 // section SetConfig refuses. Changes it cannot make in place are logged as
 // needing a restart and the running ones kept: the grpc, http, metrics,
-// name and balancer sections, a service's Consul settings or kind of
-// discovery, a new Consul service, a service removed from the file.
+// name and balancer sections, a service's Consul or DNS settings or kind
+// of discovery, a new Consul or DNS service, a service removed from the
+// file.
 func (m *Manager) Apply(cfg *config.File) error {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
@@ -431,7 +279,7 @@ func (m *Manager) Apply(cfg *config.File) error {
 		switch {
 		case s.Discovery.Static != nil && (!had || o.Discovery.Static != nil):
 			if !had {
-				m.res.Route(s.Name, m.static, s.Name)
+				m.mux.Route(s.Name, m.static, s.Name)
 				added = append(added, s.Name)
 			}
 			if !had || !slices.Equal(o.Discovery.Static.Addresses, s.Discovery.Static.Addresses) {
@@ -441,7 +289,7 @@ func (m *Manager) Apply(cfg *config.File) error {
 		case had:
 			restart = append(restart, fmt.Sprintf("services[%s].discovery", s.Name))
 		default:
-			restart = append(restart, fmt.Sprintf("services[%s] (new, consul)", s.Name))
+			restart = append(restart, fmt.Sprintf("services[%s] (new, %s)", s.Name, kind(s.Discovery)))
 		}
 	}
 	for _, name := range sortedKeys(running) {
@@ -452,16 +300,33 @@ func (m *Manager) Apply(cfg *config.File) error {
 	}
 	for _, name := range added {
 		m.log.Info("service added", "service", name)
-		m.touch(name)
+		_ = m.router.Watch(name) // ErrClosed: shutting down, nothing to watch
 	}
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
+	m.router.Warm() // a raised min_idle_per_key, at once
 	return nil
 }
 
-// Services returns the names of the services the Router serves.
+// kind names a service's kind of discovery as its file section does.
+func kind(d config.Discovery) string {
+	switch {
+	case d.Consul != nil:
+		return "consul"
+	case d.DNS != nil:
+		return "dns"
+	}
+	return "static"
+}
+
+func sortedKeys[V any](mp map[string]V) []string {
+	keys := make([]string, 0, len(mp))
+	for k := range mp {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// Services returns the names of the services the Router watches.
 func (m *Manager) Services() []string {
 	var names []string
 	for _, s := range m.router.Services() {

@@ -2,7 +2,6 @@ package manager_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,8 +13,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/kpool-go/kpool/discovery"
-	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/internal/config"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/manager"
@@ -70,7 +67,6 @@ func startManager(t *testing.T, yaml string) *running {
 	r.m = m
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { m.Run(ctx) })
 	wg.Go(func() { r.w.Run(ctx, nil) })
 	t.Cleanup(func() {
 		cancel()
@@ -193,50 +189,6 @@ func TestWarmRetriesDownEndpoint(t *testing.T) {
 	grpctest.WaitFor(t, waitTimeout, "the endpoint is warmed after its restart", func() bool { return r.idle(srv.Addr) == 1 })
 	grpctest.WaitFor(t, waitTimeout, "the recovery is logged", func() bool { return strings.Contains(r.logs.String(), "endpoint warm again") })
 }
-
-// TestResolverDispatchesByService: each service is watched at the resolver
-// its route names, under its name there; an unknown service is an error
-// naming it, at once.
-func TestResolverDispatchesByService(t *testing.T) {
-	a := static.New(map[string][]discovery.Endpoint{"users-v2": {{Address: "10.0.0.1:1"}}})
-	b := static.New(map[string][]discovery.Endpoint{"orders": {{Address: "10.0.0.2:1"}, {Address: "10.0.0.3:1"}}})
-	var r manager.Resolver
-	r.Route("users", a, "users-v2")
-	r.Route("orders", b, "orders")
-	for _, tt := range []struct {
-		service string
-		want    int
-	}{{"users", 1}, {"orders", 2}} {
-		ctx, cancel := context.WithCancel(context.Background())
-		w := &firstUpdate{got: make(chan []discovery.Endpoint, 1), cancel: cancel}
-		if err := r.Watch(ctx, tt.service, w); !errors.Is(err, context.Canceled) {
-			t.Errorf("Watch(%s) = %v, want context.Canceled", tt.service, err)
-		}
-		if eps := <-w.got; len(eps) != tt.want {
-			t.Errorf("Watch(%s) delivered %v, want %d endpoints", tt.service, eps, tt.want)
-		}
-	}
-	err := r.Watch(context.Background(), "billing", &firstUpdate{})
-	if err == nil || !strings.Contains(err.Error(), `unknown service "billing"`) {
-		t.Errorf("Watch(billing) = %v, want an error naming the service", err)
-	}
-}
-
-// firstUpdate takes a watch's first list, then ends the watch.
-type firstUpdate struct {
-	got    chan []discovery.Endpoint
-	cancel context.CancelFunc
-}
-
-func (w *firstUpdate) Update(eps []discovery.Endpoint) {
-	select {
-	case w.got <- eps:
-	default:
-	}
-	w.cancel()
-}
-
-func (w *firstUpdate) Error(error) {}
 
 // TestReloadAddsStaticService: a static service new in the file is routed
 // and warmed at once; a removed one keeps running until a restart.
