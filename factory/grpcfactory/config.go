@@ -49,8 +49,10 @@ type Config[K comparable, T any] struct {
 	Insecure bool
 
 	// Keepalive configures the client's HTTP/2 keepalive pings. The zero
-	// value pings every 30 s, with or without RPCs in flight, and gives up
-	// on the connection after 10 s without an answer.
+	// value is what a grpc-go server with its default enforcement policy
+	// accepts: while RPCs are in flight, a ping after 5 minutes without
+	// anything received, and giving up on the connection after 10 s
+	// without an answer; no pings on a connection without RPCs.
 	Keepalive Keepalive
 
 	// IdleTimeout is how long a connection may carry no RPC before gRPC
@@ -99,30 +101,59 @@ type Config[K comparable, T any] struct {
 }
 
 // Keepalive configures HTTP/2 keepalive pings from the client. The server
-// must allow them (its keepalive.EnforcementPolicy: MinTime at most Time and
-// PermitWithoutStream, unless OnlyWithStreams is set); a grpc-go server's
-// default policy allows one ping every 5 minutes and none without streams,
-// and closes the connection of a client that pings more often.
+// must allow them: its keepalive.EnforcementPolicy's MinTime must be Time
+// or less, and its PermitWithoutStream true if PermitWithoutStream is set
+// here. A server that sees pings sooner than it allows answers with GOAWAY
+// ENHANCE_YOUR_CALM "too_many_pings" and closes the connection, and the
+// client logs an error and reconnects. A grpc-go server's default policy
+// allows one ping per 5 minutes and none without streams: the zero value
+// keeps to that.
+//
+// Without pings on idle connections, a pooled connection whose backend
+// vanished without closing it (the host lost, a network partition, a
+// middlebox that dropped the flow) stays READY while it idles. The first
+// RPC sent on it finds it broken: gRPC closes the transport when the RPC's
+// data, or the ping a new stream sends at once on a connection silent for
+// Time or more, goes unanswered for Timeout; the RPC fails with
+// Unavailable (or its deadline), and the connection leaves READY, so that
+// Conn and Release invalidate it as DefaultClassifier says and gRPC
+// reconnects it before it carries another RPC. To find such connections
+// before an RPC is sent on them, set Config.HealthCheck and the pool's
+// TestWhileIdle (with eviction runs) or TestOnBorrow, or set
+// PermitWithoutStream with a server that permits it. A backend that closes
+// its connections (a process that exits or is stopped) needs neither: the
+// connection leaves READY at once.
 type Keepalive struct {
-	// Time is how long the connection may be silent before the client
-	// pings. Zero: 30 s. gRPC raises values under 10 s to 10 s. Negative is
-	// invalid.
+	// Time is how long the connection may receive nothing before the
+	// client pings. Zero: 5 minutes (DefaultKeepaliveTime), the least a
+	// default server allows. gRPC raises values under 10 s to 10 s, and
+	// doubles Time for a connection whose server closed it for too many
+	// pings. Negative is invalid.
 	Time time.Duration
 	// Timeout is how long the client waits for the ping's answer before it
-	// closes the connection. Zero: 10 s. Negative is invalid.
+	// closes the connection; gRPC also uses it as the socket's
+	// TCP_USER_TIMEOUT, how long sent data may stay unacknowledged. Zero:
+	// 10 s. Negative is invalid.
 	Timeout time.Duration
-	// OnlyWithStreams pings only while RPCs are in flight. False, the
-	// default: ping idle connections too (gRPC's PermitWithoutStream), so
-	// that a pooled connection to a vanished backend is found broken before
-	// an RPC is sent on it.
-	OnlyWithStreams bool
+	// PermitWithoutStream pings connections that carry no RPC too (gRPC's
+	// keepalive.ClientParameters.PermitWithoutStream), so that an idle
+	// pooled connection to a vanished backend is found broken before an
+	// RPC is sent on it, and middleboxes do not drop idle connections.
+	// Set it only when the server's EnforcementPolicy has
+	// PermitWithoutStream true and a MinTime of Time or less. False, the
+	// default: ping only while RPCs are in flight, as a default server
+	// requires.
+	PermitWithoutStream bool
 	// Disable turns keepalive pings off; the other fields are then ignored.
 	Disable bool
 }
 
 // Keepalive defaults.
 const (
-	DefaultKeepaliveTime    = 30 * time.Second
+	// DefaultKeepaliveTime is the default Keepalive.Time: the MinTime of a
+	// grpc-go server's default enforcement policy, so that a default server
+	// accepts every ping.
+	DefaultKeepaliveTime    = 5 * time.Minute
 	DefaultKeepaliveTimeout = 10 * time.Second
 )
 
@@ -304,7 +335,7 @@ func (c Config[K, T]) resolve() (resolved[K], error) {
 		r.dialOpts = append(r.dialOpts, grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                ka.Time,
 			Timeout:             ka.Timeout,
-			PermitWithoutStream: !ka.OnlyWithStreams,
+			PermitWithoutStream: ka.PermitWithoutStream,
 		}))
 	}
 

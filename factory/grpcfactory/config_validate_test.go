@@ -28,7 +28,7 @@ func TestValidateReportsEveryField(t *testing.T) {
 	want := []string{
 		"grpcfactory: invalid config: NewStub is nil, want the generated stub constructor (pb.NewFooClient)",
 		"grpcfactory: invalid config: TransportCredentials is set, want nil with TLS set: exactly one of TLS, TransportCredentials and Insecure",
-		"grpcfactory: invalid config: Keepalive.Time is -1s, want 0 (default 30s) or more",
+		"grpcfactory: invalid config: Keepalive.Time is -1s, want 0 (default 5m0s) or more",
 		"grpcfactory: invalid config: IdleTimeout is -1ns, want 0 (gRPC's default) or more",
 		"grpcfactory: invalid config: Retry.MaxAttempts is -1, want 0 (no retries) or more",
 		"grpcfactory: invalid config: Retry.RetryableStatusCodes[1] is OK, want an error code",

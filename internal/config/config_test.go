@@ -121,7 +121,7 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"keyedpool nested", minimal + "pool:\n  abandoned:\n    timeout: -1s\n",
 			"kpool.yaml:10: pool.abandoned.timeout: abandoned.timeout is -1s, want 0 (5m) or more"},
 		{"grpcfactory refuses", grpcLast + "  keepalive:\n    time: -5s\n",
-			"kpool.yaml:9: grpc.keepalive.time: keepalive.time is -5s, want 0 (default 30s) or more"},
+			"kpool.yaml:9: grpc.keepalive.time: keepalive.time is -5s, want 0 (default 5m0s) or more"},
 		{"grpcfactory retry", grpcLast + "  retry:\n    backoff_multiplier: -2\n",
 			"kpool.yaml:9: grpc.retry.backoff_multiplier: retry.backoff_multiplier is -2, want 0 (default 2) or more"},
 		{"status code", grpcLast + "  retry:\n    retryable_status_codes: [UNAVAILABLE, NOPE]\n",

@@ -56,7 +56,7 @@ services:
 		"kpool.yaml:2: pool.min_idle_per_key: min_idle_per_key is -3, want 0 or more",
 		"kpool.yaml:3: pool.max_wait: max_wait is -1s, want 0 (bounded by the context only) or more",
 		"kpool.yaml:4: pool.make_failure_threshold: make_failure_threshold is -5, want 0 (off) or more",
-		"kpool.yaml:7: grpc.keepalive.time: keepalive.time is -5s, want 0 (default 30s) or more",
+		"kpool.yaml:7: grpc.keepalive.time: keepalive.time is -5s, want 0 (default 5m0s) or more",
 		"kpool.yaml:9: grpc.retry.max_attempts: retry.max_attempts is -1, want 0 (no retries) or more",
 		"kpool.yaml:10: grpc.retry.retryable_status_codes[1]: retry.retryable_status_codes[1] is OK, want an error code",
 	})

@@ -118,10 +118,10 @@ type TLS struct {
 
 // Keepalive mirrors grpcfactory.Keepalive.
 type Keepalive struct {
-	Time            Duration `yaml:"time"`
-	Timeout         Duration `yaml:"timeout"`
-	OnlyWithStreams bool     `yaml:"only_with_streams"`
-	Disable         bool     `yaml:"disable"`
+	Time                Duration `yaml:"time"`
+	Timeout             Duration `yaml:"timeout"`
+	PermitWithoutStream bool     `yaml:"permit_without_stream"`
+	Disable             bool     `yaml:"disable"`
 }
 
 // HealthCheck mirrors grpcfactory.HealthCheck.
