@@ -292,10 +292,18 @@ func (p *Pool[K, V]) spareLocked(sp *subPool[K, V], upTo int) int {
 	return n
 }
 
+// upkeepNeedLocked is how many more objects sp needs for MinIdlePerKey
+// spare ones (spareLocked), counting those being made to join the pool, so
+// that upkeep, Prepare and AddObject at the same time do not overshoot. It
+// may be negative.
+func (p *Pool[K, V]) upkeepNeedLocked(sp *subPool[K, V]) int {
+	return p.lim.minIdle - sp.placing - p.spareLocked(sp, p.lim.minIdle)
+}
+
 // wantUpkeepLocked queues sp for the next eviction run's upkeep if it has
 // fewer than MinIdlePerKey spare objects (spareLocked).
 func (p *Pool[K, V]) wantUpkeepLocked(sp *subPool[K, V]) {
-	if sp.queued || sp.forgotten || p.lim.minIdle == 0 || p.spareLocked(sp, p.lim.minIdle) >= p.lim.minIdle {
+	if sp.queued || sp.forgotten || p.lim.minIdle == 0 || p.upkeepNeedLocked(sp) <= 0 {
 		return
 	}
 	sp.queued = true
@@ -341,12 +349,8 @@ keys:
 			break
 		}
 		sp.queued = false
-		need := 0
-		if p.keys[sp.key] == sp && !sp.forgotten { // else dropped or cleared since it was queued
-			need = p.lim.minIdle - p.spareLocked(sp, p.lim.minIdle)
-		}
 		p.unlock()
-		for ; need > 0; need-- {
+		for {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -360,9 +364,11 @@ keys:
 				<-sem
 				break keys
 			}
-			if p.closed || p.keys[sp.key] != sp || sp.forgotten || sp.count >= p.lim.maxPerKey {
-				// At its limit, the key is queued again when room frees
-				// (unreserveLocked).
+			if p.closed || p.keys[sp.key] != sp || sp.forgotten || sp.count >= p.lim.maxPerKey || p.upkeepNeedLocked(sp) <= 0 {
+				// Dropped or cleared since it was queued, or has what it
+				// needs, counting the objects being made for it (by this
+				// run, Prepare or AddObject). At its limit, the key is
+				// queued again when room frees (unreserveLocked).
 				p.unlock()
 				<-sem
 				break
@@ -374,6 +380,7 @@ keys:
 				break
 			}
 			p.reserveLocked(sp)
+			sp.placing++
 			p.unlock()
 			wg.Go(func() {
 				defer func() { <-sem }()

@@ -703,3 +703,44 @@ func TestLentLifetimeSweepIsBoundedPerRun(t *testing.T) {
 		returnAll(t, p, hs)
 	})
 }
+
+// Prepare calls at the same time, and an eviction run's upkeep beside them,
+// count the objects being made for the key: between them they make
+// MinIdlePerKey objects, not MinIdlePerKey each.
+func TestUpkeepAndPrepareCountMakesInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &testfactory.Factory{}
+		release := make(chan struct{})
+		f.MakeHook = func(context.Context, string) error {
+			<-release
+			return nil
+		}
+		p := newPoolWith(t, f, keyedpool.Config{MinIdlePerKey: 3, MaxIdlePerKey: 8, MaxTotalPerKey: 8})
+		errs := make(chan error, 3)
+		for range 3 {
+			go func() { errs <- p.Prepare(context.Background(), "k") }()
+		}
+		synctest.Wait()
+		if got := p.KeyStats("k").Making; got != 3 {
+			t.Fatalf("Making with three Prepare calls at once = %d, want 3 (MinIdlePerKey)", got)
+		}
+		// An eviction run now finds the key's upkeep in flight.
+		runDone := make(chan error, 1)
+		go func() { runDone <- p.RunEviction(context.Background()) }()
+		synctest.Wait()
+		close(release)
+		for range 3 {
+			if err := <-errs; err != nil {
+				t.Errorf("Prepare() = %v, want nil", err)
+			}
+		}
+		if err := <-runDone; err != nil {
+			t.Errorf("RunEviction() = %v, want nil", err)
+		}
+		synctest.Wait()
+		ks := p.KeyStats("k")
+		if ks.Idle != 3 || ks.Created != 3 {
+			t.Errorf("after Prepare x3 and an eviction run: Idle %d, Created %d, want 3 and 3", ks.Idle, ks.Created)
+		}
+	})
+}

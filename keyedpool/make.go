@@ -53,6 +53,7 @@ func (p *Pool[K, V]) makeObject(ctx context.Context, sp *subPool[K, V], victim *
 	p.mu.Lock()
 	if !r.finished {
 		r.place, r.background = true, true
+		sp.placing++
 		p.unlock()
 		return nil, err
 	}
@@ -68,7 +69,7 @@ func (p *Pool[K, V]) makeObject(ctx context.Context, sp *subPool[K, V], victim *
 		}
 		obj.state = stBusy
 		p.unlock()
-		p.settleNew(obj, func() bool { return true })
+		p.settleNew(obj, func() bool { return true }, false)
 	}
 	return nil, err
 }
@@ -158,7 +159,7 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 			obj.state, doomed = stDestroy, true
 			r.err = fmt.Errorf("%w: key %v: closed while its object was being made", ErrClosed, sp.key)
 		case r.place:
-			settle = true // stays stBusy until passivated
+			settle = true // stays stBusy, and counted in placing, until passivated
 		default:
 			if p.shared {
 				sp.activating++ // until ready
@@ -168,6 +169,9 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 			r.lease = p.leaseLocked(obj)
 			p.wantUpkeepLocked(sp) // lent straight from the make: the key may still have no idle object
 		}
+	}
+	if r.place && !settle {
+		sp.placing-- // no object joins the pool
 	}
 	r.finished = true
 	bg := r.background && !p.closed
@@ -190,7 +194,7 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 			defer p.unlock()
 			return r.background
 		}
-		if perr := p.settleNew(obj, background); perr != nil {
+		if perr := p.settleNew(obj, background, true); perr != nil {
 			r.err = fmt.Errorf("keyedpool: passivate new object of key %v: %w", sp.key, perr)
 		}
 		close(r.done)
@@ -204,8 +208,9 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 // is in the state a returned one is in (as commons-pool2's addObject). A
 // failed Passivate destroys the object (counted with the return-validation
 // failures) and is returned, and reported as swallowed first if background
-// says nobody waits for it.
-func (p *Pool[K, V]) settleNew(obj *object[K, V], background func() bool) error {
+// says nobody waits for it. placing says obj is counted in its key's
+// placing until it is in the pool (or destroyed).
+func (p *Pool[K, V]) settleNew(obj *object[K, V], background func() bool, placing bool) error {
 	sp := obj.sub
 	ctx, cancel := p.bounded(context.Background())
 	err := p.f.Passivate(ctx, sp.key, obj.value)
@@ -215,6 +220,9 @@ func (p *Pool[K, V]) settleNew(obj *object[K, V], background func() bool) error 
 	}
 	why, destroy := byReturnValidation, true
 	p.mu.Lock()
+	if placing {
+		sp.placing--
+	}
 	if err != nil {
 		obj.state = stDestroy
 	} else {
@@ -243,45 +251,63 @@ func (p *Pool[K, V]) AddObject(ctx context.Context, key K) error {
 		return ErrClosed
 	}
 	sp := p.useLocked(key)
+	if err := p.addRoomLocked(sp); err != nil {
+		p.unlock()
+		return err
+	}
+	p.unlock()
+	return p.placeObject(ctx, sp, false)
+}
+
+// addRoomLocked reserves room for an object of sp that joins the pool when
+// made (AddObject, Prepare). It fails with ErrExhausted when the limits
+// leave none (it never takes other keys' objects' room), and with the
+// backoff error while the key's makes back off.
+func (p *Pool[K, V]) addRoomLocked(sp *subPool[K, V]) error {
 	if sp.count >= p.lim.maxPerKey || p.fullLocked() {
 		p.dropIfEmptyLocked(sp)
-		p.unlock()
 		return ErrExhausted
 	}
 	if sp.bo != nil {
 		if err := p.backoffLocked(sp); err != nil {
 			p.countRejectedLocked(sp)
-			p.unlock()
 			return err
 		}
 	}
 	p.reserveLocked(sp)
-	p.unlock()
-	return p.placeObject(ctx, sp, false)
+	sp.placing++
+	return nil
 }
 
 // Prepare makes idle objects of key until it has MinIdlePerKey spare ones
 // (as commons-pool2's preparePool): idle, or with shared leases lent under
-// the share cap. It stops at the first error, which it returns: AddObject's.
+// the share cap, counting the objects being made to join the pool (by
+// other Prepare calls, AddObject or an eviction run's upkeep), so that
+// calls at the same time do not make more than MinIdlePerKey between them.
+// It stops at the first error, which it returns: AddObject's.
 func (p *Pool[K, V]) Prepare(ctx context.Context, key K) error {
 	if err := p.checkKey(key); err != nil {
 		return err
 	}
-	p.mu.Lock()
-	if p.closed {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.unlock()
+			return ErrClosed
+		}
+		sp := p.useLocked(key)
+		if p.upkeepNeedLocked(sp) <= 0 {
+			p.dropIfEmptyLocked(sp)
+			p.unlock()
+			return nil
+		}
+		if err := p.addRoomLocked(sp); err != nil {
+			p.unlock()
+			return err
+		}
 		p.unlock()
-		return ErrClosed
-	}
-	need := p.lim.minIdle
-	if sp := p.keys[key]; sp != nil {
-		sp.forgotten = false
-		need -= p.spareLocked(sp, need)
-	}
-	p.unlock()
-	for ; need > 0; need-- {
-		if err := p.AddObject(ctx, key); err != nil {
+		if err := p.placeObject(ctx, sp, false); err != nil {
 			return err
 		}
 	}
-	return nil
 }

@@ -77,8 +77,9 @@ type subPool[K comparable, V any] struct {
 
 	c counters
 
-	count  int // objects of this key: idle, lent, being made or destroyed
-	making int // objects being made
+	count   int // objects of this key: idle, lent, being made or destroyed
+	making  int // objects being made
+	placing int // of making: objects that join the pool when made (AddObject, Prepare, upkeep, a make its borrower gave up), which upkeep counts as spare
 	// activating counts shared-mode objects being activated for their
 	// first borrower, after which they take more.
 	activating int
