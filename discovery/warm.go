@@ -69,51 +69,26 @@ func (r *Router[T]) startWarmLocked(addr string, st *addrState[T]) {
 	})
 }
 
-// topUp makes connections to addr, one at a time, until it has the pool's
-// MinIdlePerKey spare ones, counting those being made; at most
-// MinIdlePerKey, so that borrowers taking them as they come cannot keep it
-// going. It stops when addr leaves (or comes back with a new state), at
-// the first failure, and at Close.
+// topUp tops addr up to the pool's MinIdlePerKey spare connections with
+// the pool's own upkeep (Prepare), which counts the connections being made
+// for it, by this Router or an eviction run, and makes at most
+// MinIdlePerKey. It does nothing at Close.
 func (r *Router[T]) topUp(addr string, st *addrState[T]) {
 	defer st.pending.Store(false)
-	var err error
-	for made := 0; ; made++ {
-		if r.ctx.Err() != nil || r.addr(addr) != st {
-			break
-		}
-		cfg := r.pool.Config()
-		if cfg.MinIdlePerKey == 0 {
-			return // nothing to keep warm, nothing learnt
-		}
-		if made >= cfg.MinIdlePerKey || r.spare(addr, cfg) >= cfg.MinIdlePerKey {
-			break
-		}
-		if err = r.pool.AddObject(r.ctx, addr); err != nil {
-			break
-		}
+	if r.ctx.Err() != nil || r.addr(addr) != st {
+		return
 	}
+	if r.pool.Config().MinIdlePerKey == 0 {
+		return // nothing to keep warm, nothing learnt
+	}
+	err := r.pool.Prepare(r.ctx, addr)
 	if r.addr(addr) == nil {
-		// It left while being warmed: an AddObject may have brought its
-		// key back after retire forgot it.
+		// It left while being warmed: Prepare may have brought its key
+		// back after retire forgot it.
 		r.retire(addr)
 		return
 	}
 	r.warmed(addr, st, err)
-}
-
-// spare counts the connections to addr that can take a borrower without a
-// make, and those being made: the count the warm-up tops up.
-func (r *Router[T]) spare(addr string, cfg keyedpool.Config) int {
-	ks := r.pool.KeyStats(addr)
-	n := ks.Idle + ks.Making
-	if cfg.MaxSharesPerObject > 1 && ks.Active > 0 {
-		for _, o := range r.pool.ListObjects(addr) {
-			if o.State == keyedpool.ObjectLent && o.Shares < cfg.MaxSharesPerObject {
-				n++
-			}
-		}
-	}
-	return n
 }
 
 // warmed logs a warm-up of addr that failed, once until one succeeds, and

@@ -284,19 +284,21 @@ func (p *Pool[K, V]) addRoomLocked(sp *subPool[K, V]) error {
 // the share cap, counting the objects being made to join the pool (by
 // other Prepare calls, AddObject or an eviction run's upkeep), so that
 // calls at the same time do not make more than MinIdlePerKey between them.
-// It stops at the first error, which it returns: AddObject's.
+// One call makes at most MinIdlePerKey objects, so that borrowers taking
+// them as they come cannot keep it going. It stops at the first error,
+// which it returns: AddObject's.
 func (p *Pool[K, V]) Prepare(ctx context.Context, key K) error {
 	if err := p.checkKey(key); err != nil {
 		return err
 	}
-	for {
+	for made := 0; ; made++ {
 		p.mu.Lock()
 		if p.closed {
 			p.unlock()
 			return ErrClosed
 		}
 		sp := p.useLocked(key)
-		if p.upkeepNeedLocked(sp) <= 0 {
+		if made >= p.lim.minIdle || p.upkeepNeedLocked(sp) <= 0 {
 			p.dropIfEmptyLocked(sp)
 			p.unlock()
 			return nil
