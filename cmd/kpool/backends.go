@@ -11,11 +11,9 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 
+	"github.com/kpool-go/kpool/internal/backend"
 	"github.com/kpool-go/kpool/internal/config"
 )
 
@@ -26,13 +24,13 @@ warm. Try the example on a fresh clone, in two terminals:
     kpool backends --config examples/kpool.yaml
     kpool start --config examples/kpool.yaml
 
-Each backend serves the standard health service (grpc.health.v1),
-SERVING for the server as a whole and for grpc.health_check.service when
-the file names one, in plaintext: the file must dial with
+Each backend is the one kpool demo runs: it serves the standard health
+service (grpc.health.v1), SERVING for the server as a whole and for
+grpc.health_check.service when the file names one, and an echo service
+(grpc.testing.BenchmarkService), in plaintext: the file must dial with
 grpc.insecure: true. The addresses must be on this machine's loopback
 (127.0.0.1, or localhost, served on 127.0.0.1); services found through
-Consul are left out. The backends answer no other RPCs: kpool start
-carries none.
+Consul are left out.
 
 It runs until SIGINT or SIGTERM, then marks the backends NOT_SERVING and
 stops them gracefully, within --shutdown-timeout; exit status 0. A second
@@ -123,19 +121,28 @@ func backends(ctx context.Context, path string, shutdownTimeout time.Duration, l
 		healthService = h.Service
 	}
 
-	var servers []*backendServer
+	var servers []*backend.Server
 	stopAll := func() {
 		var wg sync.WaitGroup
 		for _, s := range servers {
-			wg.Go(func() { s.stop(shutdownTimeout, log) })
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+				defer cancel()
+				if s.Shutdown(ctx) != nil {
+					log.Warn("a backend did not stop within the timeout; its connections were closed", "addr", s.Addr, "timeout", shutdownTimeout)
+				}
+			})
 		}
 		wg.Wait()
 	}
 	for _, a := range addrs {
-		s, err := serveBackend(a.listen, healthService)
+		s, err := backend.Listen(backend.Options{Addr: a.listen})
 		if err != nil {
 			stopAll()
 			return fmt.Errorf("%w (is another kpool backends, or something else, serving %s?)", err, a.addr)
+		}
+		if healthService != "" {
+			s.Health.SetServingStatus(healthService, healthpb.HealthCheckResponse_SERVING)
 		}
 		servers = append(servers, s)
 	}
@@ -151,49 +158,4 @@ func backends(ctx context.Context, path string, shutdownTimeout time.Duration, l
 	stopAll()
 	log.Info("backends stopped")
 	return nil
-}
-
-// backendServer is one backend: a gRPC server with the health service.
-type backendServer struct {
-	srv    *grpc.Server
-	health *health.Server
-	done   chan struct{} // closed when Serve has returned
-}
-
-func serveBackend(addr, healthService string) (*backendServer, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	// kpool's clients ping every 30s by default, with or without streams;
-	// a server with gRPC's default policy would call that abuse and close
-	// the connection.
-	srv := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
-	h := health.NewServer() // the server as a whole ("") is SERVING
-	if healthService != "" {
-		h.SetServingStatus(healthService, healthpb.HealthCheckResponse_SERVING)
-	}
-	healthpb.RegisterHealthServer(srv, h)
-	s := &backendServer{srv: srv, health: h, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		_ = srv.Serve(lis) // returns nil after Stop or GracefulStop
-	}()
-	return s, nil
-}
-
-// stop tells the clients the backend goes (NOT_SERVING, then GOAWAY), lets
-// RPCs in flight finish within timeout, then closes what is left.
-func (s *backendServer) stop(timeout time.Duration, log *slog.Logger) {
-	s.health.Shutdown()
-	stopped := make(chan struct{})
-	go func() { s.srv.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(timeout):
-		log.Warn("a backend did not stop within the timeout; closing its connections", "timeout", timeout)
-		s.srv.Stop()
-		<-stopped
-	}
-	<-s.done
 }

@@ -10,8 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kpool-go/kpool/internal/backend"
 	"github.com/kpool-go/kpool/internal/e2e"
-	"github.com/kpool-go/kpool/internal/grpctest"
 )
 
 // Bounds of the bench flags: a run stays a benchmark, not a soak, and a
@@ -119,7 +119,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		settings.Modes = append(settings.Modes, k.String())
 		log.Info("measuring", "mode", k.String(), "duration", *duration, "callers", *callers)
 		rep, err := e2e.Measure(ctx, e2e.Bench{
-			Server: grpctest.Options{MaxConcurrentStreams: uint32(*maxStreams), Delay: *delay},
+			Server: backend.Options{MaxConcurrentStreams: uint32(*maxStreams), Delay: *delay},
 			Mode:   e2e.Mode{Kind: k, Conns: *conns, Shares: *shares, Payload: make([]byte, *payload)},
 			Warmup: *warmup,
 			Load:   e2e.Load{Callers: *callers, Duration: *duration},

@@ -22,8 +22,8 @@ import (
 	"github.com/kpool-go/kpool/discovery/consul"
 	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/internal/backend"
 	"github.com/kpool-go/kpool/internal/e2e"
-	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 	"github.com/kpool-go/kpool/metrics"
 )
@@ -94,9 +94,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// backend is one demo backend and its part in the rolling release.
-type backend struct {
-	srv  *grpctest.Server
+// demoBackend is one demo backend and its part in the rolling release.
+type demoBackend struct {
+	srv  *backend.Server
 	role string // "original", "retired" or "new"
 }
 
@@ -104,25 +104,25 @@ type backend struct {
 // or Consul.
 type registry interface {
 	resolver() discovery.Resolver
-	add(b *backend) error
-	remove(b *backend) error
+	add(b *demoBackend) error
+	remove(b *demoBackend) error
 	close()
 }
 
 func demo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
-	var backends []*backend
+	var backends []*demoBackend
 	var bmu sync.Mutex // protects backends: the progress line reads it
 	defer func() {
 		for _, b := range backends {
 			b.srv.Stop()
 		}
 	}()
-	startBackend := func(role string) (*backend, error) {
-		srv, err := grpctest.Listen(grpctest.Options{Delay: o.delay, MaxConcurrentStreams: 100})
+	startBackend := func(role string) (*demoBackend, error) {
+		srv, err := backend.Listen(backend.Options{Delay: o.delay, MaxConcurrentStreams: 100})
 		if err != nil {
 			return nil, err
 		}
-		b := &backend{srv: srv, role: role}
+		b := &demoBackend{srv: srv, role: role}
 		bmu.Lock()
 		backends = append(backends, b)
 		bmu.Unlock()
@@ -319,7 +319,7 @@ func (t *traffic) run(ctx context.Context, stub testpb.BenchmarkServiceClient, t
 // new backend registers, and once it serves traffic the old one
 // deregisters, its connections drain, and it stops gracefully.
 func rollingRelease(ctx context.Context, o demoOptions, reg registry, router *discovery.Router[testpb.BenchmarkServiceClient],
-	startBackend func(string) (*backend, error), bmu *sync.Mutex, backends *[]*backend) error {
+	startBackend func(string) (*demoBackend, error), bmu *sync.Mutex, backends *[]*demoBackend) error {
 	select {
 	case <-ctx.Done():
 		return nil
@@ -374,7 +374,7 @@ func waitUntil(ctx context.Context, limit time.Duration, cond func() bool) bool 
 	return true
 }
 
-func summary(w io.Writer, t *traffic, elapsed time.Duration, st keyedpool.Stats, backends []*backend) {
+func summary(w io.Writer, t *traffic, elapsed time.Duration, st keyedpool.Stats, backends []*demoBackend) {
 	ok, failed := t.ok.Load(), t.failed.Load()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "requests\tfailures\trps\tp50\tp99\tconnections made\tconnections destroyed\t")
@@ -433,7 +433,7 @@ type staticRegistry struct {
 
 func (s *staticRegistry) resolver() discovery.Resolver { return s.r }
 
-func (s *staticRegistry) add(b *backend) error {
+func (s *staticRegistry) add(b *demoBackend) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.eps = append(s.eps, discovery.Endpoint{Address: b.srv.Addr, Health: discovery.HealthPassing})
@@ -441,7 +441,7 @@ func (s *staticRegistry) add(b *backend) error {
 	return nil
 }
 
-func (s *staticRegistry) remove(b *backend) error {
+func (s *staticRegistry) remove(b *demoBackend) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	kept := s.eps[:0]
@@ -480,9 +480,9 @@ func newConsulRegistry(addr string) (*consulRegistry, error) {
 
 func (c *consulRegistry) resolver() discovery.Resolver { return c.res }
 
-func serviceID(b *backend) string { return demoService + "-" + b.srv.Addr }
+func serviceID(b *demoBackend) string { return demoService + "-" + b.srv.Addr }
 
-func (c *consulRegistry) add(b *backend) error {
+func (c *consulRegistry) add(b *demoBackend) error {
 	_, portText, _ := net.SplitHostPort(b.srv.Addr)
 	port, _ := strconv.Atoi(portText)
 	err := c.agent.ServiceRegister(&api.AgentServiceRegistration{
@@ -497,7 +497,7 @@ func (c *consulRegistry) add(b *backend) error {
 	return nil
 }
 
-func (c *consulRegistry) remove(b *backend) error {
+func (c *consulRegistry) remove(b *demoBackend) error {
 	if err := c.agent.ServiceDeregister(serviceID(b)); err != nil {
 		return fmt.Errorf("deregistering %s from Consul: %w", b.srv.Addr, err)
 	}

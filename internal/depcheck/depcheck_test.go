@@ -21,12 +21,6 @@ const module = "github.com/kpool-go/kpool"
 // pass (what `go list -deps` lists: the non-test build). Add a promise of
 // DESIGN.md as one row.
 //
-// TODO(issue 17 point 2): the kpool binary links testing today (its demo
-// backends live in the test helper internal/grpctest). Once the demo
-// backend is split from the test server, add the row
-//
-//	{module + "/cmd/kpool", forbid("testing")},
-//
 // TODO(issue 17 point 3): metrics pulls in gRPC today (the request observer
 // lives beside the pool collectors). Once they stand apart, add the row
 //
@@ -46,6 +40,10 @@ var rules = []struct {
 	{module + "/factory", stdlibAndKpool},
 	// The evictor never imports the pool it serves.
 	{module + "/evictor", all(stdlibAndKpool, forbid(module+"/keyedpool"))},
+	// The shipped binary does not link testing: its demo and backends
+	// serve internal/backend, and only the tests' wrapper of it,
+	// internal/grpctest, imports testing.
+	{module + "/cmd/kpool", forbid("testing")},
 }
 
 // pkg is the part of `go list -json` output the rules read.

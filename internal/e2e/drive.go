@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kpool-go/kpool/internal/grpctest"
+	"github.com/kpool-go/kpool/internal/backend"
 )
 
 // Load says how hard and how long Drive sends RPCs.
@@ -107,7 +107,7 @@ func Drive(ctx context.Context, load Load, call func(context.Context) error) Res
 // in one mode, a warm-up, then the measured load.
 type Bench struct {
 	// Server configures the backend, started on 127.0.0.1 for this run.
-	Server grpctest.Options
+	Server backend.Options
 	// Mode is the way of connecting.
 	Mode Mode
 	// Warmup RPCs run before the measurement, so that connections are made
@@ -137,7 +137,7 @@ type Report struct {
 // counted in the Report instead.
 func Measure(ctx context.Context, b Bench) (rep Report, err error) {
 	rep.Mode = b.Mode.label()
-	srv, err := grpctest.Listen(b.Server)
+	srv, err := backend.Listen(b.Server)
 	if err != nil {
 		return rep, err
 	}
