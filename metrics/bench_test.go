@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc/codes"
 
 	"github.com/kpool-go/kpool/internal/testfactory"
 	"github.com/kpool-go/kpool/keyedpool"
@@ -46,24 +44,5 @@ func BenchmarkScrape(b *testing.B) {
 				}
 			})
 		}
-	}
-}
-
-// BenchmarkObserveRPC is what the gRPC observer adds to each RPC.
-func BenchmarkObserveRPC(b *testing.B) {
-	for _, perKey := range []bool{false, true} {
-		b.Run(fmt.Sprintf("PerKey=%v", perKey), func(b *testing.B) {
-			m, err := metrics.New(prometheus.NewRegistry(), metrics.Options{PerKey: perKey})
-			if err != nil {
-				b.Fatal(err)
-			}
-			obs := m.Observer()
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					obs.ObserveRPC("10.0.0.1:443", "/pkg.Service/Method", codes.OK, 3*time.Millisecond)
-				}
-			})
-		})
 	}
 }

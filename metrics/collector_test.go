@@ -14,10 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/evictor"
 	"github.com/kpool-go/kpool/factory"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/internal/metricstest"
 	"github.com/kpool-go/kpool/internal/testfactory"
 	"github.com/kpool-go/kpool/keyedpool"
 	"github.com/kpool-go/kpool/metrics"
@@ -37,16 +36,6 @@ func newPool(t *testing.T, f *testfactory.Factory, cfg keyedpool.Config) *pool {
 		p.Close(ctx)
 	})
 	return p
-}
-
-func newMetrics(t *testing.T, opts metrics.Options) (*metrics.Metrics, *prometheus.Registry) {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	m, err := metrics.New(reg, opts)
-	if err != nil {
-		t.Fatalf("metrics.New() = %v", err)
-	}
-	return m, reg
 }
 
 func borrow(t *testing.T, p *pool, key string) *keyedpool.Pooled[string, *testfactory.Obj] {
@@ -87,12 +76,12 @@ func knownState(t *testing.T) *pool {
 }
 
 // healthStub stands in for a factory's health counters.
-type healthStub grpcfactory.HealthStats
+type healthStub metrics.HealthStats
 
-func (h healthStub) HealthStats() grpcfactory.HealthStats { return grpcfactory.HealthStats(h) }
+func (h healthStub) HealthStats() metrics.HealthStats { return metrics.HealthStats(h) }
 
 func TestPoolCollectorExact(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{Namespace: "kp"})
+	m, reg := metricstest.New(t, metrics.Options{Namespace: "kp"})
 	p := knownState(t)
 	health := healthStub{Serving: 5, NotServing: 1, Failed: 2, Targets: 2, Unhealthy: []string{"b"}}
 	if err := metrics.AddPool(m, "orders", p, health); err != nil {
@@ -196,7 +185,7 @@ kp_grpc_pool_up{pool="orders"} 0
 }
 
 func TestPerKeySeries(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{PerKey: true, MaxKeySeries: 1})
+	m, reg := metricstest.New(t, metrics.Options{PerKey: true, MaxKeySeries: 1})
 	f := &testfactory.Factory{}
 	p := newPool(t, f, keyedpool.Config{MaxTotalPerKey: 4})
 	if err := metrics.AddPool(m, "p", p, nil); err != nil {
@@ -238,7 +227,7 @@ grpc_pool_keys_aggregated{pool="p"} 2
 
 func TestPerKeyCardinalityCap(t *testing.T) {
 	const keys, maxSeries = 10000, 50
-	m, reg := newMetrics(t, metrics.Options{PerKey: true, MaxKeySeries: maxSeries})
+	m, reg := metricstest.New(t, metrics.Options{PerKey: true, MaxKeySeries: maxSeries})
 	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{MaxTotal: keys})
 	if err := metrics.AddPool(m, "big", p, nil); err != nil {
 		t.Fatal(err)
@@ -276,29 +265,6 @@ func TestPerKeyCardinalityCap(t *testing.T) {
 	}
 }
 
-func TestRPCKeyCardinalityCap(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{PerKey: true, MaxKeySeries: 3})
-	obs := m.Observer()
-	for i := range 10 {
-		obs.ObserveRPC(fmt.Sprintf("10.0.0.%d:443", i), "/svc/M", 0, 0)
-	}
-	obs.ObserveRPC("10.0.0.0:443", "/svc/M", 0, 0) // an early target keeps its series
-	if n, err := testutil.GatherAndCount(reg, "grpc_requests_total"); err != nil || n != 4 {
-		t.Errorf("grpc_requests_total has %d series (%v), want 4: 3 targets and %s", n, err, metrics.OtherKey)
-	}
-	want := `
-# HELP grpc_requests_total RPCs sent on pooled connections, by method and status code (and key, with PerKey).
-# TYPE grpc_requests_total counter
-grpc_requests_total{code="OK",key="10.0.0.0:443",method="/svc/M"} 2
-grpc_requests_total{code="OK",key="10.0.0.1:443",method="/svc/M"} 1
-grpc_requests_total{code="OK",key="10.0.0.2:443",method="/svc/M"} 1
-grpc_requests_total{code="OK",key="__other__",method="/svc/M"} 7
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "grpc_requests_total"); err != nil {
-		t.Errorf("GatherAndCompare: %v", err)
-	}
-}
-
 func TestNewRefusesBadInput(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -326,7 +292,7 @@ func TestNewRefusesBadInput(t *testing.T) {
 		t.Errorf("a second New on the same registry = nil error, want a registration error")
 	}
 
-	m, _ := newMetrics(t, metrics.Options{})
+	m, _ := metricstest.New(t, metrics.Options{})
 	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{})
 	if err := metrics.AddPool(m, "", p, nil); !errors.Is(err, metrics.ErrInvalid) {
 		t.Errorf("AddPool(empty name) = %v, want ErrInvalid", err)
@@ -347,13 +313,36 @@ func TestNewRefusesBadInput(t *testing.T) {
 
 // TestUnregister takes a Metrics off its registry and registers another
 // with the same Namespace in its place, as a reload would.
+// Options reports what New was given, MaxKeySeries resolved: what the
+// families kept apart (grpcmetrics') follow.
+func TestOptionsResolveMaxKeySeries(t *testing.T) {
+	for _, tc := range []struct{ given, want int }{{0, metrics.DefaultMaxKeySeries}, {7, 7}} {
+		m, _ := metricstest.New(t, metrics.Options{Namespace: "app", PerKey: true, MaxKeySeries: tc.given})
+		want := metrics.Options{Namespace: "app", PerKey: true, MaxKeySeries: tc.want}
+		if got := m.Options(); got != want {
+			t.Errorf("Options() of New(MaxKeySeries %d) = %+v, want %+v", tc.given, got, want)
+		}
+	}
+}
+
 func TestUnregister(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{Namespace: "app"})
+	m, reg := metricstest.New(t, metrics.Options{Namespace: "app"})
 	if err := metrics.AddPool(m, "p", newPool(t, &testfactory.Factory{}, keyedpool.Config{}), nil); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := testutil.GatherAndCount(reg, "app_grpc_pool_size"); err != nil || n != 1 {
 		t.Fatalf("app_grpc_pool_size series before Unregister = %d, %v; want 1", n, err)
+	}
+	// A family that joined m through Register leaves with m's own.
+	joined := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "app", Name: "joined", Help: "A family registered through Register."})
+	if err := m.Register(joined); err != nil {
+		t.Fatalf("Register() = %v", err)
+	}
+	if err := m.Register(joined); err == nil {
+		t.Error("Register() of a collector already registered = nil error, want the registry's")
+	}
+	if n, err := testutil.GatherAndCount(reg, "app_joined"); err != nil || n != 1 {
+		t.Fatalf("app_joined series before Unregister = %d, %v; want 1", n, err)
 	}
 	if !m.Unregister() {
 		t.Error("Unregister() = false, want true the first time")
@@ -376,12 +365,12 @@ func TestUnregister(t *testing.T) {
 }
 
 // services is a fixed ServiceSource.
-type services []discovery.ServiceStats
+type services []metrics.ServiceStats
 
-func (s services) Services() []discovery.ServiceStats { return s }
+func (s services) Services() []metrics.ServiceStats { return s }
 
 func TestDiscoveryFamilies(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{})
+	m, reg := metricstest.New(t, metrics.Options{})
 	m.AddServices(services{
 		{Service: "users", Endpoints: 3, Usable: 2, Updates: 7, Errors: 1},
 		{Service: "orders", Endpoints: 0, Usable: 0, Updates: 1, Errors: 4, LastError: "consul: 500"},
@@ -412,7 +401,7 @@ grpc_service_discovery_usable_nodes{service="users"} 2
 // Errors of background work are exported by operation: a Destroy that
 // fails in an eviction run shows under op="destroy".
 func TestBackgroundErrorsExported(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{})
+	m, reg := metricstest.New(t, metrics.Options{})
 	f := &testfactory.Factory{DestroyHook: func(context.Context, *testfactory.Obj) error { return errors.New("close failed") }}
 	p := newPool(t, f, keyedpool.Config{
 		EvictionPolicy: evictor.PolicyFunc(func(evictor.Settings, evictor.Candidate) bool { return true }),
@@ -499,7 +488,7 @@ func TestKeyNotValidUTF8DoesNotBreakScrape(t *testing.T) {
 // aggregated, Gather and /metrics still succeed (two series with the same
 // labels would fail the whole scrape).
 func TestKeyNamedOtherKeepsScrapeValid(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{PerKey: true, MaxKeySeries: 1})
+	m, reg := metricstest.New(t, metrics.Options{PerKey: true, MaxKeySeries: 1})
 	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{})
 	if err := metrics.AddPool(m, "p", p, nil); err != nil {
 		t.Fatal(err)
@@ -512,7 +501,7 @@ func TestKeyNamedOtherKeepsScrapeValid(t *testing.T) {
 	if _, err := reg.Gather(); err != nil {
 		t.Errorf("Gather() with a user key named %q and one aggregated key = %v, want nil", metrics.OtherKey, err)
 	}
-	if code, body := get(t, serve(t, m, reg)+"/metrics"); code != http.StatusOK {
+	if code, body := metricstest.Get(t, metricstest.Serve(t, m, reg)+"/metrics"); code != http.StatusOK {
 		t.Errorf("GET /metrics = %d, want 200; body:\n%.300s", code, body)
 	}
 }
@@ -524,7 +513,7 @@ type pairKey struct{ Region, Host string }
 // {"eu", "west a"}, both "{eu west a}") stay two keys: /stats lists both,
 // and the per-key families count both keys' connections.
 func TestNonStringKeysStayDistinct(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{PerKey: true})
+	m, reg := metricstest.New(t, metrics.Options{PerKey: true})
 	f := factory.Funcs[pairKey, int]{MakeFunc: func(context.Context, pairKey) (int, error) { return 1, nil }}
 	p, err := keyedpool.New(f, keyedpool.Config{})
 	if err != nil {
@@ -544,7 +533,7 @@ func TestNonStringKeysStayDistinct(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rep metrics.StatsReport
-	getJSON(t, serve(t, m, reg)+"/stats", http.StatusOK, &rep)
+	metricstest.GetJSON(t, metricstest.Serve(t, m, reg)+"/stats", http.StatusOK, &rep)
 	pr := rep.Pools[0]
 	active := 0
 	for _, k := range pr.PerKey {
@@ -579,21 +568,22 @@ func sumOf(t *testing.T, g prometheus.Gatherer, name string) prometheus.Collecto
 	return c
 }
 
-// A New that fails to register (here grpc_requests_total is taken for a
-// while, as by a component being replaced in a reload) leaves none of its
-// collectors on the registry: the caller holds no handle to remove them, and
-// a retry once the conflict is gone succeeds.
+// A New that fails to register (here grpc_service_discovery_errors_total,
+// the last of its families, is taken for a while, as by a component being
+// replaced in a reload) leaves none of its families on the registry: the
+// caller holds no handle to remove them, and a retry once the conflict is
+// gone succeeds.
 func TestFailedNewLeavesNothingRegistered(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	theirs := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "grpc_requests_total",
-		Help: "RPCs sent on pooled connections, by method and status code (and key, with PerKey).",
-	}, []string{"method", "code"})
+		Name: "grpc_service_discovery_errors_total",
+		Help: "Failed discovery lookups for the service.",
+	}, []string{"service"})
 	if err := reg.Register(theirs); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := metrics.New(reg, metrics.Options{}); err == nil {
-		t.Fatal("New() while grpc_requests_total is registered = nil error, want a registration error")
+		t.Fatal("New() while grpc_service_discovery_errors_total is registered = nil error, want a registration error")
 	}
 	if !reg.Unregister(theirs) {
 		t.Fatal("Unregister() = false")

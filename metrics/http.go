@@ -12,8 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/kpool-go/kpool/discovery"
 )
 
 // DefaultAddr is where ListenAndServe listens when given no address: the
@@ -121,13 +119,13 @@ func (m *Metrics) serveStats(w http.ResponseWriter, r *http.Request) {
 
 // filterServices keeps the service named name, or all when name is empty;
 // ok is false when name is set and unknown.
-func filterServices(all []discovery.ServiceStats, name string) (_ []discovery.ServiceStats, ok bool) {
+func filterServices(all []ServiceStats, name string) (_ []ServiceStats, ok bool) {
 	if name == "" {
 		return all, true
 	}
 	for _, s := range all {
 		if s.Service == name {
-			return []discovery.ServiceStats{s}, true
+			return []ServiceStats{s}, true
 		}
 	}
 	return nil, false

@@ -2,7 +2,6 @@ package metrics_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,92 +10,45 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
-	"github.com/kpool-go/kpool/discovery"
+	"github.com/kpool-go/kpool/internal/metricstest"
 	"github.com/kpool-go/kpool/internal/testfactory"
 	"github.com/kpool-go/kpool/keyedpool"
 	"github.com/kpool-go/kpool/metrics"
 )
 
-// serve serves m's endpoints on a real loopback port until the test ends
-// and returns the base URL.
-func serve(t *testing.T, m *metrics.Metrics, g prometheus.Gatherer) string {
-	t.Helper()
-	lis, err := metrics.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- metrics.Serve(ctx, lis, m.Handler(g)) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve() after its context ended = %v, want nil", err)
-		}
-	})
-	return "http://" + lis.Addr().String()
-}
-
-// get fetches url with a real client and returns the status and body.
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: reading body: %v", url, err)
-	}
-	return resp.StatusCode, string(body)
-}
-
-func getJSON(t *testing.T, url string, wantCode int, v any) {
-	t.Helper()
-	code, body := get(t, url)
-	if code != wantCode {
-		t.Fatalf("GET %s = %d, want %d; body %s", url, code, wantCode, body)
-	}
-	if err := json.Unmarshal([]byte(body), v); err != nil {
-		t.Fatalf("GET %s: body is not JSON: %v\n%s", url, err, body)
-	}
-}
-
 // mutableServices is a ServiceSource a test changes.
 type mutableServices struct {
 	mu sync.Mutex
-	s  []discovery.ServiceStats
+	s  []metrics.ServiceStats
 }
 
-func (m *mutableServices) Services() []discovery.ServiceStats {
+func (m *mutableServices) Services() []metrics.ServiceStats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]discovery.ServiceStats(nil), m.s...)
+	return append([]metrics.ServiceStats(nil), m.s...)
 }
 
-func (m *mutableServices) set(s ...discovery.ServiceStats) {
+func (m *mutableServices) set(s ...metrics.ServiceStats) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.s = s
 }
 
 func TestEndpoints(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{})
+	m, reg := metricstest.New(t, metrics.Options{})
 	p := knownState(t)
 	if err := metrics.AddPool(m, "orders", p, nil); err != nil {
 		t.Fatal(err)
 	}
 	svcs := &mutableServices{}
-	svcs.set(discovery.ServiceStats{Service: "users", Endpoints: 2, Usable: 2, Updates: 3})
+	svcs.set(metrics.ServiceStats{Service: "users", Endpoints: 2, Usable: 2, Updates: 3})
 	m.AddServices(svcs)
-	base := serve(t, m, reg)
+	base := metricstest.Serve(t, m, reg)
 
 	t.Run("metrics", func(t *testing.T) {
-		code, body := get(t, base+"/metrics")
+		code, body := metricstest.Get(t, base+"/metrics")
 		for _, want := range []string{`grpc_pool_size{pool="orders"} 2`, `grpc_service_discovery_nodes{service="users"} 2`} {
 			if code != http.StatusOK || !strings.Contains(body, want) {
 				t.Errorf("GET /metrics = %d, want 200 with %q; body:\n%s", code, want, body)
@@ -106,7 +58,7 @@ func TestEndpoints(t *testing.T) {
 
 	t.Run("stats", func(t *testing.T) {
 		var rep metrics.StatsReport
-		getJSON(t, base+"/stats", http.StatusOK, &rep)
+		metricstest.GetJSON(t, base+"/stats", http.StatusOK, &rep)
 		if len(rep.Pools) != 1 || len(rep.Services) != 1 {
 			t.Fatalf("/stats = %+v, want 1 pool and 1 service", rep)
 		}
@@ -119,15 +71,15 @@ func TestEndpoints(t *testing.T) {
 			t.Errorf("/stats per key = %+v, want a (1 idle) then b (1 active)", pr.PerKey)
 		}
 
-		getJSON(t, base+"/stats?key=b", http.StatusOK, &rep)
+		metricstest.GetJSON(t, base+"/stats?key=b", http.StatusOK, &rep)
 		if len(rep.Pools) != 1 || len(rep.Pools[0].PerKey) != 1 || rep.Pools[0].PerKey[0].Key != "b" {
 			t.Errorf("/stats?key=b = %+v, want only key b", rep.Pools)
 		}
-		getJSON(t, base+"/stats?limit=1", http.StatusOK, &rep)
+		metricstest.GetJSON(t, base+"/stats?limit=1", http.StatusOK, &rep)
 		if got := rep.Pools[0]; len(got.PerKey) != 1 || got.KeysOmitted != 1 {
 			t.Errorf("/stats?limit=1 = %d keys, %d omitted; want 1 and 1", len(got.PerKey), got.KeysOmitted)
 		}
-		getJSON(t, base+"/stats?service=users", http.StatusOK, &rep)
+		metricstest.GetJSON(t, base+"/stats?service=users", http.StatusOK, &rep)
 		if len(rep.Services) != 1 || rep.Services[0].Service != "users" || rep.Services[0].Updates != 3 {
 			t.Errorf("/stats?service=users services = %+v", rep.Services)
 		}
@@ -141,7 +93,7 @@ func TestEndpoints(t *testing.T) {
 			{"?service=nope", http.StatusNotFound, `unknown service \"nope\"`},
 			{"?limit=x", http.StatusBadRequest, `limit \"x\"`},
 		} {
-			code, body := get(t, base+"/stats"+tc.query)
+			code, body := metricstest.Get(t, base+"/stats"+tc.query)
 			if code != tc.code || !strings.Contains(body, tc.want) {
 				t.Errorf("GET /stats%s = %d %s, want %d naming %s", tc.query, code, body, tc.code, tc.want)
 			}
@@ -150,32 +102,32 @@ func TestEndpoints(t *testing.T) {
 
 	t.Run("health", func(t *testing.T) {
 		var h metrics.HealthReport
-		getJSON(t, base+"/health", http.StatusOK, &h)
+		metricstest.GetJSON(t, base+"/health", http.StatusOK, &h)
 		if h.Status != "ok" || len(h.Reasons) != 0 || len(h.Pools) != 1 || !h.Pools[0].Open {
 			t.Errorf("/health = %+v, want ok with the open pool", h)
 		}
 
 		svcs.set(
-			discovery.ServiceStats{Service: "users", Endpoints: 2, Usable: 2},
-			discovery.ServiceStats{Service: "billing", Endpoints: 1, Usable: 0, LastError: "connection refused"},
+			metrics.ServiceStats{Service: "users", Endpoints: 2, Usable: 2},
+			metrics.ServiceStats{Service: "billing", Endpoints: 1, Usable: 0, LastError: "connection refused"},
 		)
-		getJSON(t, base+"/health", http.StatusServiceUnavailable, &h)
+		metricstest.GetJSON(t, base+"/health", http.StatusServiceUnavailable, &h)
 		if h.Status != "unhealthy" || len(h.Reasons) != 1 || !strings.Contains(h.Reasons[0], `service "billing" has no usable endpoint`) {
 			t.Errorf("/health = %+v, want unhealthy naming billing", h)
 		}
-		getJSON(t, base+"/health?service=users", http.StatusOK, &h)
+		metricstest.GetJSON(t, base+"/health?service=users", http.StatusOK, &h)
 		if h.Status != "ok" || len(h.Services) != 1 {
 			t.Errorf("/health?service=users = %+v, want ok for users alone", h)
 		}
-		if code, body := get(t, base+"/health?service=nope"); code != http.StatusNotFound || !strings.Contains(body, "unknown service") {
+		if code, body := metricstest.Get(t, base+"/health?service=nope"); code != http.StatusNotFound || !strings.Contains(body, "unknown service") {
 			t.Errorf("GET /health?service=nope = %d %s, want 404 naming the service", code, body)
 		}
 
-		svcs.set(discovery.ServiceStats{Service: "users", Endpoints: 2, Usable: 2})
+		svcs.set(metrics.ServiceStats{Service: "users", Endpoints: 2, Usable: 2})
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		p.Close(ctx) // b's object is out: do not wait for it
-		getJSON(t, base+"/health", http.StatusServiceUnavailable, &h)
+		metricstest.GetJSON(t, base+"/health", http.StatusServiceUnavailable, &h)
 		if h.Status != "unhealthy" || len(h.Reasons) != 1 || h.Reasons[0] != `pool "orders" is closed` || h.Pools[0].Open {
 			t.Errorf("/health after Close = %+v, want unhealthy: pool closed", h)
 		}
@@ -195,7 +147,7 @@ func TestListenAndServeReportsPortInUse(t *testing.T) {
 }
 
 func TestStatsOfManyKeysIsBounded(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{})
+	m, reg := metricstest.New(t, metrics.Options{})
 	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{MaxTotal: 5000})
 	for i := range 5000 {
 		if err := p.AddObject(context.Background(), fmt.Sprintf("k%05d", i)); err != nil {
@@ -206,9 +158,129 @@ func TestStatsOfManyKeysIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rep metrics.StatsReport
-	getJSON(t, serve(t, m, reg)+"/stats", http.StatusOK, &rep)
+	metricstest.GetJSON(t, metricstest.Serve(t, m, reg)+"/stats", http.StatusOK, &rep)
 	if got := rep.Pools[0]; len(got.PerKey) != metrics.DefaultStatsLimit || got.KeysOmitted != 5000-metrics.DefaultStatsLimit {
 		t.Errorf("/stats of 5000 keys lists %d and omits %d, want %d and %d",
 			len(got.PerKey), got.KeysOmitted, metrics.DefaultStatsLimit, 5000-metrics.DefaultStatsLimit)
+	}
+}
+
+// Every error answer of Handler is a JSON object {"error": "..."}, as its
+// doc says, those of the mux included (a method other than GET or HEAD, an
+// unknown path), so that a client can decode every error body.
+func TestHandlerErrorsAreJSON(t *testing.T) {
+	m, reg := metricstest.New(t, metrics.Options{})
+	base := metricstest.Serve(t, m, reg)
+	c := &http.Client{Timeout: testTimeout}
+	for _, tc := range []struct {
+		method, path string
+		code         int
+	}{
+		{http.MethodPost, "/stats", http.StatusMethodNotAllowed},
+		{http.MethodDelete, "/health", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/nope", http.StatusNotFound},
+	} {
+		req, err := http.NewRequest(tc.method, base+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ct := resp.Header.Get("Content-Type")
+		if resp.StatusCode != tc.code || ct != "application/json" || !strings.Contains(string(body), `"error"`) {
+			t.Errorf("%s %s = %d %q %q, want %d application/json {\"error\": ...}", tc.method, tc.path, resp.StatusCode, ct, body, tc.code)
+		}
+	}
+}
+
+// /health?service=NAME judges that service only, as a per-service readiness
+// probe or load-balancer check needs: a closed pool (one for another
+// backend, being retired) does not fail it.
+func TestHealthServiceFilterJudgesThatServiceOnly(t *testing.T) {
+	m, reg := metricstest.New(t, metrics.Options{})
+	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{})
+	if err := metrics.AddPool(m, "retired", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	m.AddServices(services{{Service: "users", Endpoints: 2, Usable: 2}})
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	code, body := metricstest.Get(t, metricstest.Serve(t, m, reg)+"/health?service=users")
+	if code != http.StatusOK {
+		t.Errorf("GET /health?service=users with users fully usable = %d, want 200; body:\n%s", code, body)
+	}
+}
+
+// blockingGatherer blocks every Gather until release is closed.
+type blockingGatherer struct {
+	entered chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+func (g *blockingGatherer) Gather() ([]*dto.MetricFamily, error) {
+	g.once.Do(func() { close(g.entered) })
+	<-g.release
+	return nil, nil
+}
+
+// When ctx ends, Serve gives requests in flight 5 seconds, then closes their
+// connections before it returns: a request stuck (here in a slow collector)
+// does not outlive Serve. (This test takes the 5 seconds of Serve's own
+// grace period.)
+func TestServeClosesRequestsAfterGracePeriod(t *testing.T) {
+	m, _ := metricstest.New(t, metrics.Options{})
+	g := &blockingGatherer{entered: make(chan struct{}), release: make(chan struct{})}
+	lis, err := metrics.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := sync.OnceFunc(func() { close(g.release) })
+	defer release()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- metrics.Serve(ctx, lis, m.Handler(g)) }()
+
+	got := make(chan error, 1)
+	go func() {
+		c := &http.Client{Timeout: 3 * testTimeout}
+		resp, err := c.Get("http://" + lis.Addr().String() + "/metrics")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		got <- err
+	}()
+	select {
+	case <-g.entered:
+	case <-time.After(testTimeout):
+		t.Fatal("the scrape did not reach the gatherer")
+	}
+	cancel()
+	select {
+	case err := <-served:
+		if err == nil {
+			t.Errorf("Serve() with a request stuck past the grace period = nil, want the shutdown error")
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Serve() did not return after its 5 s grace period")
+	}
+	// Serve has returned: the stuck request's connection must be closed.
+	ended := false
+	select {
+	case <-got:
+		ended = true
+	case <-time.After(time.Second):
+		t.Errorf("1 s after Serve() returned, the request in flight still has its connection open: the server was not closed")
+	}
+	release() // let the handler, the connection and the client end
+	if !ended {
+		<-got
 	}
 }

@@ -11,8 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kpool-go/kpool/discovery"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -37,9 +35,9 @@ type Options struct {
 
 	// PerKey adds per-key series: the grpc_pool_key_* families for every
 	// pool, and a key label on grpc_requests_total and
-	// grpc_request_duration_seconds. False, the default: pools are exported
-	// as wholes and RPCs by method and code only, whatever the number of
-	// keys.
+	// grpc_request_duration_seconds (the families of grpcmetrics.Observer).
+	// False, the default: pools are exported as wholes and RPCs by method
+	// and code only, whatever the number of keys.
 	PerKey bool
 
 	// MaxKeySeries caps, per pool and for the gRPC traffic, how many keys
@@ -53,30 +51,17 @@ type Options struct {
 
 var validName = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
 
-// HealthSource reports a factory's health checks; *grpcfactory.Factory is
-// one.
-type HealthSource interface {
-	HealthStats() grpcfactory.HealthStats
-}
-
-// ServiceSource reports the services a router follows; *discovery.Router is
-// one.
-type ServiceSource interface {
-	Services() []discovery.ServiceStats
-}
-
 // Metrics is the set of pools and service sources one process exports, with
 // the Prometheus collectors over them and the HTTP endpoints that read
 // them. It is safe for concurrent use.
 type Metrics struct {
 	opts   Options
 	reg    prometheus.Registerer
-	cs     []prometheus.Collector // registered on reg by New
 	descs  *descs
-	rpc    *rpcMetrics
 	others int // the resolved MaxKeySeries
 
-	mu       sync.Mutex // protects the fields below
+	mu       sync.Mutex             // protects the fields below
+	cs       []prometheus.Collector // registered on reg by New and Register
 	pools    []*poolView
 	services []ServiceSource
 }
@@ -99,42 +84,65 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 	if m.others == 0 {
 		m.others = DefaultMaxKeySeries
 	}
-	m.rpc = newRPCMetrics(opts, m.others)
-	cs := []prometheus.Collector{(*collector)(m), m.rpc.requests, m.rpc.duration}
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			for _, done := range cs[:i] {
-				reg.Unregister(done) // leave reg as it was
-			}
-			return nil, fmt.Errorf("metrics: register: %w", err)
-		}
+	// One collector: a registration that fails leaves nothing of it on reg.
+	c := (*collector)(m)
+	if err := reg.Register(c); err != nil {
+		return nil, fmt.Errorf("metrics: register: %w", err)
 	}
-	m.reg, m.cs = reg, cs
+	m.reg, m.cs = reg, []prometheus.Collector{c}
 	return m, nil
 }
 
-// Unregister takes m's collectors off the registry New registered them on,
-// so that their series leave /metrics and a new Metrics with the same
-// Namespace can be registered in their place. m's pools, services and
-// Observer keep working, and /health and /stats still read them. It
-// reports whether all of m's collectors were registered: false the second
-// time.
+// Options returns the options m was made with, MaxKeySeries resolved
+// (DefaultMaxKeySeries for zero): what families kept apart from m's own,
+// such as grpcmetrics.Observer's, follow.
+func (m *Metrics) Options() Options {
+	o := m.opts
+	o.MaxKeySeries = m.others
+	return o
+}
+
+// Register registers c on the registry m's collectors are on, as one of
+// them: Unregister takes it off with the rest. It is how families kept
+// apart from the pool collectors, such as grpcmetrics.Observer's, join m.
+// It returns the registry's error (for example, c's families are already
+// registered), and then c is not one of m's collectors.
+func (m *Metrics) Register(c prometheus.Collector) error {
+	if err := m.reg.Register(c); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cs = append(m.cs, c)
+	return nil
+}
+
+// Unregister takes m's collectors (those of New and of Register) off the
+// registry New registered them on, so that their series leave /metrics and
+// a new Metrics with the same Namespace can be registered in their place.
+// m's pools, services and the Observer made over it keep working, and
+// /health and /stats still read them. It reports whether all of m's
+// collectors were registered: false the second time.
 func (m *Metrics) Unregister() bool {
+	m.mu.Lock()
+	cs := slices.Clone(m.cs)
+	m.mu.Unlock()
 	ok := true
-	for _, c := range m.cs {
+	for _, c := range cs {
 		ok = m.reg.Unregister(c) && ok
 	}
 	return ok
 }
 
 // AddPool adds p to m under name, the value of the pool label; health, if
-// not nil, adds the health-check counters of p's factory (a
-// *grpcfactory.Factory; give a factory shared by several pools to one of
-// them only, or its checks are counted once per pool). Keys appear in
-// labels and /stats as text: a string key as is, a fmt.Stringer's String,
-// anything else in Go syntax (%#v). It refuses an empty name, a name already added, or
-// a nil pool, with an error wrapping ErrInvalid. A closed pool stays
-// exported (grpc_pool_up 0, and /health reports it) until RemovePool.
+// not nil, adds the health-check counters of p's factory
+// (grpcmetrics.FactoryHealth for a *grpcfactory.Factory; give a factory
+// shared by several pools to one of them only, or its checks are counted
+// once per pool). Keys appear in labels and /stats as text: a string key
+// as is, a fmt.Stringer's String, anything else in Go syntax (%#v). It
+// refuses an empty name, a name already added, or a nil pool, with an
+// error wrapping ErrInvalid. A closed pool stays exported (grpc_pool_up 0,
+// and /health reports it) until RemovePool.
 func AddPool[K comparable, V any](m *Metrics, name string, p *keyedpool.Pool[K, V], health HealthSource) error {
 	if p == nil {
 		return fmt.Errorf("%w: pool %q is nil", ErrInvalid, name)
@@ -184,19 +192,15 @@ func (m *Metrics) RemovePool(name string) bool {
 	return len(m.pools) < n
 }
 
-// AddServices adds a source of services, such as a *discovery.Router: its
-// services are exported by the grpc_service_discovery_* families and
-// /health requires each to have a usable endpoint.
+// AddServices adds a source of services (grpcmetrics.RouterServices for a
+// *discovery.Router): its services are exported by the
+// grpc_service_discovery_* families and /health requires each to have a
+// usable endpoint.
 func (m *Metrics) AddServices(src ServiceSource) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.services = append(m.services, src)
 }
-
-// Observer returns the observer to set as grpcfactory.Config.Observer, which
-// counts the RPCs of the factory's connections in grpc_requests_total and
-// grpc_request_duration_seconds.
-func (m *Metrics) Observer() grpcfactory.Observer { return m.rpc }
 
 // snapshot returns the pools and sources, copied under the lock so that
 // reading them (which takes each pool's lock) happens outside it.
@@ -207,12 +211,12 @@ func (m *Metrics) snapshot() ([]*poolView, []ServiceSource) {
 }
 
 // serviceStats returns every source's services, sorted by name.
-func serviceStats(srcs []ServiceSource) []discovery.ServiceStats {
-	var all []discovery.ServiceStats
+func serviceStats(srcs []ServiceSource) []ServiceStats {
+	var all []ServiceStats
 	for _, s := range srcs {
 		all = append(all, s.Services()...)
 	}
-	slices.SortStableFunc(all, func(a, b discovery.ServiceStats) int { return cmp.Compare(a.Service, b.Service) })
+	slices.SortStableFunc(all, func(a, b ServiceStats) int { return cmp.Compare(a.Service, b.Service) })
 	return all
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -67,7 +66,7 @@ type CountersReport struct {
 	MaxWaitSeconds  float64          `json:"max_wait_seconds"`
 }
 
-// HealthChecksReport is grpcfactory.HealthStats in JSON.
+// HealthChecksReport is HealthStats in JSON.
 type HealthChecksReport struct {
 	Serving    int64    `json:"serving"`
 	NotServing int64    `json:"not_serving"`
@@ -76,7 +75,7 @@ type HealthChecksReport struct {
 	Unhealthy  []string `json:"unhealthy,omitempty"`
 }
 
-// ServiceReport is discovery.ServiceStats in JSON.
+// ServiceReport is ServiceStats in JSON.
 type ServiceReport struct {
 	Service string `json:"service"`
 	// Watch says why the service is watched, and so judged by /health:
@@ -132,7 +131,7 @@ func countersReport(c keyedpool.Counters) CountersReport {
 	}
 }
 
-func serviceReport(s discovery.ServiceStats) ServiceReport {
+func serviceReport(s ServiceStats) ServiceReport {
 	watch := "used"
 	if s.Kept {
 		watch = "kept"
@@ -179,7 +178,7 @@ func poolReport(v *poolView, key string, limit int) (r PoolReport, ok bool) {
 }
 
 // healthReport judges the services, and the pools when judgePools is set.
-func healthReport(pools []*poolView, services []discovery.ServiceStats, judgePools bool) HealthReport {
+func healthReport(pools []*poolView, services []ServiceStats, judgePools bool) HealthReport {
 	h := HealthReport{Status: "ok", Pools: []PoolHealth{}}
 	for _, v := range pools {
 		ph := PoolHealth{Name: v.name, Open: !v.stats().Closed}

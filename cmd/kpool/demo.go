@@ -26,6 +26,7 @@ import (
 	"github.com/kpool-go/kpool/internal/e2e"
 	"github.com/kpool-go/kpool/keyedpool"
 	"github.com/kpool-go/kpool/metrics"
+	"github.com/kpool-go/kpool/metrics/grpcmetrics"
 )
 
 const demoAbout = `Starts gRPC backends on 127.0.0.1 (with the standard health service),
@@ -151,12 +152,16 @@ func demo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	obs, err := grpcmetrics.NewObserver(m)
+	if err != nil {
+		return err
+	}
 	f, err := grpcfactory.New(grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
 		NewStub:        testpb.NewBenchmarkServiceClient,
 		Insecure:       true,
 		ConnectTimeout: 2 * time.Second,
 		HealthCheck:    &grpcfactory.HealthCheck{Interval: time.Second},
-		Observer:       m.Observer(),
+		Observer:       obs,
 	})
 	if err != nil {
 		return err
@@ -184,10 +189,10 @@ func demo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 			err = errors.Join(err, fmt.Errorf("closing the router: %w", cerr))
 		}
 	}()
-	if err := metrics.AddPool(m, "demo", router.Pool(), f); err != nil {
+	if err := metrics.AddPool(m, "demo", router.Pool(), grpcmetrics.FactoryHealth(f)); err != nil {
 		return err
 	}
-	m.AddServices(router)
+	m.AddServices(grpcmetrics.RouterServices(router))
 
 	lis, err := metrics.Listen(o.http)
 	if err != nil {

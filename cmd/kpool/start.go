@@ -20,6 +20,7 @@ import (
 	"github.com/kpool-go/kpool/internal/manager"
 	"github.com/kpool-go/kpool/internal/reload"
 	"github.com/kpool-go/kpool/metrics"
+	"github.com/kpool-go/kpool/metrics/grpcmetrics"
 )
 
 const startAbout = `Keeps warm pools of gRPC connections for the services of a configuration
@@ -128,7 +129,11 @@ func build(cfg *config.File, w *reload.Watcher[*config.File], o startOptions) (_
 	if err != nil {
 		return nil, err
 	}
-	in.m, err = manager.New(cfg, manager.Options{Logger: o.log, WarmInterval: o.warmInterval, Observer: in.met.Observer()})
+	obs, err := grpcmetrics.NewObserver(in.met)
+	if err != nil {
+		return nil, err
+	}
+	in.m, err = manager.New(cfg, manager.Options{Logger: o.log, WarmInterval: o.warmInterval, Observer: obs})
 	if err != nil {
 		return nil, err
 	}
@@ -139,10 +144,10 @@ func build(cfg *config.File, w *reload.Watcher[*config.File], o startOptions) (_
 			_ = in.m.Close(ctx) // nothing was lent
 		}
 	}()
-	if err := metrics.AddPool(in.met, cfg.Name, in.m.Pool(), in.m.Factory()); err != nil {
+	if err := metrics.AddPool(in.met, cfg.Name, in.m.Pool(), grpcmetrics.FactoryHealth(in.m.Factory())); err != nil {
 		return nil, err
 	}
-	in.met.AddServices(in.m.Router())
+	in.met.AddServices(grpcmetrics.RouterServices(in.m.Router()))
 	addr := cmpOrString(o.httpAddr, cfg.HTTP.Listen)
 	if in.lis, err = metrics.Listen(addr); err != nil {
 		return nil, fmt.Errorf("%w (set http.listen in the file, or --http)", err)

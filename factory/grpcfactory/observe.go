@@ -15,7 +15,7 @@ import (
 
 // Observer is told about every RPC of the user's that a factory's
 // connections carry (not the factory's own health Checks), for metrics:
-// metrics.Metrics.Observer returns one. ObserveRPC is called exactly once
+// a grpcmetrics.Observer is one. ObserveRPC is called exactly once
 // per RPC when it ends, retries included in the one call: for a unary RPC
 // when its answer or error arrives (also when it fails before it is sent,
 // as with an expired deadline), for a stream when the caller reads its end

@@ -20,14 +20,6 @@ const module = "github.com/kpool-go/kpool"
 // that the package and every package it depends on, directly or not, must
 // pass (what `go list -deps` lists: the non-test build). Add a promise of
 // DESIGN.md as one row.
-//
-// TODO(issue 17 point 3): metrics pulls in gRPC today (the request observer
-// lives beside the pool collectors). Once they stand apart, add the row
-//
-//	{module + "/metrics", forbid("google.golang.org/grpc")},
-//
-// with metrics replaced by the package that then holds the pool collectors
-// and HTTP endpoints.
 var rules = []struct {
 	pkg  string
 	rule rule
@@ -44,6 +36,10 @@ var rules = []struct {
 	// serve internal/backend, and only the tests' wrapper of it,
 	// internal/grpctest, imports testing.
 	{module + "/cmd/kpool", forbid("testing")},
+	// A plain keyed pool's metrics do not link gRPC: the pool collectors
+	// and the HTTP endpoints are metrics; the RPC observer and the
+	// adapters of the gRPC factory and router are metrics/grpcmetrics.
+	{module + "/metrics", forbid("google.golang.org/grpc")},
 }
 
 // pkg is the part of `go list -json` output the rules read.

@@ -57,8 +57,7 @@ type Options struct {
 	// DefaultWarmInterval.
 	WarmInterval time.Duration
 	// Observer, if set, is the factory's grpcfactory.Config.Observer:
-	// metrics.Metrics.Observer() counts the RPCs of the pool's
-	// connections.
+	// a grpcmetrics.Observer counts the RPCs of the pool's connections.
 	Observer grpcfactory.Observer
 }
 

@@ -1,4 +1,4 @@
-package metrics_test
+package grpcmetrics_test
 
 import (
 	"context"
@@ -14,7 +14,9 @@ import (
 	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
 	"github.com/kpool-go/kpool/internal/grpctest"
+	"github.com/kpool-go/kpool/internal/metricstest"
 	"github.com/kpool-go/kpool/metrics"
+	"github.com/kpool-go/kpool/metrics/grpcmetrics"
 )
 
 // watchedServices returns the services /health lists, as "name=watch".
@@ -56,19 +58,19 @@ func TestHealthJudgesWatchedServicesOnly(t *testing.T) {
 	if err := r.Watch("backend"); err != nil {
 		t.Fatal(err)
 	}
-	m, reg := newMetrics(t, metrics.Options{})
-	if err := metrics.AddPool(m, "kpool", r.Pool(), f); err != nil {
+	m, reg := metricstest.New(t, metrics.Options{})
+	if err := metrics.AddPool(m, "kpool", r.Pool(), grpcmetrics.FactoryHealth(f)); err != nil {
 		t.Fatal(err)
 	}
-	m.AddServices(r)
-	base := serve(t, m, reg)
+	m.AddServices(grpcmetrics.RouterServices(r))
+	base := metricstest.Serve(t, m, reg)
 
 	var h metrics.HealthReport
 	grpctest.WaitFor(t, 10*time.Second, "/health is ok for the configured service", func() bool {
-		code, _ := get(t, base+"/health")
+		code, _ := metricstest.Get(t, base+"/health")
 		return code == http.StatusOK
 	})
-	getJSON(t, base+"/health", http.StatusOK, &h)
+	metricstest.GetJSON(t, base+"/health", http.StatusOK, &h)
 	if got := watchedServices(h); got != "backend=kept" {
 		t.Errorf("/health services = %s, want backend=kept", got)
 	}
@@ -82,23 +84,23 @@ func TestHealthJudgesWatchedServicesOnly(t *testing.T) {
 		}
 	}
 	borrowTypo("backnd")
-	getJSON(t, base+"/health", http.StatusServiceUnavailable, &h)
+	metricstest.GetJSON(t, base+"/health", http.StatusServiceUnavailable, &h)
 	if len(h.Reasons) != 1 || !strings.Contains(h.Reasons[0], `service "backnd"`) || watchedServices(h) != "backend=kept,backnd=used" {
 		t.Errorf("/health after a mistyped Borrow = %+v, want unhealthy naming backnd, services backend=kept,backnd=used", h)
 	}
 	r.Forget("backnd")
-	getJSON(t, base+"/health", http.StatusOK, &h)
+	metricstest.GetJSON(t, base+"/health", http.StatusOK, &h)
 	if got := watchedServices(h); got != "backend=kept" {
 		t.Errorf("/health services after Forget = %s, want backend=kept", got)
 	}
 
 	borrowTypo("bakcend")
-	getJSON(t, base+"/health", http.StatusServiceUnavailable, &h)
+	metricstest.GetJSON(t, base+"/health", http.StatusServiceUnavailable, &h)
 	grpctest.WaitFor(t, 10*time.Second, "/health is ok once the mistyped service is idle", func() bool {
-		code, _ := get(t, base+"/health")
+		code, _ := metricstest.Get(t, base+"/health")
 		return code == http.StatusOK
 	})
-	getJSON(t, base+"/health", http.StatusOK, &h)
+	metricstest.GetJSON(t, base+"/health", http.StatusOK, &h)
 	if got := watchedServices(h); got != "backend=kept" {
 		t.Errorf("/health services after the idle timeout = %s, want backend=kept", got)
 	}

@@ -1,4 +1,4 @@
-package metrics_test
+package grpcmetrics_test
 
 import (
 	"context"
@@ -17,21 +17,37 @@ import (
 
 	"github.com/kpool-go/kpool/factory/grpcfactory"
 	"github.com/kpool-go/kpool/internal/grpctest"
+	"github.com/kpool-go/kpool/internal/metricstest"
 	"github.com/kpool-go/kpool/keyedpool"
 	"github.com/kpool-go/kpool/metrics"
+	"github.com/kpool-go/kpool/metrics/grpcmetrics"
 )
+
+// testTimeout bounds every wait of these tests: a bug shows up as a
+// failure naming what did not happen, never as a hang.
+const testTimeout = 10 * time.Second
+
+// newObserver returns the Observer over m.
+func newObserver(t *testing.T, m *metrics.Metrics) *grpcmetrics.Observer {
+	t.Helper()
+	obs, err := grpcmetrics.NewObserver(m)
+	if err != nil {
+		t.Fatalf("NewObserver() = %v", err)
+	}
+	return obs
+}
 
 // TestGRPCTrafficAndHealth drives real RPCs through a pool of real
 // connections to a real backend and reads the result from /metrics and
 // /stats over HTTP.
 func TestGRPCTrafficAndHealth(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{Namespace: "app"})
+	m, reg := metricstest.New(t, metrics.Options{Namespace: "app"})
 	srv := grpctest.Start(t, grpctest.Options{})
 	f, err := grpcfactory.New(grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
 		NewStub:     testpb.NewBenchmarkServiceClient,
 		Insecure:    true,
 		HealthCheck: &grpcfactory.HealthCheck{},
-		Observer:    m.Observer(),
+		Observer:    newObserver(t, m),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -47,10 +63,10 @@ func TestGRPCTrafficAndHealth(t *testing.T) {
 			t.Errorf("Close() = %v", err)
 		}
 	})
-	if err := metrics.AddPool(m, "backends", p, f); err != nil {
+	if err := metrics.AddPool(m, "backends", p, grpcmetrics.FactoryHealth(f)); err != nil {
 		t.Fatal(err)
 	}
-	base := serve(t, m, reg)
+	base := metricstest.Serve(t, m, reg)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -82,7 +98,7 @@ app_grpc_requests_total{code="OK",method="/grpc.testing.BenchmarkService/UnaryCa
 		t.Error(err)
 	}
 
-	code, body := get(t, base+"/metrics")
+	code, body := metricstest.Get(t, base+"/metrics")
 	for _, want := range []string{
 		`app_grpc_request_duration_seconds_count{method="/grpc.testing.BenchmarkService/UnaryCall"} 6`,
 		`app_grpc_health_checks_total{pool="backends",result="serving"} 1`, // TestOnCreate: one connection, one Check
@@ -108,14 +124,37 @@ app_grpc_requests_total{code="OK",method="/grpc.testing.BenchmarkService/UnaryCa
 	if err := p.Return(h); err != nil {
 		t.Fatal(err)
 	}
-	_, body = get(t, base+"/metrics")
+	_, body = metricstest.Get(t, base+"/metrics")
 	if want := `app_grpc_unhealthy_nodes{pool="backends"} 1`; !strings.Contains(body, want) {
 		t.Errorf("GET /metrics after NOT_SERVING: no line %q", want)
 	}
 	var rep metrics.StatsReport
-	getJSON(t, base+"/stats", http.StatusOK, &rep)
+	metricstest.GetJSON(t, base+"/stats", http.StatusOK, &rep)
 	if hr := rep.Pools[0].Health; hr == nil || hr.NotServing != 1 || fmt.Sprint(hr.Unhealthy) != fmt.Sprint([]string{srv.Addr}) {
 		t.Errorf("/stats health = %+v, want 1 not-serving check and %s unhealthy", hr, srv.Addr)
+	}
+}
+
+func TestRPCKeyCardinalityCap(t *testing.T) {
+	m, reg := metricstest.New(t, metrics.Options{PerKey: true, MaxKeySeries: 3})
+	obs := newObserver(t, m)
+	for i := range 10 {
+		obs.ObserveRPC(fmt.Sprintf("10.0.0.%d:443", i), "/svc/M", 0, 0)
+	}
+	obs.ObserveRPC("10.0.0.0:443", "/svc/M", 0, 0) // an early target keeps its series
+	if n, err := testutil.GatherAndCount(reg, "grpc_requests_total"); err != nil || n != 4 {
+		t.Errorf("grpc_requests_total has %d series (%v), want 4: 3 targets and %s", n, err, metrics.OtherKey)
+	}
+	want := `
+# HELP grpc_requests_total RPCs sent on pooled connections, by method and status code (and key, with PerKey).
+# TYPE grpc_requests_total counter
+grpc_requests_total{code="OK",key="10.0.0.0:443",method="/svc/M"} 2
+grpc_requests_total{code="OK",key="10.0.0.1:443",method="/svc/M"} 1
+grpc_requests_total{code="OK",key="10.0.0.2:443",method="/svc/M"} 1
+grpc_requests_total{code="OK",key="__other__",method="/svc/M"} 7
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "grpc_requests_total"); err != nil {
+		t.Errorf("GatherAndCompare: %v", err)
 	}
 }
 
@@ -148,11 +187,11 @@ func grpcPool(t *testing.T, cfg grpcfactory.Config[string, testpb.BenchmarkServi
 // per attempt, but the caller made one RPC. Here one RPC that succeeded on
 // its third attempt is one OK RPC with one duration.
 func TestRetriedRPCCountedOnce(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{})
+	m, reg := metricstest.New(t, metrics.Options{})
 	srv := grpctest.Start(t, grpctest.Options{})
 	_, p := grpcPool(t, grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
 		Retry:    grpcfactory.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond},
-		Observer: m.Observer(),
+		Observer: newObserver(t, m),
 	}, keyedpool.Config{})
 	if err := metrics.AddPool(m, "p", p, nil); err != nil {
 		t.Fatal(err)
@@ -195,11 +234,11 @@ grpc_requests_total{code="OK",method="/grpc.testing.BenchmarkService/UnaryCall"}
 // closing ClientConn fail the same way; these are the failures operators
 // look for.
 func TestRPCFailingBeforeFirstAttemptIsObserved(t *testing.T) {
-	m, reg := newMetrics(t, metrics.Options{})
+	m, reg := metricstest.New(t, metrics.Options{})
 	srv := grpctest.Start(t, grpctest.Options{})
 	_, p := grpcPool(t, grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
 		ConnectTimeout: testTimeout,
-		Observer:       m.Observer(),
+		Observer:       newObserver(t, m),
 	}, keyedpool.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
