@@ -84,7 +84,8 @@ func instanceURL(addr string) (*url.URL, error) {
 	case u.Host == "" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 		return nil, errors.New("not a base URL")
 	}
-	if p := u.Port(); p != "" {
+	if p := u.Port(); p != "" || strings.HasSuffix(u.Host, ":") {
+		// A colon with no port after it would dial the scheme's port.
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
 			return nil, fmt.Errorf("bad port %q", p)
 		}
