@@ -43,13 +43,17 @@ func noEndpoints(svc *service) error {
 // Borrow lends a client of one of service's endpoints, picked by the
 // service's Balancer. It waits for the service's first lookup if the service
 // is new (each Borrow is a use of the service: see RouterConfig.IdleTimeout),
-// and then for a client as keyedpool.Pool.Borrow does, bounded by
-// ctx and the pool's MaxWait. When the picked endpoint cannot give one (its
-// connection fails, its make backoff is open, it is exhausted with
-// WhenExhausted Fail, its health check says not SERVING), Borrow tries the
-// service's other endpoints, each once, and then fails with the last error,
-// which names the service. A service with no endpoints fails at once with
-// an error wrapping ErrNoEndpoints; ctx.Err() is returned as is.
+// and then for a client as grpcfactory.Borrow does, bounded by ctx and the
+// pool's MaxWait: never one whose connection gRPC reports down
+// (grpcfactory.Client.Down), which is invalidated instead. An endpoint whose
+// make backoff is open, or whose connections are all down and none of them
+// IDLE, is offered to the Balancer only when no other is left. When the
+// picked endpoint cannot give a client (its connection fails, its make
+// backoff is open, it is exhausted with WhenExhausted Fail, its health check
+// says not SERVING), Borrow tries the service's other endpoints, each once,
+// and then fails with the last error, which names the service. A service
+// with no endpoints fails at once with an error wrapping ErrNoEndpoints;
+// ctx.Err() is returned as is.
 //
 // The client is the caller's for the lease: exclusive use when the pool's
 // MaxSharesPerObject is 1, one share of the connection otherwise. Give it
@@ -122,7 +126,9 @@ func (r *Router[T]) borrowOnce(ctx context.Context, svc *service, c *candidates[
 			break
 		}
 		addr := snap.addrs[i]
-		h, err := r.pool.Borrow(ctx, addr)
+		// Not r.pool.Borrow: a share of a connection that went down
+		// under its RPCs is passed over (and retired) there.
+		h, err := grpcfactory.Borrow(ctx, r.pool, addr)
 		if err == nil {
 			if err = h.Value().Serving(ctx); err == nil {
 				return h, false, nil
@@ -152,7 +158,8 @@ func (r *Router[T]) borrowOnce(ctx context.Context, svc *service, c *candidates[
 // Release gives back a client that Borrow lent, after the RPCs made with it:
 // err is the last RPC's error, or nil. The client is invalidated (closed
 // once its other leases are back) when err means its connection is broken
-// (grpcfactory.Client.Broken) or when no service lists its endpoint any
+// (grpcfactory.Client.Broken), when gRPC reports its connection down
+// (grpcfactory.Client.Down), or when no service lists its endpoint any
 // more; otherwise it goes back to the pool. It returns the pool's error.
 func (r *Router[T]) Release(h *keyedpool.Pooled[string, *grpcfactory.Client[T]], err error) error {
 	if h == nil {
@@ -160,7 +167,7 @@ func (r *Router[T]) Release(h *keyedpool.Pooled[string, *grpcfactory.Client[T]],
 	}
 	key := h.Key()
 	var rerr error
-	if r.addr(key) == nil || h.Value().Broken(err) {
+	if r.addr(key) == nil || h.Value().Broken(err) || h.Value().Down() {
 		rerr = r.pool.Invalidate(h)
 	} else {
 		rerr = r.pool.Return(h)
@@ -177,9 +184,14 @@ func (r *Router[T]) Release(h *keyedpool.Pooled[string, *grpcfactory.Client[T]],
 
 // usable reports whether a borrow should go to addr while other endpoints
 // are healthy: not when its make backoff is open, nor when it has
-// connections and all of them are in TRANSIENT_FAILURE. An endpoint whose
-// last connect failed is still tried while its backoff is closed: a
-// borrow's connect is how it learns that the endpoint is back.
+// connections and gRPC reports every one of them down
+// (grpcfactory.Client.Down) and not IDLE. An IDLE connection may have gone
+// idle by IdleTimeout rather than failed: it counts, or an endpoint whose
+// connections all went idle would be skipped for ever. Its borrow finds
+// out: the pool reconnects an idle connection before lending it, and
+// grpcfactory.Borrow passes over a lent one that lost its transport. An
+// endpoint whose last connect failed is still tried while its backoff is
+// closed: a borrow's connect is how it learns that the endpoint is back.
 func (r *Router[T]) usable(addr string) bool {
 	st := r.addr(addr)
 	if st == nil {
@@ -190,7 +202,7 @@ func (r *Router[T]) usable(addr string) bool {
 	}
 	if p := st.clients.Load(); p != nil && len(*p) > 0 {
 		for _, c := range *p {
-			if c.ClientConn().GetState() != connectivity.TransientFailure {
+			if !c.Down() || c.ClientConn().GetState() == connectivity.Idle {
 				return true
 			}
 		}

@@ -17,8 +17,9 @@ import (
 //	resp, err := foo.Bar(ctx, req) // to one of foo's endpoints
 //
 // Each RPC and stream borrows a client as Router.Borrow does (the service's
-// Balancer picks the endpoint, failing endpoints are skipped, an endpoint
-// that cannot give a client makes way for the next) and holds it as
+// Balancer picks the endpoint, failing endpoints are skipped, a connection
+// gRPC reports down is not lent, an endpoint that cannot give a client
+// makes way for the next) and holds it as
 // grpcfactory.Conn does: a unary RPC while it runs, a stream until it ends.
 // A failed borrow fails the RPC with a status error that wraps the cause:
 // Unavailable for ErrNoEndpoints and for endpoints that could not be

@@ -5,14 +5,16 @@ import (
 	"fmt"
 	"slices"
 
+	"google.golang.org/grpc/connectivity"
+
 	"github.com/kpool-go/kpool/factory"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
 )
 
 // routerFactory is the Router's pool factory: the user's, plus what the
 // Router needs to know of each endpoint's connections (their states, for
-// skipping endpoints in TRANSIENT_FAILURE; whether the last make or
-// validation failed),
+// skipping endpoints whose connections are down; whether the last make or
+// validation failed, or a connection went in TRANSIENT_FAILURE),
 // and a refusal to make, activate or validate connections to endpoints no
 // service lists, so that a leaving endpoint gets no new connection and an
 // idle one left behind by a race is destroyed rather than lent.
@@ -54,6 +56,12 @@ func (f *routerFactory[T]) Make(ctx context.Context, key string) (*grpcfactory.C
 
 func (f *routerFactory[T]) Destroy(ctx context.Context, key string, c *grpcfactory.Client[T]) error {
 	if st := f.r.addr(key); st != nil {
+		if c.ClientConn().GetState() == connectivity.TransientFailure {
+			// Its last connect failed: as good as a failed make, for
+			// usable and healthy, now that the connection goes (a
+			// connection that is down is not kept).
+			st.failed.Store(true)
+		}
 		st.mu.Lock()
 		if p := st.clients.Load(); p != nil {
 			if i := slices.Index(*p, c); i >= 0 {

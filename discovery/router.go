@@ -99,8 +99,9 @@ type Router[T any] struct {
 type addrState[T any] struct {
 	refs int // services whose latest snapshot lists the address; under Router.mu
 
-	// failed: the last make of a connection to it failed, or the new
-	// connection failed its validation.
+	// failed: the last make of a connection to it failed, the new
+	// connection failed its validation, or a connection of it was closed
+	// in TRANSIENT_FAILURE (its last reconnect failed).
 	failed atomic.Bool
 	// pending: it arrived to be warmed and its first warm-up has not ended,
 	// so nothing is known of it yet.

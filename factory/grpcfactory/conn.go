@@ -28,8 +28,12 @@ import (
 // context ends. Callers must end their streams in one of these ways, as
 // gRPC itself asks, or the share is never given back.
 //
-// When an RPC's error means its connection is broken (Client.Broken, by the
-// factory's Classifier) the share is given back with Invalidate: the
+// No RPC is sent on a connection gRPC reports down (Client.Down: in
+// TRANSIENT_FAILURE, or its transport lost and not READY since): each RPC
+// borrows with Borrow, which invalidates such a connection and takes
+// another, or makes one. When an RPC's error means its connection is
+// broken (Client.Broken, by the factory's Classifier), or its connection
+// went down meanwhile, the share is given back with Invalidate: the
 // connection is lent no more and closed once its other RPCs end. Otherwise
 // it is returned.
 //
@@ -100,7 +104,7 @@ func (c *Conn[K, T]) borrow(ctx context.Context) (*keyedpool.Pooled[K, *Client[T
 	if c.lender != nil {
 		return c.lender.Borrow(ctx)
 	}
-	return c.pool.Borrow(ctx, c.key)
+	return Borrow(ctx, c.pool, c.key)
 }
 
 // Invoke borrows a share of a connection of the key, bounded by ctx and the
@@ -157,7 +161,7 @@ func (c *Conn[K, T]) release(h *keyedpool.Pooled[K, *Client[T]], err error) {
 	}
 	// The pool's own errors here can only be a destroy error (closing the
 	// connection), which the RPC's caller can do nothing about.
-	if h.Value().Broken(err) {
+	if h.Value().Broken(err) || h.Value().Down() {
 		_ = c.pool.Invalidate(h)
 	} else {
 		_ = c.pool.Return(h)

@@ -268,14 +268,16 @@ func TestConnApplicationErrorsKeepConnection(t *testing.T) {
 }
 
 // An RPC cut by the backend going away invalidates its connection when the
-// Classifier sees the connection out of READY; the next RPC gets a new one.
+// Classifier sees the connection out of READY, or when the connection is
+// down (Client.Down) as the share goes back; the next RPC gets a new one.
 //
 // gRPC fails the RPCs of a broken transport before its balancer has moved the
 // ClientConn out of READY (that move runs in a goroutine of its own), so
 // under load the classifier can still see READY, as DefaultClassifier's
-// "just after the RPC failed" allows; the connection is then kept, and gRPC
-// reconnects it for the next RPC. The test checks that the pool does what the
-// classifier decided, either way.
+// "just after the RPC failed" allows, and so can the release just after;
+// the connection is then kept, and Activate reconnects it for the next RPC.
+// The test checks that the pool does what the classifier decided, and that
+// either way the next RPC works.
 func TestConnBrokenConnectionInvalidated(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	var (
@@ -312,12 +314,14 @@ func TestConnBrokenConnectionInvalidated(t *testing.T) {
 		t.Fatalf("classifier saw %d Unavailable RPCs (states %v), want the 2 cut ones", len(seen), seen)
 	}
 	// Both RPCs shared the one connection: invalidated once if either was
-	// called broken, kept if neither was.
-	wantInvalidated, wantCreated := int64(1), int64(2)
-	if nBroken == 0 {
-		wantInvalidated, wantCreated = 0, 1
-	}
+	// called broken; if neither was, once if it was down as a share went
+	// back, or kept.
 	s := p.Stats()
+	wantInvalidated := s.DestroyedByInvalidate
+	if nBroken > 0 || wantInvalidated > 1 {
+		wantInvalidated = 1
+	}
+	wantCreated := 1 + wantInvalidated
 	if s.DestroyedByInvalidate != wantInvalidated || s.SharesInUse != 0 {
 		t.Errorf("KeyStats() = %+v, want the connection invalidated %d times (classifier saw %v), no share in use", s, wantInvalidated, seen)
 	}
@@ -593,5 +597,52 @@ func TestActiveStreamNotTakenBackAsAbandoned(t *testing.T) {
 		if _, err := s.Recv(); err != nil {
 			break
 		}
+	}
+}
+
+// A connection that lost its transport while lent is lent no more, though
+// the pool itself would lend more shares of it: Borrow (and so Conn)
+// invalidates the share and lends another connection, or fails as the make
+// of one does, so that no RPC is sent on it; Release closes it once its
+// last share is back.
+func TestBorrowLendsNoShareOfConnectionDown(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	p := newPool(t, config{ConnectTimeout: testTimeout}, keyedpool.Config{MaxSharesPerObject: 100})
+	held, err := grpcfactory.Borrow(ctx(t), p, srv.Addr) // an RPC's share, in flight
+	if err != nil {
+		t.Fatalf("Borrow() error = %v", err)
+	}
+	down := held.Value()
+	srv.Stop()
+	waitLeftReady(t, down)
+
+	// Sent on the down connection, the RPC would fail as gRPC's reconnect
+	// does; it fails at the borrow, as the make of a new connection does.
+	foo := testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, srv.Addr))
+	if _, err := foo.UnaryCall(ctx(t), req("x")); !errors.Is(err, grpcfactory.ErrConnect) || status.Code(err) != codes.Unavailable {
+		t.Errorf("UnaryCall() with the backend down = %v, want Unavailable wrapping ErrConnect: not sent", err)
+	}
+	srv.Restart()
+	h, err := grpcfactory.Borrow(ctx(t), p, srv.Addr)
+	if err != nil {
+		t.Fatalf("Borrow() after the backend came back: %v", err)
+	}
+	if got := h.Value(); got == down || got.Down() {
+		t.Errorf("Borrow() lent the connection that went down (%v), want a new one", got.ClientConn().GetState())
+	}
+	if _, err := testpb.NewBenchmarkServiceClient(h.Value().ClientConn()).UnaryCall(ctx(t), req("x")); err != nil {
+		t.Errorf("UnaryCall() on the new connection = %v", err)
+	}
+	if err := grpcfactory.Release(p, h, nil); err != nil {
+		t.Errorf("Release(new) = %v", err)
+	}
+	if err := grpcfactory.Release(p, held, nil); err != nil {
+		t.Errorf("Release(down) = %v", err)
+	}
+	if got := down.ClientConn().GetState(); got != connectivity.Shutdown {
+		t.Errorf("the connection that went down is %v after its last share came back, want SHUTDOWN", got)
+	}
+	if s := p.Stats(); s.DestroyedByInvalidate != 1 || s.Idle != 1 {
+		t.Errorf("Stats() = %+v, want the down connection invalidated, the new one idle", s)
 	}
 }

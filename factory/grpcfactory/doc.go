@@ -19,8 +19,9 @@
 // carries many RPCs at once, as HTTP/2 intends, and the pool opens another
 // only when all are full, up to MaxTotalPerKey.
 //
-// Exclusive use, as commons-pool2 users know it: Borrow a *Client, call its
-// Stub, and give it back with Release (or Return/Invalidate). Each
+// Exclusive use, as commons-pool2 users know it: Borrow a *Client (with
+// this package's Borrow, or the pool's), call its Stub, and give it back
+// with Release (or Return/Invalidate). Each
 // connection then carries one caller at a time, which wastes HTTP/2
 // multiplexing; it suits callers that hold a client for a sequence of calls
 // or need one connection to themselves.
@@ -29,4 +30,12 @@
 // default: status Unavailable while the connection is not READY; see
 // DefaultClassifier) invalidates that connection instead of returning it, so
 // the pool makes a fresh one; application errors leave it in the pool.
+//
+// No RPC is sent on a connection gRPC reports down (Client.Down: in
+// TRANSIENT_FAILURE or SHUTDOWN, or it lost its transport and has not been
+// READY since). The pool lends more shares of a lent connection without
+// asking the factory, so Borrow, which Conn uses, checks every lease and
+// invalidates one whose connection is down, and Release invalidates a
+// connection that went down while lent: its RPCs in flight end as gRPC
+// fails them, and no later RPC is sent on it.
 package grpcfactory

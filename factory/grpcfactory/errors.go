@@ -16,7 +16,8 @@ var (
 	ErrConnect = errors.New("grpcfactory: connect failed")
 
 	// ErrUnusable is wrapped by the error Validate and Activate return for a
-	// connection in TRANSIENT_FAILURE or SHUTDOWN.
+	// connection in TRANSIENT_FAILURE or SHUTDOWN, and by the error Borrow
+	// returns when every connection it was lent in a row was down.
 	ErrUnusable = errors.New("grpcfactory: connection unusable")
 
 	// ErrNotServing is wrapped by the error Validate returns when the

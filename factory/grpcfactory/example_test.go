@@ -55,8 +55,9 @@ func ExampleNewConn() {
 }
 
 // Exclusive use, as with commons-pool2: borrow a client, call its stub, give
-// it back. Release invalidates the client instead when the RPC's error says
-// its connection broke.
+// it back. Borrow lends no connection gRPC reports down; Release
+// invalidates the client instead of returning it when the RPC's error says
+// its connection broke, or the connection went down.
 func ExampleRelease() {
 	addr, stop := startBackend()
 	defer stop()
@@ -76,7 +77,7 @@ func ExampleRelease() {
 	defer p.Close(context.Background())
 
 	ctx := context.Background()
-	h, err := p.Borrow(ctx, addr)
+	h, err := grpcfactory.Borrow(ctx, p, addr)
 	if err != nil {
 		log.Fatal(err)
 	}

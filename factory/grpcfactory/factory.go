@@ -28,6 +28,10 @@ type Client[T any] struct {
 	target   string
 	classify func(error, connectivity.State) bool
 	health   *health // nil without HealthCheck
+
+	// wasReady: the connection has been seen READY since Make, or since
+	// Activate last gave it a fresh start; see Down.
+	wasReady atomic.Bool
 }
 
 // health is a client's grpc.health.v1 state, for Validate and Conn: the
@@ -159,6 +163,37 @@ func (c *Client[T]) serving(ctx context.Context) error {
 // returns nil at once.
 func (c *Client[T]) Serving(ctx context.Context) error { return c.serving(ctx) }
 
+// Down reports whether gRPC reports the client's connection down, so that
+// no RPC is to be sent on it: it is in TRANSIENT_FAILURE or SHUTDOWN, or it
+// lost the transport it had while READY and has not been READY since (gRPC
+// reports IDLE then, CONNECTING while it tries again, and
+// TRANSIENT_FAILURE once that failed). An RPC sent then would fail, or
+// wait for a backend that is gone, while gRPC already knows. A connection
+// that has not been READY since Make, or since Activate reconnected it, is
+// not down while it connects: RPCs wait for it as gRPC makes them.
+//
+// Borrow, Conn and Release lend no share of a connection that is down: they
+// invalidate it, so that the pool lends it to nobody else and closes it
+// once its other leases are back. The discovery Router does the same. Down
+// reads the connection's state as gRPC reports it at the call; it is safe
+// for concurrent use.
+func (c *Client[T]) Down() bool {
+	switch c.conn.GetState() {
+	case connectivity.Ready:
+		// Recorded here too, not only by a connect: a connection made
+		// without ConnectTimeout is seen READY by the lends and releases
+		// of its RPCs.
+		if !c.wasReady.Load() {
+			c.wasReady.Store(true)
+		}
+		return false
+	case connectivity.TransientFailure, connectivity.Shutdown:
+		return true
+	default:
+		return c.wasReady.Load()
+	}
+}
+
 // Stub returns the generated stub over the client's connection.
 func (c *Client[T]) Stub() T { return c.stub }
 
@@ -241,6 +276,7 @@ func (f *Factory[K, T]) Make(ctx context.Context, key K) (*Client[T], error) {
 		}
 	}
 	c := &Client[T]{conn: cc, stub: f.newStub(cc), key: key, target: target, classify: f.r.classify}
+	c.wasReady.Store(f.r.connect > 0) // connect returned READY
 	if f.r.healthTimeout > 0 {
 		c.health = &health{service: f.r.healthService, timeout: f.r.healthTimeout, interval: f.r.healthInterval, targets: &f.targets}
 		f.targets.made(target)
@@ -343,12 +379,23 @@ func usable[T any](c *Client[T]) error {
 // TRANSIENT_FAILURE or SHUTDOWN is refused (ErrUnusable), so the pool
 // destroys it and tries another; an IDLE one is told to reconnect. With
 // ConnectTimeout, an IDLE or CONNECTING one is waited for as in Make, so
-// that the pool never lends a connection that has not connected.
+// that the pool never lends a connection that has not connected. A
+// connection that is not READY starts afresh: one that lost its transport
+// while idle (its backend went away, or IdleTimeout passed) is not Down
+// while it connects again.
 func (f *Factory[K, T]) Activate(ctx context.Context, _ K, c *Client[T]) error {
 	if err := usable(c); err != nil {
 		return err
 	}
-	switch s := c.conn.GetState(); {
+	s := c.conn.GetState()
+	if s != connectivity.Ready {
+		// Nobody holds an idle client: this reconnect is its own, as a
+		// new client's first connect is. (A Router's look at its
+		// endpoints may call Down meanwhile and record an older READY:
+		// the connection then looks down at its lend, which replaces it.)
+		c.wasReady.Store(false)
+	}
+	switch {
 	case s == connectivity.Ready:
 		return nil
 	case f.r.connect == 0:
@@ -360,18 +407,53 @@ func (f *Factory[K, T]) Activate(ctx context.Context, _ K, c *Client[T]) error {
 	if err := f.connect(ctx, c.conn); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrConnect, c.target, err)
 	}
+	c.wasReady.Store(true)
 	return nil
 }
 
 // Passivate does nothing: a returned client needs no reset.
 func (f *Factory[K, T]) Passivate(context.Context, K, *Client[T]) error { return nil }
 
-// Release gives back a client borrowed from p for exclusive use, after the
-// RPCs made with it: it invalidates the client when err (the last RPC's
-// error, or nil) means its connection is broken (Client.Broken), and
-// returns it otherwise. It returns the pool's error.
+// Borrow lends a client of key from p as p.Borrow does, bounded by ctx and
+// the pool's MaxWait, but never one whose connection is down
+// (Client.Down): such a lease is given back with Invalidate, so that the
+// pool lends that connection to nobody else and closes it once its other
+// leases are back, and Borrow asks again. The pool lends a share of a lent
+// connection without asking the factory (no Activate, no Validate), so with
+// shared leases this is where a connection that went down under its RPCs
+// stops being lent. Each connection passed over is lent no more; after
+// maxDownLeases of them in a row (connections going down as fast as they
+// are made) Borrow fails with an error wrapping ErrUnusable. Safe for
+// concurrent use.
+func Borrow[K comparable, T any](ctx context.Context, p *keyedpool.Pool[K, *Client[T]], key K) (*keyedpool.Pooled[K, *Client[T]], error) {
+	for range maxDownLeases {
+		h, err := p.Borrow(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if !h.Value().Down() {
+			return h, nil
+		}
+		// A destroy error, of a connection already down: nothing the
+		// borrower can act on.
+		_ = p.Invalidate(h)
+	}
+	return nil, fmt.Errorf("%w: key %v: %d connections lent in a row were down", ErrUnusable, key, maxDownLeases)
+}
+
+// maxDownLeases bounds the down connections one Borrow passes over. Each
+// is invalidated, so a key's connections that went down together (their
+// backend crashed) are passed over in one Borrow as long as MaxTotalPerKey
+// is below it.
+const maxDownLeases = 64
+
+// Release gives back a client borrowed from p (with Borrow, or p.Borrow),
+// after the RPCs made with it: it invalidates the client when err (the
+// last RPC's error, or nil) means its connection is broken (Client.Broken)
+// or when its connection is down (Client.Down), so that it is lent no more,
+// and returns it otherwise. It returns the pool's error.
 func Release[K comparable, T any](p *keyedpool.Pool[K, *Client[T]], h *keyedpool.Pooled[K, *Client[T]], err error) error {
-	if h != nil && h.Value().Broken(err) {
+	if h != nil && (h.Value().Broken(err) || h.Value().Down()) {
 		return p.Invalidate(h)
 	}
 	return p.Return(h)

@@ -356,3 +356,54 @@ func TestMakeFailsAtOnceWithWaitForReadyDefault(t *testing.T) {
 		t.Errorf("Make() to a refusing address took %v (ConnectTimeout %v), error %v; want it at once (first attempt refused)", d, timeout, err)
 	}
 }
+
+// waitLeftReady waits, bounded, until c's connection is in another state
+// than READY.
+func waitLeftReady(t *testing.T, c *client) {
+	t.Helper()
+	cc := c.ClientConn()
+	for s := cc.GetState(); s == connectivity.Ready; s = cc.GetState() {
+		if !cc.WaitForStateChange(ctx(t), s) {
+			t.Fatal("connection stayed READY")
+		}
+	}
+}
+
+// Down says what gRPC reports: not while a new connection connects, but
+// from the moment it leaves READY (its transport lost), until Activate
+// gives it a fresh start.
+func TestClientDownOnceItLeftReady(t *testing.T) {
+	srv := grpctest.Start(t, grpctest.Options{})
+	f := newFactory(t, config{})
+	c, err := f.Make(ctx(t), srv.Addr)
+	if err != nil {
+		t.Fatalf("Make() error = %v", err)
+	}
+	if c.Down() {
+		t.Errorf("Down() of a new lazy connection (%v) = true, want false", c.ClientConn().GetState())
+	}
+	c.ClientConn().Connect()
+	waitState(t, c, connectivity.Ready)
+	if c.Down() {
+		t.Error("Down() of a READY connection = true, want false")
+	}
+	srv.Stop()
+	waitLeftReady(t, c)
+	if !c.Down() {
+		t.Errorf("Down() after the backend went away (%v) = false, want true", c.ClientConn().GetState())
+	}
+	srv.Restart()
+	if err := f.Activate(ctx(t), srv.Addr, c); err != nil {
+		t.Fatalf("Activate() = %v", err)
+	}
+	if c.Down() {
+		t.Errorf("Down() after Activate reconnected it (%v) = true, want false", c.ClientConn().GetState())
+	}
+	waitState(t, c, connectivity.Ready)
+	if err := f.Destroy(ctx(t), srv.Addr, c); err != nil {
+		t.Fatalf("Destroy() = %v", err)
+	}
+	if !c.Down() {
+		t.Error("Down() after Destroy (SHUTDOWN) = false, want true")
+	}
+}
