@@ -91,7 +91,7 @@ type Config[K comparable, T any] struct {
 
 	// Observer, when set, is told about every RPC the factory's
 	// connections carry (through client interceptors on each connection),
-	// for metrics: metrics.Metrics.Observer returns one. Nil, the default:
+	// for metrics: grpcmetrics.NewObserver makes one. Nil, the default:
 	// nothing is observed and RPCs pay nothing for it.
 	Observer Observer
 
