@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/kpool-go/kpool/internal/ilist"
+	"github.com/kpool-go/kpool/keyedpool/internal/ilist"
 )
 
 func (p *Pool[K, V]) countDestroyLocked(sp *subPool[K, V], why reason) {

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/kpool-go/kpool/evictor"
-	"github.com/kpool-go/kpool/internal/evictsched"
 	"github.com/kpool-go/kpool/internal/testfactory"
 	"github.com/kpool-go/kpool/keyedpool"
+	"github.com/kpool-go/kpool/keyedpool/internal/evictsched"
 )
 
 // idleObjects makes n idle objects of key: borrowed at once, then returned.

@@ -4,7 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kpool-go/kpool/internal/ilist"
+	"github.com/kpool-go/kpool/keyedpool/internal/ilist"
 )
 
 // objState is where an object is in its life. Every change happens under

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/kpool-go/kpool/factory"
-	"github.com/kpool-go/kpool/internal/evictsched"
-	"github.com/kpool-go/kpool/internal/ilist"
+	"github.com/kpool-go/kpool/keyedpool/internal/evictsched"
+	"github.com/kpool-go/kpool/keyedpool/internal/ilist"
 )
 
 // Pool is a keyed object pool. Make one with New; the zero Pool is not

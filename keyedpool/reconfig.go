@@ -6,7 +6,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/kpool-go/kpool/internal/ilist"
+	"github.com/kpool-go/kpool/keyedpool/internal/ilist"
 )
 
 // SetConfig changes the pool's configuration while it runs, so that from

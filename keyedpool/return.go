@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/kpool-go/kpool/internal/ilist"
+	"github.com/kpool-go/kpool/keyedpool/internal/ilist"
 )
 
 // check validates a handle given back to p and clears its leased flag.

@@ -3,7 +3,7 @@ package keyedpool
 import (
 	"time"
 
-	"github.com/kpool-go/kpool/internal/ilist"
+	"github.com/kpool-go/kpool/keyedpool/internal/ilist"
 )
 
 // waiter is a blocked borrower. Waiters are reused; a grant is set under the

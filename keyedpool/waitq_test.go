@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/kpool-go/kpool/internal/ilist"
+	"github.com/kpool-go/kpool/keyedpool/internal/ilist"
 )
 
 func newLine(key string) *subPool[string, int] {

@@ -13,8 +13,8 @@ import (
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/kpool-go/kpool/cmd/kpool/internal/config"
 	"github.com/kpool-go/kpool/internal/backend"
-	"github.com/kpool-go/kpool/internal/config"
 )
 
 const backendsAbout = `Starts a gRPC backend for each static address of a configuration file,

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/kpool-go/kpool/internal/config"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/config"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/metrics"
 )

@@ -35,7 +35,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/kpool-go/kpool/internal/shutdown"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/shutdown"
 )
 
 // command is one subcommand. Its run parses its own flags from args.

@@ -16,9 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/kpool-go/kpool/internal/config"
-	"github.com/kpool-go/kpool/internal/manager"
-	"github.com/kpool-go/kpool/internal/reload"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/config"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/manager"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/reload"
 	"github.com/kpool-go/kpool/metrics"
 	"github.com/kpool-go/kpool/metrics/grpcmetrics"
 )

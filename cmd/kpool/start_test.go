@@ -24,11 +24,11 @@ import (
 	"github.com/hashicorp/consul/api"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/kpool-go/kpool/cmd/kpool/internal/manager"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/shutdown"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
 	"github.com/kpool-go/kpool/internal/consultest"
 	"github.com/kpool-go/kpool/internal/grpctest"
-	"github.com/kpool-go/kpool/internal/manager"
-	"github.com/kpool-go/kpool/internal/shutdown"
 	"github.com/kpool-go/kpool/internal/syncbuf"
 	"github.com/kpool-go/kpool/keyedpool"
 	"github.com/kpool-go/kpool/metrics"

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kpool-go/kpool/cmd/kpool/internal/config"
 	"github.com/kpool-go/kpool/discovery/dns"
-	"github.com/kpool-go/kpool/internal/config"
 )
 
 func TestParseDNS(t *testing.T) {
@@ -76,7 +76,7 @@ func TestParseDNSReportsEveryProblem(t *testing.T) {
 // TestExampleDNSSectionParses uncomments the dns service of
 // examples/kpool.yaml and checks that a file accepts it as shown.
 func TestExampleDNSSectionParses(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("..", "..", "examples", "kpool.yaml"))
+	data, err := os.ReadFile(filepath.Join("..", "..", "..", "..", "examples", "kpool.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/kpool-go/kpool/internal/config"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/config"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -37,7 +37,7 @@ grpc:
 `
 
 func TestLoadExample(t *testing.T) {
-	f, err := config.Load(filepath.Join("..", "..", "examples", "kpool.yaml"))
+	f, err := config.Load(filepath.Join("..", "..", "..", "..", "examples", "kpool.yaml"))
 	if err != nil {
 		t.Fatalf("Load(examples/kpool.yaml) = %v", err)
 	}

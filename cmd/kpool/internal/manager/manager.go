@@ -19,12 +19,12 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/kpool-go/kpool/cmd/kpool/internal/config"
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/consul"
 	"github.com/kpool-go/kpool/discovery/dns"
 	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
-	"github.com/kpool-go/kpool/internal/config"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kpool-go/kpool/internal/reload"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/reload"
 )
 
 // TestReloadLogsEachProblemOnALine checks a version refused for several

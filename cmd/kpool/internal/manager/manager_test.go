@@ -13,10 +13,10 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/kpool-go/kpool/internal/config"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/config"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/manager"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/reload"
 	"github.com/kpool-go/kpool/internal/grpctest"
-	"github.com/kpool-go/kpool/internal/manager"
-	"github.com/kpool-go/kpool/internal/reload"
 
 	"github.com/kpool-go/kpool/internal/syncbuf"
 )

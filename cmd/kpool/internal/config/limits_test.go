@@ -13,7 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/kpool-go/kpool/internal/config"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/config"
 )
 
 // maxAlloc is the memory a file may cost to accept or refuse: a hard

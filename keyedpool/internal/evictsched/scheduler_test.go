@@ -9,7 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/kpool-go/kpool/internal/evictsched"
+	"github.com/kpool-go/kpool/keyedpool/internal/evictsched"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

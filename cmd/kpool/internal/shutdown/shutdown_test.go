@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/kpool-go/kpool/internal/shutdown"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/shutdown"
 
 	"github.com/kpool-go/kpool/internal/syncbuf"
 )

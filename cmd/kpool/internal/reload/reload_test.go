@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
-	"github.com/kpool-go/kpool/internal/reload"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/reload"
 
 	"github.com/kpool-go/kpool/internal/syncbuf"
 )

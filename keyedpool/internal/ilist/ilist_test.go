@@ -4,7 +4,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/kpool-go/kpool/internal/ilist"
+	"github.com/kpool-go/kpool/keyedpool/internal/ilist"
 )
 
 type node struct {

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kpool-go/kpool/cmd/kpool/internal/config"
 	"github.com/kpool-go/kpool/discovery/consul"
 	"github.com/kpool-go/kpool/factory/grpcfactory"
-	"github.com/kpool-go/kpool/internal/config"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 

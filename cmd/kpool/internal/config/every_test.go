@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kpool-go/kpool/internal/config"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/config"
 )
 
 // problems returns the messages of err, one per problem.
