@@ -75,7 +75,7 @@ func (l *lender[T]) Borrow(ctx context.Context) (*keyedpool.Pooled[string, *grpc
 		return nil, l.err
 	}
 	svc := l.svc.Load()
-	if !svc.touch() {
+	if !l.r.touch(svc) {
 		// Forgotten, idle or closed: watch it again, or fail with ErrClosed.
 		var err error
 		if svc, err = l.r.service(l.name); err != nil {

@@ -54,10 +54,11 @@ type RouterConfig[T any] struct {
 	// watched, and counted unhealthy, for the life of the Router; its next
 	// use watches it again. Services named to Watch are kept until Forget,
 	// whatever IdleTimeout says. A service is dropped between IdleTimeout
-	// and about 1.25 IdleTimeout after its last use, never before its
-	// first lookup has ended; leases out then are not touched, and a
-	// borrow under way then starts over on a new watch. Zero: watches last
-	// until Forget or Close. Negative is invalid.
+	// and 1.25 IdleTimeout after its last use (plus however late the
+	// Router's sweep is scheduled), never before its first lookup has
+	// ended; leases out then are not touched, and a borrow under way then
+	// starts over on a new watch. Zero: watches last until Forget or
+	// Close. Negative is invalid.
 	IdleTimeout time.Duration
 
 	// Logger, if set, receives the Router's records: an endpoint added to
@@ -80,6 +81,9 @@ type Router[T any] struct {
 	warmEvery   time.Duration
 	idleTimeout time.Duration
 	log         *slog.Logger // nil: no records
+
+	// epoch is the zero of clock, which stamps uses.
+	epoch time.Time
 
 	// ctx ends at Close: it stops the watches, warm-ups and sweeps.
 	ctx    context.Context
@@ -132,27 +136,29 @@ type service struct {
 	errors  atomic.Int64
 	lastErr atomic.Pointer[string] // nil or "": the latest lookup succeeded
 
-	// used is set by every use and cleared by the idle sweep; dropped is
-	// set when the service leaves the Router (and, for a moment, while the
-	// sweep decides: see sweepIdle). A holder of the service that finds it
-	// dropped asks the Router again.
-	used, dropped atomic.Bool
+	// lastUse is the clock reading of its latest use, within useGrain
+	// (see Router.use); it only grows. dropped is set when the service
+	// leaves the Router (and, for a moment, while the sweep decides: see
+	// sweepIdle). A holder of the service that finds it dropped asks the
+	// Router again.
+	lastUse atomic.Int64
+	dropped atomic.Bool
 
-	kept      bool      // named to Watch: IdleTimeout does not apply; under Router.mu
-	idleSince time.Time // when the sweep last saw it used; under Router.mu
+	kept bool // named to Watch: IdleTimeout does not apply; under Router.mu
 
 	readied bool // ready is closed; owned by the watch goroutine
 }
 
-// touch marks s used and reports whether it is still its Router's. Used by
-// holders of s that do not take the Router's lock (Conn); Router.service
-// marks under the lock.
-func (s *service) touch() bool {
-	if !s.used.Load() {
-		s.used.Store(true)
-	}
-	// Read after the store: with sweepIdle's store of dropped before its
-	// read of used, either the sweep sees this use or this sees the drop.
+// touch records a use of s and reports whether s is still its Router's.
+// Used by holders of s that do not take the Router's lock (Conn);
+// Router.service records its uses under the lock.
+func (r *Router[T]) touch(s *service) bool {
+	r.use(s)
+	// Read after the stamp: with sweepIdle's store of dropped before its
+	// second read of lastUse, either the sweep sees this use or this sees
+	// the drop. A use that stored no stamp, one within useGrain, is one
+	// the sweep may judge idle only once it lies IdleTimeout in the past
+	// (see sweepIdle).
 	return !s.dropped.Load()
 }
 
@@ -175,6 +181,7 @@ func NewRouter[T any](cfg RouterConfig[T]) (*Router[T], error) {
 		warmEvery:   cfg.WarmInterval,
 		idleTimeout: cfg.IdleTimeout,
 		log:         cfg.Logger,
+		epoch:       time.Now(),
 		services:    make(map[string]*service),
 	}
 	if r.newBal == nil {
@@ -213,7 +220,7 @@ func (r *Router[T]) service(name string) (*service, error) {
 		return nil, ErrClosed
 	}
 	svc := r.serviceLocked(name)
-	svc.used.Store(true)
+	r.use(svc)
 	return svc, nil
 }
 
@@ -223,7 +230,8 @@ func (r *Router[T]) serviceLocked(name string) *service {
 	if svc := r.services[name]; svc != nil {
 		return svc
 	}
-	svc := &service{name: name, bal: r.newBal(), ready: make(chan struct{}), idleSince: time.Now()}
+	svc := &service{name: name, bal: r.newBal(), ready: make(chan struct{})}
+	svc.lastUse.Store(r.clock())
 	svc.ctx, svc.cancel = context.WithCancel(r.ctx)
 	r.services[name] = svc
 	// Added under mu, where Close sets closed before it waits: no Add can
