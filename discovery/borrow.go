@@ -183,12 +183,12 @@ func (r *Router[T]) Release(h *keyedpool.Pooled[string, *grpcfactory.Client[T]],
 }
 
 // usable reports whether a borrow should go to addr while other endpoints
-// are healthy: not when its make backoff is open, nor when it has
-// connections and gRPC reports every one of them down
-// (grpcfactory.Client.Down) and not IDLE. An IDLE connection may have gone
-// idle by IdleTimeout rather than failed: it counts, or an endpoint whose
-// connections all went idle would be skipped for ever. Its borrow finds
-// out: the pool reconnects an idle connection before lending it, and
+// are healthy: not when its last connect failed and its make backoff is
+// open, nor when it has connections and gRPC reports every one of them
+// down (grpcfactory.Client.Down) and not IDLE. An IDLE connection may have
+// gone idle by IdleTimeout rather than failed: it counts, or an endpoint
+// whose connections all went idle would be skipped for ever. Its borrow
+// finds out: the pool reconnects an idle connection before lending it, and
 // grpcfactory.Borrow passes over a lent one that lost its transport. An
 // endpoint whose last connect failed is still tried while its backoff is
 // closed: a borrow's connect is how it learns that the endpoint is back.
@@ -197,7 +197,7 @@ func (r *Router[T]) usable(addr string) bool {
 	if st == nil {
 		return false
 	}
-	if st.failed.Load() && r.pool.KeyStats(addr).BackoffUntil.After(time.Now()) {
+	if st.lastFailed() && r.pool.KeyStats(addr).BackoffUntil.After(time.Now()) {
 		return false
 	}
 	if p := st.clients.Load(); p != nil && len(*p) > 0 {
@@ -209,29 +209,6 @@ func (r *Router[T]) usable(addr string) bool {
 		return false
 	}
 	return true
-}
-
-// healthy reports whether addr can lend a connection as far as the Router
-// knows, for ServiceStats.Usable: it has a connection that is READY or
-// IDLE; or it has none, and neither did its last connect fail nor is its
-// first warm-up still running. CONNECTING connections do not count: a
-// connection to a dead backend passes through CONNECTING at each retry,
-// and a probe must not see it healthy each time. Whatever the make
-// backoff says: with MakeFailureThreshold 0 there is none.
-func (r *Router[T]) healthy(addr string) bool {
-	st := r.addr(addr)
-	if st == nil {
-		return false
-	}
-	if p := st.clients.Load(); p != nil && len(*p) > 0 {
-		for _, c := range *p {
-			if s := c.ClientConn().GetState(); s == connectivity.Ready || s == connectivity.Idle {
-				return true
-			}
-		}
-		return false
-	}
-	return !st.failed.Load() && !st.pending.Load()
 }
 
 // candidates is Candidates for one borrow.

@@ -46,7 +46,10 @@
 // connections being made, so that warm-ups asked for together do not
 // overshoot; RouterConfig.WarmInterval and Router.Warm top endpoints up
 // again (an endpoint that was down when it arrived, a raised
-// MinIdlePerKey), besides the pool's own upkeep in its eviction runs.
+// MinIdlePerKey), besides the pool's own upkeep in its eviction runs, and
+// reconnect the pooled connections that are not connected, so that a warm
+// endpoint is a connected one and a backend that went away is found out
+// without any RPC.
 //
 // All exported methods are safe for concurrent use.
 package discovery

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -13,11 +14,12 @@ import (
 
 // routerFactory is the Router's pool factory: the user's, plus what the
 // Router needs to know of each endpoint's connections (their states, for
-// skipping endpoints whose connections are down; whether the last make or
-// validation failed, or a connection went in TRANSIENT_FAILURE),
-// and a refusal to make, activate or validate connections to endpoints no
-// service lists, so that a leaving endpoint gets no new connection and an
-// idle one left behind by a race is destroyed rather than lent.
+// skipping endpoints whose connections are down; when a connect last
+// succeeded and when one last failed: a make, an Activate, a validation,
+// a connection closed in TRANSIENT_FAILURE), and a refusal to make,
+// activate or validate connections to endpoints no service lists, so that
+// a leaving endpoint gets no new connection and an idle one left behind by
+// a race is destroyed rather than lent.
 type routerFactory[T any] struct {
 	r *Router[T]
 	f factory.KeyedFactory[string, *grpcfactory.Client[T]]
@@ -34,10 +36,12 @@ func (f *routerFactory[T]) Make(ctx context.Context, key string) (*grpcfactory.C
 	}
 	c, err := f.f.Make(ctx, key)
 	if err != nil {
-		st.failed.Store(true)
+		f.failed(ctx, st)
 		return nil, err
 	}
-	st.failed.Store(false)
+	// A connection made without ConnectTimeout has not connected yet:
+	// nothing learnt until it does.
+	f.ready(st, c)
 	// The endpoint may have left, and even come back, during the make.
 	if st = f.r.addr(key); st == nil {
 		_ = f.f.Destroy(ctx, key, c)
@@ -60,7 +64,7 @@ func (f *routerFactory[T]) Destroy(ctx context.Context, key string, c *grpcfacto
 			// Its last connect failed: as good as a failed make, for
 			// usable and healthy, now that the connection goes (a
 			// connection that is down is not kept).
-			st.failed.Store(true)
+			st.connectFailed(f.r.clock())
 		}
 		st.mu.Lock()
 		if p := st.clients.Load(); p != nil {
@@ -81,19 +85,43 @@ func (f *routerFactory[T]) Validate(ctx context.Context, key string, c *grpcfact
 	}
 	err := f.f.Validate(ctx, key, c)
 	if err != nil {
-		// A new connection that fails its check (TestOnCreate) is as good
-		// as a failed connect; an old one's failure counts only while it
-		// was the last live one, as usable and healthy read it.
-		st.failed.Store(true)
+		// A connection that fails its check (its state, its health
+		// check) is as good as a failed connect, until one succeeds or a
+		// connection of the endpoint is seen READY.
+		f.failed(ctx, st)
 	}
 	return err
 }
 
 func (f *routerFactory[T]) Activate(ctx context.Context, key string, c *grpcfactory.Client[T]) error {
-	if f.r.addr(key) == nil {
+	st := f.r.addr(key)
+	if st == nil {
 		return removed(key)
 	}
-	return f.f.Activate(ctx, key, c)
+	err := f.f.Activate(ctx, key, c)
+	if err != nil {
+		f.failed(ctx, st) // a reconnect that failed, or a connection down
+	} else {
+		f.ready(st, c)
+	}
+	return err
+}
+
+// failed records a failed connect, make or check under ctx, unless ctx
+// was canceled: a borrower that gave up, or Close, says nothing of the
+// endpoint. A deadline that passed does: the connect took that long.
+func (f *routerFactory[T]) failed(ctx context.Context, st *addrState[T]) {
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		st.connectFailed(f.r.clock())
+	}
+}
+
+// ready records a connect that succeeded if c is READY.
+func (f *routerFactory[T]) ready(st *addrState[T], c *grpcfactory.Client[T]) {
+	at := f.r.clock()
+	if c.ClientConn().GetState() == connectivity.Ready {
+		st.connected(at)
+	}
 }
 
 func (f *routerFactory[T]) Passivate(ctx context.Context, key string, c *grpcfactory.Client[T]) error {

@@ -43,9 +43,18 @@ type RouterConfig[T any] struct {
 	// pool's MinIdlePerKey spare connections again, as it does when the
 	// endpoint arrives: for an endpoint that was down then, lost its
 	// connections, or is short after Pool().SetConfig raised
-	// MinIdlePerKey (Warm does it at once). Zero: only on arrival and on
-	// Warm; the pool's own upkeep, run every TimeBetweenEvictionRuns,
-	// still tops keys up. Negative is invalid.
+	// MinIdlePerKey (Warm does it at once). Each top-up also reconnects
+	// the endpoint's pooled connections that are not connected, so that
+	// warm means connected, and a backend that went away (or came back)
+	// is found out within about one WarmInterval without any RPC: an IDLE
+	// connection (its transport lost, gRPC's IdleTimeout passed, or made
+	// without ConnectTimeout) is told to connect, and one in
+	// TRANSIENT_FAILURE retries at once instead of after gRPC's growing
+	// backoff. Zero: only on arrival and on Warm; the pool's own upkeep,
+	// run every TimeBetweenEvictionRuns, still tops keys up, and an
+	// endpoint whose connections lost their transport counts as usable
+	// (ServiceStats.Usable) until a connect to it fails. Negative is
+	// invalid.
 	WarmInterval time.Duration
 
 	// IdleTimeout stops the watch of a service that nothing has used for
@@ -82,7 +91,7 @@ type Router[T any] struct {
 	idleTimeout time.Duration
 	log         *slog.Logger // nil: no records
 
-	// epoch is the zero of clock, which stamps uses.
+	// epoch is the zero of clock, which stamps connects and uses.
 	epoch time.Time
 
 	// ctx ends at Close: it stops the watches, warm-ups and sweeps.
@@ -103,10 +112,13 @@ type Router[T any] struct {
 type addrState[T any] struct {
 	refs int // services whose latest snapshot lists the address; under Router.mu
 
-	// failed: the last make of a connection to it failed, the new
-	// connection failed its validation, or a connection of it was closed
-	// in TRANSIENT_FAILURE (its last reconnect failed).
-	failed atomic.Bool
+	// okAt and failedAt are the clock readings of the latest connect to
+	// it that succeeded (a make that returned a READY connection, an
+	// Activate that did, a connection seen READY) and of the latest that
+	// failed (a make, an Activate, the validation of a connection, a
+	// connection closed in TRANSIENT_FAILURE); 0: none. The last connect
+	// failed while failedAt > okAt: see lastFailed.
+	okAt, failedAt atomic.Int64
 	// pending: it arrived to be warmed and its first warm-up has not ended,
 	// so nothing is known of it yet.
 	pending atomic.Bool

@@ -24,15 +24,20 @@ type ServiceStats struct {
 // to Watch, or used and neither forgotten nor idle; none after Close),
 // sorted by Service.
 //
-// Usable counts the endpoints that have a READY or IDLE connection, or
-// have none and whose last connect (make, and the validation of the new
-// connection) did not fail and whose first warm-up is not running: an
-// endpoint whose connects fail is not usable from its first failure,
-// whatever the pool's make backoff, until a connect succeeds again (a
-// warm-up, a borrow, the pool's upkeep). An endpoint nothing has connected
-// to yet (MinIdlePerKey 0, no borrow) counts as usable: nothing is known
-// against it. Borrow skips fewer (see its doc): while none is usable it
-// still tries them all.
+// Usable counts the endpoints that have a READY connection, or that have
+// no connection in TRANSIENT_FAILURE, whose latest connect (a make, a
+// reconnect, the validation of a connection) did not fail, and whose first
+// warm-up is not running. An endpoint whose connects fail is not usable
+// from the first failure, whatever the pool's make backoff and whatever
+// IDLE connections it still has, until a connect succeeds again (a
+// warm-up, a borrow, the pool's upkeep) or one of its connections is seen
+// READY. A connection that lost its transport (IDLE after READY) or is
+// connecting is no sign either way: RouterConfig.WarmInterval's warm-ups
+// reconnect it, so that an endpoint whose backend went away is not usable
+// from the next warm-up on, without any RPC. An endpoint nothing has
+// connected to yet (MinIdlePerKey 0, no borrow) counts as usable: nothing
+// is known against it. Borrow skips fewer (see its doc): while none is
+// usable it still tries them all.
 func (r *Router[T]) Services() []ServiceStats {
 	type entry struct {
 		svc  *service
