@@ -27,7 +27,7 @@
 //
 // BenchmarkE2E is of another kind: gRPC unary RPCs from 1000 concurrent
 // callers to a real grpc.Server on loopback, through one ClientConn, 16
-// ClientConns picked round-robin, and kpool's grpcfactory with exclusive
+// ClientConns picked round-robin, and kpool's grpcpool with exclusive
 // and with shared leases, each reporting rps, p50/p99 latency and the
 // connections used (see e2e_test.go).
 package benchmarks

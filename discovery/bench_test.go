@@ -9,18 +9,18 @@ import (
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
 // What routing costs per RPC: unary calls to one loopback backend through
 // a Router's Conn (pick, usable check, borrow, release) beside a
-// grpcfactory.Conn over the same kind of pool (borrow and release only).
+// grpcpool.Conn over the same kind of pool (borrow and release only).
 func BenchmarkConn(b *testing.B) {
 	srv := grpctest.Start(b, grpctest.Options{})
-	newF := func() *grpcfactory.Factory[string, stub] {
-		f, err := grpcfactory.New(grpcfactory.Config[string, stub]{NewStub: testpb.NewBenchmarkServiceClient, Insecure: true, ConnectTimeout: testTimeout})
+	newF := func() *grpcpool.Factory[string, stub] {
+		f, err := grpcpool.New(grpcpool.Config[string, stub]{NewStub: testpb.NewBenchmarkServiceClient, Insecure: true, ConnectTimeout: testTimeout})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -40,13 +40,13 @@ func BenchmarkConn(b *testing.B) {
 			}
 		})
 	}
-	b.Run("mode=grpcfactory.Conn", func(b *testing.B) {
+	b.Run("mode=grpcpool.Conn", func(b *testing.B) {
 		p, err := keyedpool.New(newF(), pcfg)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer p.Close(context.Background())
-		run(b, grpcfactory.NewConn(p, srv.Addr))
+		run(b, grpcpool.NewConn(p, srv.Addr))
 	})
 	b.Run("mode=Router.Conn", func(b *testing.B) {
 		r, err := discovery.NewRouter(discovery.RouterConfig[stub]{

@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/grpc/connectivity"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -43,9 +43,9 @@ func noEndpoints(svc *service) error {
 // Borrow lends a client of one of service's endpoints, picked by the
 // service's Balancer. It waits for the service's first lookup if the service
 // is new (each Borrow is a use of the service: see RouterConfig.IdleTimeout),
-// and then for a client as grpcfactory.Borrow does, bounded by ctx and the
+// and then for a client as grpcpool.Borrow does, bounded by ctx and the
 // pool's MaxWait: never one whose connection gRPC reports down
-// (grpcfactory.Client.Down), which is invalidated instead. An endpoint whose
+// (grpcpool.Client.Down), which is invalidated instead. An endpoint whose
 // make backoff is open, or whose connections are all down and none of them
 // IDLE, is offered to the Balancer only when no other is left. When the
 // picked endpoint cannot give a client (its connection fails, its make
@@ -58,7 +58,7 @@ func noEndpoints(svc *service) error {
 // The client is the caller's for the lease: exclusive use when the pool's
 // MaxSharesPerObject is 1, one share of the connection otherwise. Give it
 // back with Release.
-func (r *Router[T]) Borrow(ctx context.Context, service string) (*keyedpool.Pooled[string, *grpcfactory.Client[T]], error) {
+func (r *Router[T]) Borrow(ctx context.Context, service string) (*keyedpool.Pooled[string, *grpcpool.Client[T]], error) {
 	svc, err := r.service(service)
 	if err != nil {
 		return nil, err
@@ -66,7 +66,7 @@ func (r *Router[T]) Borrow(ctx context.Context, service string) (*keyedpool.Pool
 	return r.borrow(ctx, svc)
 }
 
-func (r *Router[T]) borrow(ctx context.Context, svc *service) (*keyedpool.Pooled[string, *grpcfactory.Client[T]], error) {
+func (r *Router[T]) borrow(ctx context.Context, svc *service) (*keyedpool.Pooled[string, *grpcpool.Client[T]], error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -110,7 +110,7 @@ const maxRestarts = 8
 // returns the first client one lends, or the error of the last; stale says
 // that some failed because they had left the service, whose list has
 // changed since.
-func (r *Router[T]) borrowOnce(ctx context.Context, svc *service, c *candidates[T]) (_ *keyedpool.Pooled[string, *grpcfactory.Client[T]], stale bool, _ error) {
+func (r *Router[T]) borrowOnce(ctx context.Context, svc *service, c *candidates[T]) (_ *keyedpool.Pooled[string, *grpcpool.Client[T]], stale bool, _ error) {
 	snap := c.snap
 	var last error
 	for range len(snap.eps) {
@@ -128,7 +128,7 @@ func (r *Router[T]) borrowOnce(ctx context.Context, svc *service, c *candidates[
 		addr := snap.addrs[i]
 		// Not r.pool.Borrow: a share of a connection that went down
 		// under its RPCs is passed over (and retired) there.
-		h, err := grpcfactory.Borrow(ctx, r.pool, addr)
+		h, err := grpcpool.Borrow(ctx, r.pool, addr)
 		if err == nil {
 			if err = h.Value().Serving(ctx); err == nil {
 				return h, false, nil
@@ -158,10 +158,10 @@ func (r *Router[T]) borrowOnce(ctx context.Context, svc *service, c *candidates[
 // Release gives back a client that Borrow lent, after the RPCs made with it:
 // err is the last RPC's error, or nil. The client is invalidated (closed
 // once its other leases are back) when err means its connection is broken
-// (grpcfactory.Client.Broken), when gRPC reports its connection down
-// (grpcfactory.Client.Down), or when no service lists its endpoint any
+// (grpcpool.Client.Broken), when gRPC reports its connection down
+// (grpcpool.Client.Down), or when no service lists its endpoint any
 // more; otherwise it goes back to the pool. It returns the pool's error.
-func (r *Router[T]) Release(h *keyedpool.Pooled[string, *grpcfactory.Client[T]], err error) error {
+func (r *Router[T]) Release(h *keyedpool.Pooled[string, *grpcpool.Client[T]], err error) error {
 	if h == nil {
 		return keyedpool.ErrNotBorrowed
 	}
@@ -185,11 +185,11 @@ func (r *Router[T]) Release(h *keyedpool.Pooled[string, *grpcfactory.Client[T]],
 // usable reports whether a borrow should go to addr while other endpoints
 // are healthy: not when its last connect failed and its make backoff is
 // open, nor when it has connections and gRPC reports every one of them
-// down (grpcfactory.Client.Down) and not IDLE. An IDLE connection may have
+// down (grpcpool.Client.Down) and not IDLE. An IDLE connection may have
 // gone idle by IdleTimeout rather than failed: it counts, or an endpoint
 // whose connections all went idle would be skipped for ever. Its borrow
 // finds out: the pool reconnects an idle connection before lending it, and
-// grpcfactory.Borrow passes over a lent one that lost its transport. An
+// grpcpool.Borrow passes over a lent one that lost its transport. An
 // endpoint whose last connect failed is still tried while its backoff is
 // closed: a borrow's connect is how it learns that the endpoint is back.
 func (r *Router[T]) usable(addr string) bool {

@@ -20,7 +20,7 @@ func TestRouterConfigValidateReportsEveryField(t *testing.T) {
 	}
 	want := []string{
 		"discovery: invalid config: Resolver is nil, want a Resolver, such as static.New's",
-		"discovery: invalid config: Factory is nil, want a factory of clients keyed by address, such as grpcfactory.New's",
+		"discovery: invalid config: Factory is nil, want a factory of clients keyed by address, such as grpcpool.New's",
 		"discovery: invalid config: WarmInterval is -1s, want 0 (on arrival and Warm only) or more",
 		"discovery: invalid config: IdleTimeout is -1m0s, want 0 (watch until Forget or Close) or more",
 		"keyedpool: invalid config: MinIdlePerKey is -1, want 0 or more",

@@ -14,7 +14,7 @@ func (c RouterConfig[T]) Validate() error {
 		errs = append(errs, &FieldError{Field: "Resolver", Want: "a Resolver, such as static.New's"})
 	}
 	if c.Factory == nil {
-		errs = append(errs, &FieldError{Field: "Factory", Want: "a factory of clients keyed by address, such as grpcfactory.New's"})
+		errs = append(errs, &FieldError{Field: "Factory", Want: "a factory of clients keyed by address, such as grpcpool.New's"})
 	}
 	if c.WarmInterval < 0 {
 		errs = append(errs, &FieldError{Field: "WarmInterval", Value: c.WarmInterval, Want: "0 (on arrival and Warm only) or more"})

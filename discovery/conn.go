@@ -6,7 +6,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -20,7 +20,7 @@ import (
 // Balancer picks the endpoint, failing endpoints are skipped, a connection
 // gRPC reports down is not lent, an endpoint that cannot give a client
 // makes way for the next) and holds it as
-// grpcfactory.Conn does: a unary RPC while it runs, a stream until it ends.
+// grpcpool.Conn does: a unary RPC while it runs, a stream until it ends.
 // A failed borrow fails the RPC with a status error that wraps the cause:
 // Unavailable for ErrNoEndpoints and for endpoints that could not be
 // reached, Canceled or DeadlineExceeded when the RPC's context ended,
@@ -29,7 +29,7 @@ import (
 // A Conn is safe for concurrent use and holds nothing of its own.
 type Conn[T any] struct {
 	name string
-	c    *grpcfactory.Conn[string, T]
+	c    *grpcpool.Conn[string, T]
 }
 
 var _ grpc.ClientConnInterface = (*Conn[int])(nil)
@@ -45,7 +45,7 @@ func (r *Router[T]) Conn(service string) *Conn[T] {
 	} else {
 		l.svc.Store(svc)
 	}
-	return &Conn[T]{name: service, c: grpcfactory.NewLenderConn(l)}
+	return &Conn[T]{name: service, c: grpcpool.NewLenderConn(l)}
 }
 
 // Service returns the name of the service the Conn routes to.
@@ -57,7 +57,7 @@ func (c *Conn[T]) Invoke(ctx context.Context, method string, args, reply any, op
 }
 
 // NewStream opens a stream to one of the service's endpoints; it holds its
-// client until it ends (see grpcfactory.Conn).
+// client until it ends (see grpcpool.Conn).
 func (c *Conn[T]) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	return c.c.NewStream(ctx, desc, method, opts...)
 }
@@ -70,7 +70,7 @@ type lender[T any] struct {
 	err  error                   // the Router was closed when the Conn was made
 }
 
-func (l *lender[T]) Borrow(ctx context.Context) (*keyedpool.Pooled[string, *grpcfactory.Client[T]], error) {
+func (l *lender[T]) Borrow(ctx context.Context) (*keyedpool.Pooled[string, *grpcpool.Client[T]], error) {
 	if l.err != nil {
 		return nil, l.err
 	}
@@ -86,6 +86,6 @@ func (l *lender[T]) Borrow(ctx context.Context) (*keyedpool.Pooled[string, *grpc
 	return l.r.borrow(ctx, svc)
 }
 
-func (l *lender[T]) Release(h *keyedpool.Pooled[string, *grpcfactory.Client[T]], err error) {
+func (l *lender[T]) Release(h *keyedpool.Pooled[string, *grpcpool.Client[T]], err error) {
 	_ = l.r.Release(h, err) // a destroy error is nothing the RPC's caller can act on
 }

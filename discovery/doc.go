@@ -16,7 +16,7 @@
 // endpoints: RoundRobin, WeightedRoundRobin (smooth, by Endpoint.Weight) or
 // LeastLoaded (power of two choices on leases in use).
 //
-// A Router owns one pool of *grpcfactory.Client[T] keyed by endpoint address
+// A Router owns one pool of *grpcpool.Client[T] keyed by endpoint address
 // ("host:port") and serves any number of services from it. Router.Borrow
 // lends a client of a service for a caller's own use; Router.Conn returns a
 // grpc.ClientConnInterface that routes each RPC of a service to one of its

@@ -12,7 +12,7 @@ import (
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -30,7 +30,7 @@ func ExampleRouter() {
 	// With Consul instead:
 	//	res, err := consul.New(consul.Config{Address: "127.0.0.1:8500", Tags: []string{"v2"}})
 
-	f, err := grpcfactory.New(grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
+	f, err := grpcpool.New(grpcpool.Config[string, testpb.BenchmarkServiceClient]{
 		NewStub:        testpb.NewBenchmarkServiceClient,
 		Insecure:       true,
 		ConnectTimeout: 5 * time.Second,

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/kpool-go/kpool/factory"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 )
 
 // routerFactory is the Router's pool factory: the user's, plus what the
@@ -22,14 +22,14 @@ import (
 // a race is destroyed rather than lent.
 type routerFactory[T any] struct {
 	r *Router[T]
-	f factory.KeyedFactory[string, *grpcfactory.Client[T]]
+	f factory.KeyedFactory[string, *grpcpool.Client[T]]
 }
 
-var _ factory.KeyedFactory[string, *grpcfactory.Client[int]] = (*routerFactory[int])(nil)
+var _ factory.KeyedFactory[string, *grpcpool.Client[int]] = (*routerFactory[int])(nil)
 
 func removed(key string) error { return fmt.Errorf("%w: %s", ErrEndpointRemoved, key) }
 
-func (f *routerFactory[T]) Make(ctx context.Context, key string) (*grpcfactory.Client[T], error) {
+func (f *routerFactory[T]) Make(ctx context.Context, key string) (*grpcpool.Client[T], error) {
 	st := f.r.addr(key)
 	if st == nil {
 		return nil, removed(key)
@@ -48,7 +48,7 @@ func (f *routerFactory[T]) Make(ctx context.Context, key string) (*grpcfactory.C
 		return nil, removed(key)
 	}
 	st.mu.Lock()
-	var list []*grpcfactory.Client[T]
+	var list []*grpcpool.Client[T]
 	if p := st.clients.Load(); p != nil {
 		list = slices.Clone(*p)
 	}
@@ -58,7 +58,7 @@ func (f *routerFactory[T]) Make(ctx context.Context, key string) (*grpcfactory.C
 	return c, nil
 }
 
-func (f *routerFactory[T]) Destroy(ctx context.Context, key string, c *grpcfactory.Client[T]) error {
+func (f *routerFactory[T]) Destroy(ctx context.Context, key string, c *grpcpool.Client[T]) error {
 	if st := f.r.addr(key); st != nil {
 		if c.ClientConn().GetState() == connectivity.TransientFailure {
 			// Its last connect failed: as good as a failed make, for
@@ -78,7 +78,7 @@ func (f *routerFactory[T]) Destroy(ctx context.Context, key string, c *grpcfacto
 	return f.f.Destroy(ctx, key, c)
 }
 
-func (f *routerFactory[T]) Validate(ctx context.Context, key string, c *grpcfactory.Client[T]) error {
+func (f *routerFactory[T]) Validate(ctx context.Context, key string, c *grpcpool.Client[T]) error {
 	st := f.r.addr(key)
 	if st == nil {
 		return removed(key)
@@ -93,7 +93,7 @@ func (f *routerFactory[T]) Validate(ctx context.Context, key string, c *grpcfact
 	return err
 }
 
-func (f *routerFactory[T]) Activate(ctx context.Context, key string, c *grpcfactory.Client[T]) error {
+func (f *routerFactory[T]) Activate(ctx context.Context, key string, c *grpcpool.Client[T]) error {
 	st := f.r.addr(key)
 	if st == nil {
 		return removed(key)
@@ -117,13 +117,13 @@ func (f *routerFactory[T]) failed(ctx context.Context, st *addrState[T]) {
 }
 
 // ready records a connect that succeeded if c is READY.
-func (f *routerFactory[T]) ready(st *addrState[T], c *grpcfactory.Client[T]) {
+func (f *routerFactory[T]) ready(st *addrState[T], c *grpcpool.Client[T]) {
 	at := f.r.clock()
 	if c.ClientConn().GetState() == connectivity.Ready {
 		st.connected(at)
 	}
 }
 
-func (f *routerFactory[T]) Passivate(ctx context.Context, key string, c *grpcfactory.Client[T]) error {
+func (f *routerFactory[T]) Passivate(ctx context.Context, key string, c *grpcpool.Client[T]) error {
 	return f.f.Passivate(ctx, key, c)
 }

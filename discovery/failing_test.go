@@ -19,7 +19,7 @@ import (
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/factory"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/procbackend"
 	"github.com/kpool-go/kpool/keyedpool"
@@ -74,7 +74,7 @@ func TestRouterSkipsEndpointInTransientFailure(t *testing.T) {
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a, b)})
 	// Keep connections whatever their RPCs' errors: the pool must not
 	// replace a's connection before the router sees its state.
-	f := newFactory(t, grpcfactory.Config[string, stub]{Classifier: func(error, connectivity.State) bool { return false }})
+	f := newFactory(t, grpcpool.Config[string, stub]{Classifier: func(error, connectivity.State) bool { return false }})
 	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Factory: f, Pool: shared()})
 	h, err := r.Borrow(ctx(t), "svc")
 	if err != nil {
@@ -116,7 +116,7 @@ func TestRouterSkipsNotServing(t *testing.T) {
 	a, b := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	a.Health.SetServingStatus("", 2) // NOT_SERVING
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a, b)})
-	f := newFactory(t, grpcfactory.Config[string, stub]{HealthCheck: &grpcfactory.HealthCheck{}})
+	f := newFactory(t, grpcpool.Config[string, stub]{HealthCheck: &grpcpool.HealthCheck{}})
 	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Factory: f, Pool: shared()})
 	for i := range 6 {
 		if err := unary(ctx(t), r.Conn("svc")); err != nil {

@@ -10,14 +10,14 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/kpool-go/kpool/discovery"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
 type (
 	stub   = testpb.BenchmarkServiceClient
-	client = grpcfactory.Client[stub]
+	client = grpcpool.Client[stub]
 	router = discovery.Router[stub]
 )
 
@@ -35,16 +35,16 @@ func ctx(t *testing.T) context.Context {
 
 // newFactory returns a plaintext factory of BenchmarkService clients that
 // connect at once (ConnectTimeout), with cfg's other settings.
-func newFactory(t *testing.T, cfg grpcfactory.Config[string, stub]) *grpcfactory.Factory[string, stub] {
+func newFactory(t *testing.T, cfg grpcpool.Config[string, stub]) *grpcpool.Factory[string, stub] {
 	t.Helper()
 	cfg.NewStub = testpb.NewBenchmarkServiceClient
 	cfg.Insecure = true
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = testTimeout
 	}
-	f, err := grpcfactory.New(cfg)
+	f, err := grpcpool.New(cfg)
 	if err != nil {
-		t.Fatalf("grpcfactory.New() error = %v", err)
+		t.Fatalf("grpcpool.New() error = %v", err)
 	}
 	return f
 }
@@ -55,7 +55,7 @@ func newFactory(t *testing.T, cfg grpcfactory.Config[string, stub]) *grpcfactory
 func newRouter(t *testing.T, cfg discovery.RouterConfig[stub]) *router {
 	t.Helper()
 	if cfg.Factory == nil {
-		cfg.Factory = newFactory(t, grpcfactory.Config[string, stub]{})
+		cfg.Factory = newFactory(t, grpcpool.Config[string, stub]{})
 	}
 	r, err := discovery.NewRouter(cfg)
 	if err != nil {
@@ -142,7 +142,7 @@ func traffic(t *testing.T, conn *discovery.Conn[stub], n int) *grpctest.Traffic 
 	return grpctest.StartTraffic(t, n, testTimeout, func(c context.Context) error { return unary(c, conn) })
 }
 
-type config = grpcfactory.Config[string, stub]
+type config = grpcpool.Config[string, stub]
 
 // newStub returns a BenchmarkService stub over conn.
 func newStub(conn *discovery.Conn[stub]) stub { return testpb.NewBenchmarkServiceClient(conn) }

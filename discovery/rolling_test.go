@@ -8,7 +8,7 @@ import (
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/factory"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 )
 
@@ -170,7 +170,7 @@ func (g *gatedFactory) Make(c context.Context, key string) (*client, error) {
 func TestRouterArrivingEndpointServesDuringWarmUp(t *testing.T) {
 	a, b := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a)})
-	gf := &gatedFactory{KeyedFactory: newFactory(t, grpcfactory.Config[string, stub]{}), key: b.Addr, gate: make(chan struct{}), waiting: make(chan struct{}, 8)}
+	gf := &gatedFactory{KeyedFactory: newFactory(t, grpcpool.Config[string, stub]{}), key: b.Addr, gate: make(chan struct{}), waiting: make(chan struct{}, 8)}
 	pcfg := shared()
 	pcfg.MinIdlePerKey = 3
 	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Factory: gf, Pool: pcfg})

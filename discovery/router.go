@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kpool-go/kpool/factory"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -21,12 +21,12 @@ type RouterConfig[T any] struct {
 	Resolver Resolver
 
 	// Factory makes the pooled clients, keyed by endpoint address
-	// ("host:port"): usually a *grpcfactory.Factory[string, T] whose Target
+	// ("host:port"): usually a *grpcpool.Factory[string, T] whose Target
 	// is left nil, so that the address is the target. Required. Set its
 	// ConnectTimeout, so that a dead endpoint fails the make (and the
 	// borrow moves on to another endpoint) instead of lending a connection
 	// that cannot connect, and so that ServiceStats.Usable knows it.
-	Factory factory.KeyedFactory[string, *grpcfactory.Client[T]]
+	Factory factory.KeyedFactory[string, *grpcpool.Client[T]]
 
 	// Pool configures the pool of all endpoints, each endpoint a key:
 	// MaxSharesPerObject near the backends' MAX_CONCURRENT_STREAMS for
@@ -86,7 +86,7 @@ type RouterConfig[T any] struct {
 type Router[T any] struct {
 	res         Resolver
 	newBal      func() Balancer
-	pool        *keyedpool.Pool[string, *grpcfactory.Client[T]]
+	pool        *keyedpool.Pool[string, *grpcpool.Client[T]]
 	warmEvery   time.Duration
 	idleTimeout time.Duration
 	log         *slog.Logger // nil: no records
@@ -128,8 +128,8 @@ type addrState[T any] struct {
 	warming, wantWarm atomic.Bool
 	down              bool // the last warm-up failed; owned by the warm-up goroutine
 
-	mu      sync.Mutex                               // serializes writers of clients
-	clients atomic.Pointer[[]*grpcfactory.Client[T]] // its live connections, copied on write
+	mu      sync.Mutex                            // serializes writers of clients
+	clients atomic.Pointer[[]*grpcpool.Client[T]] // its live connections, copied on write
 }
 
 // service is one service the Router serves.
@@ -218,7 +218,7 @@ func NewRouter[T any](cfg RouterConfig[T]) (*Router[T], error) {
 // Pool returns the Router's pool, for statistics (KeyStats by endpoint
 // address) and run-time limits (SetConfig; call Warm after raising
 // MinIdlePerKey). Borrow from it only keys that a service lists.
-func (r *Router[T]) Pool() *keyedpool.Pool[string, *grpcfactory.Client[T]] { return r.pool }
+func (r *Router[T]) Pool() *keyedpool.Pool[string, *grpcpool.Client[T]] { return r.pool }
 
 // addr returns the state of an address some service lists, or nil.
 func (r *Router[T]) addr(key string) *addrState[T] { return (*r.addrs.Load())[key] }

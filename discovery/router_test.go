@@ -12,7 +12,7 @@ import (
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -29,7 +29,7 @@ func TestNewRouterNamesMissingFields(t *testing.T) {
 	}
 	_, err = discovery.NewRouter(discovery.RouterConfig[stub]{
 		Resolver: static.New(nil),
-		Factory:  newFactory(t, grpcfactory.Config[string, stub]{}),
+		Factory:  newFactory(t, grpcpool.Config[string, stub]{}),
 		Pool:     keyedpool.Config{MaxWait: -1},
 	})
 	if !errors.Is(err, keyedpool.ErrInvalidConfig) {
@@ -189,7 +189,7 @@ func TestRouterServicesCountsUpdatesAndErrors(t *testing.T) {
 func TestRouterClose(t *testing.T) {
 	g := &gate{res: static.New(nil), hold: make(chan struct{}), started: make(chan struct{})}
 	defer close(g.hold)
-	r, err := discovery.NewRouter(discovery.RouterConfig[stub]{Resolver: g, Factory: newFactory(t, grpcfactory.Config[string, stub]{})})
+	r, err := discovery.NewRouter(discovery.RouterConfig[stub]{Resolver: g, Factory: newFactory(t, grpcpool.Config[string, stub]{})})
 	if err != nil {
 		t.Fatal(err)
 	}

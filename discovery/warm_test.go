@@ -9,7 +9,7 @@ import (
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/syncbuf"
 )
@@ -17,7 +17,7 @@ import (
 // slowFactory is a real factory whose makes take delay longer, so that
 // warm-ups overlap.
 type slowFactory struct {
-	*grpcfactory.Factory[string, stub]
+	*grpcpool.Factory[string, stub]
 	delay time.Duration
 }
 

@@ -11,13 +11,13 @@
 // The package imports keyedpool and no gRPC, so that a plain keyed pool's
 // metrics do not link it. The gRPC layer's parts live in
 // metrics/grpcmetrics, which imports this package: its Observer counts
-// RPCs, and FactoryHealth and RouterServices adapt a *grpcfactory.Factory
+// RPCs, and FactoryHealth and RouterServices adapt a *grpcpool.Factory
 // and a *discovery.Router as a HealthSource and a ServiceSource.
 //
 //	reg := prometheus.NewRegistry()
 //	m, err := metrics.New(reg, metrics.Options{Namespace: "myapp"})
 //	obs, err := grpcmetrics.NewObserver(m) // the RPC families
-//	f, err := grpcfactory.New(grpcfactory.Config[string, pb.FooClient]{..., Observer: obs})
+//	f, err := grpcpool.New(grpcpool.Config[string, pb.FooClient]{..., Observer: obs})
 //	p, err := keyedpool.New(f, keyedpool.Config{...})
 //	err = metrics.AddPool(m, "foo", p, grpcmetrics.FactoryHealth(f)) // health-check counters
 //	m.AddServices(grpcmetrics.RouterServices(router))              // discovery families

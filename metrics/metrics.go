@@ -136,7 +136,7 @@ func (m *Metrics) Unregister() bool {
 
 // AddPool adds p to m under name, the value of the pool label; health, if
 // not nil, adds the health-check counters of p's factory
-// (grpcmetrics.FactoryHealth for a *grpcfactory.Factory; give a factory
+// (grpcmetrics.FactoryHealth for a *grpcpool.Factory; give a factory
 // shared by several pools to one of them only, or its checks are counted
 // once per pool). Keys appear in labels and /stats as text: a string key
 // as is, a fmt.Stringer's String, anything else in Go syntax (%#v). It

@@ -1,7 +1,7 @@
 package metrics
 
 // HealthSource reports the health checks of a pool's factory, for AddPool.
-// grpcmetrics.FactoryHealth adapts a *grpcfactory.Factory; metrics itself
+// grpcmetrics.FactoryHealth adapts a *grpcpool.Factory; metrics itself
 // knows no factory, so that a plain pool's metrics do not link gRPC.
 type HealthSource interface {
 	HealthStats() HealthStats

@@ -29,7 +29,7 @@ latency, failed RPCs and the connections the server held at the end.
 Modes: single (one ClientConn), roundrobin (--conns ClientConns picked in
 turn, no pool), exclusive (kpool, one RPC per borrowed connection, up to
 --conns connections), shared (kpool with shared leases through
-grpcfactory.Conn: up to --shares RPCs per connection, up to --conns
+grpcpool.Conn: up to --shares RPCs per connection, up to --conns
 connections). The defaults are the README's "capped" scenario: a server
 that allows 100 streams per connection and works 5ms per RPC. The
 benchmark BenchmarkE2E runs the same code.`

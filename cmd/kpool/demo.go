@@ -21,7 +21,7 @@ import (
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/consul"
 	"github.com/kpool-go/kpool/discovery/static"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/backend"
 	"github.com/kpool-go/kpool/internal/e2e"
 	"github.com/kpool-go/kpool/keyedpool"
@@ -156,11 +156,11 @@ func demo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	f, err := grpcfactory.New(grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
+	f, err := grpcpool.New(grpcpool.Config[string, testpb.BenchmarkServiceClient]{
 		NewStub:        testpb.NewBenchmarkServiceClient,
 		Insecure:       true,
 		ConnectTimeout: 2 * time.Second,
-		HealthCheck:    &grpcfactory.HealthCheck{Interval: time.Second},
+		HealthCheck:    &grpcpool.HealthCheck{Interval: time.Second},
 		Observer:       obs,
 	})
 	if err != nil {

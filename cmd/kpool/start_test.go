@@ -26,7 +26,7 @@ import (
 
 	"github.com/kpool-go/kpool/cmd/kpool/internal/manager"
 	"github.com/kpool-go/kpool/cmd/kpool/internal/shutdown"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/consultest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/syncbuf"
@@ -100,7 +100,7 @@ func waitCode(t *testing.T, code <-chan int) int {
 // heldRPC starts one RPC through the pool that the server holds, and
 // returns its result channel once the server has it.
 func heldRPC(t *testing.T, srv *grpctest.Server, m *manager.Manager) <-chan error {
-	stub := testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(m.Pool(), srv.Addr))
+	stub := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(m.Pool(), srv.Addr))
 	done := make(chan error, 1)
 	go func() {
 		_, err := stub.UnaryCall(context.Background(), &testpb.SimpleRequest{})

@@ -9,7 +9,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/kpool-go/kpool/discovery"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -23,7 +23,7 @@ const srvName = "_grpc._tcp.web.test"
 // test's end.
 func newRouter(t *testing.T, res discovery.Resolver) *discovery.Router[stub] {
 	t.Helper()
-	f, err := grpcfactory.New(grpcfactory.Config[string, stub]{
+	f, err := grpcpool.New(grpcpool.Config[string, stub]{
 		NewStub: testpb.NewBenchmarkServiceClient, Insecure: true, ConnectTimeout: testTimeout,
 	})
 	if err != nil {

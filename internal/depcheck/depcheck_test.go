@@ -30,6 +30,11 @@ var rules = []struct {
 	// factory holds the interface and adapters without third-party
 	// imports; the go-commons-pool adapter lives in factory/commonspool.
 	{module + "/factory", stdlibAndKpool},
+	// Below the core: the factory interface and its adapters never import
+	// the pool. The gRPC layer, which does (Conn, Borrow, Release), is
+	// grpcpool, at the top of the tree beside discovery and metrics.
+	{module + "/factory", forbid(module + "/keyedpool")},
+	{module + "/factory/commonspool", forbid(module + "/keyedpool")},
 	// The evictor never imports the pool it serves.
 	{module + "/evictor", all(stdlibAndKpool, forbid(module+"/keyedpool"))},
 	// The shipped binary does not link testing: its demo and backends

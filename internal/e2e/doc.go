@@ -2,7 +2,7 @@
 // gRPC servers on loopback, through the ways of connecting that kpool is
 // compared on: one ClientConn (single), n ClientConns picked in turn
 // (roundrobin), kpool with exclusive checkout (exclusive) and kpool with
-// shared leases behind a grpcfactory.Conn (shared). It is the one mechanism
+// shared leases behind a grpcpool.Conn (shared). It is the one mechanism
 // behind both benchmarks.BenchmarkE2E and the kpool bench command.
 //
 // The driver is closed-loop: each caller sends its next RPC when the last

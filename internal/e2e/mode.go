@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -30,7 +30,7 @@ const (
 	// connection at a time, as commons-pool2 users know it; the pool holds
 	// up to Mode.Conns connections.
 	Exclusive
-	// Shared sends RPCs through a grpcfactory.Conn over a pool with shared
+	// Shared sends RPCs through a grpcpool.Conn over a pool with shared
 	// leases: up to Mode.Shares RPCs per connection, up to Mode.Conns
 	// connections.
 	Shared
@@ -82,7 +82,7 @@ const (
 	DefaultShares = 100
 )
 
-// ConnectTimeout bounds the pooled modes' connects (grpcfactory's
+// ConnectTimeout bounds the pooled modes' connects (grpcpool's
 // ConnectTimeout), so that a dead server fails an RPC instead of hanging it.
 const ConnectTimeout = 10 * time.Second
 
@@ -169,7 +169,7 @@ func NewClient(addr string, m Mode) (*Client, error) {
 		}
 		c.closes = append(c.closes, p.Close)
 		if m.Kind == Shared {
-			stub := testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, addr))
+			stub := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, addr))
 			c.call = func(ctx context.Context) error {
 				_, err := stub.UnaryCall(ctx, req)
 				return err
@@ -182,7 +182,7 @@ func NewClient(addr string, m Mode) (*Client, error) {
 				return err
 			}
 			_, err = h.Value().Stub().UnaryCall(ctx, req)
-			grpcfactory.Release(p, h, err)
+			grpcpool.Release(p, h, err)
 			return err
 		}
 		return c, nil
@@ -190,8 +190,8 @@ func NewClient(addr string, m Mode) (*Client, error) {
 	return nil, fmt.Errorf("e2e: unknown kind %v", m.Kind)
 }
 
-func newPool(conns, shares int) (*keyedpool.Pool[string, *grpcfactory.Client[testpb.BenchmarkServiceClient]], error) {
-	f, err := grpcfactory.New(grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
+func newPool(conns, shares int) (*keyedpool.Pool[string, *grpcpool.Client[testpb.BenchmarkServiceClient]], error) {
+	f, err := grpcpool.New(grpcpool.Config[string, testpb.BenchmarkServiceClient]{
 		NewStub:        testpb.NewBenchmarkServiceClient,
 		Insecure:       true,
 		ConnectTimeout: ConnectTimeout,

@@ -9,12 +9,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/metrics"
 )
 
 // Observer counts RPCs in grpc_requests_total and
-// grpc_request_duration_seconds: set it as grpcfactory.Config.Observer. It
+// grpc_request_duration_seconds: set it as grpcpool.Config.Observer. It
 // is safe for concurrent use.
 type Observer struct {
 	requests *prometheus.CounterVec
@@ -26,7 +26,7 @@ type Observer struct {
 	nkeys atomic.Int64 // entries in keys
 }
 
-var _ grpcfactory.Observer = (*Observer)(nil)
+var _ grpcpool.Observer = (*Observer)(nil)
 
 // NewObserver returns an Observer whose families follow m's Options (the
 // Namespace prefix; with PerKey, a key label capped at MaxKeySeries
@@ -63,7 +63,7 @@ func NewObserver(m *metrics.Metrics) (*Observer, error) {
 	return obs, nil
 }
 
-// ObserveRPC implements grpcfactory.Observer.
+// ObserveRPC implements grpcpool.Observer.
 func (o *Observer) ObserveRPC(target, method string, code codes.Code, d time.Duration) {
 	if !o.perKey {
 		o.requests.WithLabelValues(method, code.String()).Inc()

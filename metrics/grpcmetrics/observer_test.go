@@ -15,7 +15,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/metricstest"
 	"github.com/kpool-go/kpool/keyedpool"
@@ -43,10 +43,10 @@ func newObserver(t *testing.T, m *metrics.Metrics) *grpcmetrics.Observer {
 func TestGRPCTrafficAndHealth(t *testing.T) {
 	m, reg := metricstest.New(t, metrics.Options{Namespace: "app"})
 	srv := grpctest.Start(t, grpctest.Options{})
-	f, err := grpcfactory.New(grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
+	f, err := grpcpool.New(grpcpool.Config[string, testpb.BenchmarkServiceClient]{
 		NewStub:     testpb.NewBenchmarkServiceClient,
 		Insecure:    true,
-		HealthCheck: &grpcfactory.HealthCheck{},
+		HealthCheck: &grpcpool.HealthCheck{},
 		Observer:    newObserver(t, m),
 	})
 	if err != nil {
@@ -70,7 +70,7 @@ func TestGRPCTrafficAndHealth(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c := testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, srv.Addr))
+	c := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, srv.Addr))
 	for range 5 {
 		if _, err := c.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
 			t.Fatalf("UnaryCall() = %v", err)
@@ -160,11 +160,11 @@ grpc_requests_total{code="OK",key="__other__",method="/svc/M"} 7
 
 // grpcPool makes a pool of real gRPC clients whose factory has cfg
 // (NewStub and Insecure filled in) and closes it when the test ends.
-func grpcPool(t *testing.T, cfg grpcfactory.Config[string, testpb.BenchmarkServiceClient], pcfg keyedpool.Config) (*grpcfactory.Factory[string, testpb.BenchmarkServiceClient], *keyedpool.Pool[string, *grpcfactory.Client[testpb.BenchmarkServiceClient]]) {
+func grpcPool(t *testing.T, cfg grpcpool.Config[string, testpb.BenchmarkServiceClient], pcfg keyedpool.Config) (*grpcpool.Factory[string, testpb.BenchmarkServiceClient], *keyedpool.Pool[string, *grpcpool.Client[testpb.BenchmarkServiceClient]]) {
 	t.Helper()
 	cfg.NewStub = testpb.NewBenchmarkServiceClient
 	cfg.Insecure = true
-	f, err := grpcfactory.New(cfg)
+	f, err := grpcpool.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,8 +189,8 @@ func grpcPool(t *testing.T, cfg grpcfactory.Config[string, testpb.BenchmarkServi
 func TestRetriedRPCCountedOnce(t *testing.T) {
 	m, reg := metricstest.New(t, metrics.Options{})
 	srv := grpctest.Start(t, grpctest.Options{})
-	_, p := grpcPool(t, grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
-		Retry:    grpcfactory.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond},
+	_, p := grpcPool(t, grpcpool.Config[string, testpb.BenchmarkServiceClient]{
+		Retry:    grpcpool.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond},
 		Observer: newObserver(t, m),
 	}, keyedpool.Config{})
 	if err := metrics.AddPool(m, "p", p, nil); err != nil {
@@ -204,7 +204,7 @@ func TestRetriedRPCCountedOnce(t *testing.T) {
 	}
 	srv.FailNext(2)
 	_, err = h.Value().Stub().UnaryCall(ctx, &testpb.SimpleRequest{})
-	grpcfactory.Release(p, h, err)
+	grpcpool.Release(p, h, err)
 	if err != nil {
 		t.Fatalf("UnaryCall() with 3 attempts and 2 failures = %v, want success", err)
 	}
@@ -236,7 +236,7 @@ grpc_requests_total{code="OK",method="/grpc.testing.BenchmarkService/UnaryCall"}
 func TestRPCFailingBeforeFirstAttemptIsObserved(t *testing.T) {
 	m, reg := metricstest.New(t, metrics.Options{})
 	srv := grpctest.Start(t, grpctest.Options{})
-	_, p := grpcPool(t, grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
+	_, p := grpcPool(t, grpcpool.Config[string, testpb.BenchmarkServiceClient]{
 		ConnectTimeout: testTimeout,
 		Observer:       newObserver(t, m),
 	}, keyedpool.Config{})
@@ -254,7 +254,7 @@ func TestRPCFailingBeforeFirstAttemptIsObserved(t *testing.T) {
 	}
 	// A second RPC, observed after the first has long ended, as a barrier.
 	_, err = h.Value().Stub().UnaryCall(ctx, &testpb.SimpleRequest{})
-	grpcfactory.Release(p, h, err)
+	grpcpool.Release(p, h, err)
 	if err != nil {
 		t.Fatal(err)
 	}

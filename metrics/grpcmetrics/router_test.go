@@ -12,7 +12,7 @@ import (
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/metricstest"
 	"github.com/kpool-go/kpool/metrics"
@@ -34,7 +34,7 @@ func watchedServices(h metrics.HealthReport) string {
 // until the Router's IdleTimeout does, without a restart.
 func TestHealthJudgesWatchedServicesOnly(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
-	f, err := grpcfactory.New(grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
+	f, err := grpcpool.New(grpcpool.Config[string, testpb.BenchmarkServiceClient]{
 		NewStub: testpb.NewBenchmarkServiceClient, Insecure: true, ConnectTimeout: 5 * time.Second,
 	})
 	if err != nil {

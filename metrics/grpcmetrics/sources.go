@@ -2,16 +2,16 @@ package grpcmetrics
 
 import (
 	"github.com/kpool-go/kpool/discovery"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/metrics"
 )
 
-// Factory is what FactoryHealth reads; *grpcfactory.Factory is one.
+// Factory is what FactoryHealth reads; *grpcpool.Factory is one.
 type Factory interface {
-	HealthStats() grpcfactory.HealthStats
+	HealthStats() grpcpool.HealthStats
 }
 
-// FactoryHealth returns the health checks of f, a *grpcfactory.Factory, as
+// FactoryHealth returns the health checks of f, a *grpcpool.Factory, as
 // the metrics.HealthSource of metrics.AddPool: the grpc_health_checks_total
 // and grpc_unhealthy_nodes families, and the pool's health in /stats and
 // /health. A nil f gives nil: no health families.

@@ -1,6 +1,6 @@
 // Package config reads kpool's YAML configuration files: the pool's limits
 // and evictor settings (keyedpool.Config), how connections are made
-// (grpcfactory.Config), the services and how their endpoints are found
+// (grpcpool.Config), the services and how their endpoints are found
 // (static lists, Consul, DNS), the HTTP listen address and the metrics
 // settings.
 //
@@ -11,7 +11,7 @@
 //	kpool.yaml:12: pool.min_idle_per_key: min_idle_per_key is -3, want 0 or more
 //
 // The pool, grpc, consul and dns sections are turned into
-// keyedpool.Config, grpcfactory.Config, consul.Config and dns.Config and
+// keyedpool.Config, grpcpool.Config, consul.Config and dns.Config and
 // checked by their Validate (and a dns section's name by
 // dns.Config.CheckName), so the file accepts exactly what the libraries
 // accept; each field error they return is put at its key's line.

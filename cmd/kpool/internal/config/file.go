@@ -83,14 +83,14 @@ type Abandoned struct {
 	LogAbandoned        bool     `yaml:"log_abandoned"`
 }
 
-// GRPC maps onto grpcfactory.Config: the Go field names are the same where
+// GRPC maps onto grpcpool.Config: the Go field names are the same where
 // the field is. Exactly one of Insecure and TLS must be set.
 type GRPC struct {
 	// Insecure dials in plaintext.
 	Insecure bool `yaml:"insecure"`
 	// TLS dials with TLS; present (even empty), TLS is on.
 	TLS *TLS `yaml:"tls"`
-	// Keepalive is grpcfactory.Keepalive.
+	// Keepalive is grpcpool.Keepalive.
 	Keepalive Keepalive `yaml:"keepalive"`
 	// IdleTimeout: zero, gRPC's default (30m).
 	IdleTimeout Duration `yaml:"idle_timeout"`
@@ -98,7 +98,7 @@ type GRPC struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 	// HealthCheck: present (even empty), Validate asks grpc.health.v1.
 	HealthCheck *HealthCheck `yaml:"health_check"`
-	// Retry is grpcfactory.RetryPolicy.
+	// Retry is grpcpool.RetryPolicy.
 	Retry Retry `yaml:"retry"`
 }
 
@@ -116,7 +116,7 @@ type TLS struct {
 	ServerName string `yaml:"server_name"`
 }
 
-// Keepalive mirrors grpcfactory.Keepalive.
+// Keepalive mirrors grpcpool.Keepalive.
 type Keepalive struct {
 	Time                Duration `yaml:"time"`
 	Timeout             Duration `yaml:"timeout"`
@@ -124,14 +124,14 @@ type Keepalive struct {
 	Disable             bool     `yaml:"disable"`
 }
 
-// HealthCheck mirrors grpcfactory.HealthCheck.
+// HealthCheck mirrors grpcpool.HealthCheck.
 type HealthCheck struct {
 	Service  string   `yaml:"service"`
 	Timeout  Duration `yaml:"timeout"`
 	Interval Duration `yaml:"interval"`
 }
 
-// Retry mirrors grpcfactory.RetryPolicy; status codes are named as gRPC
+// Retry mirrors grpcpool.RetryPolicy; status codes are named as gRPC
 // spells them (UNAVAILABLE, RESOURCE_EXHAUSTED, ...).
 type Retry struct {
 	MaxAttempts          int      `yaml:"max_attempts"`

@@ -19,7 +19,7 @@ import (
 
 	"github.com/kpool-go/kpool/discovery/consul"
 	"github.com/kpool-go/kpool/discovery/dns"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -106,7 +106,7 @@ func (d *decoder) bad(path, format string, args ...any) {
 var promName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
 // check finds the problems decoding cannot: missing and contradictory
-// fields, addresses, files, and whatever keyedpool and grpcfactory refuse.
+// fields, addresses, files, and whatever keyedpool and grpcpool refuse.
 func (f *File) check(d *decoder) {
 	bad := d.bad
 
@@ -316,7 +316,7 @@ func (f *File) DNSConfig(c *DNS) dns.Config {
 	return cfg
 }
 
-// checkGRPC reads the TLS files and has grpcfactory check the rest.
+// checkGRPC reads the TLS files and has grpcpool check the rest.
 func (f *File) checkGRPC(d *decoder, bad func(path, format string, args ...any)) {
 	g := f.GRPC
 	switch {
@@ -374,7 +374,7 @@ func (f *File) rel(name string) string {
 	return filepath.Join(filepath.Dir(f.Path), name)
 }
 
-// fieldProblem is what keyedpool's, grpcfactory's, consul's and dns's
+// fieldProblem is what keyedpool's, grpcpool's, consul's and dns's
 // FieldErrors say, each in its own type.
 type fieldProblem struct {
 	field, want, limit string
@@ -385,7 +385,7 @@ func asFieldProblem(err error) (fieldProblem, bool) {
 	switch e := err.(type) {
 	case *keyedpool.FieldError:
 		return fieldProblem{field: e.Field, want: e.Want, limit: e.Limit, value: e.Value, limitValue: e.LimitValue}, true
-	case *grpcfactory.FieldError:
+	case *grpcpool.FieldError:
 		return fieldProblem{field: e.Field, want: e.Want, value: e.Value}, true
 	case *consul.FieldError:
 		return fieldProblem{field: e.Field, want: e.Want, limit: e.Limit, value: e.Value, limitValue: e.LimitValue}, true
@@ -395,7 +395,7 @@ func asFieldProblem(err error) (fieldProblem, bool) {
 	return fieldProblem{}, false
 }
 
-// libraryErrors reports err, the problems keyedpool, grpcfactory, consul
+// libraryErrors reports err, the problems keyedpool, grpcpool, consul
 // or dns found in the configuration built from the section at path
 // section (whose fields are of type t): each field error at its key's
 // line, in the file's names, found from the error's field name.
@@ -531,15 +531,15 @@ func (f *File) KeyedPool() keyedpool.Config {
 	return c
 }
 
-// FactoryConfig returns f's gRPC section as a grpcfactory configuration
+// FactoryConfig returns f's gRPC section as a grpcpool configuration
 // for connections keyed by address, with stubs made by newStub. Use it on a
 // File from Load or Parse: the TLS files have been read then.
-func FactoryConfig[T any](f *File, newStub func(grpc.ClientConnInterface) T) grpcfactory.Config[string, T] {
+func FactoryConfig[T any](f *File, newStub func(grpc.ClientConnInterface) T) grpcpool.Config[string, T] {
 	g := f.GRPC
-	c := grpcfactory.Config[string, T]{
+	c := grpcpool.Config[string, T]{
 		NewStub:  newStub,
 		Insecure: g.Insecure,
-		Keepalive: grpcfactory.Keepalive{
+		Keepalive: grpcpool.Keepalive{
 			Time:                g.Keepalive.Time.D(),
 			Timeout:             g.Keepalive.Timeout.D(),
 			PermitWithoutStream: g.Keepalive.PermitWithoutStream,
@@ -547,7 +547,7 @@ func FactoryConfig[T any](f *File, newStub func(grpc.ClientConnInterface) T) grp
 		},
 		IdleTimeout:    g.IdleTimeout.D(),
 		ConnectTimeout: g.ConnectTimeout.D(),
-		Retry: grpcfactory.RetryPolicy{
+		Retry: grpcpool.RetryPolicy{
 			MaxAttempts:       g.Retry.MaxAttempts,
 			InitialBackoff:    g.Retry.InitialBackoff.D(),
 			MaxBackoff:        g.Retry.MaxBackoff.D(),
@@ -564,7 +564,7 @@ func FactoryConfig[T any](f *File, newStub func(grpc.ClientConnInterface) T) grp
 		c.Retry.RetryableStatusCodes = append(c.Retry.RetryableStatusCodes, code)
 	}
 	if h := g.HealthCheck; h != nil {
-		c.HealthCheck = &grpcfactory.HealthCheck{Service: h.Service, Timeout: h.Timeout.D(), Interval: h.Interval.D()}
+		c.HealthCheck = &grpcpool.HealthCheck{Service: h.Service, Timeout: h.Timeout.D(), Interval: h.Interval.D()}
 	}
 	return c
 }

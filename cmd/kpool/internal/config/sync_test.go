@@ -9,7 +9,7 @@ import (
 
 	"github.com/kpool-go/kpool/cmd/kpool/internal/config"
 	"github.com/kpool-go/kpool/discovery/consul"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -21,12 +21,12 @@ var notInFile = map[string]string{
 	"keyedpool.Config.SwallowedErrorListener": "a listener is code; kpool start counts background errors in its metrics",
 	"keyedpool.AbandonedConfig.Logger":        "a logger is code; records go to the program's logger",
 
-	"grpcfactory.Config.NewStub":              "a stub constructor is code; kpool start pools bare connections",
-	"grpcfactory.Config.Target":               "kpool start's keys are endpoint addresses, which are the targets",
-	"grpcfactory.Config.TransportCredentials": "credentials other than TLS (ALTS, xDS) are code",
-	"grpcfactory.Config.Classifier":           "a classifier is code; the default one serves",
-	"grpcfactory.Config.Observer":             "kpool start sets the metrics' observer",
-	"grpcfactory.Config.DialOptions":          "dial options are code",
+	"grpcpool.Config.NewStub":              "a stub constructor is code; kpool start pools bare connections",
+	"grpcpool.Config.Target":               "kpool start's keys are endpoint addresses, which are the targets",
+	"grpcpool.Config.TransportCredentials": "credentials other than TLS (ALTS, xDS) are code",
+	"grpcpool.Config.Classifier":           "a classifier is code; the default one serves",
+	"grpcpool.Config.Observer":             "kpool start sets the metrics' observer",
+	"grpcpool.Config.DialOptions":          "dial options are code",
 
 	"consul.Config.HTTPClient":  "an HTTP client is code; tls configures the one kpool start makes",
 	"consul.Config.BackoffBase": "the retry pacing of failed lookups keeps consul's defaults",
@@ -39,13 +39,13 @@ var fileOnly = map[string]string{
 }
 
 // TestFileInStepWithLibraries checks, field by field, that every field of
-// keyedpool.Config (and grpcfactory.Config, consul.Config) has a key in
+// keyedpool.Config (and grpcpool.Config, consul.Config) has a key in
 // the file under the same Go name, or is listed in notInFile with a
 // reason, and that the file has no key the library lacks.
 func TestFileInStepWithLibraries(t *testing.T) {
 	used := map[string]bool{}
 	inStep(t, used, reflect.TypeFor[keyedpool.Config](), reflect.TypeFor[config.Pool]())
-	inStep(t, used, reflect.TypeFor[grpcfactory.Config[string, int]](), reflect.TypeFor[config.GRPC]())
+	inStep(t, used, reflect.TypeFor[grpcpool.Config[string, int]](), reflect.TypeFor[config.GRPC]())
 	inStep(t, used, reflect.TypeFor[consul.Config](), reflect.TypeFor[config.Consul]())
 	for name := range notInFile {
 		if !used[name] {

@@ -1,6 +1,6 @@
 // Package manager wires a configuration file to a discovery.Router, for
 // the kpool start command: one keyedpool of gRPC connections
-// (grpcfactory), keyed by endpoint address, behind one Router whose
+// (grpcpool), keyed by endpoint address, behind one Router whose
 // discovery.Mux finds each service through the static list, the Consul
 // settings or the DNS name its file section gives (one resolver per
 // distinct Consul or DNS setting), and a reload of the file applied in
@@ -24,14 +24,14 @@ import (
 	"github.com/kpool-go/kpool/discovery/consul"
 	"github.com/kpool-go/kpool/discovery/dns"
 	"github.com/kpool-go/kpool/discovery/static"
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
 // Client is a pooled connection. Its stub is the connection itself: make
 // any generated stub from it, pb.NewFooClient(c.Stub()), or route RPCs by
 // service with Router().Conn(service).
-type Client = grpcfactory.Client[grpc.ClientConnInterface]
+type Client = grpcpool.Client[grpc.ClientConnInterface]
 
 // Pool is the manager's pool, keyed by endpoint address.
 type Pool = keyedpool.Pool[string, *Client]
@@ -40,7 +40,7 @@ type Pool = keyedpool.Pool[string, *Client]
 type Router = discovery.Router[grpc.ClientConnInterface]
 
 // Factory is the manager's connection factory.
-type Factory = grpcfactory.Factory[string, grpc.ClientConnInterface]
+type Factory = grpcpool.Factory[string, grpc.ClientConnInterface]
 
 // DefaultWarmInterval is Options.WarmInterval's default.
 const DefaultWarmInterval = 5 * time.Second
@@ -56,9 +56,9 @@ type Options struct {
 	// was down when it arrived, or lost connections). Zero or negative:
 	// DefaultWarmInterval.
 	WarmInterval time.Duration
-	// Observer, if set, is the factory's grpcfactory.Config.Observer:
+	// Observer, if set, is the factory's grpcpool.Config.Observer:
 	// a grpcmetrics.Observer counts the RPCs of the pool's connections.
-	Observer grpcfactory.Observer
+	Observer grpcpool.Observer
 }
 
 // Manager owns the Router for a configuration. Its methods are safe for
@@ -82,7 +82,7 @@ type Manager struct {
 func New(cfg *config.File, opts Options) (*Manager, error) {
 	fc := config.FactoryConfig(cfg, identity)
 	fc.Observer = opts.Observer
-	f, err := grpcfactory.New(fc)
+	f, err := grpcpool.New(fc)
 	if err != nil {
 		return nil, fmt.Errorf("manager: %w", err)
 	}

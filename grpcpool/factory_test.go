@@ -1,4 +1,4 @@
-package grpcfactory_test
+package grpcpool_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -79,7 +79,7 @@ func TestMakeFailsFastWithReason(t *testing.T) {
 		f.Destroy(ctx(t), addr, c)
 		t.Fatal("Make() to a dead address succeeded")
 	}
-	if !errors.Is(err, grpcfactory.ErrConnect) || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), addr) {
+	if !errors.Is(err, grpcpool.ErrConnect) || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), addr) {
 		t.Errorf("Make() error = %v, want ErrConnect naming %s and saying connection refused", err, addr)
 	}
 	if d := time.Since(start); d > testTimeout/2 {
@@ -100,7 +100,7 @@ func TestMakeConnectTimeout(t *testing.T) {
 		f.Destroy(ctx(t), srv.Addr, c)
 		t.Fatal("Make() to a silent listener succeeded")
 	}
-	if !errors.Is(err, grpcfactory.ErrConnect) || !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, grpcpool.ErrConnect) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Make() error = %v, want ErrConnect wrapping DeadlineExceeded", err)
 	}
 }
@@ -118,7 +118,7 @@ func TestValidateStates(t *testing.T) {
 	if err := f.Destroy(ctx(t), srv.Addr, c); err != nil {
 		t.Errorf("Destroy() = %v", err)
 	}
-	if err := f.Validate(ctx(t), srv.Addr, c); !errors.Is(err, grpcfactory.ErrUnusable) || !strings.Contains(err.Error(), "SHUTDOWN") {
+	if err := f.Validate(ctx(t), srv.Addr, c); !errors.Is(err, grpcpool.ErrUnusable) || !strings.Contains(err.Error(), "SHUTDOWN") {
 		t.Errorf("Validate(SHUTDOWN) = %v, want ErrUnusable naming SHUTDOWN", err)
 	}
 
@@ -133,10 +133,10 @@ func TestValidateStates(t *testing.T) {
 	defer lazy.Destroy(ctx(t), dead, c)
 	c.ClientConn().Connect()
 	waitState(t, c, connectivity.TransientFailure)
-	if err := lazy.Validate(ctx(t), dead, c); !errors.Is(err, grpcfactory.ErrUnusable) || !strings.Contains(err.Error(), "TRANSIENT_FAILURE") {
+	if err := lazy.Validate(ctx(t), dead, c); !errors.Is(err, grpcpool.ErrUnusable) || !strings.Contains(err.Error(), "TRANSIENT_FAILURE") {
 		t.Errorf("Validate(TRANSIENT_FAILURE) = %v, want ErrUnusable naming TRANSIENT_FAILURE", err)
 	}
-	if err := lazy.Activate(ctx(t), dead, c); !errors.Is(err, grpcfactory.ErrUnusable) {
+	if err := lazy.Activate(ctx(t), dead, c); !errors.Is(err, grpcpool.ErrUnusable) {
 		t.Errorf("Activate(TRANSIENT_FAILURE) = %v, want ErrUnusable", err)
 	}
 }
@@ -197,7 +197,7 @@ func TestEachClientOwnConnection(t *testing.T) {
 			if err != nil {
 				t.Errorf("UnaryCall() error = %v", err)
 			}
-			grpcfactory.Release(p, h, err)
+			grpcpool.Release(p, h, err)
 		})
 	}
 	wg.Wait()
@@ -213,7 +213,7 @@ func TestEachClientOwnConnection(t *testing.T) {
 		t.Fatalf("Borrow() error = %v", err)
 	}
 	_, err = h.Value().Stub().UnaryCall(ctx(t), req("x"))
-	grpcfactory.Release(p, h, err)
+	grpcpool.Release(p, h, err)
 	if got := srv.Accepted(); got != n {
 		t.Errorf("server accepted %d connections after reuse, want %d", got, n)
 	}

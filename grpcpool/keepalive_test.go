@@ -1,4 +1,4 @@
-package grpcfactory_test
+package grpcpool_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/stats"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -146,14 +146,14 @@ func TestDefaultKeepaliveIsAcceptedByDefaultServer(t *testing.T) {
 	// no sooner than a default server allows: pings that break the policy
 	// while a stream is open are only seen when Time is under MinTime, so
 	// that is checked here.
-	if grpcfactory.DefaultKeepaliveTime < defaultServerMinTime {
-		t.Errorf("DefaultKeepaliveTime = %v, want %v or more (a default server's MinTime)", grpcfactory.DefaultKeepaliveTime, defaultServerMinTime)
+	if grpcpool.DefaultKeepaliveTime < defaultServerMinTime {
+		t.Errorf("DefaultKeepaliveTime = %v, want %v or more (a default server's MinTime)", grpcpool.DefaultKeepaliveTime, defaultServerMinTime)
 	}
 	// The default Keepalive, scaled: the zero value of every other field.
 	cfg := config{
-		Keepalive: grpcfactory.Keepalive{
-			Time:    grpcfactory.DefaultKeepaliveTime / keepaliveScale,
-			Timeout: grpcfactory.DefaultKeepaliveTimeout / keepaliveScale,
+		Keepalive: grpcpool.Keepalive{
+			Time:    grpcpool.DefaultKeepaliveTime / keepaliveScale,
+			Timeout: grpcpool.DefaultKeepaliveTimeout / keepaliveScale,
 		},
 		ConnectTimeout: testTimeout,
 	}

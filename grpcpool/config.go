@@ -1,4 +1,4 @@
-package grpcfactory
+package grpcpool
 
 import (
 	"cmp"
@@ -418,7 +418,7 @@ func (p RetryPolicy) serviceConfig() (string, error) {
 		},
 	}}})
 	if err != nil {
-		return "", fmt.Errorf("grpcfactory: retry service config: %w", err)
+		return "", fmt.Errorf("grpcpool: retry service config: %w", err)
 	}
 	return string(b), nil
 }

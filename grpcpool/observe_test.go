@@ -1,4 +1,4 @@
-package grpcfactory_test
+package grpcpool_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -41,7 +41,7 @@ func TestObserverSeesEveryRPC(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{Delay: 20 * time.Millisecond})
 	obs := &observed{}
 	p := newPool(t, config{Observer: obs}, keyedpool.Config{MaxSharesPerObject: 10})
-	conn := grpcfactory.NewConn(p, srv.Addr)
+	conn := grpcpool.NewConn(p, srv.Addr)
 	c := testpb.NewBenchmarkServiceClient(conn)
 
 	if _, err := c.UnaryCall(ctx(t), req("ok")); err != nil {
@@ -95,7 +95,7 @@ func TestHealthStats(t *testing.T) {
 	up := grpctest.Start(t, grpctest.Options{})
 	down := grpctest.Start(t, grpctest.Options{})
 	down.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	f := newFactory(t, config{HealthCheck: &grpcfactory.HealthCheck{}})
+	f := newFactory(t, config{HealthCheck: &grpcpool.HealthCheck{}})
 	p, err := keyedpool.New(f, keyedpool.Config{TestOnBorrow: true})
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +108,7 @@ func TestHealthStats(t *testing.T) {
 		t.Fatalf("Borrow(not serving) = nil error, want ErrNotServing")
 	}
 	got := f.HealthStats()
-	want := grpcfactory.HealthStats{Serving: 1, NotServing: 1, Targets: 1}
+	want := grpcpool.HealthStats{Serving: 1, NotServing: 1, Targets: 1}
 	if !equalHealth(got, want) {
 		t.Errorf("HealthStats() = %+v, want %+v (the not-serving client was destroyed)", got, want)
 	}
@@ -120,7 +120,7 @@ func TestHealthStats(t *testing.T) {
 		t.Fatalf("Validate() = nil, want ErrNotServing")
 	}
 	got = f.HealthStats()
-	want = grpcfactory.HealthStats{Serving: 1, NotServing: 2, Targets: 1, Unhealthy: []string{up.Addr}}
+	want = grpcpool.HealthStats{Serving: 1, NotServing: 2, Targets: 1, Unhealthy: []string{up.Addr}}
 	if !equalHealth(got, want) {
 		t.Errorf("HealthStats() = %+v, want %+v", got, want)
 	}
@@ -131,13 +131,13 @@ func TestHealthStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = f.HealthStats()
-	want = grpcfactory.HealthStats{Serving: 1, NotServing: 2}
+	want = grpcpool.HealthStats{Serving: 1, NotServing: 2}
 	if !equalHealth(got, want) {
 		t.Errorf("after Close: HealthStats() = %+v, want %+v", got, want)
 	}
 }
 
-func equalHealth(a, b grpcfactory.HealthStats) bool {
+func equalHealth(a, b grpcpool.HealthStats) bool {
 	return a.Serving == b.Serving && a.NotServing == b.NotServing && a.Failed == b.Failed &&
 		a.Targets == b.Targets && slices.Equal(a.Unhealthy, b.Unhealthy)
 }

@@ -1,4 +1,4 @@
-package grpcfactory
+package grpcpool
 
 import (
 	"context"

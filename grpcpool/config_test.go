@@ -1,4 +1,4 @@
-package grpcfactory_test
+package grpcpool_test
 
 import (
 	"crypto/tls"
@@ -13,7 +13,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -38,7 +38,7 @@ func TestNewRefusesInvalidConfig(t *testing.T) {
 		{"NegativeIdleTimeout", with(func(c *config) { c.IdleTimeout = -1 }), "IdleTimeout"},
 		{"NegativeKeepaliveTime", with(func(c *config) { c.Keepalive.Time = -1 }), "Keepalive.Time"},
 		{"NegativeKeepaliveTimeout", with(func(c *config) { c.Keepalive.Timeout = -1 }), "Keepalive.Timeout"},
-		{"NegativeHealthTimeout", with(func(c *config) { c.HealthCheck = &grpcfactory.HealthCheck{Timeout: -1} }), "HealthCheck.Timeout"},
+		{"NegativeHealthTimeout", with(func(c *config) { c.HealthCheck = &grpcpool.HealthCheck{Timeout: -1} }), "HealthCheck.Timeout"},
 		{"NegativeMaxAttempts", with(func(c *config) { c.Retry.MaxAttempts = -1 }), "Retry.MaxAttempts"},
 		{"NegativeInitialBackoff", with(func(c *config) { c.Retry.InitialBackoff = -1 }), "Retry.InitialBackoff"},
 		{"NegativeMaxBackoff", with(func(c *config) { c.Retry.MaxBackoff = -1 }), "Retry.MaxBackoff"},
@@ -46,8 +46,8 @@ func TestNewRefusesInvalidConfig(t *testing.T) {
 		{"RetryOK", with(func(c *config) { c.Retry.RetryableStatusCodes = []codes.Code{codes.OK} }), "Retry.RetryableStatusCodes"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			f, err := grpcfactory.New(tt.cfg)
-			if !errors.Is(err, grpcfactory.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.field) {
+			f, err := grpcpool.New(tt.cfg)
+			if !errors.Is(err, grpcpool.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.field) {
 				t.Errorf("New() = %v, %v; want ErrInvalidConfig naming %s", f, err, tt.field)
 			}
 		})
@@ -65,26 +65,26 @@ type route struct{ shard int }
 // The key is the target by default, which New allows only for keys that
 // read as one.
 func TestNewDefaultTarget(t *testing.T) {
-	if _, err := grpcfactory.New(grpcfactory.Config[hostPort, stub]{NewStub: testpb.NewBenchmarkServiceClient, Insecure: true}); err != nil {
+	if _, err := grpcpool.New(grpcpool.Config[hostPort, stub]{NewStub: testpb.NewBenchmarkServiceClient, Insecure: true}); err != nil {
 		t.Errorf("New() with a string-kind key = %v, want nil", err)
 	}
-	if _, err := grpcfactory.New(grpcfactory.Config[addr, stub]{NewStub: testpb.NewBenchmarkServiceClient, Insecure: true}); err != nil {
+	if _, err := grpcpool.New(grpcpool.Config[addr, stub]{NewStub: testpb.NewBenchmarkServiceClient, Insecure: true}); err != nil {
 		t.Errorf("New() with a fmt.Stringer key = %v, want nil", err)
 	}
-	_, err := grpcfactory.New(grpcfactory.Config[route, stub]{NewStub: testpb.NewBenchmarkServiceClient, Insecure: true})
-	if !errors.Is(err, grpcfactory.ErrInvalidConfig) || !strings.Contains(err.Error(), "Target") {
+	_, err := grpcpool.New(grpcpool.Config[route, stub]{NewStub: testpb.NewBenchmarkServiceClient, Insecure: true})
+	if !errors.Is(err, grpcpool.ErrInvalidConfig) || !strings.Contains(err.Error(), "Target") {
 		t.Errorf("New() with a struct key and no Target = %v, want ErrInvalidConfig naming Target", err)
 	}
 
 	srv := grpctest.Start(t, grpctest.Options{})
 	host, port, _ := strings.Cut(srv.Addr, ":")
-	for name, mk := range map[string]func() (*grpcfactory.Client[stub], error){
-		"Stringer": func() (*grpcfactory.Client[stub], error) {
-			f, _ := grpcfactory.New(grpcfactory.Config[addr, stub]{NewStub: testpb.NewBenchmarkServiceClient, Insecure: true})
+	for name, mk := range map[string]func() (*grpcpool.Client[stub], error){
+		"Stringer": func() (*grpcpool.Client[stub], error) {
+			f, _ := grpcpool.New(grpcpool.Config[addr, stub]{NewStub: testpb.NewBenchmarkServiceClient, Insecure: true})
 			return f.Make(ctx(t), addr{host, port})
 		},
-		"Target": func() (*grpcfactory.Client[stub], error) {
-			f, _ := grpcfactory.New(grpcfactory.Config[route, stub]{
+		"Target": func() (*grpcpool.Client[stub], error) {
+			f, _ := grpcpool.New(grpcpool.Config[route, stub]{
 				NewStub:  testpb.NewBenchmarkServiceClient,
 				Insecure: true,
 				Target:   func(route) (string, error) { return srv.Addr, nil },
@@ -113,15 +113,15 @@ func TestNewDefaultTarget(t *testing.T) {
 func TestRetryPolicy(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
-		retry     grpcfactory.RetryPolicy
+		retry     grpcpool.RetryPolicy
 		fail      int
 		wantCode  codes.Code
 		wantCalls int64
 	}{
-		{"Off", grpcfactory.RetryPolicy{}, 2, codes.Unavailable, 1},
-		{"ThreeAttempts", grpcfactory.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond}, 2, codes.OK, 3},
-		{"TooFew", grpcfactory.RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond}, 2, codes.Unavailable, 2},
-		{"NotRetryable", grpcfactory.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond, RetryableStatusCodes: []codes.Code{codes.Internal}}, 2, codes.Unavailable, 1},
+		{"Off", grpcpool.RetryPolicy{}, 2, codes.Unavailable, 1},
+		{"ThreeAttempts", grpcpool.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond}, 2, codes.OK, 3},
+		{"TooFew", grpcpool.RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond}, 2, codes.Unavailable, 2},
+		{"NotRetryable", grpcpool.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond, RetryableStatusCodes: []codes.Code{codes.Internal}}, 2, codes.Unavailable, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := grpctest.Start(t, grpctest.Options{})
@@ -132,7 +132,7 @@ func TestRetryPolicy(t *testing.T) {
 			}
 			srv.FailNext(tt.fail)
 			_, err = h.Value().Stub().UnaryCall(ctx(t), req("x"))
-			grpcfactory.Release(p, h, err)
+			grpcpool.Release(p, h, err)
 			if got := status.Code(err); got != tt.wantCode {
 				t.Errorf("UnaryCall() = %v, want code %v", err, tt.wantCode)
 			}
@@ -148,12 +148,12 @@ func TestRetryPolicy(t *testing.T) {
 // < 0 check lets both through).
 func TestNewRefusesNonFiniteBackoffMultiplier(t *testing.T) {
 	for _, m := range []float64{math.NaN(), math.Inf(1)} {
-		_, err := grpcfactory.New(config{
+		_, err := grpcpool.New(config{
 			NewStub:  testpb.NewBenchmarkServiceClient,
 			Insecure: true,
-			Retry:    grpcfactory.RetryPolicy{MaxAttempts: 3, BackoffMultiplier: m},
+			Retry:    grpcpool.RetryPolicy{MaxAttempts: 3, BackoffMultiplier: m},
 		})
-		if !errors.Is(err, grpcfactory.ErrInvalidConfig) || !strings.Contains(err.Error(), "Retry.BackoffMultiplier") {
+		if !errors.Is(err, grpcpool.ErrInvalidConfig) || !strings.Contains(err.Error(), "Retry.BackoffMultiplier") {
 			t.Errorf("New() with Retry.BackoffMultiplier %v = %v; want ErrInvalidConfig naming Retry.BackoffMultiplier", m, err)
 		}
 	}

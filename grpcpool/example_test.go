@@ -1,4 +1,4 @@
-package grpcfactory_test
+package grpcpool_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -22,7 +22,7 @@ func ExampleNewConn() {
 	addr, stop := startBackend()
 	defer stop()
 
-	f, err := grpcfactory.New(grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
+	f, err := grpcpool.New(grpcpool.Config[string, testpb.BenchmarkServiceClient]{
 		NewStub:        testpb.NewBenchmarkServiceClient,
 		Insecure:       true, // or TLS: &tls.Config{...}
 		ConnectTimeout: 5 * time.Second,
@@ -39,7 +39,7 @@ func ExampleNewConn() {
 	}
 	defer p.Close(context.Background())
 
-	backend := testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, addr))
+	backend := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, addr))
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
@@ -62,7 +62,7 @@ func ExampleRelease() {
 	addr, stop := startBackend()
 	defer stop()
 
-	f, err := grpcfactory.New(grpcfactory.Config[string, testpb.BenchmarkServiceClient]{
+	f, err := grpcpool.New(grpcpool.Config[string, testpb.BenchmarkServiceClient]{
 		NewStub:        testpb.NewBenchmarkServiceClient,
 		Insecure:       true,
 		ConnectTimeout: 5 * time.Second,
@@ -77,12 +77,12 @@ func ExampleRelease() {
 	defer p.Close(context.Background())
 
 	ctx := context.Background()
-	h, err := grpcfactory.Borrow(ctx, p, addr)
+	h, err := grpcpool.Borrow(ctx, p, addr)
 	if err != nil {
 		log.Fatal(err)
 	}
 	resp, err := h.Value().Stub().UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hello")}})
-	grpcfactory.Release(p, h, err)
+	grpcpool.Release(p, h, err)
 	if err != nil {
 		log.Fatal(err)
 	}

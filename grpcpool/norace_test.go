@@ -1,5 +1,5 @@
 //go:build !race
 
-package grpcfactory_test
+package grpcpool_test
 
 const raceEnabled = false

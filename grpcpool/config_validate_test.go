@@ -1,4 +1,4 @@
-package grpcfactory_test
+package grpcpool_test
 
 import (
 	"crypto/tls"
@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 )
 
 // TestValidateReportsEveryField checks that Validate and New name every
@@ -20,30 +20,30 @@ func TestValidateReportsEveryField(t *testing.T) {
 	cfg := config{
 		TLS:                  &tls.Config{},
 		TransportCredentials: insecure.NewCredentials(),
-		Keepalive:            grpcfactory.Keepalive{Time: -time.Second},
+		Keepalive:            grpcpool.Keepalive{Time: -time.Second},
 		IdleTimeout:          -1,
-		Retry:                grpcfactory.RetryPolicy{MaxAttempts: -1, RetryableStatusCodes: []codes.Code{codes.Unavailable, codes.OK}},
-		HealthCheck:          &grpcfactory.HealthCheck{Interval: -time.Second},
+		Retry:                grpcpool.RetryPolicy{MaxAttempts: -1, RetryableStatusCodes: []codes.Code{codes.Unavailable, codes.OK}},
+		HealthCheck:          &grpcpool.HealthCheck{Interval: -time.Second},
 	}
 	want := []string{
-		"grpcfactory: invalid config: NewStub is nil, want the generated stub constructor (pb.NewFooClient)",
-		"grpcfactory: invalid config: TransportCredentials is set, want nil with TLS set: exactly one of TLS, TransportCredentials and Insecure",
-		"grpcfactory: invalid config: Keepalive.Time is -1s, want 0 (default 5m0s) or more",
-		"grpcfactory: invalid config: IdleTimeout is -1ns, want 0 (gRPC's default) or more",
-		"grpcfactory: invalid config: Retry.MaxAttempts is -1, want 0 (no retries) or more",
-		"grpcfactory: invalid config: Retry.RetryableStatusCodes[1] is OK, want an error code",
-		"grpcfactory: invalid config: HealthCheck.Interval is -1s, want 0 (default 5s) or more",
+		"grpcpool: invalid config: NewStub is nil, want the generated stub constructor (pb.NewFooClient)",
+		"grpcpool: invalid config: TransportCredentials is set, want nil with TLS set: exactly one of TLS, TransportCredentials and Insecure",
+		"grpcpool: invalid config: Keepalive.Time is -1s, want 0 (default 5m0s) or more",
+		"grpcpool: invalid config: IdleTimeout is -1ns, want 0 (gRPC's default) or more",
+		"grpcpool: invalid config: Retry.MaxAttempts is -1, want 0 (no retries) or more",
+		"grpcpool: invalid config: Retry.RetryableStatusCodes[1] is OK, want an error code",
+		"grpcpool: invalid config: HealthCheck.Interval is -1s, want 0 (default 5s) or more",
 	}
 	wantFields := []string{"NewStub", "TransportCredentials", "Keepalive.Time", "IdleTimeout", "Retry.MaxAttempts", "Retry.RetryableStatusCodes[1]", "HealthCheck.Interval"}
-	_, newErr := grpcfactory.New(cfg)
+	_, newErr := grpcpool.New(cfg)
 	for name, err := range map[string]error{"Validate()": cfg.Validate(), "New()": newErr} {
-		if !errors.Is(err, grpcfactory.ErrInvalidConfig) {
+		if !errors.Is(err, grpcpool.ErrInvalidConfig) {
 			t.Fatalf("%s = %v, want ErrInvalidConfig", name, err)
 		}
 		var got, fields []string
 		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-			var fe *grpcfactory.FieldError
-			if !errors.As(e, &fe) || !errors.Is(e, grpcfactory.ErrInvalidConfig) {
+			var fe *grpcpool.FieldError
+			if !errors.As(e, &fe) || !errors.Is(e, grpcpool.ErrInvalidConfig) {
 				t.Errorf("%s joins %v (%T), want a *FieldError matching ErrInvalidConfig", name, e, e)
 				continue
 			}

@@ -1,7 +1,9 @@
-// Package grpcfactory pools gRPC clients with kpool's keyedpool: one
+// Package grpcpool pools gRPC clients with kpool's keyedpool: one
 // *grpc.ClientConn (a single HTTP/2 connection to one backend) and its
 // generated stub per pooled object, keyed by whatever routes traffic to a
-// backend (its address by default).
+// backend (its address by default). It is a layer above the pool (it
+// imports keyedpool for Conn, Borrow and Release), beside discovery and
+// metrics, where factory and its adapters sit below it.
 //
 // Factory implements factory.KeyedFactory for a keyedpool.Pool. It makes a
 // Client with grpc.NewClient and, with ConnectTimeout, connects it before the
@@ -38,4 +40,4 @@
 // invalidates one whose connection is down, and Release invalidates a
 // connection that went down while lent: its RPCs in flight end as gRPC
 // fails them, and no later RPC is sent on it.
-package grpcfactory
+package grpcpool

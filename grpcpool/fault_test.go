@@ -1,4 +1,4 @@
-package grpcfactory_test
+package grpcpool_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -140,12 +140,12 @@ func testRestartDuringTraffic(t *testing.T, down func(*grpctest.Server) (up func
 // TestOnCreate and TestOnBorrow; it is lent again once SERVING.
 func TestHealthNotServing(t *testing.T) {
 	const service = "grpc.testing.BenchmarkService"
-	cfg := config{ConnectTimeout: testTimeout, HealthCheck: &grpcfactory.HealthCheck{Service: service}}
+	cfg := config{ConnectTimeout: testTimeout, HealthCheck: &grpcpool.HealthCheck{Service: service}}
 	pcfg := keyedpool.Config{TestOnCreate: true, TestOnBorrow: true}
 
 	wantNotServing := func(t *testing.T, err error) {
 		t.Helper()
-		if !errors.Is(err, grpcfactory.ErrNotServing) || !errors.Is(err, keyedpool.ErrValidation) || !strings.Contains(err.Error(), "NOT_SERVING") {
+		if !errors.Is(err, grpcpool.ErrNotServing) || !errors.Is(err, keyedpool.ErrValidation) || !strings.Contains(err.Error(), "NOT_SERVING") {
 			t.Errorf("error = %v, want ErrValidation wrapping ErrNotServing", err)
 		}
 	}
@@ -160,7 +160,7 @@ func TestHealthNotServing(t *testing.T) {
 				return err
 			}
 			_, err = h.Value().Stub().UnaryCall(ctx(t), req("x"))
-			grpcfactory.Release(p, h, err)
+			grpcpool.Release(p, h, err)
 			return err
 		}
 		if err := borrow(); err != nil {
@@ -201,7 +201,7 @@ func TestHealthNotServing(t *testing.T) {
 
 	t.Run("UnknownService", func(t *testing.T) {
 		srv := grpctest.Start(t, grpctest.Options{})
-		f := newFactory(t, config{ConnectTimeout: testTimeout, HealthCheck: &grpcfactory.HealthCheck{Service: "nobody"}})
+		f := newFactory(t, config{ConnectTimeout: testTimeout, HealthCheck: &grpcpool.HealthCheck{Service: "nobody"}})
 		c, err := f.Make(ctx(t), srv.Addr)
 		if err != nil {
 			t.Fatalf("Make() = %v", err)
@@ -226,7 +226,7 @@ func TestTLS(t *testing.T) {
 			return err
 		}
 		_, err = h.Value().Stub().UnaryCall(ctx(t), req("x"))
-		grpcfactory.Release(p, h, err)
+		grpcpool.Release(p, h, err)
 		return err
 	}
 
@@ -241,7 +241,7 @@ func TestTLS(t *testing.T) {
 		srv := grpctest.Start(t, grpctest.Options{TLS: &tls.Config{Certificates: []tls.Certificate{serverCert}}})
 		other := grpctest.NewCA(t, "some other CA")
 		err := call(t, srv, &tls.Config{RootCAs: other.Pool})
-		if !errors.Is(err, grpcfactory.ErrConnect) || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		if !errors.Is(err, grpcpool.ErrConnect) || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 			t.Errorf("Borrow() trusting the wrong CA = %v, want ErrConnect saying certificate signed by unknown authority", err)
 		}
 		t.Logf("Borrow() trusting the wrong CA: %v", err)
@@ -266,7 +266,7 @@ func TestTLS(t *testing.T) {
 		// client's first write: the reason is "certificate required" or,
 		// sometimes, a broken pipe. Either way Borrow fails.
 		err := call(t, srv, &tls.Config{RootCAs: ca.Pool})
-		if !errors.Is(err, grpcfactory.ErrConnect) {
+		if !errors.Is(err, grpcpool.ErrConnect) {
 			t.Errorf("Borrow() without a client certificate = %v, want ErrConnect", err)
 		}
 		t.Logf("Borrow() without a client certificate: %v", err)

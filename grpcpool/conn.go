@@ -1,4 +1,4 @@
-package grpcfactory
+package grpcpool
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 // Conn is a grpc.ClientConnInterface for one key, backed by a pool of
 // clients, so that generated stubs work unchanged over the pool:
 //
-//	conn := grpcfactory.NewConn(pool, "10.0.0.7:443")
+//	conn := grpcpool.NewConn(pool, "10.0.0.7:443")
 //	foo := pb.NewFooClient(conn)
 //	resp, err := foo.Bar(ctx, req) // one share of the least loaded connection
 //
@@ -231,7 +231,7 @@ type borrowError struct {
 	err  error
 }
 
-func (e *borrowError) Error() string { return "grpcfactory: borrow: " + e.err.Error() }
+func (e *borrowError) Error() string { return "grpcpool: borrow: " + e.err.Error() }
 
 func (e *borrowError) Unwrap() error { return e.err }
 

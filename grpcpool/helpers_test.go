@@ -1,4 +1,4 @@
-package grpcfactory_test
+package grpcpool_test
 
 import (
 	"context"
@@ -9,16 +9,16 @@ import (
 
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
 type (
 	stub   = testpb.BenchmarkServiceClient
-	client = grpcfactory.Client[stub]
+	client = grpcpool.Client[stub]
 	pool   = keyedpool.Pool[string, *client]
 	handle = keyedpool.Pooled[string, *client]
-	config = grpcfactory.Config[string, stub]
+	config = grpcpool.Config[string, stub]
 )
 
 // testTimeout bounds every wait of these tests: a bug shows up as a failure
@@ -27,7 +27,7 @@ const testTimeout = 10 * time.Second
 
 // newFactory makes a factory for the BenchmarkService stub, in plaintext
 // unless cfg says otherwise.
-func newFactory(t *testing.T, cfg config) *grpcfactory.Factory[string, stub] {
+func newFactory(t *testing.T, cfg config) *grpcpool.Factory[string, stub] {
 	t.Helper()
 	if cfg.NewStub == nil {
 		cfg.NewStub = testpb.NewBenchmarkServiceClient
@@ -35,9 +35,9 @@ func newFactory(t *testing.T, cfg config) *grpcfactory.Factory[string, stub] {
 	if cfg.TLS == nil && cfg.TransportCredentials == nil {
 		cfg.Insecure = true
 	}
-	f, err := grpcfactory.New(cfg)
+	f, err := grpcpool.New(cfg)
 	if err != nil {
-		t.Fatalf("grpcfactory.New() error = %v", err)
+		t.Fatalf("grpcpool.New() error = %v", err)
 	}
 	return f
 }

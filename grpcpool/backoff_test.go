@@ -1,4 +1,4 @@
-package grpcfactory_test
+package grpcpool_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -38,7 +38,7 @@ func TestConnMakeBackoffWhileBackendDown(t *testing.T) {
 		MakeBackoffBase:      200 * time.Millisecond,
 		MakeBackoffMax:       200 * time.Millisecond,
 	})
-	foo := testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, srv.Addr))
+	foo := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, srv.Addr))
 
 	for i := range 10 {
 		_, err := foo.UnaryCall(ctx(t), req("down"))

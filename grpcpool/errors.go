@@ -1,4 +1,4 @@
-package grpcfactory
+package grpcpool
 
 import "errors"
 
@@ -8,19 +8,19 @@ import "errors"
 var (
 	// ErrInvalidConfig is wrapped by the error New returns for a Config it
 	// refuses; the message names the field.
-	ErrInvalidConfig = errors.New("grpcfactory: invalid config")
+	ErrInvalidConfig = errors.New("grpcpool: invalid config")
 
 	// ErrConnect is wrapped by the error Make and Activate return when the
 	// connection does not become READY within ConnectTimeout, or its first
 	// attempt fails (refused, TLS handshake, ...); gRPC's reason follows.
-	ErrConnect = errors.New("grpcfactory: connect failed")
+	ErrConnect = errors.New("grpcpool: connect failed")
 
 	// ErrUnusable is wrapped by the error Validate and Activate return for a
 	// connection in TRANSIENT_FAILURE or SHUTDOWN, and by the error Borrow
 	// returns when every connection it was lent in a row was down.
-	ErrUnusable = errors.New("grpcfactory: connection unusable")
+	ErrUnusable = errors.New("grpcpool: connection unusable")
 
 	// ErrNotServing is wrapped by the error Validate returns when the
 	// backend's health service answers anything but SERVING.
-	ErrNotServing = errors.New("grpcfactory: backend not serving")
+	ErrNotServing = errors.New("grpcpool: backend not serving")
 )

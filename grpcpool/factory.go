@@ -1,4 +1,4 @@
-package grpcfactory
+package grpcpool
 
 import (
 	"context"
@@ -97,7 +97,7 @@ func (c *Client[T]) run(ctx context.Context, f *flight) {
 	cancel()
 	switch {
 	case err != nil:
-		err = fmt.Errorf("grpcfactory: health check of %s (service %q): %w", c.target, h.service, err)
+		err = fmt.Errorf("grpcpool: health check of %s (service %q): %w", c.target, h.service, err)
 	case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
 		err = fmt.Errorf("%w: %s (service %q) says %v", ErrNotServing, c.target, h.service, resp.GetStatus())
 	}
@@ -259,7 +259,7 @@ func New[K comparable, T any](cfg Config[K, T]) (*Factory[K, T], error) {
 func (f *Factory[K, T]) Make(ctx context.Context, key K) (*Client[T], error) {
 	target, err := f.r.target(key)
 	if err != nil {
-		return nil, fmt.Errorf("grpcfactory: target for key %v: %w", key, err)
+		return nil, fmt.Errorf("grpcpool: target for key %v: %w", key, err)
 	}
 	opts := f.r.dialOpts
 	if f.r.observer != nil {
@@ -267,7 +267,7 @@ func (f *Factory[K, T]) Make(ctx context.Context, key K) (*Client[T], error) {
 	}
 	cc, err := grpc.NewClient(target, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("grpcfactory: new client for %s: %w", target, err)
+		return nil, fmt.Errorf("grpcpool: new client for %s: %w", target, err)
 	}
 	if f.r.connect > 0 {
 		if err := f.connect(ctx, cc); err != nil {

@@ -1,4 +1,4 @@
-package grpcfactory_test
+package grpcpool_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -29,7 +29,7 @@ func sharedPool(t *testing.T, srv *grpctest.Server, cfg config, pcfg keyedpool.C
 		pcfg.MaxSharesPerObject = 100
 	}
 	p := newPool(t, cfg, pcfg)
-	return p, testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, srv.Addr))
+	return p, testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, srv.Addr))
 }
 
 // wantShares checks the key's shares in use and lent connections, and that
@@ -236,7 +236,7 @@ func TestConnStreams(t *testing.T) {
 		// broken connection is invalidated, not kept.
 		dead := deadAddr(t)
 		p := newPool(t, config{}, keyedpool.Config{MaxSharesPerObject: 10})
-		foo := testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, dead))
+		foo := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, dead))
 		_, err := foo.StreamingCall(ctx(t))
 		if status.Code(err) != codes.Unavailable {
 			t.Fatalf("StreamingCall() to a dead address = %v, want Unavailable", err)
@@ -286,7 +286,7 @@ func TestConnBrokenConnectionInvalidated(t *testing.T) {
 		broken int                  // how many of those DefaultClassifier called broken
 	)
 	classify := func(err error, state connectivity.State) bool {
-		b := grpcfactory.DefaultClassifier(err, state)
+		b := grpcpool.DefaultClassifier(err, state)
 		if status.Code(err) == codes.Unavailable {
 			mu.Lock()
 			states = append(states, state)
@@ -369,7 +369,7 @@ func TestDefaultClassifier(t *testing.T) {
 		{status.Error(codes.DeadlineExceeded, "x"), connectivity.Idle, false},
 		{context.Canceled, connectivity.Idle, false},
 	} {
-		if got := grpcfactory.DefaultClassifier(tt.err, tt.state); got != tt.want {
+		if got := grpcpool.DefaultClassifier(tt.err, tt.state); got != tt.want {
 			t.Errorf("DefaultClassifier(%v, %v) = %v, want %v", tt.err, tt.state, got, tt.want)
 		}
 	}
@@ -419,9 +419,9 @@ func TestConnBorrowErrors(t *testing.T) {
 	t.Run("ConnectFails", func(t *testing.T) {
 		dead := deadAddr(t)
 		p := newPool(t, config{ConnectTimeout: testTimeout}, keyedpool.Config{MaxSharesPerObject: 10})
-		foo := testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, dead))
+		foo := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, dead))
 		_, err := foo.UnaryCall(ctx(t), req("x"))
-		if status.Code(err) != codes.Unavailable || !errors.Is(err, grpcfactory.ErrConnect) {
+		if status.Code(err) != codes.Unavailable || !errors.Is(err, grpcpool.ErrConnect) {
 			t.Errorf("UnaryCall() to a dead backend = %v, want Unavailable wrapping ErrConnect", err)
 		}
 	})
@@ -446,7 +446,7 @@ func (l *countingLender) Release(h *handle, err error) {
 	if err != nil {
 		l.lastErr.Store(err)
 	}
-	grpcfactory.Release(l.p, h, err)
+	grpcpool.Release(l.p, h, err)
 }
 
 // A Conn over a Lender borrows and releases each RPC's and stream's client
@@ -455,7 +455,7 @@ func TestLenderConn(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	p := newPool(t, config{}, keyedpool.Config{MaxSharesPerObject: 100})
 	l := &countingLender{p: p, key: srv.Addr}
-	conn := grpcfactory.NewLenderConn[string, stub](l)
+	conn := grpcpool.NewLenderConn[string, stub](l)
 	if got := conn.Key(); got != "" {
 		t.Errorf("Key() = %q, want the zero key", got)
 	}
@@ -493,7 +493,7 @@ func TestLenderConn(t *testing.T) {
 
 	// A failed lender Borrow fails the RPC with a status that wraps it.
 	errLend := errors.New("no endpoint for you")
-	bad := grpcfactory.NewLenderConn[string, stub](failLender{errLend})
+	bad := grpcpool.NewLenderConn[string, stub](failLender{errLend})
 	_, err = testpb.NewBenchmarkServiceClient(bad).UnaryCall(ctx(t), req("x"))
 	if status.Code(err) != codes.Unavailable || !errors.Is(err, errLend) {
 		t.Errorf("UnaryCall over a failing lender = %v, want Unavailable wrapping its error", err)
@@ -508,7 +508,7 @@ func (f failLender) Release(*handle, error)                  { panic("Release wi
 // Serving reports the health answer Conn uses.
 func TestClientServing(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
-	p := newPool(t, config{HealthCheck: &grpcfactory.HealthCheck{Interval: time.Nanosecond}}, keyedpool.Config{})
+	p := newPool(t, config{HealthCheck: &grpcpool.HealthCheck{Interval: time.Nanosecond}}, keyedpool.Config{})
 	h, err := p.Borrow(ctx(t), srv.Addr)
 	if err != nil {
 		t.Fatal(err)
@@ -518,7 +518,7 @@ func TestClientServing(t *testing.T) {
 		t.Errorf("Serving() = %v, want nil for SERVING", err)
 	}
 	srv.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	if err := h.Value().Serving(ctx(t)); !errors.Is(err, grpcfactory.ErrNotServing) {
+	if err := h.Value().Serving(ctx(t)); !errors.Is(err, grpcpool.ErrNotServing) {
 		t.Errorf("Serving() = %v, want ErrNotServing", err)
 	}
 }
@@ -608,7 +608,7 @@ func TestActiveStreamNotTakenBackAsAbandoned(t *testing.T) {
 func TestBorrowLendsNoShareOfConnectionDown(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	p := newPool(t, config{ConnectTimeout: testTimeout}, keyedpool.Config{MaxSharesPerObject: 100})
-	held, err := grpcfactory.Borrow(ctx(t), p, srv.Addr) // an RPC's share, in flight
+	held, err := grpcpool.Borrow(ctx(t), p, srv.Addr) // an RPC's share, in flight
 	if err != nil {
 		t.Fatalf("Borrow() error = %v", err)
 	}
@@ -618,12 +618,12 @@ func TestBorrowLendsNoShareOfConnectionDown(t *testing.T) {
 
 	// Sent on the down connection, the RPC would fail as gRPC's reconnect
 	// does; it fails at the borrow, as the make of a new connection does.
-	foo := testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, srv.Addr))
-	if _, err := foo.UnaryCall(ctx(t), req("x")); !errors.Is(err, grpcfactory.ErrConnect) || status.Code(err) != codes.Unavailable {
+	foo := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, srv.Addr))
+	if _, err := foo.UnaryCall(ctx(t), req("x")); !errors.Is(err, grpcpool.ErrConnect) || status.Code(err) != codes.Unavailable {
 		t.Errorf("UnaryCall() with the backend down = %v, want Unavailable wrapping ErrConnect: not sent", err)
 	}
 	srv.Restart()
-	h, err := grpcfactory.Borrow(ctx(t), p, srv.Addr)
+	h, err := grpcpool.Borrow(ctx(t), p, srv.Addr)
 	if err != nil {
 		t.Fatalf("Borrow() after the backend came back: %v", err)
 	}
@@ -633,10 +633,10 @@ func TestBorrowLendsNoShareOfConnectionDown(t *testing.T) {
 	if _, err := testpb.NewBenchmarkServiceClient(h.Value().ClientConn()).UnaryCall(ctx(t), req("x")); err != nil {
 		t.Errorf("UnaryCall() on the new connection = %v", err)
 	}
-	if err := grpcfactory.Release(p, h, nil); err != nil {
+	if err := grpcpool.Release(p, h, nil); err != nil {
 		t.Errorf("Release(new) = %v", err)
 	}
-	if err := grpcfactory.Release(p, held, nil); err != nil {
+	if err := grpcpool.Release(p, held, nil); err != nil {
 		t.Errorf("Release(down) = %v", err)
 	}
 	if got := down.ClientConn().GetState(); got != connectivity.Shutdown {

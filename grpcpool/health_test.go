@@ -1,4 +1,4 @@
-package grpcfactory_test
+package grpcpool_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
-	"github.com/kpool-go/kpool/factory/grpcfactory"
+	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -128,10 +128,10 @@ func deadlineTraffic(foo stub, callers int, deadline, dur time.Duration) traffic
 
 // healthPool returns a pool with one shared connection to b, checked with
 // hc, and a stub over a Conn for it.
-func healthPool(t *testing.T, b *healthBackend, hc grpcfactory.HealthCheck, shares int) (*pool, stub) {
+func healthPool(t *testing.T, b *healthBackend, hc grpcpool.HealthCheck, shares int) (*pool, stub) {
 	t.Helper()
 	p := newPool(t, config{HealthCheck: &hc}, keyedpool.Config{MaxSharesPerObject: shares, MaxTotalPerKey: 1})
-	return p, testpb.NewBenchmarkServiceClient(grpcfactory.NewConn(p, b.addr))
+	return p, testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, b.addr))
 }
 
 // Conn's health Checks of a connection start no more often than
@@ -144,7 +144,7 @@ func TestHealthChecksSpacedByInterval(t *testing.T) {
 		callers  = 16
 	)
 	b := startHealthBackend(t, &healthBackend{delay: 150 * time.Millisecond})
-	_, foo := healthPool(t, b, grpcfactory.HealthCheck{Interval: interval}, callers)
+	_, foo := healthPool(t, b, grpcpool.HealthCheck{Interval: interval}, callers)
 	tr := deadlineTraffic(foo, callers, 50*time.Millisecond, dur)
 	t.Logf("checks %d (at most %d in flight); RPCs ok %d, own deadline %d, failed %d",
 		b.checks.Load(), b.maxInFlight.Load(), tr.ok, tr.ownDeadline, tr.failed)
@@ -167,7 +167,7 @@ func TestCallerGiveUpNotStoredAsHealth(t *testing.T) {
 	t.Run("ConnTraffic", func(t *testing.T) {
 		const callers = 16
 		b := startHealthBackend(t, &healthBackend{delay: 150 * time.Millisecond})
-		_, foo := healthPool(t, b, grpcfactory.HealthCheck{Interval: 500 * time.Millisecond}, callers)
+		_, foo := healthPool(t, b, grpcpool.HealthCheck{Interval: 500 * time.Millisecond}, callers)
 		tr := deadlineTraffic(foo, callers, 50*time.Millisecond, 1200*time.Millisecond)
 		t.Logf("RPCs ok %d, own deadline %d, failed %d; checks %d", tr.ok, tr.ownDeadline, tr.failed, b.checks.Load())
 		if tr.failed != 0 {
@@ -183,7 +183,7 @@ func TestCallerGiveUpNotStoredAsHealth(t *testing.T) {
 	// and a later one gets its answer.
 	t.Run("TestOnBorrow", func(t *testing.T) {
 		b := startHealthBackend(t, &healthBackend{delay: 150 * time.Millisecond})
-		p := newPool(t, config{HealthCheck: &grpcfactory.HealthCheck{}}, keyedpool.Config{TestOnBorrow: true})
+		p := newPool(t, config{HealthCheck: &grpcpool.HealthCheck{}}, keyedpool.Config{TestOnBorrow: true})
 		var ok, gaveUp int
 		for i := 0; i < 50 && ok < 3; i++ {
 			c, cancel := context.WithTimeout(ctx(t), 50*time.Millisecond)
@@ -207,11 +207,11 @@ func TestCallerGiveUpNotStoredAsHealth(t *testing.T) {
 
 	// Each caller below gives up while the Check it waits for is held at
 	// the backend; then the backend answers SERVING.
-	giveUp := func(t *testing.T, call func(context.Context, *grpcfactory.Factory[string, stub], *client) error) {
+	giveUp := func(t *testing.T, call func(context.Context, *grpcpool.Factory[string, stub], *client) error) {
 		b := startHealthBackend(t, &healthBackend{gate: make(chan struct{})})
 		release := sync.OnceFunc(func() { close(b.gate) })
 		t.Cleanup(release)
-		f := newFactory(t, config{HealthCheck: &grpcfactory.HealthCheck{Timeout: testTimeout, Interval: time.Hour}})
+		f := newFactory(t, config{HealthCheck: &grpcpool.HealthCheck{Timeout: testTimeout, Interval: time.Hour}})
 		c, err := f.Make(ctx(t), b.addr)
 		if err != nil {
 			t.Fatal(err)
@@ -248,10 +248,10 @@ func TestCallerGiveUpNotStoredAsHealth(t *testing.T) {
 		}
 	}
 	t.Run("Serving", func(t *testing.T) {
-		giveUp(t, func(c context.Context, _ *grpcfactory.Factory[string, stub], cl *client) error { return cl.Serving(c) })
+		giveUp(t, func(c context.Context, _ *grpcpool.Factory[string, stub], cl *client) error { return cl.Serving(c) })
 	})
 	t.Run("Validate", func(t *testing.T) {
-		giveUp(t, func(c context.Context, f *grpcfactory.Factory[string, stub], cl *client) error {
+		giveUp(t, func(c context.Context, f *grpcpool.Factory[string, stub], cl *client) error {
 			return f.Validate(c, cl.Target(), cl)
 		})
 	})
@@ -264,7 +264,7 @@ func TestOneHealthCheckInFlightPerConnection(t *testing.T) {
 	b := startHealthBackend(t, &healthBackend{gate: make(chan struct{})})
 	release := sync.OnceFunc(func() { close(b.gate) })
 	t.Cleanup(release)
-	f := newFactory(t, config{HealthCheck: &grpcfactory.HealthCheck{Timeout: testTimeout, Interval: time.Nanosecond}})
+	f := newFactory(t, config{HealthCheck: &grpcpool.HealthCheck{Timeout: testTimeout, Interval: time.Nanosecond}})
 	c, err := f.Make(ctx(t), b.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -312,7 +312,7 @@ func TestNotServingBackendNotLentUnderSharedTraffic(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	srv.Health.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
 	_, foo := sharedPool(t, srv,
-		config{ConnectTimeout: testTimeout, HealthCheck: &grpcfactory.HealthCheck{Service: service, Interval: 20 * time.Millisecond}},
+		config{ConnectTimeout: testTimeout, HealthCheck: &grpcpool.HealthCheck{Service: service, Interval: 20 * time.Millisecond}},
 		keyedpool.Config{MaxSharesPerObject: 10, TestOnCreate: true, TestOnBorrow: true})
 
 	// Traffic: one long stream keeps a share of the connection.
@@ -334,7 +334,7 @@ func TestNotServingBackendNotLentUnderSharedTraffic(t *testing.T) {
 		if err == nil {
 			return false
 		}
-		if status.Code(err) != codes.Unavailable || !errors.Is(err, grpcfactory.ErrNotServing) || srv.UnaryCalls() != before {
+		if status.Code(err) != codes.Unavailable || !errors.Is(err, grpcpool.ErrNotServing) || srv.UnaryCalls() != before {
 			t.Fatalf("UnaryCall() to a NOT_SERVING backend = %v (sent: %v); want Unavailable wrapping ErrNotServing, not sent",
 				err, srv.UnaryCalls() != before)
 		}
@@ -359,7 +359,7 @@ func TestHealthStatsZeroWithoutHealthCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Destroy(ctx(t), srv.Addr, c)
-	if got := f.HealthStats(); !equalHealth(got, grpcfactory.HealthStats{}) {
+	if got := f.HealthStats(); !equalHealth(got, grpcpool.HealthStats{}) {
 		t.Errorf("HealthStats() of a factory without HealthCheck = %+v, want all zero (as documented)", got)
 	}
 }
@@ -402,7 +402,7 @@ func TestCheckCutShortByDestroyLeavesTargetHealthy(t *testing.T) {
 	t.Cleanup(releaseOnce)
 	addr := lis.Addr().String()
 
-	f := newFactory(t, config{HealthCheck: &grpcfactory.HealthCheck{Timeout: testTimeout}})
+	f := newFactory(t, config{HealthCheck: &grpcpool.HealthCheck{Timeout: testTimeout}})
 	c1, err := f.Make(ctx(t), addr)
 	if err != nil {
 		t.Fatal(err)
@@ -429,7 +429,7 @@ func TestCheckCutShortByDestroyLeavesTargetHealthy(t *testing.T) {
 	releaseOnce() // the backend is and was SERVING
 
 	got := f.HealthStats()
-	want := grpcfactory.HealthStats{Targets: 1}
+	want := grpcpool.HealthStats{Targets: 1}
 	if !equalHealth(got, want) {
 		t.Errorf("HealthStats() after a Check cut short by Destroy = %+v, want %+v: no backend answered badly, and %s still has a live client",
 			got, want, addr)

@@ -1,4 +1,4 @@
-package grpcfactory
+package grpcpool
 
 import (
 	"fmt"
@@ -21,7 +21,7 @@ type FieldError struct {
 	Want string
 }
 
-// Error reads "grpcfactory: invalid config: IdleTimeout is -1s, want 0
+// Error reads "grpcpool: invalid config: IdleTimeout is -1s, want 0
 // (gRPC's default) or more". A pointer, func, interface or struct value
 // shows as nil or set.
 func (e *FieldError) Error() string {
