@@ -9,6 +9,7 @@ import (
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 )
 
@@ -162,13 +163,13 @@ func TestBalancersByValueAndPointer(t *testing.T) {
 func TestRouterBalancerByValue(t *testing.T) {
 	a, b, c := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a, b, c)})
-	r := newRouter(t, discovery.RouterConfig[stub]{
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{
 		Resolver:    res,
-		Pool:        shared(),
+		Pool:        clienttest.SharedLeases(),
 		NewBalancer: func() discovery.Balancer { return discovery.RoundRobin{} },
 	})
 	for i := range 30 {
-		if err := unary(ctx(t), r.Conn("svc")); err != nil {
+		if err := unary(grpctest.Context(t, testTimeout), r.Conn("svc")); err != nil {
 			t.Fatalf("RPC %d: %v", i, err)
 		}
 	}
@@ -270,13 +271,13 @@ func TestLeastLoaded(t *testing.T) {
 func TestRouterPanicsOnBadPick(t *testing.T) {
 	a := grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a)})
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, NewBalancer: func() discovery.Balancer { return badBalancer{} }})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, NewBalancer: func() discovery.Balancer { return badBalancer{} }})
 	defer func() {
 		if p := recover(); p == nil || !strings.Contains(p.(string), "returned 7 for 1 endpoints") {
 			t.Errorf("recover() = %v, want a panic naming the bad index", p)
 		}
 	}()
-	r.Borrow(ctx(t), "svc")
+	r.Borrow(grpctest.Context(t, testTimeout), "svc")
 }
 
 type badBalancer struct{}
@@ -288,9 +289,9 @@ func (badBalancer) Pick(discovery.Candidates) int { return 7 }
 func TestRouterLeastLoadedAvoidsBusyEndpoint(t *testing.T) {
 	a, b := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a, b)})
-	r := newRouter(t, discovery.RouterConfig[stub]{
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{
 		Resolver:    res,
-		Pool:        shared(),
+		Pool:        clienttest.SharedLeases(),
 		NewBalancer: func() discovery.Balancer { return discovery.LeastLoaded{} },
 	})
 	conn := r.Conn("svc")
@@ -306,7 +307,7 @@ func TestRouterLeastLoadedAvoidsBusyEndpoint(t *testing.T) {
 			t.Fatalf("none of %d RPCs went to a", most)
 		}
 		sent++
-		go func() { errc <- unary(ctx(t), conn) }()
+		go func() { errc <- unary(grpctest.Context(t, testTimeout), conn) }()
 		// ...and, if it went to b, until b's share is back: b is idle.
 		grpctest.WaitFor(t, testTimeout, "RPC never arrived", func() bool {
 			return a.InFlight()+b.UnaryCalls() == int64(sent) && r.Pool().KeyStats(b.Addr).SharesInUse == 0
@@ -315,7 +316,7 @@ func TestRouterLeastLoadedAvoidsBusyEndpoint(t *testing.T) {
 	held := a.InFlight()
 	before := b.UnaryCalls()
 	for i := range 20 {
-		if err := unary(ctx(t), conn); err != nil {
+		if err := unary(grpctest.Context(t, testTimeout), conn); err != nil {
 			t.Fatalf("RPC %d: %v", i, err)
 		}
 	}
@@ -336,13 +337,13 @@ func TestRouterWeightedRoundRobin(t *testing.T) {
 	ea, eb := ep(a), ep(b)
 	ea.Weight, eb.Weight = 3, 1
 	res := static.New(map[string][]discovery.Endpoint{"svc": {ea, eb}})
-	r := newRouter(t, discovery.RouterConfig[stub]{
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{
 		Resolver:    res,
-		Pool:        shared(),
+		Pool:        clienttest.SharedLeases(),
 		NewBalancer: func() discovery.Balancer { return discovery.WeightedRoundRobin{} },
 	})
 	for i := range 40 {
-		if err := unary(ctx(t), r.Conn("svc")); err != nil {
+		if err := unary(grpctest.Context(t, testTimeout), r.Conn("svc")); err != nil {
 			t.Fatalf("RPC %d: %v", i, err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -20,13 +21,9 @@ import (
 func BenchmarkConn(b *testing.B) {
 	srv := grpctest.Start(b, grpctest.Options{})
 	newF := func() *grpcpool.Factory[string, stub] {
-		f, err := grpcpool.New(grpcpool.Config[string, stub]{NewStub: testpb.NewBenchmarkServiceClient, Insecure: true, ConnectTimeout: testTimeout})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return f
+		return clienttest.NewFactory(b, config{ConnectTimeout: testTimeout})
 	}
-	pcfg := keyedpool.Config{MaxSharesPerObject: 100, MaxTotalPerKey: 4}
+	pcfg := clienttest.SharedLeases()
 	run := func(b *testing.B, conn grpc.ClientConnInterface) {
 		foo := testpb.NewBenchmarkServiceClient(conn)
 		in := &testpb.SimpleRequest{}

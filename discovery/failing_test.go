@@ -20,6 +20,7 @@ import (
 	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/factory"
 	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/procbackend"
 	"github.com/kpool-go/kpool/keyedpool"
@@ -30,16 +31,16 @@ import (
 // backoff is open, it is skipped without being tried.
 func TestRouterSkipsEndpointInMakeBackoff(t *testing.T) {
 	live := grpctest.Start(t, grpctest.Options{})
-	dead := deadAddr(t)
+	dead := grpctest.DeadAddr(t)
 	res := static.New(map[string][]discovery.Endpoint{"svc": {{Address: dead}, ep(live)}})
-	pcfg := shared()
+	pcfg := clienttest.SharedLeases()
 	pcfg.MakeFailureThreshold = 1
 	pcfg.MakeBackoffBase = testTimeout // stays open for the whole test
 	pcfg.MakeBackoffMax = testTimeout
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: pcfg})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: pcfg})
 	conn := r.Conn("svc")
 	for i := range 20 {
-		if err := unary(ctx(t), conn); err != nil {
+		if err := unary(grpctest.Context(t, testTimeout), conn); err != nil {
 			t.Fatalf("RPC %d: %v, want success on the live endpoint", i, err)
 		}
 	}
@@ -53,15 +54,15 @@ func TestRouterSkipsEndpointInMakeBackoff(t *testing.T) {
 	if ks.BackoffRejected != 0 {
 		t.Errorf("dead endpoint BackoffRejected = %d, want 0: skipped, not tried", ks.BackoffRejected)
 	}
-	if got := stats(r, "svc"); got.Endpoints != 2 || got.Usable != 1 {
+	if got := clienttest.ServiceStats(r, "svc"); got.Endpoints != 2 || got.Usable != 1 {
 		t.Errorf("Services() = %+v, want 2 endpoints, 1 usable", got)
 	}
 
 	// With no healthy endpoint left, the failing ones are still tried, and
 	// the error names the service and the cause.
 	res.Set("svc", []discovery.Endpoint{{Address: dead}})
-	grpctest.WaitFor(t, testTimeout, "router never saw the new list", func() bool { return stats(r, "svc").Endpoints == 1 })
-	_, err := r.Borrow(ctx(t), "svc")
+	grpctest.WaitFor(t, testTimeout, "router never saw the new list", func() bool { return clienttest.ServiceStats(r, "svc").Endpoints == 1 })
+	_, err := r.Borrow(grpctest.Context(t, testTimeout), "svc")
 	if !errors.Is(err, keyedpool.ErrBackoff) || !strings.Contains(err.Error(), `"svc"`) {
 		t.Errorf("Borrow with only a dead endpoint: %v, want an error naming \"svc\" wrapping ErrBackoff", err)
 	}
@@ -74,9 +75,9 @@ func TestRouterSkipsEndpointInTransientFailure(t *testing.T) {
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a, b)})
 	// Keep connections whatever their RPCs' errors: the pool must not
 	// replace a's connection before the router sees its state.
-	f := newFactory(t, grpcpool.Config[string, stub]{Classifier: func(error, connectivity.State) bool { return false }})
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Factory: f, Pool: shared()})
-	h, err := r.Borrow(ctx(t), "svc")
+	f := clienttest.NewFactory(t, config{ConnectTimeout: testTimeout, Classifier: func(error, connectivity.State) bool { return false }})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Factory: f, Pool: clienttest.SharedLeases()})
+	h, err := r.Borrow(grpctest.Context(t, testTimeout), "svc")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,18 +91,18 @@ func TestRouterSkipsEndpointInTransientFailure(t *testing.T) {
 	// Make the connection try again and fail.
 	for s := cc.GetState(); s != connectivity.TransientFailure; s = cc.GetState() {
 		cc.Connect()
-		if !cc.WaitForStateChange(ctx(t), s) {
+		if !cc.WaitForStateChange(grpctest.Context(t, testTimeout), s) {
 			t.Fatalf("the stopped backend's connection stuck in %v", s)
 		}
 	}
 	if err := r.Release(h, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := stats(r, "svc"); got.Usable != 1 {
+	if got := clienttest.ServiceStats(r, "svc"); got.Usable != 1 {
 		t.Errorf("Services() = %+v, want 1 usable endpoint", got)
 	}
 	for i := range 10 {
-		if err := unary(ctx(t), r.Conn("svc")); err != nil {
+		if err := unary(grpctest.Context(t, testTimeout), r.Conn("svc")); err != nil {
 			t.Fatalf("RPC %d: %v, want success on the backend still up", i, err)
 		}
 	}
@@ -116,10 +117,10 @@ func TestRouterSkipsNotServing(t *testing.T) {
 	a, b := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	a.Health.SetServingStatus("", 2) // NOT_SERVING
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a, b)})
-	f := newFactory(t, grpcpool.Config[string, stub]{HealthCheck: &grpcpool.HealthCheck{}})
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Factory: f, Pool: shared()})
+	f := clienttest.NewFactory(t, config{ConnectTimeout: testTimeout, HealthCheck: &grpcpool.HealthCheck{}})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Factory: f, Pool: clienttest.SharedLeases()})
 	for i := range 6 {
-		if err := unary(ctx(t), r.Conn("svc")); err != nil {
+		if err := unary(grpctest.Context(t, testTimeout), r.Conn("svc")); err != nil {
 			t.Fatalf("RPC %d: %v", i, err)
 		}
 	}
@@ -158,14 +159,14 @@ func TestRouterSendsNoRPCOnConnectionKnownDown(t *testing.T) {
 	}
 	victim := backends[0]
 	w := newWatchingFactory(t, config{ConnectTimeout: time.Second})
-	pcfg := shared()
+	pcfg := clienttest.SharedLeases()
 	// Small, so that each backend has several connections, lent and idle.
 	pcfg.MaxSharesPerObject = 4
 	pcfg.MaxTotalPerKey = 8
 	pcfg.MakeFailureThreshold = 1
 	pcfg.MakeBackoffBase = 20 * time.Millisecond
 	pcfg.MakeBackoffMax = 100 * time.Millisecond
-	r := newRouter(t, discovery.RouterConfig[stub]{
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{
 		Resolver: static.New(map[string][]discovery.Endpoint{"svc": addrs}),
 		Factory:  w,
 		Pool:     pcfg,
@@ -353,8 +354,11 @@ type watchingFactory struct {
 }
 
 func newWatchingFactory(t *testing.T, cfg config) *watchingFactory {
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = testTimeout
+	}
 	cfg.DialOptions = append(cfg.DialOptions, grpc.WithChainUnaryInterceptor(recordConn))
-	return &watchingFactory{KeyedFactory: newFactory(t, cfg), conns: make(map[*grpc.ClientConn]*watched)}
+	return &watchingFactory{KeyedFactory: clienttest.NewFactory(t, cfg), conns: make(map[*grpc.ClientConn]*watched)}
 }
 
 // watched is one connection and the states reported for it.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
+	"github.com/kpool-go/kpool/internal/clienttest"
 )
 
 // refusing is a factory whose every make fails at once, so that borrows
@@ -50,7 +51,7 @@ func TestIdleTimeoutDropsWithinAQuarterAfterTheLastUse(t *testing.T) {
 				t.Run(fmt.Sprintf("IdleTimeout=%v/use=%v/%s", idle, at, u.name), func(t *testing.T) {
 					synctest.Test(t, func(t *testing.T) {
 						res := static.New(map[string][]discovery.Endpoint{"svc": {{Address: "127.0.0.1", Port: 1}}})
-						r, err := discovery.NewRouter(discovery.RouterConfig[stub]{Resolver: res, Factory: refusing{}, Pool: shared(), IdleTimeout: idle})
+						r, err := discovery.NewRouter(discovery.RouterConfig[stub]{Resolver: res, Factory: refusing{}, Pool: clienttest.SharedLeases(), IdleTimeout: idle})
 						if err != nil {
 							t.Fatal(err)
 						}

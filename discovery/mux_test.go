@@ -43,7 +43,7 @@ func TestMuxWatchesEachServiceAtItsRoute(t *testing.T) {
 		service string
 		want    int
 	}{{"users", 1}, {"orders", 2}} {
-		c, cancel := context.WithCancel(ctx(t))
+		c, cancel := context.WithCancel(grpctest.Context(t, testTimeout))
 		w := &firstUpdate{got: make(chan []discovery.Endpoint, 1), cancel: cancel}
 		if err := m.Watch(c, tt.service, w); !errors.Is(err, context.Canceled) {
 			t.Errorf("Watch(%s) = %v, want context.Canceled", tt.service, err)
@@ -52,7 +52,7 @@ func TestMuxWatchesEachServiceAtItsRoute(t *testing.T) {
 			t.Errorf("Watch(%s) delivered %v, want %d endpoints", tt.service, eps, tt.want)
 		}
 	}
-	err := m.Watch(ctx(t), "billing", &firstUpdate{})
+	err := m.Watch(grpctest.Context(t, testTimeout), "billing", &firstUpdate{})
 	if err == nil || !strings.Contains(err.Error(), `"billing"`) {
 		t.Errorf("Watch(billing) = %v, want an error naming the service", err)
 	}
@@ -107,7 +107,7 @@ func TestRouteConfigSharesEqualConfigs(t *testing.T) {
 	if !errors.Is(err, dns.ErrInvalidConfig) {
 		t.Errorf("RouteConfig(invalid) = %v, want dns.ErrInvalidConfig", err)
 	}
-	if err := m.Watch(ctx(t), "bad", &firstUpdate{}); err == nil || !strings.Contains(err.Error(), "no route") {
+	if err := m.Watch(grpctest.Context(t, testTimeout), "bad", &firstUpdate{}); err == nil || !strings.Contains(err.Error(), "no route") {
 		t.Errorf("Watch(bad) = %v, want no route", err)
 	}
 }

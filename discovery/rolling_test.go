@@ -8,7 +8,7 @@ import (
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/factory"
-	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 )
 
@@ -17,10 +17,10 @@ import (
 func TestRouterLeavingEndpointIdleClosedAtOnce(t *testing.T) {
 	a, b := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a, b)})
-	pcfg := shared()
+	pcfg := clienttest.SharedLeases()
 	pcfg.MinIdlePerKey = 2
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: pcfg})
-	if _, err := r.Endpoints(ctx(t), "svc"); err != nil {
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: pcfg})
+	if _, err := r.Endpoints(grpctest.Context(t, testTimeout), "svc"); err != nil {
 		t.Fatal(err)
 	}
 	grpctest.WaitFor(t, testTimeout, "endpoints never warmed to 2 connections each", func() bool {
@@ -34,11 +34,11 @@ func TestRouterLeavingEndpointIdleClosedAtOnce(t *testing.T) {
 		return a.Open() == 0
 	})
 	grpctest.WaitFor(t, testTimeout, "the leaving endpoint's key stayed in the pool with nothing lent", func() bool {
-		return !hasKey(r, a.Addr)
+		return !clienttest.HasKey(r, a.Addr)
 	})
 	before := a.UnaryCalls()
 	for i := range 10 {
-		if err := unary(ctx(t), r.Conn("svc")); err != nil {
+		if err := unary(grpctest.Context(t, testTimeout), r.Conn("svc")); err != nil {
 			t.Fatalf("RPC %d: %v", i, err)
 		}
 	}
@@ -56,7 +56,7 @@ func TestRouterLeavingEndpointIdleClosedAtOnce(t *testing.T) {
 func TestRouterLeavingEndpointDrainsInFlight(t *testing.T) {
 	a, b := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a)})
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: shared()})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: clienttest.SharedLeases()})
 	conn := r.Conn("svc")
 
 	release := a.Hold()
@@ -64,14 +64,14 @@ func TestRouterLeavingEndpointDrainsInFlight(t *testing.T) {
 	const held = 5
 	errc := make(chan error, held)
 	for range held {
-		go func() { errc <- unary(ctx(t), conn) }()
+		go func() { errc <- unary(grpctest.Context(t, testTimeout), conn) }()
 	}
 	grpctest.WaitFor(t, testTimeout, "held RPCs never reached the backend", func() bool { return a.InFlight() == held })
 
 	res.Set("svc", eps(b))
-	grpctest.WaitFor(t, testTimeout, "router never saw the new list", func() bool { return stats(r, "svc").Updates == 2 })
+	grpctest.WaitFor(t, testTimeout, "router never saw the new list", func() bool { return clienttest.ServiceStats(r, "svc").Updates == 2 })
 	for i := range 10 {
-		if err := unary(ctx(t), conn); err != nil {
+		if err := unary(grpctest.Context(t, testTimeout), conn); err != nil {
 			t.Fatalf("RPC %d after the switch: %v", i, err)
 		}
 	}
@@ -97,7 +97,7 @@ func TestRouterLeavingEndpointDrainsInFlight(t *testing.T) {
 		}
 	}
 	<-stopped
-	grpctest.WaitFor(t, testTimeout, "the left endpoint's key never left the pool", func() bool { return !hasKey(r, a.Addr) })
+	grpctest.WaitFor(t, testTimeout, "the left endpoint's key never left the pool", func() bool { return !clienttest.HasKey(r, a.Addr) })
 	st := r.Pool().Stats()
 	if st.Destroyed != 1 || st.Active+st.Idle != 1 {
 		t.Errorf("pool Destroyed = %d, Active+Idle = %d; want the left endpoint's connection destroyed (1) and the new one's kept (1)", st.Destroyed, st.Active+st.Idle)
@@ -109,14 +109,14 @@ func TestRouterLeavingEndpointDrainsInFlight(t *testing.T) {
 func TestRouterLeavingEndpointKeepsStream(t *testing.T) {
 	a, b := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a)})
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: shared()})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: clienttest.SharedLeases()})
 	foo := newStub(r.Conn("svc"))
-	st, err := foo.StreamingCall(ctx(t))
+	st, err := foo.StreamingCall(grpctest.Context(t, testTimeout))
 	if err != nil {
 		t.Fatal(err)
 	}
 	res.Set("svc", eps(b))
-	grpctest.WaitFor(t, testTimeout, "router never saw the new list", func() bool { return stats(r, "svc").Updates == 2 })
+	grpctest.WaitFor(t, testTimeout, "router never saw the new list", func() bool { return clienttest.ServiceStats(r, "svc").Updates == 2 })
 	for i := range 3 {
 		if err := st.Send(req("x")); err != nil {
 			t.Fatalf("Send %d on the stream of a left endpoint: %v", i, err)
@@ -125,7 +125,7 @@ func TestRouterLeavingEndpointKeepsStream(t *testing.T) {
 			t.Fatalf("Recv %d on the stream of a left endpoint: %v", i, err)
 		}
 	}
-	if hasKey(r, a.Addr) != true {
+	if clienttest.HasKey(r, a.Addr) != true {
 		t.Errorf("left endpoint's key gone while its stream runs")
 	}
 	st.CloseSend()
@@ -133,7 +133,7 @@ func TestRouterLeavingEndpointKeepsStream(t *testing.T) {
 		t.Fatal("Recv after CloseSend: nil error, want io.EOF")
 	}
 	grpctest.WaitFor(t, testTimeout, "the stream's connection was not closed when it ended", func() bool {
-		return !hasKey(r, a.Addr) && a.Open() == 0
+		return !clienttest.HasKey(r, a.Addr) && a.Open() == 0
 	})
 }
 
@@ -170,19 +170,19 @@ func (g *gatedFactory) Make(c context.Context, key string) (*client, error) {
 func TestRouterArrivingEndpointServesDuringWarmUp(t *testing.T) {
 	a, b := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(a)})
-	gf := &gatedFactory{KeyedFactory: newFactory(t, grpcpool.Config[string, stub]{}), key: b.Addr, gate: make(chan struct{}), waiting: make(chan struct{}, 8)}
-	pcfg := shared()
+	gf := &gatedFactory{KeyedFactory: clienttest.NewFactory(t, config{ConnectTimeout: testTimeout}), key: b.Addr, gate: make(chan struct{}), waiting: make(chan struct{}, 8)}
+	pcfg := clienttest.SharedLeases()
 	pcfg.MinIdlePerKey = 3
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Factory: gf, Pool: pcfg})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Factory: gf, Pool: pcfg})
 	conn := r.Conn("svc")
-	if err := unary(ctx(t), conn); err != nil {
+	if err := unary(grpctest.Context(t, testTimeout), conn); err != nil {
 		t.Fatal(err)
 	}
 
 	res.Set("svc", eps(b)) // b replaces a
 	<-gf.waiting           // the warm-up made one connection and waits on the second
 	for i := range 5 {
-		if err := unary(ctx(t), conn); err != nil {
+		if err := unary(grpctest.Context(t, testTimeout), conn); err != nil {
 			t.Fatalf("RPC %d during the warm-up: %v", i, err)
 		}
 	}
@@ -202,16 +202,16 @@ func TestRouterAddressSharedByServices(t *testing.T) {
 	a := grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"x": eps(a), "y": eps(a)})
 	// No warm-up, so that the one connection is all there is.
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: shared()})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: clienttest.SharedLeases()})
 	for _, s := range []string{"x", "y"} {
-		if err := unary(ctx(t), r.Conn(s)); err != nil {
+		if err := unary(grpctest.Context(t, testTimeout), r.Conn(s)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	before := r.Pool().KeyStats(a.Addr)
 	res.Set("x", nil)
-	grpctest.WaitFor(t, testTimeout, "x never emptied", func() bool { return stats(r, "x").Endpoints == 0 })
-	if err := unary(ctx(t), r.Conn("y")); err != nil {
+	grpctest.WaitFor(t, testTimeout, "x never emptied", func() bool { return clienttest.ServiceStats(r, "x").Endpoints == 0 })
+	if err := unary(grpctest.Context(t, testTimeout), r.Conn("y")); err != nil {
 		t.Fatalf("RPC to y after x dropped the shared address: %v", err)
 	}
 	after := r.Pool().KeyStats(a.Addr)
@@ -219,7 +219,7 @@ func TestRouterAddressSharedByServices(t *testing.T) {
 		t.Errorf("shared address Destroyed = %d, Created %d -> %d after x dropped it; want its connections kept for y", after.Destroyed, before.Created, after.Created)
 	}
 	res.Set("y", nil)
-	grpctest.WaitFor(t, testTimeout, "address listed by no service kept its connection", func() bool { return !hasKey(r, a.Addr) })
+	grpctest.WaitFor(t, testTimeout, "address listed by no service kept its connection", func() bool { return !clienttest.HasKey(r, a.Addr) })
 }
 
 // The rolling release of the issue, with static discovery: three backends
@@ -229,11 +229,11 @@ func TestRollingReleaseStaticZeroFailures(t *testing.T) {
 	old := []*grpctest.Server{grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})}
 	live := append([]*grpctest.Server(nil), old...)
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(live...)})
-	pcfg := shared()
+	pcfg := clienttest.SharedLeases()
 	pcfg.MinIdlePerKey = 1
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: pcfg})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: pcfg})
 	conn := r.Conn("svc")
-	l := traffic(t, conn, 8)
+	l := clienttest.UnaryTraffic(t, testTimeout, conn, 8)
 	l.More(t, 300)
 	for _, o := range old {
 		if o.UnaryCalls() == 0 {
@@ -259,20 +259,7 @@ func TestRollingReleaseStaticZeroFailures(t *testing.T) {
 		l.More(t, 200)
 		t.Logf("step %d: replaced %s by %s", i+1, o.Addr, n.Addr)
 	}
-	calls, errs := l.Stop()
-	if len(errs) > 0 {
-		t.Errorf("%d of %d RPCs failed during the rolling release, want 0; first: %v", len(errs), calls, errs[0])
-	}
-	for _, o := range old {
-		if hasKey(r, o.Addr) {
-			t.Errorf("pool still has a key for old backend %s", o.Addr)
-		}
-	}
-	for _, n := range fresh {
-		if n.UnaryCalls() == 0 {
-			t.Errorf("new backend %s got no RPC", n.Addr)
-		}
-	}
+	calls := clienttest.CheckRolledOver(t, r, l, old, fresh)
 	st := r.Pool().Stats()
 	t.Logf("%d RPCs, none failed; pool: created %d, destroyed %d, keys %d", calls, st.Created, st.Destroyed, st.Keys)
 	if st.Keys != 3 {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
-	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -29,7 +29,7 @@ func TestNewRouterNamesMissingFields(t *testing.T) {
 	}
 	_, err = discovery.NewRouter(discovery.RouterConfig[stub]{
 		Resolver: static.New(nil),
-		Factory:  newFactory(t, grpcpool.Config[string, stub]{}),
+		Factory:  clienttest.NewFactory(t, config{ConnectTimeout: testTimeout}),
 		Pool:     keyedpool.Config{MaxWait: -1},
 	})
 	if !errors.Is(err, keyedpool.ErrInvalidConfig) {
@@ -41,13 +41,13 @@ func TestNewRouterNamesMissingFields(t *testing.T) {
 func TestRouterRoundRobin(t *testing.T) {
 	a, b, c := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"bench": eps(a, b, c)})
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: shared()})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: clienttest.SharedLeases()})
 	conn := r.Conn("bench")
 	if got := conn.Service(); got != "bench" {
 		t.Errorf("Conn.Service() = %q, want bench", got)
 	}
 	for i := range 30 {
-		if err := unary(ctx(t), conn); err != nil {
+		if err := unary(grpctest.Context(t, testTimeout), conn); err != nil {
 			t.Fatalf("RPC %d: %v", i, err)
 		}
 	}
@@ -63,15 +63,15 @@ func TestRouterRoundRobin(t *testing.T) {
 // endpoints appear.
 func TestRouterNoEndpointsFailsFastAndRecovers(t *testing.T) {
 	res := static.New(nil)
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: shared()})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: clienttest.SharedLeases()})
 	conn := r.Conn("ghost")
 
 	start := time.Now()
-	_, err := r.Borrow(ctx(t), "ghost")
+	_, err := r.Borrow(grpctest.Context(t, testTimeout), "ghost")
 	if !errors.Is(err, discovery.ErrNoEndpoints) || !strings.Contains(err.Error(), `"ghost"`) {
 		t.Errorf("Borrow(ghost) error = %v, want ErrNoEndpoints naming \"ghost\"", err)
 	}
-	err = unary(ctx(t), conn)
+	err = unary(grpctest.Context(t, testTimeout), conn)
 	if status.Code(err) != codes.Unavailable || !errors.Is(err, discovery.ErrNoEndpoints) || !strings.Contains(err.Error(), `"ghost"`) {
 		t.Errorf("RPC to ghost error = %v (code %v), want Unavailable wrapping ErrNoEndpoints naming \"ghost\"", err, status.Code(err))
 	}
@@ -82,12 +82,12 @@ func TestRouterNoEndpointsFailsFastAndRecovers(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	res.Set("ghost", eps(srv))
 	grpctest.WaitFor(t, testTimeout, "router never saw the new endpoint", func() bool {
-		return stats(r, "ghost").Endpoints == 1
+		return clienttest.ServiceStats(r, "ghost").Endpoints == 1
 	})
-	if err := unary(ctx(t), conn); err != nil {
+	if err := unary(grpctest.Context(t, testTimeout), conn); err != nil {
 		t.Fatalf("RPC after the endpoint appeared: %v, want success", err)
 	}
-	h, err := r.Borrow(ctx(t), "ghost")
+	h, err := r.Borrow(grpctest.Context(t, testTimeout), "ghost")
 	if err != nil {
 		t.Fatalf("Borrow after the endpoint appeared: %v", err)
 	}
@@ -100,9 +100,9 @@ func TestRouterNoEndpointsFailsFastAndRecovers(t *testing.T) {
 
 	res.Set("ghost", nil) // gone again
 	grpctest.WaitFor(t, testTimeout, "router never saw the service empty", func() bool {
-		return stats(r, "ghost").Endpoints == 0
+		return clienttest.ServiceStats(r, "ghost").Endpoints == 0
 	})
-	if _, err := r.Borrow(ctx(t), "ghost"); !errors.Is(err, discovery.ErrNoEndpoints) {
+	if _, err := r.Borrow(grpctest.Context(t, testTimeout), "ghost"); !errors.Is(err, discovery.ErrNoEndpoints) {
 		t.Errorf("Borrow after the endpoints left: %v, want ErrNoEndpoints", err)
 	}
 }
@@ -113,12 +113,12 @@ func TestRouterNoEndpointsFailsFastAndRecovers(t *testing.T) {
 func TestRouterFirstLookupErrorFailsFast(t *testing.T) {
 	res := static.New(nil)
 	blocking := &gate{res: res, hold: make(chan struct{}), started: make(chan struct{})}
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: blocking, Pool: shared()})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: blocking, Pool: clienttest.SharedLeases()})
 	go func() {
 		<-blocking.started
 		blocking.w.Error(errors.New("registry down"))
 	}()
-	_, err := r.Borrow(ctx(t), "svc")
+	_, err := r.Borrow(grpctest.Context(t, testTimeout), "svc")
 	if !errors.Is(err, discovery.ErrNoEndpoints) || !strings.Contains(err.Error(), "registry down") {
 		t.Errorf("Borrow() error = %v, want ErrNoEndpoints with the lookup error", err)
 	}
@@ -152,11 +152,11 @@ func (g *gate) Watch(c context.Context, service string, w discovery.Watcher) err
 func TestRouterServicesCountsUpdatesAndErrors(t *testing.T) {
 	a, b := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"one": eps(a), "two": eps(a, b)})
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: shared()})
-	if err := unary(ctx(t), r.Conn("two")); err != nil {
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: clienttest.SharedLeases()})
+	if err := unary(grpctest.Context(t, testTimeout), r.Conn("two")); err != nil {
 		t.Fatal(err)
 	}
-	if err := unary(ctx(t), r.Conn("one")); err != nil {
+	if err := unary(grpctest.Context(t, testTimeout), r.Conn("one")); err != nil {
 		t.Fatal(err)
 	}
 	got := r.Services()
@@ -170,16 +170,16 @@ func TestRouterServicesCountsUpdatesAndErrors(t *testing.T) {
 
 	res.Fail("two", errors.New("lookup failed"))
 	res.Fail("two", errors.New("lookup failed again"))
-	grpctest.WaitFor(t, testTimeout, "errors never counted", func() bool { return stats(r, "two").Errors == 2 })
-	if got := stats(r, "two"); got.LastError != "lookup failed again" || got.Endpoints != 2 {
+	grpctest.WaitFor(t, testTimeout, "errors never counted", func() bool { return clienttest.ServiceStats(r, "two").Errors == 2 })
+	if got := clienttest.ServiceStats(r, "two"); got.LastError != "lookup failed again" || got.Endpoints != 2 {
 		t.Errorf("after two errors: %+v, want LastError \"lookup failed again\" and the 2 endpoints kept", got)
 	}
-	if err := unary(ctx(t), r.Conn("two")); err != nil {
+	if err := unary(grpctest.Context(t, testTimeout), r.Conn("two")); err != nil {
 		t.Errorf("RPC while lookups fail: %v, want success on the last known endpoints", err)
 	}
 	res.Set("two", eps(b))
-	grpctest.WaitFor(t, testTimeout, "update never counted", func() bool { return stats(r, "two").Updates == 2 })
-	if got, want := stats(r, "two"), (discovery.ServiceStats{Service: "two", Endpoints: 1, Usable: 1, Updates: 2, Errors: 2}); got != want {
+	grpctest.WaitFor(t, testTimeout, "update never counted", func() bool { return clienttest.ServiceStats(r, "two").Updates == 2 })
+	if got, want := clienttest.ServiceStats(r, "two"), (discovery.ServiceStats{Service: "two", Endpoints: 1, Usable: 1, Updates: 2, Errors: 2}); got != want {
 		t.Errorf("after a new snapshot: %+v, want %+v", got, want)
 	}
 }
@@ -189,29 +189,29 @@ func TestRouterServicesCountsUpdatesAndErrors(t *testing.T) {
 func TestRouterClose(t *testing.T) {
 	g := &gate{res: static.New(nil), hold: make(chan struct{}), started: make(chan struct{})}
 	defer close(g.hold)
-	r, err := discovery.NewRouter(discovery.RouterConfig[stub]{Resolver: g, Factory: newFactory(t, grpcpool.Config[string, stub]{})})
+	r, err := discovery.NewRouter(discovery.RouterConfig[stub]{Resolver: g, Factory: clienttest.NewFactory(t, config{ConnectTimeout: testTimeout})})
 	if err != nil {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
 	go func() {
-		_, err := r.Borrow(ctx(t), "svc")
+		_, err := r.Borrow(grpctest.Context(t, testTimeout), "svc")
 		errc <- err
 	}()
 	<-g.started
-	if err := r.Close(ctx(t)); err != nil {
+	if err := r.Close(grpctest.Context(t, testTimeout)); err != nil {
 		t.Fatalf("Close() = %v", err)
 	}
 	if err := <-errc; !errors.Is(err, discovery.ErrClosed) {
 		t.Errorf("Borrow waiting at Close: %v, want ErrClosed", err)
 	}
-	if _, err := r.Borrow(ctx(t), "svc"); !errors.Is(err, discovery.ErrClosed) {
+	if _, err := r.Borrow(grpctest.Context(t, testTimeout), "svc"); !errors.Is(err, discovery.ErrClosed) {
 		t.Errorf("Borrow after Close: %v, want ErrClosed", err)
 	}
-	if err := unary(ctx(t), r.Conn("svc")); status.Code(err) != codes.Unavailable || !errors.Is(err, discovery.ErrClosed) {
+	if err := unary(grpctest.Context(t, testTimeout), r.Conn("svc")); status.Code(err) != codes.Unavailable || !errors.Is(err, discovery.ErrClosed) {
 		t.Errorf("RPC after Close: %v, want Unavailable wrapping ErrClosed", err)
 	}
-	if _, err := r.Endpoints(ctx(t), "svc"); !errors.Is(err, discovery.ErrClosed) {
+	if _, err := r.Endpoints(grpctest.Context(t, testTimeout), "svc"); !errors.Is(err, discovery.ErrClosed) {
 		t.Errorf("Endpoints after Close: %v, want ErrClosed", err)
 	}
 }
@@ -220,7 +220,7 @@ func TestRouterClose(t *testing.T) {
 func TestRouterBorrowWaitBoundedByContext(t *testing.T) {
 	g := &gate{res: static.New(nil), hold: make(chan struct{})}
 	defer close(g.hold)
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: g})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: g})
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := r.Borrow(c, "svc"); err != context.DeadlineExceeded {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 )
 
@@ -22,12 +23,12 @@ func TestRouterStressChurn(t *testing.T) {
 		servers[i] = grpctest.Start(t, grpctest.Options{})
 	}
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(servers...)})
-	pcfg := shared()
+	pcfg := clienttest.SharedLeases()
 	pcfg.MinIdlePerKey = 1
 	pcfg.MaxSharesPerObject = 4 // several connections per endpoint
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: pcfg})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: pcfg})
 	conn := r.Conn("svc")
-	l := traffic(t, conn, 6)
+	l := clienttest.UnaryTraffic(t, testTimeout, conn, 6)
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -41,9 +42,9 @@ func TestRouterStressChurn(t *testing.T) {
 					return
 				default:
 				}
-				h, err := r.Borrow(ctx(t), "svc")
+				h, err := r.Borrow(grpctest.Context(t, testTimeout), "svc")
 				if err == nil {
-					_, err = h.Value().Stub().UnaryCall(ctx(t), req("x"))
+					_, err = h.Value().Stub().UnaryCall(grpctest.Context(t, testTimeout), req("x"))
 					if rerr := r.Release(h, err); rerr != nil && err == nil {
 						err = rerr
 					}
@@ -63,7 +64,7 @@ func TestRouterStressChurn(t *testing.T) {
 				return
 			default:
 			}
-			st, err := newStub(conn).StreamingCall(ctx(t))
+			st, err := newStub(conn).StreamingCall(grpctest.Context(t, testTimeout))
 			if err == nil {
 				if err = st.Send(req("s")); err == nil {
 					_, err = st.Recv()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/syncbuf"
 	"github.com/kpool-go/kpool/keyedpool"
@@ -35,26 +36,26 @@ func stopped(t *testing.T, n int) []*grpctest.Server {
 func TestUsableCountsRefusingEndpointsAsDown(t *testing.T) {
 	backends := stopped(t, 2)
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(backends...)})
-	pcfg := shared()
+	pcfg := clienttest.SharedLeases()
 	pcfg.MinIdlePerKey = 1
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: pcfg, WarmInterval: 20 * time.Millisecond})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: pcfg, WarmInterval: 20 * time.Millisecond})
 	if err := r.Watch("svc"); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	for time.Since(start) < time.Second {
-		if got := stats(r, "svc"); got.Usable != 0 {
+		if got := clienttest.ServiceStats(r, "svc"); got.Usable != 0 {
 			t.Fatalf("stats after %v = %+v, want no usable endpoint: every connect is refused", time.Since(start), got)
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if got := stats(r, "svc"); got.Endpoints != 2 {
+	if got := clienttest.ServiceStats(r, "svc"); got.Endpoints != 2 {
 		t.Fatalf("stats = %+v, want 2 endpoints known", got)
 	}
 	for _, b := range backends {
 		b.Restart()
 	}
-	grpctest.WaitFor(t, testTimeout, "both endpoints usable once up", func() bool { return stats(r, "svc").Usable == 2 })
+	grpctest.WaitFor(t, testTimeout, "both endpoints usable once up", func() bool { return clienttest.ServiceStats(r, "svc").Usable == 2 })
 }
 
 // Without warm-ups (MinIdlePerKey 0), an endpoint counts as usable until a
@@ -62,11 +63,11 @@ func TestUsableCountsRefusingEndpointsAsDown(t *testing.T) {
 func TestUsableAfterFailedBorrow(t *testing.T) {
 	backends := stopped(t, 2)
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(backends...)})
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: shared()})
-	if _, err := r.Borrow(ctx(t), "svc"); err == nil || errors.Is(err, keyedpool.ErrBackoff) {
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: clienttest.SharedLeases()})
+	if _, err := r.Borrow(grpctest.Context(t, testTimeout), "svc"); err == nil || errors.Is(err, keyedpool.ErrBackoff) {
 		t.Fatalf("Borrow() error = %v, want the refused connect", err)
 	}
-	if got := stats(r, "svc"); got.Endpoints != 2 || got.Usable != 0 {
+	if got := clienttest.ServiceStats(r, "svc"); got.Endpoints != 2 || got.Usable != 0 {
 		t.Errorf("stats after a borrow failed on both = %+v, want 2 endpoints, none usable", got)
 	}
 }
@@ -92,9 +93,9 @@ func TestUsableFollowsAnOutageWithoutTraffic(t *testing.T) {
 			a, b := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 			res := static.New(map[string][]discovery.Endpoint{"svc": eps(a, b)})
 			logs := &syncbuf.Buffer{}
-			pcfg := shared()
+			pcfg := clienttest.SharedLeases()
 			pcfg.MinIdlePerKey = tc.minIdle
-			r := newRouter(t, discovery.RouterConfig[stub]{
+			r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{
 				Resolver: res, Pool: pcfg, WarmInterval: warm,
 				Logger: slog.New(slog.NewTextHandler(logs, nil)),
 			})
@@ -103,22 +104,22 @@ func TestUsableFollowsAnOutageWithoutTraffic(t *testing.T) {
 			}
 			conn := r.Conn("svc")
 			for range 4 { // round robin: both endpoints get connections
-				if err := unary(ctx(t), conn); err != nil {
+				if err := unary(grpctest.Context(t, testTimeout), conn); err != nil {
 					t.Fatal(err)
 				}
 			}
 			grpctest.WaitFor(t, testTimeout, "both endpoints connected and usable", func() bool {
-				return a.Open() >= 1 && b.Open() >= 1 && stats(r, "svc").Usable == 2
+				return a.Open() >= 1 && b.Open() >= 1 && clienttest.ServiceStats(r, "svc").Usable == 2
 			})
 			logged := len(logs.String())
 
 			a.Stop()
 			b.Stop()
 			stopped := time.Now()
-			grpctest.WaitFor(t, 2*warm, "no endpoint usable within 2 warm intervals of the outage", func() bool { return stats(r, "svc").Usable == 0 })
+			grpctest.WaitFor(t, 2*warm, "no endpoint usable within 2 warm intervals of the outage", func() bool { return clienttest.ServiceStats(r, "svc").Usable == 0 })
 			t.Logf("no endpoint usable %v after the outage", time.Since(stopped))
 			for end := time.Now().Add(3 * warm); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-				if got := stats(r, "svc"); got.Usable != 0 {
+				if got := clienttest.ServiceStats(r, "svc"); got.Usable != 0 {
 					t.Fatalf("stats %v after every backend stopped = %+v, want none usable while they are down", time.Since(stopped), got)
 				}
 			}
@@ -128,7 +129,7 @@ func TestUsableFollowsAnOutageWithoutTraffic(t *testing.T) {
 
 			a.Restart()
 			b.Restart()
-			grpctest.WaitFor(t, testTimeout, "both endpoints usable once their backends are back", func() bool { return stats(r, "svc").Usable == 2 })
+			grpctest.WaitFor(t, testTimeout, "both endpoints usable once their backends are back", func() bool { return clienttest.ServiceStats(r, "svc").Usable == 2 })
 			if tc.minIdle == 0 {
 				return // no top-up: nothing logged
 			}
@@ -147,8 +148,8 @@ func TestUsableFollowsAnOutageWithoutTraffic(t *testing.T) {
 func TestUsableNotAfterAFailedConnectDespiteAnIdleConnection(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(srv)})
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: keyedpool.Config{MaxTotalPerKey: 4}})
-	held, err := r.Borrow(ctx(t), "svc")
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: keyedpool.Config{MaxTotalPerKey: 4}})
+	held, err := r.Borrow(grpctest.Context(t, testTimeout), "svc")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,10 +158,10 @@ func TestUsableNotAfterAFailedConnectDespiteAnIdleConnection(t *testing.T) {
 	grpctest.WaitFor(t, testTimeout, "the lent connection goes IDLE", func() bool {
 		return held.Value().ClientConn().GetState() == connectivity.Idle
 	})
-	if _, err := r.Borrow(ctx(t), "svc"); err == nil {
+	if _, err := r.Borrow(grpctest.Context(t, testTimeout), "svc"); err == nil {
 		t.Fatal("Borrow() = nil error, want the refused connect")
 	}
-	if got := stats(r, "svc"); got.Endpoints != 1 || got.Usable != 0 {
+	if got := clienttest.ServiceStats(r, "svc"); got.Endpoints != 1 || got.Usable != 0 {
 		t.Errorf("stats after a refused connect = %+v, want 1 endpoint, none usable", got)
 	}
 }

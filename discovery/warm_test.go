@@ -10,6 +10,7 @@ import (
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
 	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/syncbuf"
 )
@@ -36,10 +37,10 @@ func (f slowFactory) Make(ctx context.Context, key string) (*client, error) {
 func TestWarmCountsMakesInFlight(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(srv)})
-	pcfg := shared()
+	pcfg := clienttest.SharedLeases()
 	pcfg.MinIdlePerKey = 3
-	f := slowFactory{newFactory(t, config{}), 50 * time.Millisecond}
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Factory: f, Pool: pcfg})
+	f := slowFactory{clienttest.NewFactory(t, config{ConnectTimeout: testTimeout}), 50 * time.Millisecond}
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Factory: f, Pool: pcfg})
 	if err := r.Watch("svc"); err != nil {
 		t.Fatal(err)
 	}
@@ -62,9 +63,9 @@ func TestWarmIntervalWarmsEndpointThatWasDown(t *testing.T) {
 	srv.Stop()
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(srv)})
 	logs := &syncbuf.Buffer{}
-	pcfg := shared()
+	pcfg := clienttest.SharedLeases()
 	pcfg.MinIdlePerKey = 1
-	r := newRouter(t, discovery.RouterConfig[stub]{
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{
 		Resolver: res, Pool: pcfg, WarmInterval: 20 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
 	})

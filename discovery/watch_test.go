@@ -11,6 +11,7 @@ import (
 
 	"github.com/kpool-go/kpool/discovery"
 	"github.com/kpool-go/kpool/discovery/static"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 )
 
@@ -42,12 +43,12 @@ func names(r *router) []string {
 func TestForgetStopsWatchAndRetiresEndpoints(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	res := &counting{res: static.New(map[string][]discovery.Endpoint{"svc": eps(srv)})}
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: shared()})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: clienttest.SharedLeases()})
 	conn := r.Conn("svc")
-	if err := unary(ctx(t), conn); err != nil {
+	if err := unary(grpctest.Context(t, testTimeout), conn); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Borrow(ctx(t), "scv"); !errors.Is(err, discovery.ErrNoEndpoints) {
+	if _, err := r.Borrow(grpctest.Context(t, testTimeout), "scv"); !errors.Is(err, discovery.ErrNoEndpoints) {
 		t.Fatalf("Borrow(scv) error = %v, want ErrNoEndpoints", err)
 	}
 	if got := names(r); !slices.Equal(got, []string{"scv", "svc"}) {
@@ -65,14 +66,14 @@ func TestForgetStopsWatchAndRetiresEndpoints(t *testing.T) {
 		t.Errorf("Services() after Forget(svc) = %v, want none", got)
 	}
 	grpctest.WaitFor(t, testTimeout, "the watch of svc ends", func() bool { return res.active.Load() == 0 })
-	grpctest.WaitFor(t, testTimeout, "svc's endpoint is retired", func() bool { return srv.Open() == 0 && !hasKey(r, srv.Addr) })
+	grpctest.WaitFor(t, testTimeout, "svc's endpoint is retired", func() bool { return srv.Open() == 0 && !clienttest.HasKey(r, srv.Addr) })
 
 	r.Forget("svc") // not watched: nothing to do
 	// The Conn made before Forget watches the service again.
-	if err := unary(ctx(t), conn); err != nil {
+	if err := unary(grpctest.Context(t, testTimeout), conn); err != nil {
 		t.Fatalf("RPC after Forget: %v, want the service watched again", err)
 	}
-	if got := stats(r, "svc"); got.Endpoints != 1 || got.Updates != 1 {
+	if got := clienttest.ServiceStats(r, "svc"); got.Endpoints != 1 || got.Updates != 1 {
 		t.Errorf("stats after the new watch = %+v, want 1 endpoint from 1 fresh update", got)
 	}
 }
@@ -82,10 +83,10 @@ func TestForgetStopsWatchAndRetiresEndpoints(t *testing.T) {
 func TestForgetFailsBorrowerWaitingForFirstLookup(t *testing.T) {
 	g := &gate{res: static.New(nil), hold: make(chan struct{}), started: make(chan struct{})}
 	defer close(g.hold)
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: g})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: g})
 	errc := make(chan error, 1)
 	go func() {
-		_, err := r.Borrow(ctx(t), "svc")
+		_, err := r.Borrow(grpctest.Context(t, testTimeout), "svc")
 		errc <- err
 	}()
 	<-g.started
@@ -106,13 +107,13 @@ func TestIdleTimeoutDropsUnusedServices(t *testing.T) {
 	const idle = 200 * time.Millisecond
 	srv := grpctest.Start(t, grpctest.Options{})
 	res := &counting{res: static.New(map[string][]discovery.Endpoint{"busy": eps(srv), "kept": eps(srv)})}
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: shared(), IdleTimeout: idle})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: clienttest.SharedLeases(), IdleTimeout: idle})
 	if err := r.Watch("kept"); err != nil {
 		t.Fatal(err)
 	}
-	load := traffic(t, r.Conn("busy"), 2)
+	load := clienttest.UnaryTraffic(t, testTimeout, r.Conn("busy"), 2)
 	used := time.Now()
-	if _, err := r.Borrow(ctx(t), "typo"); !errors.Is(err, discovery.ErrNoEndpoints) {
+	if _, err := r.Borrow(grpctest.Context(t, testTimeout), "typo"); !errors.Is(err, discovery.ErrNoEndpoints) {
 		t.Fatalf("Borrow(typo) error = %v, want ErrNoEndpoints", err)
 	}
 	if got := names(r); !slices.Equal(got, []string{"busy", "kept", "typo"}) {
@@ -143,14 +144,14 @@ func TestIdleServiceComesBackOnUse(t *testing.T) {
 	const idle = 50 * time.Millisecond
 	srv := grpctest.Start(t, grpctest.Options{})
 	res := static.New(map[string][]discovery.Endpoint{"svc": eps(srv)})
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: shared(), IdleTimeout: idle})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: clienttest.SharedLeases(), IdleTimeout: idle})
 	conn := r.Conn("svc")
-	if err := unary(ctx(t), conn); err != nil {
+	if err := unary(grpctest.Context(t, testTimeout), conn); err != nil {
 		t.Fatal(err)
 	}
 	grpctest.WaitFor(t, testTimeout, "svc goes idle", func() bool { return len(r.Services()) == 0 })
 	for i := range 20 {
-		if err := unary(ctx(t), conn); err != nil {
+		if err := unary(grpctest.Context(t, testTimeout), conn); err != nil {
 			t.Fatalf("RPC %d after the service went idle: %v", i, err)
 		}
 	}
@@ -164,18 +165,18 @@ func TestIdleServiceComesBackOnUse(t *testing.T) {
 func TestWatchKeepsServiceUntilClose(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	res := &counting{res: static.New(map[string][]discovery.Endpoint{"svc": eps(srv)})}
-	r, err := discovery.NewRouter(discovery.RouterConfig[stub]{Resolver: res, Factory: newFactory(t, config{}), Pool: shared()})
+	r, err := discovery.NewRouter(discovery.RouterConfig[stub]{Resolver: res, Factory: clienttest.NewFactory(t, config{ConnectTimeout: testTimeout}), Pool: clienttest.SharedLeases()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Watch("svc"); err != nil {
 		t.Fatalf("Watch() = %v", err)
 	}
-	grpctest.WaitFor(t, testTimeout, "svc's first lookup", func() bool { return stats(r, "svc").Endpoints == 1 })
-	if got := stats(r, "svc"); !got.Kept || res.active.Load() != 1 {
+	grpctest.WaitFor(t, testTimeout, "svc's first lookup", func() bool { return clienttest.ServiceStats(r, "svc").Endpoints == 1 })
+	if got := clienttest.ServiceStats(r, "svc"); !got.Kept || res.active.Load() != 1 {
 		t.Errorf("stats = %+v with %d watches, want Kept and 1 watch", got, res.active.Load())
 	}
-	if err := r.Close(ctx(t)); err != nil {
+	if err := r.Close(grpctest.Context(t, testTimeout)); err != nil {
 		t.Fatalf("Close() = %v", err)
 	}
 	if got := r.Services(); len(got) != 0 {
@@ -198,9 +199,9 @@ func TestWatchKeepsServiceUntilClose(t *testing.T) {
 func TestRouterStressForgetAndIdle(t *testing.T) {
 	a, b := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	res := &counting{res: static.New(map[string][]discovery.Endpoint{"svc": eps(a, b)})}
-	pcfg := shared()
+	pcfg := clienttest.SharedLeases()
 	pcfg.MinIdlePerKey = 1
-	r := newRouter(t, discovery.RouterConfig[stub]{Resolver: res, Pool: pcfg, IdleTimeout: 4 * time.Millisecond})
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: res, Pool: pcfg, IdleTimeout: 4 * time.Millisecond})
 	conn := r.Conn("svc")
 	var pauses atomic.Int64
 	run := func() *grpctest.Traffic {
@@ -233,6 +234,6 @@ func TestRouterStressForgetAndIdle(t *testing.T) {
 	}
 	t.Logf("%d RPCs during %d Forgets, %d failed waiting for a first lookup", calls, forgets, len(errs))
 	grpctest.WaitFor(t, testTimeout, "the idle service is dropped, its watch ended, its keys gone", func() bool {
-		return len(r.Services()) == 0 && res.active.Load() == 0 && !hasKey(r, a.Addr) && !hasKey(r, b.Addr)
+		return len(r.Services()) == 0 && res.active.Load() == 0 && !clienttest.HasKey(r, a.Addr) && !clienttest.HasKey(r, b.Addr)
 	})
 }

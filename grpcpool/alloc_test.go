@@ -17,7 +17,7 @@ func TestConnInvokeAllocs(t *testing.T) {
 	}
 	srv := grpctest.Start(t, grpctest.Options{})
 	p, pooled := sharedPool(t, srv, config{ConnectTimeout: testTimeout}, keyedpool.Config{})
-	h, err := p.Borrow(ctx(t), srv.Addr)
+	h, err := p.Borrow(grpctest.Context(t, testTimeout), srv.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}

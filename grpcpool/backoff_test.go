@@ -41,7 +41,7 @@ func TestConnMakeBackoffWhileBackendDown(t *testing.T) {
 	foo := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, srv.Addr))
 
 	for i := range 10 {
-		_, err := foo.UnaryCall(ctx(t), req("down"))
+		_, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("down"))
 		if status.Code(err) != codes.Unavailable {
 			t.Fatalf("RPC %d to a stopped backend = %v, want Unavailable", i, err)
 		}
@@ -55,7 +55,7 @@ func TestConnMakeBackoffWhileBackendDown(t *testing.T) {
 
 	srv.Restart()
 	grpctest.WaitFor(t, testTimeout, "an RPC to succeed after the backend came back", func() bool {
-		_, err := foo.UnaryCall(ctx(t), req("up"))
+		_, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("up"))
 		return err == nil
 	})
 	if ks := p.KeyStats(srv.Addr); ks.MakeFailures != 0 || !ks.BackoffUntil.IsZero() {

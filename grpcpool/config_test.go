@@ -81,7 +81,7 @@ func TestNewDefaultTarget(t *testing.T) {
 	for name, mk := range map[string]func() (*grpcpool.Client[stub], error){
 		"Stringer": func() (*grpcpool.Client[stub], error) {
 			f, _ := grpcpool.New(grpcpool.Config[addr, stub]{NewStub: testpb.NewBenchmarkServiceClient, Insecure: true})
-			return f.Make(ctx(t), addr{host, port})
+			return f.Make(grpctest.Context(t, testTimeout), addr{host, port})
 		},
 		"Target": func() (*grpcpool.Client[stub], error) {
 			f, _ := grpcpool.New(grpcpool.Config[route, stub]{
@@ -89,7 +89,7 @@ func TestNewDefaultTarget(t *testing.T) {
 				Insecure: true,
 				Target:   func(route) (string, error) { return srv.Addr, nil },
 			})
-			return f.Make(ctx(t), route{shard: 3})
+			return f.Make(grpctest.Context(t, testTimeout), route{shard: 3})
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -101,7 +101,7 @@ func TestNewDefaultTarget(t *testing.T) {
 			if got := c.Target(); got != srv.Addr {
 				t.Errorf("Target() = %q, want %q", got, srv.Addr)
 			}
-			if _, err := c.Stub().UnaryCall(ctx(t), req("x")); err != nil {
+			if _, err := c.Stub().UnaryCall(grpctest.Context(t, testTimeout), req("x")); err != nil {
 				t.Errorf("UnaryCall() error = %v", err)
 			}
 		})
@@ -126,12 +126,12 @@ func TestRetryPolicy(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := grpctest.Start(t, grpctest.Options{})
 			p := newPool(t, config{Retry: tt.retry, ConnectTimeout: testTimeout}, keyedpool.Config{})
-			h, err := p.Borrow(ctx(t), srv.Addr)
+			h, err := p.Borrow(grpctest.Context(t, testTimeout), srv.Addr)
 			if err != nil {
 				t.Fatalf("Borrow() error = %v", err)
 			}
 			srv.FailNext(tt.fail)
-			_, err = h.Value().Stub().UnaryCall(ctx(t), req("x"))
+			_, err = h.Value().Stub().UnaryCall(grpctest.Context(t, testTimeout), req("x"))
 			grpcpool.Release(p, h, err)
 			if got := status.Code(err); got != tt.wantCode {
 				t.Errorf("UnaryCall() = %v, want code %v", err, tt.wantCode)

@@ -49,7 +49,7 @@ func TestConnUnary(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
 	for range 3 {
-		resp, err := foo.UnaryCall(ctx(t), req("hello"))
+		resp, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("hello"))
 		if err != nil {
 			t.Fatalf("UnaryCall() error = %v", err)
 		}
@@ -73,7 +73,7 @@ func inFlight(t *testing.T, srv *grpctest.Server, foo stub, n int) (wait func() 
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			_, errs[i] = foo.UnaryCall(ctx(t), req("held"))
+			_, errs[i] = foo.UnaryCall(grpctest.Context(t, testTimeout), req("held"))
 		})
 	}
 	grpctest.WaitFor(t, testTimeout, "the held RPCs did not all reach the server", func() bool {
@@ -100,7 +100,7 @@ func TestConnSharesFillBeforeGrowing(t *testing.T) {
 	// Two more fill the third connection; the tenth must wait.
 	wait2 := inFlight(t, srv, foo, 2)
 	done := make(chan error, 1)
-	go func() { _, err := foo.UnaryCall(ctx(t), req("waits")); done <- err }()
+	go func() { _, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("waits")); done <- err }()
 	grpctest.WaitFor(t, testTimeout, "the tenth RPC did not wait for a share", func() bool {
 		return p.KeyStats(srv.Addr).Waiters == 1
 	})
@@ -127,7 +127,7 @@ func TestConnStreams(t *testing.T) {
 
 	t.Run("BidiHoldsShareUntilEOF", func(t *testing.T) {
 		p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
-		s, err := foo.StreamingCall(ctx(t))
+		s, err := foo.StreamingCall(grpctest.Context(t, testTimeout))
 		if err != nil {
 			t.Fatalf("StreamingCall() error = %v", err)
 		}
@@ -158,7 +158,7 @@ func TestConnStreams(t *testing.T) {
 
 	t.Run("ServerStreamEOF", func(t *testing.T) {
 		p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
-		s, err := foo.StreamingFromServer(ctx(t), &testpb.SimpleRequest{ResponseSize: 3, Payload: &testpb.Payload{Body: []byte("x")}})
+		s, err := foo.StreamingFromServer(grpctest.Context(t, testTimeout), &testpb.SimpleRequest{ResponseSize: 3, Payload: &testpb.Payload{Body: []byte("x")}})
 		if err != nil {
 			t.Fatalf("StreamingFromServer() error = %v", err)
 		}
@@ -182,7 +182,7 @@ func TestConnStreams(t *testing.T) {
 
 	t.Run("ClientStreamEndsWithResponse", func(t *testing.T) {
 		p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
-		s, err := foo.StreamingFromClient(ctx(t))
+		s, err := foo.StreamingFromClient(grpctest.Context(t, testTimeout))
 		if err != nil {
 			t.Fatalf("StreamingFromClient() error = %v", err)
 		}
@@ -201,7 +201,7 @@ func TestConnStreams(t *testing.T) {
 
 	t.Run("ContextEnds", func(t *testing.T) {
 		p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
-		sctx, cancel := context.WithCancel(ctx(t))
+		sctx, cancel := context.WithCancel(grpctest.Context(t, testTimeout))
 		s, err := foo.StreamingFromServer(sctx, req("forever"))
 		if err != nil {
 			t.Fatalf("StreamingFromServer() error = %v", err)
@@ -234,10 +234,10 @@ func TestConnStreams(t *testing.T) {
 	t.Run("NewStreamFails", func(t *testing.T) {
 		// A lazy client to a dead address: the stream cannot start, and the
 		// broken connection is invalidated, not kept.
-		dead := deadAddr(t)
+		dead := grpctest.DeadAddr(t)
 		p := newPool(t, config{}, keyedpool.Config{MaxSharesPerObject: 10})
 		foo := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, dead))
-		_, err := foo.StreamingCall(ctx(t))
+		_, err := foo.StreamingCall(grpctest.Context(t, testTimeout))
 		if status.Code(err) != codes.Unavailable {
 			t.Fatalf("StreamingCall() to a dead address = %v, want Unavailable", err)
 		}
@@ -256,7 +256,7 @@ func TestConnApplicationErrorsKeepConnection(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
 	for _, code := range []codes.Code{codes.Unavailable, codes.Internal, codes.NotFound} {
-		_, err := foo.UnaryCall(ctx(t), failing(int32(code), "app says no"))
+		_, err := foo.UnaryCall(grpctest.Context(t, testTimeout), failing(int32(code), "app says no"))
 		if status.Code(err) != code {
 			t.Errorf("UnaryCall() = %v, want code %v", err, code)
 		}
@@ -325,7 +325,7 @@ func TestConnBrokenConnectionInvalidated(t *testing.T) {
 	if s.DestroyedByInvalidate != wantInvalidated || s.SharesInUse != 0 {
 		t.Errorf("KeyStats() = %+v, want the connection invalidated %d times (classifier saw %v), no share in use", s, wantInvalidated, seen)
 	}
-	if _, err := foo.UnaryCall(ctx(t), req("x")); err != nil {
+	if _, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x")); err != nil {
 		t.Errorf("UnaryCall() after restart = %v", err)
 	}
 	if got := p.Stats().Created; got != wantCreated {
@@ -340,11 +340,11 @@ func TestConnClassifier(t *testing.T) {
 		sawState = state
 		return status.Code(err) == codes.DataLoss
 	}}, keyedpool.Config{})
-	foo.UnaryCall(ctx(t), failing(int32(codes.Internal), "kept"))
+	foo.UnaryCall(grpctest.Context(t, testTimeout), failing(int32(codes.Internal), "kept"))
 	if got := p.KeyStats(srv.Addr).DestroyedByInvalidate; got != 0 {
 		t.Errorf("DestroyedByInvalidate after Internal = %d, want 0", got)
 	}
-	foo.UnaryCall(ctx(t), failing(int32(codes.DataLoss), "dropped"))
+	foo.UnaryCall(grpctest.Context(t, testTimeout), failing(int32(codes.DataLoss), "dropped"))
 	if got := p.Stats().DestroyedByInvalidate; got != 1 {
 		t.Errorf("DestroyedByInvalidate after DataLoss = %d, want 1", got)
 	}
@@ -384,7 +384,7 @@ func TestConnBorrowErrors(t *testing.T) {
 		p, foo := sharedPool(t, srv, config{}, keyedpool.Config{MaxSharesPerObject: 1, MaxTotalPerKey: 1, WhenExhausted: keyedpool.Fail})
 		release := srv.Hold()
 		wait := inFlight(t, srv, foo, 1)
-		_, err := foo.UnaryCall(ctx(t), req("x"))
+		_, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x"))
 		if status.Code(err) != codes.ResourceExhausted || !errors.Is(err, keyedpool.ErrExhausted) {
 			t.Errorf("UnaryCall() on an exhausted pool = %v, want ResourceExhausted wrapping ErrExhausted", err)
 		}
@@ -397,7 +397,7 @@ func TestConnBorrowErrors(t *testing.T) {
 		_, foo := sharedPool(t, srv, config{}, keyedpool.Config{MaxSharesPerObject: 1, MaxTotalPerKey: 1})
 		release := srv.Hold()
 		wait := inFlight(t, srv, foo, 1)
-		short, cancel := context.WithTimeout(ctx(t), 50*time.Millisecond)
+		short, cancel := context.WithTimeout(grpctest.Context(t, testTimeout), 50*time.Millisecond)
 		defer cancel()
 		_, err := foo.UnaryCall(short, req("x"))
 		if status.Code(err) != codes.DeadlineExceeded || !errors.Is(err, context.DeadlineExceeded) {
@@ -409,18 +409,18 @@ func TestConnBorrowErrors(t *testing.T) {
 
 	t.Run("Closed", func(t *testing.T) {
 		p, foo := sharedPool(t, srv, config{}, keyedpool.Config{})
-		p.Close(ctx(t))
-		_, err := foo.UnaryCall(ctx(t), req("x"))
+		p.Close(grpctest.Context(t, testTimeout))
+		_, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x"))
 		if status.Code(err) != codes.Canceled || !errors.Is(err, keyedpool.ErrClosed) {
 			t.Errorf("UnaryCall() on a closed pool = %v, want Canceled wrapping ErrClosed", err)
 		}
 	})
 
 	t.Run("ConnectFails", func(t *testing.T) {
-		dead := deadAddr(t)
+		dead := grpctest.DeadAddr(t)
 		p := newPool(t, config{ConnectTimeout: testTimeout}, keyedpool.Config{MaxSharesPerObject: 10})
 		foo := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, dead))
-		_, err := foo.UnaryCall(ctx(t), req("x"))
+		_, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x"))
 		if status.Code(err) != codes.Unavailable || !errors.Is(err, grpcpool.ErrConnect) {
 			t.Errorf("UnaryCall() to a dead backend = %v, want Unavailable wrapping ErrConnect", err)
 		}
@@ -460,16 +460,16 @@ func TestLenderConn(t *testing.T) {
 		t.Errorf("Key() = %q, want the zero key", got)
 	}
 	foo := testpb.NewBenchmarkServiceClient(conn)
-	if _, err := foo.UnaryCall(ctx(t), req("x")); err != nil {
+	if _, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := foo.UnaryCall(ctx(t), failing(int32(codes.NotFound), "nope")); status.Code(err) != codes.NotFound {
+	if _, err := foo.UnaryCall(grpctest.Context(t, testTimeout), failing(int32(codes.NotFound), "nope")); status.Code(err) != codes.NotFound {
 		t.Fatalf("UnaryCall() = %v, want NotFound", err)
 	}
 	if e, _ := l.lastErr.Load().(error); status.Code(e) != codes.NotFound {
 		t.Errorf("lender released with %v, want the RPC's NotFound", e)
 	}
-	st, err := foo.StreamingCall(ctx(t))
+	st, err := foo.StreamingCall(grpctest.Context(t, testTimeout))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +494,7 @@ func TestLenderConn(t *testing.T) {
 	// A failed lender Borrow fails the RPC with a status that wraps it.
 	errLend := errors.New("no endpoint for you")
 	bad := grpcpool.NewLenderConn[string, stub](failLender{errLend})
-	_, err = testpb.NewBenchmarkServiceClient(bad).UnaryCall(ctx(t), req("x"))
+	_, err = testpb.NewBenchmarkServiceClient(bad).UnaryCall(grpctest.Context(t, testTimeout), req("x"))
 	if status.Code(err) != codes.Unavailable || !errors.Is(err, errLend) {
 		t.Errorf("UnaryCall over a failing lender = %v, want Unavailable wrapping its error", err)
 	}
@@ -509,16 +509,16 @@ func (f failLender) Release(*handle, error)                  { panic("Release wi
 func TestClientServing(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	p := newPool(t, config{HealthCheck: &grpcpool.HealthCheck{Interval: time.Nanosecond}}, keyedpool.Config{})
-	h, err := p.Borrow(ctx(t), srv.Addr)
+	h, err := p.Borrow(grpctest.Context(t, testTimeout), srv.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Return(h)
-	if err := h.Value().Serving(ctx(t)); err != nil {
+	if err := h.Value().Serving(grpctest.Context(t, testTimeout)); err != nil {
 		t.Errorf("Serving() = %v, want nil for SERVING", err)
 	}
 	srv.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	if err := h.Value().Serving(ctx(t)); !errors.Is(err, grpcpool.ErrNotServing) {
+	if err := h.Value().Serving(grpctest.Context(t, testTimeout)); !errors.Is(err, grpcpool.ErrNotServing) {
 		t.Errorf("Serving() = %v, want ErrNotServing", err)
 	}
 }
@@ -539,14 +539,14 @@ func TestCloseWaitsForStreams(t *testing.T) {
 		t.Fatalf("Recv() error = %v", err)
 	}
 	// As documented on Conn: Close waits for the stream's share...
-	cctx, ccancel := context.WithTimeout(ctx(t), 100*time.Millisecond)
+	cctx, ccancel := context.WithTimeout(grpctest.Context(t, testTimeout), 100*time.Millisecond)
 	defer ccancel()
 	if err := p.Close(cctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("pool Close() with a stream open = %v, want DeadlineExceeded (it waits for the stream)", err)
 	}
 	// ...and closes everything once the stream is ended.
 	cancel()
-	if err := p.Close(ctx(t)); err != nil {
+	if err := p.Close(grpctest.Context(t, testTimeout)); err != nil {
 		t.Errorf("pool Close() after the stream ended = %v, want nil", err)
 	}
 	grpctest.WaitFor(t, testTimeout, "the server to see the connection closed", func() bool { return srv.Open() == 0 })
@@ -563,7 +563,7 @@ func TestActiveStreamNotTakenBackAsAbandoned(t *testing.T) {
 		MaxTotalPerKey:     1,
 		Abandoned:          &keyedpool.AbandonedConfig{RemoveOnBorrow: true, Timeout: 100 * time.Millisecond},
 	})
-	sctx, cancel := context.WithCancel(ctx(t))
+	sctx, cancel := context.WithCancel(grpctest.Context(t, testTimeout))
 	defer cancel()
 	s, err := foo.StreamingCall(sctx)
 	if err != nil {
@@ -584,7 +584,7 @@ func TestActiveStreamNotTakenBackAsAbandoned(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// Another caller waits (briefly) for the one connection.
-	short, cancelShort := context.WithTimeout(ctx(t), 200*time.Millisecond)
+	short, cancelShort := context.WithTimeout(grpctest.Context(t, testTimeout), 200*time.Millisecond)
 	defer cancelShort()
 	foo.UnaryCall(short, req("x"))
 
@@ -608,7 +608,7 @@ func TestActiveStreamNotTakenBackAsAbandoned(t *testing.T) {
 func TestBorrowLendsNoShareOfConnectionDown(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	p := newPool(t, config{ConnectTimeout: testTimeout}, keyedpool.Config{MaxSharesPerObject: 100})
-	held, err := grpcpool.Borrow(ctx(t), p, srv.Addr) // an RPC's share, in flight
+	held, err := grpcpool.Borrow(grpctest.Context(t, testTimeout), p, srv.Addr) // an RPC's share, in flight
 	if err != nil {
 		t.Fatalf("Borrow() error = %v", err)
 	}
@@ -619,18 +619,18 @@ func TestBorrowLendsNoShareOfConnectionDown(t *testing.T) {
 	// Sent on the down connection, the RPC would fail as gRPC's reconnect
 	// does; it fails at the borrow, as the make of a new connection does.
 	foo := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, srv.Addr))
-	if _, err := foo.UnaryCall(ctx(t), req("x")); !errors.Is(err, grpcpool.ErrConnect) || status.Code(err) != codes.Unavailable {
+	if _, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x")); !errors.Is(err, grpcpool.ErrConnect) || status.Code(err) != codes.Unavailable {
 		t.Errorf("UnaryCall() with the backend down = %v, want Unavailable wrapping ErrConnect: not sent", err)
 	}
 	srv.Restart()
-	h, err := grpcpool.Borrow(ctx(t), p, srv.Addr)
+	h, err := grpcpool.Borrow(grpctest.Context(t, testTimeout), p, srv.Addr)
 	if err != nil {
 		t.Fatalf("Borrow() after the backend came back: %v", err)
 	}
 	if got := h.Value(); got == down || got.Down() {
 		t.Errorf("Borrow() lent the connection that went down (%v), want a new one", got.ClientConn().GetState())
 	}
-	if _, err := testpb.NewBenchmarkServiceClient(h.Value().ClientConn()).UnaryCall(ctx(t), req("x")); err != nil {
+	if _, err := testpb.NewBenchmarkServiceClient(h.Value().ClientConn()).UnaryCall(grpctest.Context(t, testTimeout), req("x")); err != nil {
 		t.Errorf("UnaryCall() on the new connection = %v", err)
 	}
 	if err := grpcpool.Release(p, h, nil); err != nil {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -23,7 +24,7 @@ func waitState(t *testing.T, c *client, want connectivity.State) {
 	t.Helper()
 	cc := c.ClientConn()
 	for s := cc.GetState(); s != want; s = cc.GetState() {
-		if !cc.WaitForStateChange(ctx(t), s) {
+		if !cc.WaitForStateChange(grpctest.Context(t, testTimeout), s) {
 			t.Fatalf("connection state = %v, want %v", cc.GetState(), want)
 		}
 	}
@@ -31,12 +32,12 @@ func waitState(t *testing.T, c *client, want connectivity.State) {
 
 func TestMakeConnectsEagerly(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
-	f := newFactory(t, config{ConnectTimeout: testTimeout})
-	c, err := f.Make(ctx(t), srv.Addr)
+	f := clienttest.NewFactory(t, config{ConnectTimeout: testTimeout})
+	c, err := f.Make(grpctest.Context(t, testTimeout), srv.Addr)
 	if err != nil {
 		t.Fatalf("Make() error = %v", err)
 	}
-	defer f.Destroy(ctx(t), srv.Addr, c)
+	defer f.Destroy(grpctest.Context(t, testTimeout), srv.Addr, c)
 	if got := c.ClientConn().GetState(); got != connectivity.Ready {
 		t.Errorf("state after Make() = %v, want READY", got)
 	}
@@ -50,12 +51,12 @@ func TestMakeConnectsEagerly(t *testing.T) {
 
 func TestMakeLazy(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
-	f := newFactory(t, config{})
-	c, err := f.Make(ctx(t), srv.Addr)
+	f := clienttest.NewFactory(t, config{})
+	c, err := f.Make(grpctest.Context(t, testTimeout), srv.Addr)
 	if err != nil {
 		t.Fatalf("Make() error = %v", err)
 	}
-	defer f.Destroy(ctx(t), srv.Addr, c)
+	defer f.Destroy(grpctest.Context(t, testTimeout), srv.Addr, c)
 	if got := c.ClientConn().GetState(); got != connectivity.Idle {
 		t.Errorf("state after lazy Make() = %v, want IDLE", got)
 	}
@@ -63,7 +64,7 @@ func TestMakeLazy(t *testing.T) {
 		t.Errorf("server accepted %d connections before any RPC, want 0", got)
 	}
 	// Validate accepts an IDLE connection: it connects on its first RPC.
-	if err := f.Validate(ctx(t), srv.Addr, c); err != nil {
+	if err := f.Validate(grpctest.Context(t, testTimeout), srv.Addr, c); err != nil {
 		t.Errorf("Validate(IDLE) = %v, want nil", err)
 	}
 }
@@ -71,12 +72,12 @@ func TestMakeLazy(t *testing.T) {
 // A refused connection fails Make at once with the reason, not after
 // ConnectTimeout.
 func TestMakeFailsFastWithReason(t *testing.T) {
-	addr := deadAddr(t)
-	f := newFactory(t, config{ConnectTimeout: time.Minute})
+	addr := grpctest.DeadAddr(t)
+	f := clienttest.NewFactory(t, config{ConnectTimeout: time.Minute})
 	start := time.Now()
-	c, err := f.Make(ctx(t), addr)
+	c, err := f.Make(grpctest.Context(t, testTimeout), addr)
 	if err == nil {
-		f.Destroy(ctx(t), addr, c)
+		f.Destroy(grpctest.Context(t, testTimeout), addr, c)
 		t.Fatal("Make() to a dead address succeeded")
 	}
 	if !errors.Is(err, grpcpool.ErrConnect) || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), addr) {
@@ -94,10 +95,10 @@ func TestMakeConnectTimeout(t *testing.T) {
 	srv.Stop()
 	lis := silentListener(t, srv.Addr)
 	defer lis.Close()
-	f := newFactory(t, config{ConnectTimeout: 200 * time.Millisecond})
-	c, err := f.Make(ctx(t), srv.Addr)
+	f := clienttest.NewFactory(t, config{ConnectTimeout: 200 * time.Millisecond})
+	c, err := f.Make(grpctest.Context(t, testTimeout), srv.Addr)
 	if err == nil {
-		f.Destroy(ctx(t), srv.Addr, c)
+		f.Destroy(grpctest.Context(t, testTimeout), srv.Addr, c)
 		t.Fatal("Make() to a silent listener succeeded")
 	}
 	if !errors.Is(err, grpcpool.ErrConnect) || !errors.Is(err, context.DeadlineExceeded) {
@@ -107,36 +108,36 @@ func TestMakeConnectTimeout(t *testing.T) {
 
 func TestValidateStates(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
-	f := newFactory(t, config{ConnectTimeout: testTimeout})
-	c, err := f.Make(ctx(t), srv.Addr)
+	f := clienttest.NewFactory(t, config{ConnectTimeout: testTimeout})
+	c, err := f.Make(grpctest.Context(t, testTimeout), srv.Addr)
 	if err != nil {
 		t.Fatalf("Make() error = %v", err)
 	}
-	if err := f.Validate(ctx(t), srv.Addr, c); err != nil {
+	if err := f.Validate(grpctest.Context(t, testTimeout), srv.Addr, c); err != nil {
 		t.Errorf("Validate(READY) = %v, want nil", err)
 	}
-	if err := f.Destroy(ctx(t), srv.Addr, c); err != nil {
+	if err := f.Destroy(grpctest.Context(t, testTimeout), srv.Addr, c); err != nil {
 		t.Errorf("Destroy() = %v", err)
 	}
-	if err := f.Validate(ctx(t), srv.Addr, c); !errors.Is(err, grpcpool.ErrUnusable) || !strings.Contains(err.Error(), "SHUTDOWN") {
+	if err := f.Validate(grpctest.Context(t, testTimeout), srv.Addr, c); !errors.Is(err, grpcpool.ErrUnusable) || !strings.Contains(err.Error(), "SHUTDOWN") {
 		t.Errorf("Validate(SHUTDOWN) = %v, want ErrUnusable naming SHUTDOWN", err)
 	}
 
 	// A lazy client to a dead address goes to TRANSIENT_FAILURE once it
 	// tries.
-	dead := deadAddr(t)
-	lazy := newFactory(t, config{})
-	c, err = lazy.Make(ctx(t), dead)
+	dead := grpctest.DeadAddr(t)
+	lazy := clienttest.NewFactory(t, config{})
+	c, err = lazy.Make(grpctest.Context(t, testTimeout), dead)
 	if err != nil {
 		t.Fatalf("lazy Make() error = %v", err)
 	}
-	defer lazy.Destroy(ctx(t), dead, c)
+	defer lazy.Destroy(grpctest.Context(t, testTimeout), dead, c)
 	c.ClientConn().Connect()
 	waitState(t, c, connectivity.TransientFailure)
-	if err := lazy.Validate(ctx(t), dead, c); !errors.Is(err, grpcpool.ErrUnusable) || !strings.Contains(err.Error(), "TRANSIENT_FAILURE") {
+	if err := lazy.Validate(grpctest.Context(t, testTimeout), dead, c); !errors.Is(err, grpcpool.ErrUnusable) || !strings.Contains(err.Error(), "TRANSIENT_FAILURE") {
 		t.Errorf("Validate(TRANSIENT_FAILURE) = %v, want ErrUnusable naming TRANSIENT_FAILURE", err)
 	}
-	if err := lazy.Activate(ctx(t), dead, c); !errors.Is(err, grpcpool.ErrUnusable) {
+	if err := lazy.Activate(grpctest.Context(t, testTimeout), dead, c); !errors.Is(err, grpcpool.ErrUnusable) {
 		t.Errorf("Activate(TRANSIENT_FAILURE) = %v, want ErrUnusable", err)
 	}
 }
@@ -145,15 +146,15 @@ func TestValidateStates(t *testing.T) {
 // before the pool lends it.
 func TestActivateReconnectsIdle(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
-	f := newFactory(t, config{ConnectTimeout: testTimeout})
-	c, err := f.Make(ctx(t), srv.Addr)
+	f := clienttest.NewFactory(t, config{ConnectTimeout: testTimeout})
+	c, err := f.Make(grpctest.Context(t, testTimeout), srv.Addr)
 	if err != nil {
 		t.Fatalf("Make() error = %v", err)
 	}
-	defer f.Destroy(ctx(t), srv.Addr, c)
+	defer f.Destroy(grpctest.Context(t, testTimeout), srv.Addr, c)
 	srv.Restart()
 	waitState(t, c, connectivity.Idle)
-	if err := f.Activate(ctx(t), srv.Addr, c); err != nil {
+	if err := f.Activate(grpctest.Context(t, testTimeout), srv.Addr, c); err != nil {
 		t.Fatalf("Activate(IDLE) = %v, want nil", err)
 	}
 	if got := c.ClientConn().GetState(); got != connectivity.Ready {
@@ -164,13 +165,13 @@ func TestActivateReconnectsIdle(t *testing.T) {
 	}
 
 	// Without ConnectTimeout Activate only starts the reconnect.
-	lazy := newFactory(t, config{})
-	c2, err := lazy.Make(ctx(t), srv.Addr)
+	lazy := clienttest.NewFactory(t, config{})
+	c2, err := lazy.Make(grpctest.Context(t, testTimeout), srv.Addr)
 	if err != nil {
 		t.Fatalf("lazy Make() error = %v", err)
 	}
-	defer lazy.Destroy(ctx(t), srv.Addr, c2)
-	if err := lazy.Activate(ctx(t), srv.Addr, c2); err != nil {
+	defer lazy.Destroy(grpctest.Context(t, testTimeout), srv.Addr, c2)
+	if err := lazy.Activate(grpctest.Context(t, testTimeout), srv.Addr, c2); err != nil {
 		t.Fatalf("lazy Activate(IDLE) = %v, want nil", err)
 	}
 	waitState(t, c2, connectivity.Ready)
@@ -184,7 +185,7 @@ func TestEachClientOwnConnection(t *testing.T) {
 	p := newPool(t, config{ConnectTimeout: testTimeout}, keyedpool.Config{})
 	hs := make([]*handle, n)
 	for i := range hs {
-		h, err := p.Borrow(ctx(t), srv.Addr)
+		h, err := p.Borrow(grpctest.Context(t, testTimeout), srv.Addr)
 		if err != nil {
 			t.Fatalf("Borrow() error = %v", err)
 		}
@@ -193,7 +194,7 @@ func TestEachClientOwnConnection(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, h := range hs {
 		wg.Go(func() {
-			_, err := h.Value().Stub().UnaryCall(ctx(t), req("x"))
+			_, err := h.Value().Stub().UnaryCall(grpctest.Context(t, testTimeout), req("x"))
 			if err != nil {
 				t.Errorf("UnaryCall() error = %v", err)
 			}
@@ -208,11 +209,11 @@ func TestEachClientOwnConnection(t *testing.T) {
 		t.Errorf("server holds %d connections open, want %d", got, n)
 	}
 	// Borrowing again reuses them.
-	h, err := p.Borrow(ctx(t), srv.Addr)
+	h, err := p.Borrow(grpctest.Context(t, testTimeout), srv.Addr)
 	if err != nil {
 		t.Fatalf("Borrow() error = %v", err)
 	}
-	_, err = h.Value().Stub().UnaryCall(ctx(t), req("x"))
+	_, err = h.Value().Stub().UnaryCall(grpctest.Context(t, testTimeout), req("x"))
 	grpcpool.Release(p, h, err)
 	if got := srv.Accepted(); got != n {
 		t.Errorf("server accepted %d connections after reuse, want %d", got, n)
@@ -226,7 +227,7 @@ func TestEachClientOwnConnection(t *testing.T) {
 func TestBorrowNeverLendsConnectingConnection(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
 	p := newPool(t, config{ConnectTimeout: 300 * time.Millisecond}, keyedpool.Config{})
-	h, err := p.Borrow(ctx(t), srv.Addr)
+	h, err := p.Borrow(grpctest.Context(t, testTimeout), srv.Addr)
 	if err != nil {
 		t.Fatalf("Borrow() error = %v", err)
 	}
@@ -249,7 +250,7 @@ func TestBorrowNeverLendsConnectingConnection(t *testing.T) {
 		if wait > 2*time.Second {
 			t.Fatalf("idle connection is %v after borrowers gave up during Activate, want CONNECTING", c.ClientConn().GetState())
 		}
-		short, cancelShort := context.WithTimeout(ctx(t), wait)
+		short, cancelShort := context.WithTimeout(grpctest.Context(t, testTimeout), wait)
 		h, err := p.Borrow(short, srv.Addr)
 		cancelShort()
 		if err == nil {
@@ -258,7 +259,7 @@ func TestBorrowNeverLendsConnectingConnection(t *testing.T) {
 		}
 	}
 
-	h, err = p.Borrow(ctx(t), srv.Addr)
+	h, err = p.Borrow(grpctest.Context(t, testTimeout), srv.Addr)
 	if err == nil {
 		state := h.Value().ClientConn().GetState()
 		p.Return(h)
@@ -312,7 +313,7 @@ func fakeH2Server(t *testing.T) string {
 func TestMakeFailsAtOnceWhenHandshakeDropped(t *testing.T) {
 	addr := fakeH2Server(t)
 	const timeout = time.Second
-	f := newFactory(t, config{ConnectTimeout: timeout})
+	f := clienttest.NewFactory(t, config{ConnectTimeout: timeout})
 	var worst time.Duration
 	var lastErr error
 	for range 5 {
@@ -320,10 +321,10 @@ func TestMakeFailsAtOnceWhenHandshakeDropped(t *testing.T) {
 			break
 		}
 		start := time.Now()
-		c, err := f.Make(ctx(t), addr)
+		c, err := f.Make(grpctest.Context(t, testTimeout), addr)
 		d := time.Since(start)
 		if err == nil {
-			f.Destroy(ctx(t), addr, c)
+			f.Destroy(grpctest.Context(t, testTimeout), addr, c)
 		} else {
 			lastErr = err
 		}
@@ -339,17 +340,17 @@ func TestMakeFailsAtOnceWhenHandshakeDropped(t *testing.T) {
 // reason, also when the DialOptions make WaitForReady(true) the default:
 // learning the reason does not wait for the connection.
 func TestMakeFailsAtOnceWithWaitForReadyDefault(t *testing.T) {
-	addr := deadAddr(t)
+	addr := grpctest.DeadAddr(t)
 	const timeout = 2 * time.Second
-	f := newFactory(t, config{
+	f := clienttest.NewFactory(t, config{
 		ConnectTimeout: timeout,
 		DialOptions:    []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.WaitForReady(true))},
 	})
 	start := time.Now()
-	c, err := f.Make(ctx(t), addr)
+	c, err := f.Make(grpctest.Context(t, testTimeout), addr)
 	d := time.Since(start)
 	if err == nil {
-		f.Destroy(ctx(t), addr, c)
+		f.Destroy(grpctest.Context(t, testTimeout), addr, c)
 		t.Fatal("Make() to a dead address succeeded")
 	}
 	if d >= timeout {
@@ -363,7 +364,7 @@ func waitLeftReady(t *testing.T, c *client) {
 	t.Helper()
 	cc := c.ClientConn()
 	for s := cc.GetState(); s == connectivity.Ready; s = cc.GetState() {
-		if !cc.WaitForStateChange(ctx(t), s) {
+		if !cc.WaitForStateChange(grpctest.Context(t, testTimeout), s) {
 			t.Fatal("connection stayed READY")
 		}
 	}
@@ -374,8 +375,8 @@ func waitLeftReady(t *testing.T, c *client) {
 // gives it a fresh start.
 func TestClientDownOnceItLeftReady(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
-	f := newFactory(t, config{})
-	c, err := f.Make(ctx(t), srv.Addr)
+	f := clienttest.NewFactory(t, config{})
+	c, err := f.Make(grpctest.Context(t, testTimeout), srv.Addr)
 	if err != nil {
 		t.Fatalf("Make() error = %v", err)
 	}
@@ -393,14 +394,14 @@ func TestClientDownOnceItLeftReady(t *testing.T) {
 		t.Errorf("Down() after the backend went away (%v) = false, want true", c.ClientConn().GetState())
 	}
 	srv.Restart()
-	if err := f.Activate(ctx(t), srv.Addr, c); err != nil {
+	if err := f.Activate(grpctest.Context(t, testTimeout), srv.Addr, c); err != nil {
 		t.Fatalf("Activate() = %v", err)
 	}
 	if c.Down() {
 		t.Errorf("Down() after Activate reconnected it (%v) = true, want false", c.ClientConn().GetState())
 	}
 	waitState(t, c, connectivity.Ready)
-	if err := f.Destroy(ctx(t), srv.Addr, c); err != nil {
+	if err := f.Destroy(grpctest.Context(t, testTimeout), srv.Addr, c); err != nil {
 		t.Fatalf("Destroy() = %v", err)
 	}
 	if !c.Down() {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -127,7 +128,7 @@ func testRestartDuringTraffic(t *testing.T, down func(*grpctest.Server) (up func
 	grpctest.WaitFor(t, testTimeout, "server holds more connections than the pool", func() bool {
 		return srv.Open() <= s.Created-s.Destroyed
 	})
-	if err := p.Close(ctx(t)); err != nil {
+	if err := p.Close(grpctest.Context(t, testTimeout)); err != nil {
 		t.Fatalf("Close() = %v", err)
 	}
 	if s := p.Stats(); s.Created != s.Destroyed {
@@ -155,11 +156,11 @@ func TestHealthNotServing(t *testing.T) {
 		srv.Health.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
 		p := newPool(t, cfg, pcfg)
 		borrow := func() error {
-			h, err := p.Borrow(ctx(t), srv.Addr)
+			h, err := p.Borrow(grpctest.Context(t, testTimeout), srv.Addr)
 			if err != nil {
 				return err
 			}
-			_, err = h.Value().Stub().UnaryCall(ctx(t), req("x"))
+			_, err = h.Value().Stub().UnaryCall(grpctest.Context(t, testTimeout), req("x"))
 			grpcpool.Release(p, h, err)
 			return err
 		}
@@ -184,30 +185,30 @@ func TestHealthNotServing(t *testing.T) {
 		pcfg := pcfg
 		pcfg.MaxSharesPerObject = 10
 		_, foo := sharedPool(t, srv, cfg, pcfg)
-		if _, err := foo.UnaryCall(ctx(t), req("x")); err != nil {
+		if _, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x")); err != nil {
 			t.Fatalf("UnaryCall() while SERVING = %v", err)
 		}
 		srv.Health.SetServingStatus(service, healthpb.HealthCheckResponse_NOT_SERVING)
-		_, err := foo.UnaryCall(ctx(t), req("x"))
+		_, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x"))
 		if status.Code(err) != codes.Unavailable {
 			t.Errorf("UnaryCall() while NOT_SERVING = %v, want Unavailable", err)
 		}
 		wantNotServing(t, err)
 		srv.Health.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
-		if _, err := foo.UnaryCall(ctx(t), req("x")); err != nil {
+		if _, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x")); err != nil {
 			t.Errorf("UnaryCall() when SERVING again = %v", err)
 		}
 	})
 
 	t.Run("UnknownService", func(t *testing.T) {
 		srv := grpctest.Start(t, grpctest.Options{})
-		f := newFactory(t, config{ConnectTimeout: testTimeout, HealthCheck: &grpcpool.HealthCheck{Service: "nobody"}})
-		c, err := f.Make(ctx(t), srv.Addr)
+		f := clienttest.NewFactory(t, config{ConnectTimeout: testTimeout, HealthCheck: &grpcpool.HealthCheck{Service: "nobody"}})
+		c, err := f.Make(grpctest.Context(t, testTimeout), srv.Addr)
 		if err != nil {
 			t.Fatalf("Make() = %v", err)
 		}
-		defer f.Destroy(ctx(t), srv.Addr, c)
-		if err := f.Validate(ctx(t), srv.Addr, c); status.Code(err) != codes.NotFound {
+		defer f.Destroy(grpctest.Context(t, testTimeout), srv.Addr, c)
+		if err := f.Validate(grpctest.Context(t, testTimeout), srv.Addr, c); status.Code(err) != codes.NotFound {
 			t.Errorf("Validate() for an unknown service = %v, want NotFound", err)
 		}
 	})
@@ -221,11 +222,11 @@ func TestTLS(t *testing.T) {
 	call := func(t *testing.T, srv *grpctest.Server, clientTLS *tls.Config) error {
 		t.Helper()
 		p := newPool(t, config{TLS: clientTLS, ConnectTimeout: testTimeout}, keyedpool.Config{})
-		h, err := p.Borrow(ctx(t), srv.Addr)
+		h, err := p.Borrow(grpctest.Context(t, testTimeout), srv.Addr)
 		if err != nil {
 			return err
 		}
-		_, err = h.Value().Stub().UnaryCall(ctx(t), req("x"))
+		_, err = h.Value().Stub().UnaryCall(grpctest.Context(t, testTimeout), req("x"))
 		grpcpool.Release(p, h, err)
 		return err
 	}
@@ -276,7 +277,7 @@ func TestTLS(t *testing.T) {
 		// Plaintext against a TLS backend fails at Borrow too.
 		srv := grpctest.Start(t, grpctest.Options{TLS: &tls.Config{Certificates: []tls.Certificate{serverCert}}})
 		p := newPool(t, config{ConnectTimeout: time.Second}, keyedpool.Config{})
-		if h, err := p.Borrow(ctx(t), srv.Addr); err == nil {
+		if h, err := p.Borrow(grpctest.Context(t, testTimeout), srv.Addr); err == nil {
 			p.Return(h)
 			t.Error("Borrow() in plaintext from a TLS backend succeeded")
 		}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -186,7 +187,7 @@ func TestCallerGiveUpNotStoredAsHealth(t *testing.T) {
 		p := newPool(t, config{HealthCheck: &grpcpool.HealthCheck{}}, keyedpool.Config{TestOnBorrow: true})
 		var ok, gaveUp int
 		for i := 0; i < 50 && ok < 3; i++ {
-			c, cancel := context.WithTimeout(ctx(t), 50*time.Millisecond)
+			c, cancel := context.WithTimeout(grpctest.Context(t, testTimeout), 50*time.Millisecond)
 			h, err := p.Borrow(c, b.addr)
 			switch {
 			case err == nil:
@@ -211,19 +212,19 @@ func TestCallerGiveUpNotStoredAsHealth(t *testing.T) {
 		b := startHealthBackend(t, &healthBackend{gate: make(chan struct{})})
 		release := sync.OnceFunc(func() { close(b.gate) })
 		t.Cleanup(release)
-		f := newFactory(t, config{HealthCheck: &grpcpool.HealthCheck{Timeout: testTimeout, Interval: time.Hour}})
-		c, err := f.Make(ctx(t), b.addr)
+		f := clienttest.NewFactory(t, config{HealthCheck: &grpcpool.HealthCheck{Timeout: testTimeout, Interval: time.Hour}})
+		c, err := f.Make(grpctest.Context(t, testTimeout), b.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer f.Destroy(ctx(t), b.addr, c)
+		defer f.Destroy(grpctest.Context(t, testTimeout), b.addr, c)
 
-		callCtx, cancel := context.WithCancel(ctx(t))
+		callCtx, cancel := context.WithCancel(grpctest.Context(t, testTimeout))
 		done := make(chan error, 1)
 		go func() { done <- call(callCtx, f, c) }()
 		select {
 		case <-b.entered:
-		case <-ctx(t).Done():
+		case <-grpctest.Context(t, testTimeout).Done():
 			t.Fatal("the Check did not reach the backend")
 		}
 		cancel()
@@ -232,7 +233,7 @@ func TestCallerGiveUpNotStoredAsHealth(t *testing.T) {
 			if !errors.Is(err, context.Canceled) {
 				t.Errorf("error of a caller that gave up = %v, want context.Canceled", err)
 			}
-		case <-ctx(t).Done():
+		case <-grpctest.Context(t, testTimeout).Done():
 			t.Fatal("the caller did not return when its context ended")
 		}
 		release()
@@ -240,7 +241,7 @@ func TestCallerGiveUpNotStoredAsHealth(t *testing.T) {
 		if got := f.HealthStats(); got.Failed != 0 || got.NotServing != 0 || len(got.Unhealthy) != 0 {
 			t.Errorf("HealthStats() = %+v, want only the one SERVING answer", got)
 		}
-		if err := c.Serving(ctx(t)); err != nil {
+		if err := c.Serving(grpctest.Context(t, testTimeout)); err != nil {
 			t.Errorf("Serving() after the Check answered SERVING = %v, want nil", err)
 		}
 		if got := b.checks.Load(); got != 1 {
@@ -264,25 +265,25 @@ func TestOneHealthCheckInFlightPerConnection(t *testing.T) {
 	b := startHealthBackend(t, &healthBackend{gate: make(chan struct{})})
 	release := sync.OnceFunc(func() { close(b.gate) })
 	t.Cleanup(release)
-	f := newFactory(t, config{HealthCheck: &grpcpool.HealthCheck{Timeout: testTimeout, Interval: time.Nanosecond}})
-	c, err := f.Make(ctx(t), b.addr)
+	f := clienttest.NewFactory(t, config{HealthCheck: &grpcpool.HealthCheck{Timeout: testTimeout, Interval: time.Nanosecond}})
+	c, err := f.Make(grpctest.Context(t, testTimeout), b.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Destroy(ctx(t), b.addr, c)
+	defer f.Destroy(grpctest.Context(t, testTimeout), b.addr, c)
 
 	errs := make(chan error, 2*callers)
 	var wg sync.WaitGroup
 	for range callers {
-		wg.Go(func() { errs <- f.Validate(ctx(t), b.addr, c) })
+		wg.Go(func() { errs <- f.Validate(grpctest.Context(t, testTimeout), b.addr, c) })
 	}
 	select {
 	case <-b.entered:
-	case <-ctx(t).Done():
+	case <-grpctest.Context(t, testTimeout).Done():
 		t.Fatal("no Check reached the backend")
 	}
 	for range callers {
-		wg.Go(func() { errs <- c.Serving(ctx(t)) })
+		wg.Go(func() { errs <- c.Serving(grpctest.Context(t, testTimeout)) })
 	}
 	// Give the callers time to send Checks of their own, were they to.
 	time.Sleep(100 * time.Millisecond)
@@ -316,7 +317,7 @@ func TestNotServingBackendNotLentUnderSharedTraffic(t *testing.T) {
 		keyedpool.Config{MaxSharesPerObject: 10, TestOnCreate: true, TestOnBorrow: true})
 
 	// Traffic: one long stream keeps a share of the connection.
-	sctx, cancel := context.WithCancel(ctx(t))
+	sctx, cancel := context.WithCancel(grpctest.Context(t, testTimeout))
 	defer cancel()
 	s, err := foo.StreamingFromServer(sctx, req("long"))
 	if err != nil {
@@ -330,7 +331,7 @@ func TestNotServingBackendNotLentUnderSharedTraffic(t *testing.T) {
 	// Within an Interval of the backend's change, RPCs are refused unsent.
 	grpctest.WaitFor(t, testTimeout, "an RPC refused as NOT_SERVING", func() bool {
 		before := srv.UnaryCalls()
-		_, err := foo.UnaryCall(ctx(t), req("x"))
+		_, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x"))
 		if err == nil {
 			return false
 		}
@@ -342,7 +343,7 @@ func TestNotServingBackendNotLentUnderSharedTraffic(t *testing.T) {
 	})
 	srv.Health.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
 	grpctest.WaitFor(t, testTimeout, "RPCs to succeed once SERVING again", func() bool {
-		_, err := foo.UnaryCall(ctx(t), req("y"))
+		_, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("y"))
 		return err == nil
 	})
 	cancel()
@@ -353,12 +354,12 @@ func TestNotServingBackendNotLentUnderSharedTraffic(t *testing.T) {
 // pool.
 func TestHealthStatsZeroWithoutHealthCheck(t *testing.T) {
 	srv := grpctest.Start(t, grpctest.Options{})
-	f := newFactory(t, config{})
-	c, err := f.Make(ctx(t), srv.Addr)
+	f := clienttest.NewFactory(t, config{})
+	c, err := f.Make(grpctest.Context(t, testTimeout), srv.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Destroy(ctx(t), srv.Addr, c)
+	defer f.Destroy(grpctest.Context(t, testTimeout), srv.Addr, c)
 	if got := f.HealthStats(); !equalHealth(got, grpcpool.HealthStats{}) {
 		t.Errorf("HealthStats() of a factory without HealthCheck = %+v, want all zero (as documented)", got)
 	}
@@ -402,25 +403,25 @@ func TestCheckCutShortByDestroyLeavesTargetHealthy(t *testing.T) {
 	t.Cleanup(releaseOnce)
 	addr := lis.Addr().String()
 
-	f := newFactory(t, config{HealthCheck: &grpcpool.HealthCheck{Timeout: testTimeout}})
-	c1, err := f.Make(ctx(t), addr)
+	f := clienttest.NewFactory(t, config{HealthCheck: &grpcpool.HealthCheck{Timeout: testTimeout}})
+	c1, err := f.Make(grpctest.Context(t, testTimeout), addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2, err := f.Make(ctx(t), addr) // a second live client of the same target
+	c2, err := f.Make(grpctest.Context(t, testTimeout), addr) // a second live client of the same target
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Destroy(ctx(t), addr, c2)
+	defer f.Destroy(grpctest.Context(t, testTimeout), addr, c2)
 
 	checked := make(chan error, 1)
-	go func() { checked <- f.Validate(ctx(t), addr, c1) }()
+	go func() { checked <- f.Validate(grpctest.Context(t, testTimeout), addr, c1) }()
 	select {
 	case <-hs.entered:
-	case <-ctx(t).Done():
+	case <-grpctest.Context(t, testTimeout).Done():
 		t.Fatal("the Check did not reach the backend")
 	}
-	if err := f.Destroy(ctx(t), addr, c1); err != nil {
+	if err := f.Destroy(grpctest.Context(t, testTimeout), addr, c1); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-checked; err == nil {

@@ -10,6 +10,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -25,29 +26,12 @@ type (
 // naming what did not happen, never as a hang.
 const testTimeout = 10 * time.Second
 
-// newFactory makes a factory for the BenchmarkService stub, in plaintext
-// unless cfg says otherwise.
-func newFactory(t *testing.T, cfg config) *grpcpool.Factory[string, stub] {
-	t.Helper()
-	if cfg.NewStub == nil {
-		cfg.NewStub = testpb.NewBenchmarkServiceClient
-	}
-	if cfg.TLS == nil && cfg.TransportCredentials == nil {
-		cfg.Insecure = true
-	}
-	f, err := grpcpool.New(cfg)
-	if err != nil {
-		t.Fatalf("grpcpool.New() error = %v", err)
-	}
-	return f
-}
-
 // newPool makes a pool over newFactory(cfg) and closes it when the test
 // ends, failing the test if a lease is still out by then: every RPC and
 // stream must have given its share back.
 func newPool(t *testing.T, cfg config, pcfg keyedpool.Config) *pool {
 	t.Helper()
-	p, err := keyedpool.New(newFactory(t, cfg), pcfg)
+	p, err := keyedpool.New(clienttest.NewFactory(t, cfg), pcfg)
 	if err != nil {
 		t.Fatalf("keyedpool.New() error = %v", err)
 	}
@@ -61,14 +45,6 @@ func newPool(t *testing.T, cfg config, pcfg keyedpool.Config) *pool {
 	return p
 }
 
-// ctx returns a context that ends with the test, bounded by testTimeout.
-func ctx(t *testing.T) context.Context {
-	t.Helper()
-	c, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	return c
-}
-
 // req is a request whose payload is body.
 func req(body string) *testpb.SimpleRequest {
 	return &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte(body)}}
@@ -77,18 +53,6 @@ func req(body string) *testpb.SimpleRequest {
 // failing returns a request the server answers with code and message.
 func failing(code int32, msg string) *testpb.SimpleRequest {
 	return &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: code, Message: msg}}
-}
-
-// deadAddr returns a loopback address nobody listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	return addr
 }
 
 // silentListener listens on addr and accepts connections without ever

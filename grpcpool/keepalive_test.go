@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/stats"
 
 	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -163,7 +164,7 @@ func TestDefaultKeepaliveIsAcceptedByDefaultServer(t *testing.T) {
 		const n = 3
 		addr, conns, _ := startDefaultPolicyServer(t)
 		p := newPool(t, cfg, keyedpool.Config{MaxTotalPerKey: n})
-		c := ctx(t)
+		c := grpctest.Context(t, testTimeout)
 		var clients []*client
 		var hs []*handle
 		for range n {
@@ -191,7 +192,7 @@ func TestDefaultKeepaliveIsAcceptedByDefaultServer(t *testing.T) {
 		t.Parallel()
 		addr, conns, b := startDefaultPolicyServer(t)
 		p := newPool(t, cfg, keyedpool.Config{MaxTotalPerKey: 1})
-		c := ctx(t)
+		c := grpctest.Context(t, testTimeout)
 		h, err := p.Borrow(c, addr)
 		if err != nil {
 			t.Fatalf("Borrow() error = %v", err)

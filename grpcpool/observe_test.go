@@ -13,6 +13,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -44,17 +45,17 @@ func TestObserverSeesEveryRPC(t *testing.T) {
 	conn := grpcpool.NewConn(p, srv.Addr)
 	c := testpb.NewBenchmarkServiceClient(conn)
 
-	if _, err := c.UnaryCall(ctx(t), req("ok")); err != nil {
+	if _, err := c.UnaryCall(grpctest.Context(t, testTimeout), req("ok")); err != nil {
 		t.Fatalf("UnaryCall() = %v", err)
 	}
-	if _, err := c.UnaryCall(ctx(t), failing(int32(codes.NotFound), "nope")); err == nil {
+	if _, err := c.UnaryCall(grpctest.Context(t, testTimeout), failing(int32(codes.NotFound), "nope")); err == nil {
 		t.Fatalf("UnaryCall(failing) = nil error, want NotFound")
 	}
 	// A stream that ends with the server's status, and one the caller
 	// abandons by cancelling its context: both are observed once.
 	sreq := req("s")
 	sreq.ResponseSize = 2
-	s, err := c.StreamingFromServer(ctx(t), sreq)
+	s, err := c.StreamingFromServer(grpctest.Context(t, testTimeout), sreq)
 	if err != nil {
 		t.Fatalf("StreamingFromServer() = %v", err)
 	}
@@ -65,7 +66,7 @@ func TestObserverSeesEveryRPC(t *testing.T) {
 			t.Fatalf("Recv() = %v", err)
 		}
 	}
-	sctx, cancel := context.WithCancel(ctx(t))
+	sctx, cancel := context.WithCancel(grpctest.Context(t, testTimeout))
 	if _, err := c.StreamingCall(sctx); err != nil {
 		t.Fatalf("StreamingCall() = %v", err)
 	}
@@ -95,16 +96,16 @@ func TestHealthStats(t *testing.T) {
 	up := grpctest.Start(t, grpctest.Options{})
 	down := grpctest.Start(t, grpctest.Options{})
 	down.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	f := newFactory(t, config{HealthCheck: &grpcpool.HealthCheck{}})
+	f := clienttest.NewFactory(t, config{HealthCheck: &grpcpool.HealthCheck{}})
 	p, err := keyedpool.New(f, keyedpool.Config{TestOnBorrow: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := p.Borrow(ctx(t), up.Addr)
+	h, err := p.Borrow(grpctest.Context(t, testTimeout), up.Addr)
 	if err != nil {
 		t.Fatalf("Borrow(up) = %v", err)
 	}
-	if _, err := p.Borrow(ctx(t), down.Addr); err == nil {
+	if _, err := p.Borrow(grpctest.Context(t, testTimeout), down.Addr); err == nil {
 		t.Fatalf("Borrow(not serving) = nil error, want ErrNotServing")
 	}
 	got := f.HealthStats()
@@ -116,7 +117,7 @@ func TestHealthStats(t *testing.T) {
 	// The backend turns NOT_SERVING while a client of it lives: it is
 	// listed until the client goes.
 	up.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	if err := f.Validate(ctx(t), up.Addr, h.Value()); err == nil {
+	if err := f.Validate(grpctest.Context(t, testTimeout), up.Addr, h.Value()); err == nil {
 		t.Fatalf("Validate() = nil, want ErrNotServing")
 	}
 	got = f.HealthStats()
@@ -127,7 +128,7 @@ func TestHealthStats(t *testing.T) {
 	if err := p.Invalidate(h); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Close(ctx(t)); err != nil {
+	if err := p.Close(grpctest.Context(t, testTimeout)); err != nil {
 		t.Fatal(err)
 	}
 	got = f.HealthStats()

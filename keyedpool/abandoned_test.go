@@ -130,7 +130,7 @@ func TestSlowRunTakesNoLeaseBackEarly(t *testing.T) {
 			}
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{
+		p := testfactory.NewPool(t, f, keyedpool.Config{
 			TimeBetweenEvictionRuns: time.Second,
 			NumTestsPerEvictionRun:  -1,
 			TestWhileIdle:           true,

@@ -42,7 +42,7 @@ func TestBackgroundErrorsCountedAndListened(t *testing.T) {
 	l, got := listen()
 	f := &testfactory.Factory{}
 	evictA := evictor.PolicyFunc(func(_ evictor.Settings, c evictor.Candidate) bool { return c.Key == "a" })
-	p := newPoolWith(t, f, keyedpool.Config{
+	p := testfactory.NewPool(t, f, keyedpool.Config{
 		MinIdlePerKey: 1, TestWhileIdle: true, NumTestsPerEvictionRun: -1,
 		EvictionPolicy: evictA, SwallowedErrorListener: l,
 	})

@@ -41,7 +41,7 @@ func TestMakeBackoff(t *testing.T) {
 		var gate chan struct{}
 		var calls atomic.Int64
 		f := deadKeyFactory(&down, &gate, &calls)
-		p := newPoolWith(t, f, keyedpool.Config{
+		p := testfactory.NewPool(t, f, keyedpool.Config{
 			MakeFailureThreshold: 3,
 			MakeBackoffBase:      time.Second,
 			MakeBackoffMax:       4 * time.Second,
@@ -114,7 +114,7 @@ func TestMakeBackoffSpacesUpkeep(t *testing.T) {
 		var down atomic.Bool
 		var gate chan struct{}
 		var calls atomic.Int64
-		p := newPoolWith(t, deadKeyFactory(&down, &gate, &calls), keyedpool.Config{
+		p := testfactory.NewPool(t, deadKeyFactory(&down, &gate, &calls), keyedpool.Config{
 			MinIdlePerKey:        1,
 			MakeFailureThreshold: 1,
 			MakeBackoffBase:      time.Minute,
@@ -159,7 +159,7 @@ func TestForgetFailures(t *testing.T) {
 	down.Store(true)
 	var gate chan struct{}
 	var calls atomic.Int64
-	p := newPoolWith(t, deadKeyFactory(&down, &gate, &calls), keyedpool.Config{MakeFailureThreshold: 1, MakeBackoffBase: time.Hour, MakeBackoffMax: time.Hour})
+	p := testfactory.NewPool(t, deadKeyFactory(&down, &gate, &calls), keyedpool.Config{MakeFailureThreshold: 1, MakeBackoffBase: time.Hour, MakeBackoffMax: time.Hour})
 	ctx := context.Background()
 	if _, err := p.Borrow(ctx, "dead"); !errors.Is(err, errDial) {
 		t.Fatalf("Borrow = %v, want the make error", err)
@@ -201,7 +201,7 @@ func TestBackoffEndsWhenProbeFindsPoolFull(t *testing.T) {
 			}
 			return nil
 		}}
-		p := newPoolWith(t, f, keyedpool.Config{
+		p := testfactory.NewPool(t, f, keyedpool.Config{
 			MaxTotal:             1,
 			WhenExhausted:        keyedpool.Fail,
 			MakeFailureThreshold: 1,
@@ -234,7 +234,7 @@ func TestBackoffEndsWhenProbeFindsPoolFull(t *testing.T) {
 func TestKeysWithOneFailedMakeAreDropped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &testfactory.Factory{MakeHook: func(context.Context, string) error { return errDial }}
-		p := newPoolWith(t, f, keyedpool.Config{
+		p := testfactory.NewPool(t, f, keyedpool.Config{
 			MakeFailureThreshold:    3,
 			TimeBetweenEvictionRuns: time.Second,
 		})

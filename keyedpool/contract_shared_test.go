@@ -85,7 +85,7 @@ func TestSetConfigFIFOSwitchTrimsColdest(t *testing.T) {
 // A give-up after a FIFO switch must put the object back at its place.
 func TestSetConfigFIFOSwitchGiveUpKeepsPlace(t *testing.T) {
 	f := &testfactory.Factory{}
-	p := newPoolWith(t, f, keyedpool.Config{})
+	p := testfactory.NewPool(t, f, keyedpool.Config{})
 	objs := idleObjects(t, p, "a", 3)
 	cfg := p.Config()
 	cfg.FIFO = true
@@ -272,7 +272,7 @@ func TestSharedFirstActivationPanicWithSoonWaiters(t *testing.T) {
 			}
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 3, MaxTotalPerKey: 1, WhenExhausted: keyedpool.Fail})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MaxSharesPerObject: 3, MaxTotalPerKey: 1, WhenExhausted: keyedpool.Fail})
 		first := borrowAsync(context.Background(), p, "k")
 		synctest.Wait()
 		w1 := borrowAsync(context.Background(), p, "k")
@@ -328,7 +328,7 @@ func TestSharedPassivatePanicOnLastReturn(t *testing.T) {
 		}
 		return nil
 	}
-	p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 2, MaxTotalPerKey: 1})
+	p := testfactory.NewPool(t, f, keyedpool.Config{MaxSharesPerObject: 2, MaxTotalPerKey: 1})
 	h1, h2 := mustBorrow(t, p, "k"), mustBorrow(t, p, "k")
 	mustReturn(t, p, h1)
 	boom.Store(true)
@@ -362,7 +362,7 @@ func TestSharedInvalidateThenDestroyPanics(t *testing.T) {
 		return nil
 	}
 	var swallowed atomic.Int32
-	p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 3, MaxTotalPerKey: 2,
+	p := testfactory.NewPool(t, f, keyedpool.Config{MaxSharesPerObject: 3, MaxTotalPerKey: 2,
 		SwallowedErrorListener: keyedpool.SwallowedErrorFunc(func(any, keyedpool.Op, error) { swallowed.Add(1) })})
 	h1, h2 := mustBorrow(t, p, "k"), mustBorrow(t, p, "k")
 	if err := p.Invalidate(h1); err != nil {
@@ -407,7 +407,7 @@ func TestSharedLifetimeRetirement(t *testing.T) {
 			}
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 3, MaxLifetime: time.Minute})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MaxSharesPerObject: 3, MaxLifetime: time.Minute})
 		h1 := mustBorrow(t, p, "k")
 		sleepPast(2 * time.Minute)
 		h2 := mustBorrow(t, p, "k")
@@ -452,7 +452,7 @@ func TestSharedMaxWaitWithSoonWaiters(t *testing.T) {
 					}
 					return nil
 				}
-				p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 4, MaxWait: time.Second, WhenExhausted: action})
+				p := testfactory.NewPool(t, f, keyedpool.Config{MaxSharesPerObject: 4, MaxWait: time.Second, WhenExhausted: action})
 				chs := []<-chan result{}
 				for range 3 {
 					chs = append(chs, borrowAsync(context.Background(), p, "k"))
@@ -493,7 +493,7 @@ func TestSharedGiveUpKeepsIdleOrder(t *testing.T) {
 	for _, fifo := range []bool{true, false} {
 		t.Run(fmt.Sprintf("FIFO=%v", fifo), func(t *testing.T) {
 			f := &testfactory.Factory{}
-			p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 2, FIFO: fifo})
+			p := testfactory.NewPool(t, f, keyedpool.Config{MaxSharesPerObject: 2, FIFO: fifo})
 			for range 3 {
 				if err := p.AddObject(context.Background(), "k"); err != nil {
 					t.Fatal(err)
@@ -603,7 +603,7 @@ func TestAbandonedRemoveOnBorrowWithPanics(t *testing.T) {
 				}
 				var ops []keyedpool.Op
 				var mu sync.Mutex
-				p := newPoolWith(t, f, keyedpool.Config{
+				p := testfactory.NewPool(t, f, keyedpool.Config{
 					MaxTotalPerKey:     1,
 					MaxSharesPerObject: shares,
 					WhenExhausted:      keyedpool.Fail,
@@ -659,7 +659,7 @@ func TestAbandonedMaintenancePanickingHandler(t *testing.T) {
 			}
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{
+		p := testfactory.NewPool(t, f, keyedpool.Config{
 			MinIdlePerKey: 1,
 			Abandoned: &keyedpool.AbandonedConfig{RemoveOnMaintenance: true, Timeout: time.Second,
 				LogAbandoned: true, Logger: slog.New(panicHandler{})},
@@ -860,7 +860,7 @@ func randomFaults(t *testing.T, shares int) {
 func TestWaitedCountsBorrowsNotWaits(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &testfactory.Factory{}
-		p := newPoolWith(t, f, keyedpool.Config{MaxTotal: 2, TestOnBorrow: true})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MaxTotal: 2, TestOnBorrow: true})
 		h1, h2 := mustBorrow(t, p, "a"), mustBorrow(t, p, "a")
 		b3 := borrowAsync(context.Background(), p, "a")
 		synctest.Wait()

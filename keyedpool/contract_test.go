@@ -73,7 +73,7 @@ func TestMaxWaitCoversRetryMake(t *testing.T) {
 			}
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{MaxTotalPerKey: 1, MaxWait: time.Second, TestOnBorrow: true})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MaxTotalPerKey: 1, MaxWait: time.Second, TestOnBorrow: true})
 		h := mustBorrow(t, p, "k")
 		start := time.Now()
 		a := borrowAsync(context.Background(), p, "k")
@@ -140,7 +140,7 @@ func TestGiveUpKeepsOrderWithEqualStamps(t *testing.T) {
 				f := &testfactory.Factory{}
 				var g giveUpOnActivate
 				f.ActivateHook = g.hook
-				p := newPoolWith(t, f, tt.cfg)
+				p := testfactory.NewPool(t, f, tt.cfg)
 				objs := idleObjects(t, p, "k", 3)
 				if tt.handRun {
 					mustRunEviction(t, p)
@@ -175,7 +175,7 @@ func TestLIFOGiveUpBesideObjectUnderTest(t *testing.T) {
 			}
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{TestWhileIdle: true, NumTestsPerEvictionRun: 1, TimeBetweenEvictionRuns: time.Hour})
+		p := testfactory.NewPool(t, f, keyedpool.Config{TestWhileIdle: true, NumTestsPerEvictionRun: 1, TimeBetweenEvictionRuns: time.Hour})
 		objs := idleObjects(t, p, "k", 3) // lent order 3,2,1; pool idle list oldest first: 1,2,3
 		// The run looks at the oldest of all, object 1. Make the test pick
 		// object 3 instead: test 1 and 2 first (they pass at once).
@@ -220,7 +220,7 @@ func TestClosedBorrowDestroyErrorIsSwallowed(t *testing.T) {
 			return nil
 		}
 		f.DestroyHook = func(context.Context, *testfactory.Obj) error { return errDestroy }
-		p := newPoolWith(t, f, keyedpool.Config{SwallowedErrorListener: keyedpool.SwallowedErrorFunc(
+		p := testfactory.NewPool(t, f, keyedpool.Config{SwallowedErrorListener: keyedpool.SwallowedErrorFunc(
 			func(_ any, op keyedpool.Op, err error) {
 				if op == keyedpool.OpDestroy && errors.Is(err, errDestroy) {
 					heard.Add(1)
@@ -260,7 +260,7 @@ func TestIdleTimeNotDoubleCountedOnGiveUp(t *testing.T) {
 		f := &testfactory.Factory{}
 		var g giveUpOnActivate
 		f.ActivateHook = g.hook
-		p := newPoolWith(t, f, keyedpool.Config{TimeBetweenEvictionRuns: time.Second})
+		p := testfactory.NewPool(t, f, keyedpool.Config{TimeBetweenEvictionRuns: time.Second})
 		idleObjects(t, p, "k", 1)
 		sleepPast(10 * time.Second)
 		g.borrow(t, p, "k")
@@ -337,7 +337,7 @@ func TestReturnValidateBounded(t *testing.T) {
 			<-ctx.Done()
 			return ctx.Err()
 		}
-		p := newPoolWith(t, f, keyedpool.Config{FactoryTimeout: time.Second, TestOnReturn: true})
+		p := testfactory.NewPool(t, f, keyedpool.Config{FactoryTimeout: time.Second, TestOnReturn: true})
 		h := mustBorrow(t, p, "k")
 		wait.Store(true)
 		start := time.Now()
@@ -363,7 +363,7 @@ func TestUpkeepPassivatesNewObjects(t *testing.T) {
 		}
 		return nil
 	}
-	p := newPoolWith(t, f, keyedpool.Config{MinIdlePerKey: 2})
+	p := testfactory.NewPool(t, f, keyedpool.Config{MinIdlePerKey: 2})
 	if err := p.Invalidate(mustBorrow(t, p, "k")); err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +418,7 @@ func TestExtremeBackoff(t *testing.T) {
 		f := &testfactory.Factory{}
 		errDown := errors.New("down")
 		f.MakeHook = func(context.Context, string) error { return errDown }
-		p := newPoolWith(t, f, keyedpool.Config{
+		p := testfactory.NewPool(t, f, keyedpool.Config{
 			MakeFailureThreshold: 1, MakeBackoffBase: math.MaxInt64, MakeBackoffMax: math.MaxInt64,
 		})
 		if _, err := p.Borrow(context.Background(), "k"); !errors.Is(err, errDown) {
@@ -496,7 +496,7 @@ func TestPanicsLeakNoRoom(t *testing.T) {
 			return nil
 		}
 		for _, shares := range []int{1, 4} {
-			p := newPoolWith(t, f, keyedpool.Config{MaxTotalPerKey: 1, MaxSharesPerObject: shares})
+			p := testfactory.NewPool(t, f, keyedpool.Config{MaxTotalPerKey: 1, MaxSharesPerObject: shares})
 			// A borrower who gives up while the make runs; the make panics.
 			makePanic.Store(true)
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -626,7 +626,7 @@ func TestCloseRacingAddObjectAndUpkeep(t *testing.T) {
 			}
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{MinIdlePerKey: 2, TimeBetweenEvictionRuns: time.Second})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MinIdlePerKey: 2, TimeBetweenEvictionRuns: time.Second})
 		if err := p.Invalidate(mustBorrow(t, p, "up")); err != nil {
 			t.Fatal(err)
 		}
@@ -669,7 +669,7 @@ func TestCloseRacingSharedActivation(t *testing.T) {
 			}
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 4, WhenExhausted: keyedpool.Fail})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MaxSharesPerObject: 4, WhenExhausted: keyedpool.Fail})
 		chs := make([]<-chan result, 3)
 		for i := range chs {
 			chs[i] = borrowAsync(context.Background(), p, "k")
@@ -702,7 +702,7 @@ func TestPanickingListenerIsDropped(t *testing.T) {
 	var calls atomic.Int64
 	f := &testfactory.Factory{}
 	f.DestroyHook = func(context.Context, *testfactory.Obj) error { return errors.New("nope") }
-	p := newPoolWith(t, f, keyedpool.Config{
+	p := testfactory.NewPool(t, f, keyedpool.Config{
 		NumTestsPerEvictionRun: -1,
 		EvictionPolicy:         evictor.PolicyFunc(func(evictor.Settings, evictor.Candidate) bool { return true }),
 		SwallowedErrorListener: keyedpool.SwallowedErrorFunc(func(any, keyedpool.Op, error) {
@@ -743,7 +743,7 @@ func TestGaveUpDuringMakePassivateErrorIsSwallowed(t *testing.T) {
 		failed.Add(1)
 		return errors.New("passivate failed")
 	}
-	p := newPoolWith(t, f, keyedpool.Config{})
+	p := testfactory.NewPool(t, f, keyedpool.Config{})
 	for range 200 {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancelMe.Store(&cancel)

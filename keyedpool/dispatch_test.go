@@ -56,7 +56,7 @@ func TestSoonWaiterNotStrandedWhenAwaitedObjectExpires(t *testing.T) {
 			}
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 2, MaxLifetime: time.Minute})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MaxSharesPerObject: 2, MaxLifetime: time.Minute})
 		a := borrowAsync(ctx, p, "k") // makes object 1, held in Activate
 		synctest.Wait()
 		b := borrowAsync(ctx, p, "k") // waits for object 1's second share
@@ -105,7 +105,7 @@ func TestSoonWaiterNotStrandedWhenAwaitedObjectExpiresFail(t *testing.T) {
 			}
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 2, MaxLifetime: time.Minute, WhenExhausted: keyedpool.Fail})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MaxSharesPerObject: 2, MaxLifetime: time.Minute, WhenExhausted: keyedpool.Fail})
 		a := borrowAsync(ctx, p, "k")
 		synctest.Wait()
 		b := borrowAsync(ctx, p, "k")
@@ -306,7 +306,7 @@ func TestSwitchToFailFailsSharedWaitersBeyondObjectsOnTheirWay(t *testing.T) {
 		gate := make(chan struct{})
 		f.MakeHook = func(context.Context, string) error { <-gate; return nil }
 		cfg := keyedpool.Config{MaxSharesPerObject: 2, MaxTotalPerKey: 1}
-		p := newPoolWith(t, f, cfg)
+		p := testfactory.NewPool(t, f, cfg)
 		m := borrowAsync(ctx, p, "k") // makes the key's one object
 		synctest.Wait()
 		w1 := borrowAsync(ctx, p, "k") // the object's second share
@@ -365,7 +365,7 @@ func TestLoweredPerKeyLimitHoldsForObjectsBeingActivated(t *testing.T) {
 		gate := make(chan struct{})
 		f.ActivateHook = func(context.Context, *testfactory.Obj) error { <-gate; return nil }
 		cfg := keyedpool.Config{MaxSharesPerObject: 2, MaxTotalPerKey: 2}
-		p := newPoolWith(t, f, cfg)
+		p := testfactory.NewPool(t, f, cfg)
 		// Two borrowers, each making an object (the second is beyond what
 		// the first object will take), both held in Activate.
 		var chs []<-chan result
@@ -434,7 +434,7 @@ func TestGrantRacingMaxWaitLosesNothing(t *testing.T) {
 	for range 50 {
 		synctest.Test(t, func(t *testing.T) {
 			f := &testfactory.Factory{}
-			p := newPoolWith(t, f, keyedpool.Config{MaxTotal: 1, MaxWait: time.Second})
+			p := testfactory.NewPool(t, f, keyedpool.Config{MaxTotal: 1, MaxWait: time.Second})
 			h := mustBorrow(t, p, "a")
 			w := borrowAsync(context.Background(), p, "b") // needs a's room
 			synctest.Wait()
@@ -528,7 +528,7 @@ func TestStressGrantsAndGiveUps(t *testing.T) {
 	for _, shares := range []int{1, 2} {
 		t.Run(fmt.Sprint("shares=", shares), func(t *testing.T) {
 			f := &testfactory.Factory{}
-			p := newPoolWith(t, f, keyedpool.Config{MaxTotal: 6, MaxTotalPerKey: 3, MaxSharesPerObject: shares,
+			p := testfactory.NewPool(t, f, keyedpool.Config{MaxTotal: 6, MaxTotalPerKey: 3, MaxSharesPerObject: shares,
 				MaxWait: 20 * time.Millisecond, TestOnBorrow: true})
 			f.ActivateHook = func(context.Context, *testfactory.Obj) error {
 				if rand.IntN(20) == 0 {
@@ -699,7 +699,7 @@ func TestParkedKeyUnparkedOnEveryCountDecrease(t *testing.T) {
 				}
 				cfg := tc.cfg
 				cfg.MaxTotal, cfg.MaxTotalPerKey = 2, 1
-				p := newPoolWith(t, f, cfg)
+				p := testfactory.NewPool(t, f, cfg)
 				var h *handle
 				var first <-chan result
 				if tc.making {
@@ -833,7 +833,7 @@ func TestWaiterGivingUpKeepsOtherKeysObject(t *testing.T) {
 	for range 20 {
 		synctest.Test(t, func(t *testing.T) {
 			f := &testfactory.Factory{}
-			p := newPoolWith(t, f, keyedpool.Config{MaxTotal: 1})
+			p := testfactory.NewPool(t, f, keyedpool.Config{MaxTotal: 1})
 			a := mustBorrow(t, p, "a")
 			ctx, cancel := context.WithCancel(context.Background())
 			ch := borrowAsync(ctx, p, "b")

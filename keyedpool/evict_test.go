@@ -194,7 +194,7 @@ func TestEvictionVisitsEveryIdleObjectInTurn(t *testing.T) {
 		mu.Unlock()
 		return nil
 	}
-	p := newPoolWith(t, f, keyedpool.Config{TestWhileIdle: true, NumTestsPerEvictionRun: 3})
+	p := testfactory.NewPool(t, f, keyedpool.Config{TestWhileIdle: true, NumTestsPerEvictionRun: 3})
 	for k := range 10 {
 		idleObjects(t, p, fmt.Sprint("key", k), 2)
 	}
@@ -215,7 +215,7 @@ func TestEvictionVisitsEveryIdleObjectInTurn(t *testing.T) {
 
 func TestNumTestsNegativeTestsAFraction(t *testing.T) {
 	f := &testfactory.Factory{}
-	p := newPoolWith(t, f, keyedpool.Config{TestWhileIdle: true, NumTestsPerEvictionRun: -3, MaxIdlePerKey: -1, MaxTotalPerKey: -1})
+	p := testfactory.NewPool(t, f, keyedpool.Config{TestWhileIdle: true, NumTestsPerEvictionRun: -3, MaxIdlePerKey: -1, MaxTotalPerKey: -1})
 	idleObjects(t, p, "a", 10)
 	mustRunEviction(t, p)
 	if got := f.Validated.Load(); got != 4 {
@@ -286,7 +286,7 @@ func TestObjectUnderTestIsNotLent(t *testing.T) {
 			}
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{TestWhileIdle: true, MaxTotalPerKey: 1})
+		p := testfactory.NewPool(t, f, keyedpool.Config{TestWhileIdle: true, MaxTotalPerKey: 1})
 		obj := idleObjects(t, p, "a", 1)[0]
 		testing.Store(obj)
 		run := make(chan error, 1)
@@ -327,7 +327,7 @@ func TestEvictionFreesRoomForWaiters(t *testing.T) {
 			<-release
 			return testfactory.ErrDead
 		}
-		p := newPoolWith(t, f, keyedpool.Config{TestWhileIdle: true, MaxTotal: 1})
+		p := testfactory.NewPool(t, f, keyedpool.Config{TestWhileIdle: true, MaxTotal: 1})
 		idleObjects(t, p, "a", 1)
 		go p.RunEviction(context.Background())
 		synctest.Wait()
@@ -458,7 +458,7 @@ func TestMinIdleUpkeepBoundsConcurrentMakes(t *testing.T) {
 			inFlight.Add(-1)
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{MinIdlePerKey: 1})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MinIdlePerKey: 1})
 		for k := range 40 {
 			mustReturn(t, p, mustBorrow(t, p, fmt.Sprint(k)))
 			if err := p.Clear(context.Background(), fmt.Sprint(k)); err != nil {
@@ -526,7 +526,7 @@ func TestCloseEndsEvictionRun(t *testing.T) {
 			<-ctx.Done()
 			return ctx.Err()
 		}
-		p := newPoolWith(t, f, keyedpool.Config{TestWhileIdle: true})
+		p := testfactory.NewPool(t, f, keyedpool.Config{TestWhileIdle: true})
 		obj := idleObjects(t, p, "a", 1)[0]
 		run := make(chan error, 1)
 		go func() { run <- p.RunEviction(context.Background()) }()
@@ -558,7 +558,7 @@ func TestSlowRunEvictsNothingEarly(t *testing.T) {
 			}
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{
+		p := testfactory.NewPool(t, f, keyedpool.Config{
 			TimeBetweenEvictionRuns: time.Second,
 			NumTestsPerEvictionRun:  -1,
 			TestWhileIdle:           true,
@@ -715,7 +715,7 @@ func TestUpkeepAndPrepareCountMakesInFlight(t *testing.T) {
 			<-release
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{MinIdlePerKey: 3, MaxIdlePerKey: 8, MaxTotalPerKey: 8})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MinIdlePerKey: 3, MaxIdlePerKey: 8, MaxTotalPerKey: 8})
 		errs := make(chan error, 3)
 		for range 3 {
 			go func() { errs <- p.Prepare(context.Background(), "k") }()

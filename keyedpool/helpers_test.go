@@ -2,7 +2,6 @@ package keyedpool_test
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"testing"
 
@@ -20,26 +19,7 @@ type (
 func newPool(t *testing.T, cfg keyedpool.Config) (*pool, *testfactory.Factory) {
 	t.Helper()
 	f := &testfactory.Factory{}
-	return newPoolWith(t, f, cfg), f
-}
-
-func newPoolWith(t *testing.T, f *testfactory.Factory, cfg keyedpool.Config) *pool {
-	t.Helper()
-	p, err := keyedpool.New(f, cfg)
-	if err != nil {
-		t.Fatalf("New() error = %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel() // lent objects are the test's business: don't wait for them
-		if err := p.Close(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Close() = %v", err)
-		}
-		if err := f.Problems(); err != nil {
-			t.Errorf("factory saw misuse: %v", err)
-		}
-	})
-	return p
+	return testfactory.NewPool(t, f, cfg), f
 }
 
 func mustBorrow(t *testing.T, p *pool, key string) *handle {

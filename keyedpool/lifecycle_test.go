@@ -62,7 +62,7 @@ func TestCloseBoundedByContextAndJoinsDestroyErrors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		boom := errors.New("close failed")
 		f := &testfactory.Factory{DestroyHook: func(context.Context, *testfactory.Obj) error { return boom }}
-		p := newPoolWith(t, f, keyedpool.Config{})
+		p := testfactory.NewPool(t, f, keyedpool.Config{})
 		mustReturn(t, p, mustBorrow(t, p, "a"))
 		lent := mustBorrow(t, p, "b")
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -83,7 +83,7 @@ func TestCloseCancelsMakesInFlight(t *testing.T) {
 			<-ctx.Done() // a dial that only ends when cancelled
 			return ctx.Err()
 		}}
-		p := newPoolWith(t, f, keyedpool.Config{})
+		p := testfactory.NewPool(t, f, keyedpool.Config{})
 		ch := borrowAsync(context.Background(), p, "a")
 		synctest.Wait()
 		if err := p.Close(context.Background()); err != nil {
@@ -228,7 +228,7 @@ func TestValidationHooks(t *testing.T) {
 	})
 	t.Run("ActivateFailureDestroys", func(t *testing.T) {
 		f := &testfactory.Factory{}
-		p := newPoolWith(t, f, keyedpool.Config{})
+		p := testfactory.NewPool(t, f, keyedpool.Config{})
 		h := mustBorrow(t, p, "a")
 		mustReturn(t, p, h)
 		f.ActivateHook = func(_ context.Context, o *testfactory.Obj) error {
@@ -243,7 +243,7 @@ func TestValidationHooks(t *testing.T) {
 	})
 	t.Run("NewObjectFailingActivationFailsBorrow", func(t *testing.T) {
 		f := &testfactory.Factory{ActivateHook: func(context.Context, *testfactory.Obj) error { return boom }}
-		p := newPoolWith(t, f, keyedpool.Config{})
+		p := testfactory.NewPool(t, f, keyedpool.Config{})
 		_, err := p.Borrow(context.Background(), "a")
 		if !errors.Is(err, keyedpool.ErrValidation) || !errors.Is(err, boom) {
 			t.Errorf("Borrow() = %v, want ErrValidation wrapping %v", err, boom)
@@ -254,7 +254,7 @@ func TestValidationHooks(t *testing.T) {
 	})
 	t.Run("TestOnCreate", func(t *testing.T) {
 		f := &testfactory.Factory{ValidateHook: func(context.Context, *testfactory.Obj) error { return boom }}
-		p := newPoolWith(t, f, keyedpool.Config{TestOnCreate: true})
+		p := testfactory.NewPool(t, f, keyedpool.Config{TestOnCreate: true})
 		_, err := p.Borrow(context.Background(), "a")
 		if !errors.Is(err, keyedpool.ErrValidation) || !errors.Is(err, boom) {
 			t.Errorf("Borrow() = %v, want ErrValidation wrapping %v", err, boom)
@@ -276,7 +276,7 @@ func TestValidationHooks(t *testing.T) {
 	})
 	t.Run("PassivateFailureDestroys", func(t *testing.T) {
 		f := &testfactory.Factory{PassivateHook: func(context.Context, *testfactory.Obj) error { return boom }}
-		p := newPoolWith(t, f, keyedpool.Config{})
+		p := testfactory.NewPool(t, f, keyedpool.Config{})
 		h := mustBorrow(t, p, "a")
 		if err := p.Return(h); !errors.Is(err, boom) {
 			t.Errorf("Return() = %v, want %v", err, boom)
@@ -325,7 +325,7 @@ func factoryNotCalledUnderLock(t *testing.T) {
 			ActivateHook:  func(context.Context, *testfactory.Obj) error { return touch() },
 			PassivateHook: func(context.Context, *testfactory.Obj) error { return touch() },
 		}
-		p = newPoolWith(t, f, keyedpool.Config{TestOnBorrow: true, TestOnReturn: true, TestOnCreate: true, MaxTotal: 2, MinIdlePerKey: 1})
+		p = testfactory.NewPool(t, f, keyedpool.Config{TestOnBorrow: true, TestOnReturn: true, TestOnCreate: true, MaxTotal: 2, MinIdlePerKey: 1})
 		ctx := context.Background()
 		a := mustBorrow(t, p, "a")
 		b := mustBorrow(t, p, "b")
@@ -531,7 +531,7 @@ func TestClearDestroysObjectUnderTest(t *testing.T) {
 			<-release
 			return nil
 		}
-		p := newPoolWith(t, f, keyedpool.Config{TestWhileIdle: true, NumTestsPerEvictionRun: 1})
+		p := testfactory.NewPool(t, f, keyedpool.Config{TestWhileIdle: true, NumTestsPerEvictionRun: 1})
 		objs := idleObjects(t, p, "a", 2)
 		run := make(chan error, 1)
 		go func() { run <- p.RunEviction(context.Background()) }()

@@ -221,7 +221,7 @@ func TestMakeErrorReleasesRoomAndWakesNext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		boom := errors.New("backend down")
 		f := &testfactory.Factory{}
-		p := newPoolWith(t, f, keyedpool.Config{MaxTotal: 1})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MaxTotal: 1})
 		h := mustBorrow(t, p, "a")
 		f.MakeHook = func(context.Context, string) error { return boom }
 		var chs []<-chan result
@@ -250,7 +250,7 @@ func TestBorrowerGivingUpDuringMakeKeepsObject(t *testing.T) {
 			time.Sleep(time.Minute) // a slow dial
 			return nil
 		}}
-		p := newPoolWith(t, f, keyedpool.Config{})
+		p := testfactory.NewPool(t, f, keyedpool.Config{})
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		if _, err := p.Borrow(ctx, "a"); !errors.Is(err, context.DeadlineExceeded) {
@@ -325,7 +325,7 @@ func TestOldestIdleAfterManyCycles(t *testing.T) {
 func TestBorrowerGivingUpDuringActivationKeepsObjects(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &testfactory.Factory{}
-		p := newPoolWith(t, f, keyedpool.Config{})
+		p := testfactory.NewPool(t, f, keyedpool.Config{})
 		var hs []*handle
 		for range 5 {
 			hs = append(hs, mustBorrow(t, p, "a"))
@@ -358,7 +358,7 @@ func TestBorrowerGivingUpDuringActivationKeepsObjects(t *testing.T) {
 func TestStaleReturnDuringActivationFails(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &testfactory.Factory{}
-		p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 2})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MaxSharesPerObject: 2})
 		h1 := mustBorrow(t, p, "a")
 		mustReturn(t, p, h1)
 		f.ActivateHook = func(context.Context, *testfactory.Obj) error { time.Sleep(time.Second); return nil }

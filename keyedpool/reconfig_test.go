@@ -174,7 +174,7 @@ func TestBackoffChangeAppliesToRunningBackoff(t *testing.T) {
 		f := &testfactory.Factory{}
 		f.MakeHook = func(context.Context, string) error { return errDial }
 		cfg := keyedpool.Config{MakeFailureThreshold: 1, MakeBackoffBase: time.Minute, MakeBackoffMax: time.Minute}
-		p := newPoolWith(t, f, cfg)
+		p := testfactory.NewPool(t, f, cfg)
 		if _, err := p.Borrow(context.Background(), "k"); !errors.Is(err, errDial) {
 			t.Fatalf("first Borrow = %v, want the dial error", err)
 		}
@@ -426,7 +426,7 @@ func TestBackoffSwitchedOffEndsRunningBackoff(t *testing.T) {
 			return nil
 		}}
 		cfg := keyedpool.Config{MakeFailureThreshold: 1, MakeBackoffBase: time.Minute, MakeBackoffMax: time.Minute}
-		p := newPoolWith(t, f, cfg)
+		p := testfactory.NewPool(t, f, cfg)
 		if _, err := p.Borrow(context.Background(), "a"); !errors.Is(err, errDial) {
 			t.Fatalf("Borrow = %v, want the make error", err)
 		}

@@ -164,7 +164,7 @@ func TestSharedColdBurstMakesOneObject(t *testing.T) {
 					time.Sleep(100 * time.Millisecond) // a dial
 					return nil
 				}}
-				p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 100, WhenExhausted: action})
+				p := testfactory.NewPool(t, f, keyedpool.Config{MaxSharesPerObject: 100, WhenExhausted: action})
 				hs := borrowAtOnce(t, p, "k", 8)
 				if got := f.Made.Load(); got != 1 {
 					t.Errorf("objects made for 8 borrowers with 100 shares each = %d, want 1", got)
@@ -183,7 +183,7 @@ func TestSharedBurstBeyondPendingMakesMore(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 			return nil
 		}}
-		p := newPoolWith(t, f, keyedpool.Config{MaxSharesPerObject: 2})
+		p := testfactory.NewPool(t, f, keyedpool.Config{MaxSharesPerObject: 2})
 		hs := borrowAtOnce(t, p, "k", 6)
 		if got := f.Made.Load(); got != 3 {
 			t.Errorf("objects made for 6 borrowers with 2 shares each = %d, want 3", got)

@@ -24,20 +24,6 @@ import (
 
 type pool = keyedpool.Pool[string, *testfactory.Obj]
 
-func newPool(t *testing.T, f *testfactory.Factory, cfg keyedpool.Config) *pool {
-	t.Helper()
-	p, err := keyedpool.New(f, cfg)
-	if err != nil {
-		t.Fatalf("keyedpool.New() = %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel() // lent objects are the test's business
-		p.Close(ctx)
-	})
-	return p
-}
-
 func borrow(t *testing.T, p *pool, key string) *keyedpool.Pooled[string, *testfactory.Obj] {
 	t.Helper()
 	h, err := p.Borrow(context.Background(), key)
@@ -61,7 +47,7 @@ func knownState(t *testing.T) *pool {
 		}
 		return nil
 	}}
-	p := newPool(t, f, keyedpool.Config{MaxTotal: 10, MaxTotalPerKey: 3, MaxIdlePerKey: 1})
+	p := testfactory.NewPool(t, f, keyedpool.Config{MaxTotal: 10, MaxTotalPerKey: 3, MaxIdlePerKey: 1})
 	a1, a2, a3 := borrow(t, p, "a"), borrow(t, p, "a"), borrow(t, p, "a")
 	for _, err := range []error{p.Return(a1), p.Return(a2), p.Invalidate(a3)} {
 		if err != nil {
@@ -187,7 +173,7 @@ kp_grpc_pool_up{pool="orders"} 0
 func TestPerKeySeries(t *testing.T) {
 	m, reg := metricstest.New(t, metrics.Options{PerKey: true, MaxKeySeries: 1})
 	f := &testfactory.Factory{}
-	p := newPool(t, f, keyedpool.Config{MaxTotalPerKey: 4})
+	p := testfactory.NewPool(t, f, keyedpool.Config{MaxTotalPerKey: 4})
 	if err := metrics.AddPool(m, "p", p, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +214,7 @@ grpc_pool_keys_aggregated{pool="p"} 2
 func TestPerKeyCardinalityCap(t *testing.T) {
 	const keys, maxSeries = 10000, 50
 	m, reg := metricstest.New(t, metrics.Options{PerKey: true, MaxKeySeries: maxSeries})
-	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{MaxTotal: keys})
+	p := testfactory.NewPool(t, &testfactory.Factory{}, keyedpool.Config{MaxTotal: keys})
 	if err := metrics.AddPool(m, "big", p, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +279,7 @@ func TestNewRefusesBadInput(t *testing.T) {
 	}
 
 	m, _ := metricstest.New(t, metrics.Options{})
-	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{})
+	p := testfactory.NewPool(t, &testfactory.Factory{}, keyedpool.Config{})
 	if err := metrics.AddPool(m, "", p, nil); !errors.Is(err, metrics.ErrInvalid) {
 		t.Errorf("AddPool(empty name) = %v, want ErrInvalid", err)
 	}
@@ -327,7 +313,7 @@ func TestOptionsResolveMaxKeySeries(t *testing.T) {
 
 func TestUnregister(t *testing.T) {
 	m, reg := metricstest.New(t, metrics.Options{Namespace: "app"})
-	if err := metrics.AddPool(m, "p", newPool(t, &testfactory.Factory{}, keyedpool.Config{}), nil); err != nil {
+	if err := metrics.AddPool(m, "p", testfactory.NewPool(t, &testfactory.Factory{}, keyedpool.Config{}), nil); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := testutil.GatherAndCount(reg, "app_grpc_pool_size"); err != nil || n != 1 {
@@ -403,7 +389,7 @@ grpc_service_discovery_usable_nodes{service="users"} 2
 func TestBackgroundErrorsExported(t *testing.T) {
 	m, reg := metricstest.New(t, metrics.Options{})
 	f := &testfactory.Factory{DestroyHook: func(context.Context, *testfactory.Obj) error { return errors.New("close failed") }}
-	p := newPool(t, f, keyedpool.Config{
+	p := testfactory.NewPool(t, f, keyedpool.Config{
 		EvictionPolicy: evictor.PolicyFunc(func(evictor.Settings, evictor.Candidate) bool { return true }),
 	})
 	if err := metrics.AddPool(m, "p", p, nil); err != nil {
@@ -459,7 +445,7 @@ func TestKeyNotValidUTF8DoesNotBreakScrape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{})
+	p := testfactory.NewPool(t, &testfactory.Factory{}, keyedpool.Config{})
 	borrow(t, p, "shard-\xff\xfe")
 	if err := metrics.AddPool(m, "p", p, nil); err != nil {
 		t.Fatal(err)
@@ -489,7 +475,7 @@ func TestKeyNotValidUTF8DoesNotBreakScrape(t *testing.T) {
 // labels would fail the whole scrape).
 func TestKeyNamedOtherKeepsScrapeValid(t *testing.T) {
 	m, reg := metricstest.New(t, metrics.Options{PerKey: true, MaxKeySeries: 1})
-	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{})
+	p := testfactory.NewPool(t, &testfactory.Factory{}, keyedpool.Config{})
 	if err := metrics.AddPool(m, "p", p, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -148,7 +148,7 @@ func TestListenAndServeReportsPortInUse(t *testing.T) {
 
 func TestStatsOfManyKeysIsBounded(t *testing.T) {
 	m, reg := metricstest.New(t, metrics.Options{})
-	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{MaxTotal: 5000})
+	p := testfactory.NewPool(t, &testfactory.Factory{}, keyedpool.Config{MaxTotal: 5000})
 	for i := range 5000 {
 		if err := p.AddObject(context.Background(), fmt.Sprintf("k%05d", i)); err != nil {
 			t.Fatal(err)
@@ -202,7 +202,7 @@ func TestHandlerErrorsAreJSON(t *testing.T) {
 // backend, being retired) does not fail it.
 func TestHealthServiceFilterJudgesThatServiceOnly(t *testing.T) {
 	m, reg := metricstest.New(t, metrics.Options{})
-	p := newPool(t, &testfactory.Factory{}, keyedpool.Config{})
+	p := testfactory.NewPool(t, &testfactory.Factory{}, keyedpool.Config{})
 	if err := metrics.AddPool(m, "retired", p, nil); err != nil {
 		t.Fatal(err)
 	}

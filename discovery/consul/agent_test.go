@@ -1,7 +1,6 @@
 package consul_test
 
 import (
-	"context"
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
@@ -242,12 +241,4 @@ func TestAgentRestartSeesNewInstanceAtOnce(t *testing.T) {
 		return strings.Join(addrs(w.last()), ",") == strings.Join(want, ",")
 	})
 	t.Logf("new instance seen %v after its registration", time.Since(start).Round(time.Millisecond))
-}
-
-// ctx returns a context that ends with the test.
-func ctx(t *testing.T) context.Context {
-	t.Helper()
-	c, cancel := context.WithTimeout(context.Background(), agentTimeout)
-	t.Cleanup(cancel)
-	return c
 }

@@ -1,7 +1,6 @@
 package consul_test
 
 import (
-	"context"
 	"net"
 	"strconv"
 	"testing"
@@ -10,7 +9,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/kpool-go/kpool/discovery"
-	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/consultest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
@@ -18,68 +17,15 @@ import (
 
 type stub = testpb.BenchmarkServiceClient
 
-// newRouter makes a Router with shared leases over res, closed at the
-// test's end.
-func newRouter(t *testing.T, res discovery.Resolver) *discovery.Router[stub] {
-	t.Helper()
-	f, err := grpcpool.New(grpcpool.Config[string, stub]{
-		NewStub: testpb.NewBenchmarkServiceClient, Insecure: true, ConnectTimeout: agentTimeout,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := discovery.NewRouter(discovery.RouterConfig[stub]{
-		Resolver: res,
-		Factory:  f,
-		Pool:     keyedpool.Config{MaxSharesPerObject: 100, MaxTotalPerKey: 4, MinIdlePerKey: 1},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, cancel := context.WithTimeout(context.Background(), agentTimeout)
-		defer cancel()
-		if err := r.Close(c); err != nil {
-			t.Errorf("Router.Close() = %v", err)
-		}
-	})
-	return r
-}
+// warmShared is clienttest.SharedLeases keeping a connection to every
+// backend open (MinIdlePerKey 1), as these rolling releases run.
+var warmShared = keyedpool.Config{MaxSharesPerObject: 100, MaxTotalPerKey: 4, MinIdlePerKey: 1}
 
 // registerServer registers a backend as an instance of "web" named id.
 func registerServer(a *consultest.Agent, id string, s *grpctest.Server) {
 	_, port, _ := net.SplitHostPort(s.Addr)
 	p, _ := strconv.Atoi(port)
 	a.Register(&api.AgentServiceRegistration{ID: id, Name: "web", Address: "127.0.0.1", Port: p})
-}
-
-func serviceStats(r *discovery.Router[stub], name string) discovery.ServiceStats {
-	for _, s := range r.Services() {
-		if s.Service == name {
-			return s
-		}
-	}
-	return discovery.ServiceStats{}
-}
-
-func hasKey(r *discovery.Router[stub], addr string) bool {
-	for _, k := range r.Pool().Keys() {
-		if k == addr {
-			return true
-		}
-	}
-	return false
-}
-
-// traffic starts n goroutines sending UnaryCalls through conn until Stop;
-// the test's end stops them too.
-func traffic(t *testing.T, conn *discovery.Conn[stub], n int) *grpctest.Traffic {
-	t.Helper()
-	foo := testpb.NewBenchmarkServiceClient(conn)
-	return grpctest.StartTraffic(t, n, agentTimeout, func(c context.Context) error {
-		_, err := foo.UnaryCall(c, &testpb.SimpleRequest{})
-		return err
-	})
 }
 
 // The rolling release of the issue, with Consul: three backends replaced
@@ -93,12 +39,12 @@ func TestAgentRollingReleaseZeroFailures(t *testing.T) {
 	for i, s := range old {
 		registerServer(a, "old-"+strconv.Itoa(i), s)
 	}
-	r := newRouter(t, newResolver(t, quick(a)))
+	r := clienttest.NewRouter(t, agentTimeout, discovery.RouterConfig[stub]{Resolver: newResolver(t, quick(a)), Pool: warmShared})
 	grpctest.WaitFor(t, agentTimeout, "router never saw the 3 backends", func() bool {
-		eps, err := r.Endpoints(ctx(t), "web")
+		eps, err := r.Endpoints(grpctest.Context(t, agentTimeout), "web")
 		return err == nil && len(eps) == 3
 	})
-	l := traffic(t, r.Conn("web"), 8)
+	l := clienttest.UnaryTraffic(t, agentTimeout, r.Conn("web"), 8)
 	l.More(t, 300)
 
 	var fresh []*grpctest.Server
@@ -116,7 +62,7 @@ func TestAgentRollingReleaseZeroFailures(t *testing.T) {
 			a.Register(&api.AgentServiceRegistration{ID: id, Name: "web", Address: "127.0.0.1", Port: port(o),
 				Check: &api.AgentServiceCheck{CheckID: "ttl-" + id, TTL: "1m", Status: api.HealthCritical}})
 			grpctest.WaitFor(t, agentTimeout, "critical backend never left the router's list", func() bool {
-				return serviceStats(r, "web").Endpoints == 3
+				return clienttest.ServiceStats(r, "web").Endpoints == 3
 			})
 		}
 		a.Deregister(id)
@@ -125,21 +71,8 @@ func TestAgentRollingReleaseZeroFailures(t *testing.T) {
 		l.More(t, 200)
 		t.Logf("step %d: replaced %s by %s", i+1, o.Addr, n.Addr)
 	}
-	calls, errs := l.Stop()
-	if len(errs) > 0 {
-		t.Errorf("%d of %d RPCs failed during the rolling release, want 0; first: %v", len(errs), calls, errs[0])
-	}
-	for _, o := range old {
-		if hasKey(r, o.Addr) {
-			t.Errorf("pool still has a key for old backend %s", o.Addr)
-		}
-	}
-	for _, n := range fresh {
-		if n.UnaryCalls() == 0 {
-			t.Errorf("new backend %s got no RPC", n.Addr)
-		}
-	}
-	st := serviceStats(r, "web")
+	calls := clienttest.CheckRolledOver(t, r, l, old, fresh)
+	st := clienttest.ServiceStats(r, "web")
 	t.Logf("%d RPCs, none failed; service %+v", calls, st)
 	if st.Endpoints != 3 || st.Errors != 0 {
 		t.Errorf("Services() = %+v, want 3 endpoints and no errors", st)
@@ -160,22 +93,22 @@ func TestAgentStopKeepsEndpointsRestartResumes(t *testing.T) {
 	b1, b2 := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	registerServer(a, "web-1", b1)
 	registerServer(a, "web-2", b2)
-	r := newRouter(t, newResolver(t, quick(a)))
+	r := clienttest.NewRouter(t, agentTimeout, discovery.RouterConfig[stub]{Resolver: newResolver(t, quick(a)), Pool: warmShared})
 	grpctest.WaitFor(t, agentTimeout, "router never saw the 2 backends", func() bool {
-		eps, err := r.Endpoints(ctx(t), "web")
+		eps, err := r.Endpoints(grpctest.Context(t, agentTimeout), "web")
 		return err == nil && len(eps) == 2
 	})
-	l := traffic(t, r.Conn("web"), 4)
+	l := clienttest.UnaryTraffic(t, agentTimeout, r.Conn("web"), 4)
 	l.More(t, 100)
 
 	a.Stop()
-	grpctest.WaitFor(t, agentTimeout, "failed lookups never counted", func() bool { return serviceStats(r, "web").Errors >= 3 })
+	grpctest.WaitFor(t, agentTimeout, "failed lookups never counted", func() bool { return clienttest.ServiceStats(r, "web").Errors >= 3 })
 	before1, before2 := b1.UnaryCalls(), b2.UnaryCalls()
 	l.More(t, 200)
 	if b1.UnaryCalls() == before1 || b2.UnaryCalls() == before2 {
 		t.Errorf("while the agent was down, backends got %d and %d more RPCs, want both some", b1.UnaryCalls()-before1, b2.UnaryCalls()-before2)
 	}
-	down := serviceStats(r, "web")
+	down := clienttest.ServiceStats(r, "web")
 	if down.Endpoints != 2 || down.Usable != 2 || down.LastError == "" {
 		t.Errorf("Services() with the agent down = %+v, want the 2 endpoints kept, usable, and the last error", down)
 	}
@@ -194,20 +127,20 @@ func TestAgentStopKeepsEndpointsRestartResumes(t *testing.T) {
 	registerServer(a, "web-3", b3)
 	a.Deregister("web-1")
 	grpctest.WaitFor(t, agentTimeout, "watch never resumed with the new registrations", func() bool {
-		eps, err := r.Endpoints(ctx(t), "web")
+		eps, err := r.Endpoints(grpctest.Context(t, agentTimeout), "web")
 		if err != nil || len(eps) != 2 {
 			return false
 		}
 		got := []string{eps[0].Addr(), eps[1].Addr()}
 		return (got[0] == b2.Addr && got[1] == b3.Addr) || (got[0] == b3.Addr && got[1] == b2.Addr)
 	})
-	up := serviceStats(r, "web")
+	up := clienttest.ServiceStats(r, "web")
 	if up.LastError != "" || up.Updates <= down.Updates || up.Errors < down.Errors {
 		t.Errorf("Services() after the restart = %+v, want LastError cleared, more updates than %d, errors kept (%d)", up, down.Updates, down.Errors)
 	}
 	foo := testpb.NewBenchmarkServiceClient(r.Conn("web"))
 	for i := range 10 {
-		if _, err := foo.UnaryCall(ctx(t), &testpb.SimpleRequest{}); err != nil {
+		if _, err := foo.UnaryCall(grpctest.Context(t, agentTimeout), &testpb.SimpleRequest{}); err != nil {
 			t.Fatalf("RPC %d after the restart: %v", i, err)
 		}
 	}
@@ -215,6 +148,6 @@ func TestAgentStopKeepsEndpointsRestartResumes(t *testing.T) {
 		t.Error("the backend registered after the restart got no RPC")
 	}
 	grpctest.WaitFor(t, agentTimeout, "the backend left out after the restart kept its connections", func() bool {
-		return !hasKey(r, b1.Addr) && b1.Open() == 0
+		return !clienttest.HasKey(r, b1.Addr) && b1.Open() == 0
 	})
 }

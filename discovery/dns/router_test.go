@@ -1,7 +1,6 @@
 package dns_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,43 +8,19 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/kpool-go/kpool/discovery"
-	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/clienttest"
 	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
 type stub = testpb.BenchmarkServiceClient
 
+// warmShared is clienttest.SharedLeases keeping a connection to every
+// backend open (MinIdlePerKey 1), as these rolling releases run.
+var warmShared = keyedpool.Config{MaxSharesPerObject: 100, MaxTotalPerKey: 4, MinIdlePerKey: 1}
+
 // srvName is the SRV name the router tests serve their backends under.
 const srvName = "_grpc._tcp.web.test"
-
-// newRouter makes a Router with shared leases over res, closed at the
-// test's end.
-func newRouter(t *testing.T, res discovery.Resolver) *discovery.Router[stub] {
-	t.Helper()
-	f, err := grpcpool.New(grpcpool.Config[string, stub]{
-		NewStub: testpb.NewBenchmarkServiceClient, Insecure: true, ConnectTimeout: testTimeout,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := discovery.NewRouter(discovery.RouterConfig[stub]{
-		Resolver: res,
-		Factory:  f,
-		Pool:     keyedpool.Config{MaxSharesPerObject: 100, MaxTotalPerKey: 4, MinIdlePerKey: 1},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, cancel := context.WithTimeout(context.Background(), testTimeout)
-		defer cancel()
-		if err := r.Close(c); err != nil {
-			t.Errorf("Router.Close() = %v", err)
-		}
-	})
-	return r
-}
 
 // publish makes backends the SRV records of srvName, each a target of its
 // own whose address (127.0.0.1) the answer carries.
@@ -59,42 +34,6 @@ func publish(s *dnsServer, backends ...*grpctest.Server) {
 	s.Set(srvName, recs...)
 }
 
-func serviceStats(r *discovery.Router[stub], name string) discovery.ServiceStats {
-	for _, s := range r.Services() {
-		if s.Service == name {
-			return s
-		}
-	}
-	return discovery.ServiceStats{}
-}
-
-func hasKey(r *discovery.Router[stub], addr string) bool {
-	for _, k := range r.Pool().Keys() {
-		if k == addr {
-			return true
-		}
-	}
-	return false
-}
-
-// traffic starts n goroutines sending UnaryCalls through conn until Stop;
-// the test's end stops them too.
-func traffic(t *testing.T, conn *discovery.Conn[stub], n int) *grpctest.Traffic {
-	t.Helper()
-	foo := testpb.NewBenchmarkServiceClient(conn)
-	return grpctest.StartTraffic(t, n, testTimeout, func(c context.Context) error {
-		_, err := foo.UnaryCall(c, &testpb.SimpleRequest{})
-		return err
-	})
-}
-
-func ctx(t *testing.T) context.Context {
-	t.Helper()
-	c, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	return c
-}
-
 // The rolling release of the issue, with DNS: three backends replaced one
 // by one under continuous traffic. Each new backend's SRV record appears;
 // the old one's goes and, once its clients have closed their connections,
@@ -104,12 +43,12 @@ func TestRollingReleaseDNSZeroFailures(t *testing.T) {
 	old := []*grpctest.Server{grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})}
 	live := append([]*grpctest.Server(nil), old...)
 	publish(s, live...)
-	r := newRouter(t, newResolver(t, quick(s)))
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: newResolver(t, quick(s)), Pool: warmShared})
 	grpctest.WaitFor(t, testTimeout, "router never saw the 3 backends", func() bool {
-		eps, err := r.Endpoints(ctx(t), srvName)
+		eps, err := r.Endpoints(grpctest.Context(t, testTimeout), srvName)
 		return err == nil && len(eps) == 3
 	})
-	l := traffic(t, r.Conn(srvName), 8)
+	l := clienttest.UnaryTraffic(t, testTimeout, r.Conn(srvName), 8)
 	l.More(t, 300)
 
 	var fresh []*grpctest.Server
@@ -128,21 +67,8 @@ func TestRollingReleaseDNSZeroFailures(t *testing.T) {
 		l.More(t, 200)
 		t.Logf("step %d: replaced %s by %s", i+1, o.Addr, n.Addr)
 	}
-	calls, errs := l.Stop()
-	if len(errs) > 0 {
-		t.Errorf("%d of %d RPCs failed during the rolling release, want 0; first: %v", len(errs), calls, errs[0])
-	}
-	for _, o := range old {
-		if hasKey(r, o.Addr) {
-			t.Errorf("pool still has a key for old backend %s", o.Addr)
-		}
-	}
-	for _, n := range fresh {
-		if n.UnaryCalls() == 0 {
-			t.Errorf("new backend %s got no RPC", n.Addr)
-		}
-	}
-	st := serviceStats(r, srvName)
+	calls := clienttest.CheckRolledOver(t, r, l, old, fresh)
+	st := clienttest.ServiceStats(r, srvName)
 	t.Logf("%d RPCs, none failed; service %+v", calls, st)
 	if st.Endpoints != 3 || st.Errors != 0 {
 		t.Errorf("Services() = %+v, want 3 endpoints and no errors", st)
@@ -156,22 +82,22 @@ func TestServerSilentKeepsEndpointsServing(t *testing.T) {
 	s := startDNS(t)
 	b1, b2 := grpctest.Start(t, grpctest.Options{}), grpctest.Start(t, grpctest.Options{})
 	publish(s, b1, b2)
-	r := newRouter(t, newResolver(t, quick(s)))
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: newResolver(t, quick(s)), Pool: warmShared})
 	grpctest.WaitFor(t, testTimeout, "router never saw the 2 backends", func() bool {
-		eps, err := r.Endpoints(ctx(t), srvName)
+		eps, err := r.Endpoints(grpctest.Context(t, testTimeout), srvName)
 		return err == nil && len(eps) == 2
 	})
-	l := traffic(t, r.Conn(srvName), 4)
+	l := clienttest.UnaryTraffic(t, testTimeout, r.Conn(srvName), 4)
 	l.More(t, 100)
 
 	s.Silent(true)
-	grpctest.WaitFor(t, testTimeout, "failed lookups never counted", func() bool { return serviceStats(r, srvName).Errors >= 3 })
+	grpctest.WaitFor(t, testTimeout, "failed lookups never counted", func() bool { return clienttest.ServiceStats(r, srvName).Errors >= 3 })
 	before1, before2 := b1.UnaryCalls(), b2.UnaryCalls()
 	l.More(t, 200)
 	if b1.UnaryCalls() == before1 || b2.UnaryCalls() == before2 {
 		t.Errorf("while DNS was silent, backends got %d and %d more RPCs, want both some", b1.UnaryCalls()-before1, b2.UnaryCalls()-before2)
 	}
-	down := serviceStats(r, srvName)
+	down := clienttest.ServiceStats(r, srvName)
 	if down.Endpoints != 2 || down.Usable != 2 || !strings.Contains(down.LastError, "i/o timeout") {
 		t.Errorf("Services() with DNS silent = %+v, want the 2 endpoints kept, usable, and the last error", down)
 	}
@@ -185,16 +111,16 @@ func TestServerSilentKeepsEndpointsServing(t *testing.T) {
 	publish(s, b2, b3)
 	s.Silent(false)
 	grpctest.WaitFor(t, testTimeout, "watch never followed the records once DNS answered", func() bool {
-		eps, err := r.Endpoints(ctx(t), srvName)
+		eps, err := r.Endpoints(grpctest.Context(t, testTimeout), srvName)
 		return err == nil && len(eps) == 2 && (eps[0].Port == port(b3.Addr) || eps[1].Port == port(b3.Addr))
 	})
-	up := serviceStats(r, srvName)
+	up := clienttest.ServiceStats(r, srvName)
 	if up.LastError != "" || up.Updates <= down.Updates || up.Errors < down.Errors {
 		t.Errorf("Services() once DNS answered = %+v, want LastError cleared, more updates than %d, errors kept (%d)", up, down.Updates, down.Errors)
 	}
 	foo := testpb.NewBenchmarkServiceClient(r.Conn(srvName))
 	for i := range 10 {
-		if _, err := foo.UnaryCall(ctx(t), &testpb.SimpleRequest{}); err != nil {
+		if _, err := foo.UnaryCall(grpctest.Context(t, testTimeout), &testpb.SimpleRequest{}); err != nil {
 			t.Fatalf("RPC %d once DNS answered: %v", i, err)
 		}
 	}
@@ -202,7 +128,7 @@ func TestServerSilentKeepsEndpointsServing(t *testing.T) {
 		t.Error("the backend published once DNS answered got no RPC")
 	}
 	grpctest.WaitFor(t, testTimeout, "the backend left out kept its connections", func() bool {
-		return !hasKey(r, b1.Addr) && b1.Open() == 0
+		return !clienttest.HasKey(r, b1.Addr) && b1.Open() == 0
 	})
 }
 
@@ -214,10 +140,10 @@ func TestAddressNameRoutesRPCs(t *testing.T) {
 	s.Set("web.test", "A 127.0.0.1")
 	cfg := quick(s)
 	cfg.Port = port(b.Addr)
-	r := newRouter(t, newResolver(t, cfg))
+	r := clienttest.NewRouter(t, testTimeout, discovery.RouterConfig[stub]{Resolver: newResolver(t, cfg), Pool: warmShared})
 	foo := testpb.NewBenchmarkServiceClient(r.Conn("web.test"))
 	for i := range 5 {
-		if _, err := foo.UnaryCall(ctx(t), &testpb.SimpleRequest{}); err != nil {
+		if _, err := foo.UnaryCall(grpctest.Context(t, testTimeout), &testpb.SimpleRequest{}); err != nil {
 			t.Fatalf("RPC %d: %v", i, err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kpool-go/kpool/internal/backend"
+	"github.com/kpool-go/kpool/internal/grpctest"
 )
 
 const testTimeout = 10 * time.Second
@@ -39,18 +40,6 @@ func dial(t *testing.T, s *backend.Server) testpb.BenchmarkServiceClient {
 	}
 	t.Cleanup(func() { cc.Close() })
 	return testpb.NewBenchmarkServiceClient(cc)
-}
-
-// waitFor polls cond until it holds, and fails the test after testTimeout.
-func waitFor(t *testing.T, msg string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", testTimeout, msg)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func healthStatus(t *testing.T, s *backend.Server, service string) healthpb.HealthCheckResponse_ServingStatus {
@@ -113,7 +102,7 @@ func TestShutdownLetsRPCsInFlightFinish(t *testing.T) {
 		_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{})
 		errc <- err
 	}()
-	waitFor(t, "the RPC never reached the handler", func() bool { return s.InFlight() == 1 })
+	grpctest.WaitFor(t, testTimeout, "the RPC never reached the handler", func() bool { return s.InFlight() == 1 })
 
 	done := make(chan error, 1)
 	go func() {
@@ -121,7 +110,7 @@ func TestShutdownLetsRPCsInFlightFinish(t *testing.T) {
 		defer cancel()
 		done <- s.Shutdown(ctx)
 	}()
-	waitFor(t, "Shutdown did not report NOT_SERVING", func() bool {
+	grpctest.WaitFor(t, testTimeout, "Shutdown did not report NOT_SERVING", func() bool {
 		return healthStatus(t, s, "") == healthpb.HealthCheckResponse_NOT_SERVING &&
 			healthStatus(t, s, "svc") == healthpb.HealthCheckResponse_NOT_SERVING
 	})
@@ -152,7 +141,7 @@ func TestShutdownCutsRPCsWhenItsContextEnds(t *testing.T) {
 		_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{})
 		errc <- err
 	}()
-	waitFor(t, "the RPC never reached the handler", func() bool { return s.InFlight() == 1 })
+	grpctest.WaitFor(t, testTimeout, "the RPC never reached the handler", func() bool { return s.InFlight() == 1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -162,7 +151,7 @@ func TestShutdownCutsRPCsWhenItsContextEnds(t *testing.T) {
 	if err := <-errc; status.Code(err) != codes.Unavailable {
 		t.Errorf("held RPC cut by Shutdown = %v, want Unavailable", err)
 	}
-	waitFor(t, "the cut connection is still open", func() bool { return s.Open() == 0 })
+	grpctest.WaitFor(t, testTimeout, "the cut connection is still open", func() bool { return s.Open() == 0 })
 }
 
 // Restart serves again on the same address; the connections of before
@@ -181,7 +170,7 @@ func TestRestartServesTheSameAddress(t *testing.T) {
 	if s.Addr != addr {
 		t.Errorf("Addr after Restart = %s, want %s", s.Addr, addr)
 	}
-	waitFor(t, "the connection of before the restart is still open", func() bool { return s.Open() == 0 })
+	grpctest.WaitFor(t, testTimeout, "the connection of before the restart is still open", func() bool { return s.Open() == 0 })
 	if _, err := dial(t, s).UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
 		t.Fatalf("UnaryCall() after Restart = %v", err)
 	}

@@ -3,16 +3,18 @@
 // grpc.testing.BenchmarkService with knobs a test needs, the standard
 // grpc.health.v1 service, connection counts, stop and restart on the same
 // port) that stops when the test ends and fails the test rather than
-// return errors; WaitFor, to poll instead of sleeping; continuous traffic;
-// and certificates made at run time for TLS and mTLS.
+// return errors; DeadAddr, an address nobody serves; WaitFor, to poll
+// instead of sleeping, and Context, a context bounded like every wait of a
+// test; continuous traffic; and certificates made at run time for TLS and
+// mTLS. The client side (factories, routers) is internal/clienttest.
 //
 // What needs no testing.TB lives in internal/backend, which programs (the
 // kpool command) use: this package imports testing.
 package grpctest
 
 import (
+	"net"
 	"testing"
-	"time"
 
 	"github.com/kpool-go/kpool/internal/backend"
 )
@@ -50,16 +52,15 @@ func (s *Server) Restart() {
 	}
 }
 
-// WaitFor polls cond until it holds or the timeout passes, and fails the
-// test in that case with msg. Tests use it instead of sleeping: the wait is
-// as short as the condition allows, and bounded.
-func WaitFor(tb testing.TB, timeout time.Duration, msg string, cond func() bool) {
+// DeadAddr returns a loopback address nobody listens on: the port was free
+// a moment ago and is closed again, so a dial is refused at once.
+func DeadAddr(tb testing.TB) string {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %v: %s", timeout, msg)
-		}
-		time.Sleep(time.Millisecond)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
 	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return addr
 }

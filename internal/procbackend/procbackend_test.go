@@ -12,6 +12,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
+	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/procbackend"
 )
 
@@ -21,18 +22,6 @@ func TestMain(m *testing.M) {
 }
 
 const testTimeout = 10 * time.Second
-
-// waitFor polls cond until it holds, and fails the test after testTimeout.
-func waitFor(t *testing.T, msg string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", testTimeout, msg)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 // A killed backend fails the RPCs sent to it; restarted, it serves on the
 // same address; Conns follows the connections its clients hold.
@@ -50,7 +39,7 @@ func TestKillAndRestartOnSameAddress(t *testing.T) {
 	if _, err := foo.UnaryCall(c, &testpb.SimpleRequest{}); err != nil {
 		t.Fatalf("UnaryCall() = %v", err)
 	}
-	waitFor(t, "the backend never reported the client's connection", func() bool { return b.Conns() == 1 })
+	grpctest.WaitFor(t, testTimeout, "the backend never reported the client's connection", func() bool { return b.Conns() == 1 })
 
 	b.Kill()
 	if got := b.Conns(); got != 0 {
@@ -68,5 +57,5 @@ func TestKillAndRestartOnSameAddress(t *testing.T) {
 		t.Errorf("UnaryCall() to the restarted backend = %v", err)
 	}
 	cc.Close()
-	waitFor(t, "the backend still holds the closed client's connection", func() bool { return b.Conns() == 0 })
+	grpctest.WaitFor(t, testTimeout, "the backend still holds the closed client's connection", func() bool { return b.Conns() == 0 })
 }

@@ -19,7 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kpool-go/kpool/cmd/kpool/internal/reload"
-
+	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/syncbuf"
 )
 
@@ -32,17 +32,6 @@ func parseInt(name string, data []byte) (int, error) {
 		return 0, fmt.Errorf("%s: want a non-negative integer, got %q", name, data)
 	}
 	return n, nil
-}
-
-func waitFor(t *testing.T, msg string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 5s: %s", msg)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 type fixture struct {
@@ -106,13 +95,13 @@ func TestWatcherAppliesChangesAndCountsFailuresOnce(t *testing.T) {
 	}
 
 	f.write(t, "2")
-	waitFor(t, "a changed file is applied", func() bool { return f.applied.Load() == 2 })
+	grpctest.WaitFor(t, 5*time.Second, "a changed file is applied", func() bool { return f.applied.Load() == 2 })
 	if got := f.w.Counts(); got != (reload.Counts{OK: 1}) {
 		t.Errorf("Counts() = %+v, want {OK:1}", got)
 	}
 
 	f.write(t, "two")
-	waitFor(t, "an invalid file is counted", func() bool { return f.w.Counts().Failed == 1 })
+	grpctest.WaitFor(t, 5*time.Second, "an invalid file is counted", func() bool { return f.w.Counts().Failed == 1 })
 	time.Sleep(20 * time.Millisecond) // more polls of the same invalid file
 	if got := f.w.Counts(); got != (reload.Counts{OK: 1, Failed: 1}) || f.applied.Load() != 2 {
 		t.Errorf("invalid file: Counts() = %+v, applied %d; want {OK:1 Failed:1}, 2 kept", got, f.applied.Load())
@@ -124,14 +113,14 @@ func TestWatcherAppliesChangesAndCountsFailuresOnce(t *testing.T) {
 	if err := os.Remove(f.path); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a removed file is counted", func() bool { return f.w.Counts().Failed == 2 })
+	grpctest.WaitFor(t, 5*time.Second, "a removed file is counted", func() bool { return f.w.Counts().Failed == 2 })
 	time.Sleep(20 * time.Millisecond)
 	if got := f.w.Counts().Failed; got != 2 {
 		t.Errorf("removed file: Failed = %d after more polls, want 2 (counted once)", got)
 	}
 
 	f.write(t, "3")
-	waitFor(t, "a fixed file is applied", func() bool { return f.applied.Load() == 3 })
+	grpctest.WaitFor(t, 5*time.Second, "a fixed file is applied", func() bool { return f.applied.Load() == 3 })
 	if got := f.w.Counts(); got != (reload.Counts{OK: 2, Failed: 2}) {
 		t.Errorf("Counts() = %+v, want {OK:2 Failed:2}", got)
 	}
@@ -144,7 +133,7 @@ func TestWatcherTriggerReloadsUnchangedFile(t *testing.T) {
 	f.run(hup)
 	defer f.stop()
 	hup <- syscall.SIGHUP
-	waitFor(t, "SIGHUP reloads", func() bool { return applies.Load() == 1 })
+	grpctest.WaitFor(t, 5*time.Second, "SIGHUP reloads", func() bool { return applies.Load() == 1 })
 	if !strings.Contains(f.logs.String(), "signal=hangup") {
 		t.Errorf("log does not name the signal:\n%s", f.logs)
 	}
