@@ -127,19 +127,9 @@ func BenchmarkParallelWithEvictor(b *testing.B) {
 			}
 			defer closeKpool(b, p)
 			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					h, err := p.Borrow(ctx, "k")
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					if err := p.Return(h); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+			parallelBorrows(b, nil,
+				func(*rng) (*keyedpool.Pooled[string, *conn], error) { return p.Borrow(ctx, "k") },
+				p.Return)
 			b.StopTimer()
 			if every > 0 && b.Elapsed() > 100*every && p.Stats().EvictionTests == 0 {
 				b.Error("the evictor never ran")

@@ -437,19 +437,9 @@ func BenchmarkParallel(b *testing.B) {
 			}
 			defer closeKpool(b, p)
 			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					h, err := p.Borrow(ctx, "k")
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					if err := p.Return(h); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+			parallelBorrows(b, nil,
+				func(*rng) (*keyedpool.Pooled[string, *conn], error) { return p.Borrow(ctx, "k") },
+				p.Return)
 		}
 	}
 	b.Run("impl=kpool", kpoolBench(keyedpool.Config{MaxTotalPerKey: n, MaxIdlePerKey: n}))
@@ -461,16 +451,9 @@ func BenchmarkParallel(b *testing.B) {
 		}
 		defer p.Close()
 		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				res, err := p.Acquire(ctx)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				res.Release()
-			}
-		})
+		parallelBorrows(b, nil,
+			func(*rng) (*puddle.Resource[*conn], error) { return p.Acquire(ctx) },
+			releasePuddle)
 	})
 	b.Run("impl=gocommonspool", func(b *testing.B) {
 		p, err := newCommons(commonsConfig(n), n)
@@ -479,19 +462,9 @@ func BenchmarkParallel(b *testing.B) {
 		}
 		defer p.Close(ctx)
 		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				o, err := p.BorrowObject(ctx)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				if err := p.ReturnObject(ctx, o); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
+		parallelBorrows(b, nil,
+			func(*rng) (commonsLease, error) { return borrowCommons(ctx, p) },
+			commonsLease.giveBack)
 	})
 	b.Run("impl=vitess", func(b *testing.B) {
 		p, err := newVitess(n, n)
@@ -500,25 +473,16 @@ func BenchmarkParallel(b *testing.B) {
 		}
 		defer closeVitess(b, p)
 		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				c, err := p.Get(ctx, nil)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				c.Recycle()
-			}
-		})
+		parallelBorrows(b, nil,
+			func(*rng) (*smartconnpool.Pooled[*conn], error) { return p.Get(ctx, nil) },
+			recycleVitess)
 	})
 	b.Run("impl=mutexslice", func(b *testing.B) {
 		s := newMutexSlice(n)
 		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				s.put(s.get())
-			}
-		})
+		parallelBorrows(b, nil,
+			func(*rng) (sliceLease, error) { return s.borrow(), nil },
+			sliceLease.giveBack)
 	})
 }
 
@@ -543,20 +507,9 @@ func BenchmarkKeyed(b *testing.B) {
 		}
 		defer closeKpool(b, p)
 		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			r := newRNG()
-			for pb.Next() {
-				h, err := p.Borrow(ctx, keys[r.intn(len(keys))])
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				if err := p.Return(h); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
+		parallelBorrows(b, nil,
+			func(r *rng) (*keyedpool.Pooled[string, *conn], error) { return p.Borrow(ctx, keys[r.intn(len(keys))]) },
+			p.Return)
 	})
 	b.Run("impl=puddlemap", func(b *testing.B) {
 		m, err := buildPuddles(keys, perKey, perKey, time.Time{})
@@ -565,17 +518,9 @@ func BenchmarkKeyed(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			r := newRNG()
-			for pb.Next() {
-				res, err := m[keys[r.intn(len(keys))]].Acquire(ctx)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				res.Release()
-			}
-		})
+		parallelBorrows(b, nil,
+			func(r *rng) (*puddle.Resource[*conn], error) { return m[keys[r.intn(len(keys))]].Acquire(ctx) },
+			releasePuddle)
 	})
 	b.Run("impl=gocommonspoolmap", func(b *testing.B) {
 		m, err := buildCommons(keys, commonsConfig(perKey), perKey, time.Time{})
@@ -584,21 +529,9 @@ func BenchmarkKeyed(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			r := newRNG()
-			for pb.Next() {
-				p := m[keys[r.intn(len(keys))]]
-				o, err := p.BorrowObject(ctx)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				if err := p.ReturnObject(ctx, o); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
+		parallelBorrows(b, nil,
+			func(r *rng) (commonsLease, error) { return borrowCommons(ctx, m[keys[r.intn(len(keys))]]) },
+			commonsLease.giveBack)
 	})
 	b.Run("impl=vitessmap", func(b *testing.B) {
 		m, err := buildVitesses(keys, perKey, perKey)
@@ -607,29 +540,57 @@ func BenchmarkKeyed(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			r := newRNG()
-			for pb.Next() {
-				c, err := m[keys[r.intn(len(keys))]].Get(ctx, nil)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				c.Recycle()
-			}
-		})
+		parallelBorrows(b, nil,
+			func(r *rng) (*smartconnpool.Pooled[*conn], error) { return m[keys[r.intn(len(keys))]].Get(ctx, nil) },
+			recycleVitess)
 	})
 	b.Run("impl=mutexslicemap", func(b *testing.B) {
 		m := buildMutexSlices(keys, perKey)
 		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			r := newRNG()
-			for pb.Next() {
-				s := m[keys[r.intn(len(keys))]]
-				s.put(s.get())
-			}
-		})
+		parallelBorrows(b, nil,
+			func(r *rng) (sliceLease, error) { return m[keys[r.intn(len(keys))]].borrow(), nil },
+			sliceLease.giveBack)
 	})
+}
+
+// releasePuddle gives a puddle resource back, for parallelBorrows.
+func releasePuddle(res *puddle.Resource[*conn]) error {
+	res.Release()
+	return nil
+}
+
+// recycleVitess gives a vitess connection back, for parallelBorrows.
+func recycleVitess(c *smartconnpool.Pooled[*conn]) error {
+	c.Recycle()
+	return nil
+}
+
+// commonsLease is a go-commons-pool object with the pool it came from,
+// which ReturnObject needs.
+type commonsLease struct {
+	ctx context.Context
+	p   *pool.ObjectPool
+	o   any
+}
+
+func borrowCommons(ctx context.Context, p *pool.ObjectPool) (commonsLease, error) {
+	o, err := p.BorrowObject(ctx)
+	return commonsLease{ctx: ctx, p: p, o: o}, err
+}
+
+func (l commonsLease) giveBack() error { return l.p.ReturnObject(l.ctx, l.o) }
+
+// sliceLease is a mutexSlice's object with the slice it came from.
+type sliceLease struct {
+	s *mutexSlice
+	c *conn
+}
+
+func (s *mutexSlice) borrow() sliceLease { return sliceLease{s: s, c: s.get()} }
+
+func (l sliceLease) giveBack() error {
+	l.s.put(l.c)
+	return nil
 }
 
 // contendedContext bounds a Contended sub-benchmark, so that a pool that
@@ -662,13 +623,14 @@ const contendedParallelism = 4
 func BenchmarkContended(b *testing.B) {
 	const size = 2
 	// run sets up a sub-benchmark's wait recorder, timer and parallelism,
-	// runs body on every borrower goroutine, and reports the waits.
-	run := func(b *testing.B, body func(pb *testing.PB, waits *waitLog)) {
+	// runs loop (a parallelBorrows recording into waits), and reports the
+	// waits.
+	run := func(b *testing.B, loop func(waits *waitRecorder)) {
 		waits := newWaitRecorder(contendedParallelism * runtime.GOMAXPROCS(0))
 		b.ReportAllocs()
 		b.SetParallelism(contendedParallelism)
 		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) { body(pb, waits.log()) })
+		loop(waits)
 		b.StopTimer()
 		waits.report(b)
 	}
@@ -680,21 +642,10 @@ func BenchmarkContended(b *testing.B) {
 		defer closeKpool(b, p)
 		ctx, cancel := contendedContext()
 		defer cancel()
-		run(b, func(pb *testing.PB, waits *waitLog) {
-			for pb.Next() {
-				start := time.Now()
-				h, err := p.Borrow(ctx, "k")
-				waits.add(time.Since(start))
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				runtime.Gosched()
-				if err := p.Return(h); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+		run(b, func(waits *waitRecorder) {
+			parallelBorrows(b, waits,
+				func(*rng) (*keyedpool.Pooled[string, *conn], error) { return p.Borrow(ctx, "k") },
+				p.Return)
 		})
 		b.ReportMetric(float64(p.Stats().Waited)/float64(b.N), "waits/op")
 	})
@@ -706,18 +657,10 @@ func BenchmarkContended(b *testing.B) {
 		defer p.Close()
 		ctx, cancel := contendedContext()
 		defer cancel()
-		run(b, func(pb *testing.PB, waits *waitLog) {
-			for pb.Next() {
-				start := time.Now()
-				res, err := p.Acquire(ctx)
-				waits.add(time.Since(start))
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				runtime.Gosched()
-				res.Release()
-			}
+		run(b, func(waits *waitRecorder) {
+			parallelBorrows(b, waits,
+				func(*rng) (*puddle.Resource[*conn], error) { return p.Acquire(ctx) },
+				releasePuddle)
 		})
 		b.ReportMetric(float64(p.Stat().EmptyAcquireCount())/float64(b.N), "waits/op")
 	})
@@ -729,21 +672,10 @@ func BenchmarkContended(b *testing.B) {
 		defer p.Close(context.Background())
 		ctx, cancel := contendedContext()
 		defer cancel()
-		run(b, func(pb *testing.PB, waits *waitLog) {
-			for pb.Next() {
-				start := time.Now()
-				o, err := p.BorrowObject(ctx)
-				waits.add(time.Since(start))
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				runtime.Gosched()
-				if err := p.ReturnObject(ctx, o); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+		run(b, func(waits *waitRecorder) {
+			parallelBorrows(b, waits,
+				func(*rng) (commonsLease, error) { return borrowCommons(ctx, p) },
+				commonsLease.giveBack)
 		})
 	})
 	b.Run("impl=vitess", func(b *testing.B) {
@@ -754,18 +686,10 @@ func BenchmarkContended(b *testing.B) {
 		defer closeVitess(b, p)
 		ctx, cancel := contendedContext()
 		defer cancel()
-		run(b, func(pb *testing.PB, waits *waitLog) {
-			for pb.Next() {
-				start := time.Now()
-				c, err := p.Get(ctx, nil)
-				waits.add(time.Since(start))
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				runtime.Gosched()
-				c.Recycle()
-			}
+		run(b, func(waits *waitRecorder) {
+			parallelBorrows(b, waits,
+				func(*rng) (*smartconnpool.Pooled[*conn], error) { return p.Get(ctx, nil) },
+				recycleVitess)
 		})
 		b.ReportMetric(float64(p.Metrics.WaitCount())/float64(b.N), "waits/op")
 	})
@@ -776,20 +700,20 @@ func BenchmarkContended(b *testing.B) {
 		}
 		ctx, cancel := contendedContext()
 		defer cancel()
-		run(b, func(pb *testing.PB, waits *waitLog) {
-			for pb.Next() {
-				var c *conn
-				start := time.Now()
-				select {
-				case c = <-ch:
-				case <-ctx.Done():
-					b.Error(ctx.Err())
-					return
-				}
-				waits.add(time.Since(start))
-				runtime.Gosched()
-				ch <- c
-			}
+		run(b, func(waits *waitRecorder) {
+			parallelBorrows(b, waits,
+				func(*rng) (*conn, error) {
+					select {
+					case c := <-ch:
+						return c, nil
+					case <-ctx.Done():
+						return nil, ctx.Err()
+					}
+				},
+				func(c *conn) error {
+					ch <- c
+					return nil
+				})
 		})
 	})
 }
