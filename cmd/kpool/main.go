@@ -36,6 +36,7 @@ import (
 	"syscall"
 
 	"github.com/kpool-go/kpool/cmd/kpool/internal/shutdown"
+	"github.com/kpool-go/kpool/cmd/kpool/internal/typo"
 )
 
 // command is one subcommand. Its run parses its own flags from args.
@@ -147,45 +148,23 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code
 // away (one for names of up to four letters), else the first that starts
 // with name when name has three letters or more; "" if none.
 func nearestFlag(fs *flag.FlagSet, name string) string {
-	best, bestD := "", 3
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	maxEdits := 2
 	if len(name) <= 4 {
-		bestD = 2
+		maxEdits = 1
 	}
-	fs.VisitAll(func(f *flag.Flag) {
-		if d := editDistance(name, f.Name); d < bestD {
-			best, bestD = f.Name, d
-		}
-	})
-	if best == "" && len(name) >= 3 {
-		fs.VisitAll(func(f *flag.Flag) {
-			if best == "" && strings.HasPrefix(f.Name, name) {
-				best = f.Name
+	if best := typo.Nearest(name, names, maxEdits); best != "" {
+		return best
+	}
+	if len(name) >= 3 {
+		for _, n := range names {
+			if strings.HasPrefix(n, name) {
+				return n
 			}
-		})
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance of a and b, in bytes: flag
-// names are ASCII.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return ""
 }
 
 // usageError reports a flag value that parsed but is not acceptable.

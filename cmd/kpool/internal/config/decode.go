@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/kpool-go/kpool/cmd/kpool/internal/typo"
 )
 
 // Error is one problem of a configuration file, at a line and a field.
@@ -300,42 +302,12 @@ func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) {
 }
 
 // known suggests the field name closest to key when one is close enough to
-// be a typo, and lists the valid names otherwise.
+// be a typo (2 edits), and lists the valid names otherwise.
 func known(names []string, key string) string {
-	best, bestDist := "", 3 // more than 2 edits away is not a typo
-	for _, name := range names {
-		if len(key) > len(name)+bestDist {
-			continue // too long to be a typo, and costly to compare
-		}
-		if d := editDistance(strings.ReplaceAll(key, "-", "_"), name); d < bestDist {
-			best, bestDist = name, d
-		}
-	}
-	if best != "" {
+	if best := typo.Nearest(strings.ReplaceAll(key, "-", "_"), names, 2); best != "" {
 		return fmt.Sprintf("did you mean %s?", best)
 	}
 	return "want one of " + strings.Join(names, ", ")
-}
-
-// editDistance is the Levenshtein distance of a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // parse decodes data, the contents of the file called name, into f. It
