@@ -181,14 +181,26 @@ func (a *Agent) start() error {
 			return fmt.Errorf("consultest: agent exited while starting:\n%s", a.log.String())
 		default:
 		}
-		if leader, err := c.Status().Leader(); err == nil && leader != "" {
+		if leader, err := c.Status().Leader(); err == nil && leader != "" && a.aclReady(c) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			a.tb.Fatalf("consultest: no leader after %v:\n%s", startTimeout, a.log.String())
+			a.tb.Fatalf("consultest: no leader (or, with a Token, no ACL system) after %v:\n%s", startTimeout, a.log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// aclReady reports whether the agent takes its token: with ACLs on, the
+// leader bootstraps the ACL system only after it is elected, and until
+// then every request that needs a token is refused ("ACL system must be
+// bootstrapped"). Without a token it is ready at once.
+func (a *Agent) aclReady(c *api.Client) bool {
+	if a.token == "" {
+		return true
+	}
+	_, _, err := c.ACL().TokenReadSelf(nil)
+	return err == nil
 }
 
 // Client returns an API client of the agent, with the management token if
