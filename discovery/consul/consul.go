@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -22,8 +21,7 @@ type Resolver struct {
 	idle   func() // closes the idle connections of the Resolver's own HTTP client; nil with Config.HTTPClient
 	q      api.QueryOptions
 
-	mu      sync.Mutex // protects watches
-	watches map[string]*watch
+	loops broadcast.Loops[[]discovery.Endpoint] // one blocking query per service, shared by its watches
 }
 
 var _ discovery.Resolver = (*Resolver)(nil)
@@ -49,7 +47,7 @@ func New(cfg Config) (*Resolver, error) {
 		ac.Scheme = "https"
 		ac.TLSConfig = *cfg.TLS
 	}
-	r := &Resolver{cfg: cfg, watches: make(map[string]*watch)}
+	r := &Resolver{cfg: cfg}
 	if cfg.HTTPClient != nil {
 		ac.HttpClient = cfg.HTTPClient
 	} else {
@@ -65,14 +63,6 @@ func New(cfg Config) (*Resolver, error) {
 	return r, nil
 }
 
-// watch is the one blocking query of a service, shared by its watchers.
-type watch struct {
-	hub    broadcast.Hub[[]discovery.Endpoint]
-	refs   int // watchers; under Resolver.mu
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the query loop has ended
-}
-
 // Watch delivers the endpoints of service to w: at once if another watch of
 // the service already knows them, else after the first query; then every
 // change, and every failed query as an error, until ctx ends. It returns
@@ -82,35 +72,10 @@ func (r *Resolver) Watch(ctx context.Context, service string, w discovery.Watche
 	if service == "" {
 		return fmt.Errorf("consul: empty service name")
 	}
-	r.mu.Lock()
-	wt := r.watches[service]
-	if wt == nil {
-		qctx, cancel := context.WithCancel(context.Background())
-		wt = &watch{cancel: cancel, done: make(chan struct{})}
-		r.watches[service] = wt
-		go func() {
-			defer close(wt.done)
-			r.run(qctx, service, &wt.hub)
-		}()
-	}
-	wt.refs++
-	r.mu.Unlock()
-
-	err := wt.hub.Serve(ctx, w.Update, w.Error)
-
-	r.mu.Lock()
-	wt.refs--
-	last := wt.refs == 0
-	if last {
-		delete(r.watches, service)
-	}
-	r.mu.Unlock()
-	if last {
-		wt.cancel()
-		<-wt.done
-		if r.idle != nil {
-			r.idle()
-		}
+	run := func(ctx context.Context, hub *broadcast.Hub[[]discovery.Endpoint]) { r.run(ctx, service, hub) }
+	last, err := r.loops.Serve(ctx, service, run, w.Update, w.Error)
+	if last && r.idle != nil {
+		r.idle()
 	}
 	return err
 }

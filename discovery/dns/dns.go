@@ -6,7 +6,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
-	"sync"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -21,8 +20,7 @@ type Resolver struct {
 	cfg     Config   // defaults applied; Servers unused (servers holds them)
 	servers []string // host:port, in the order asked
 
-	mu      sync.Mutex // protects watches
-	watches map[string]*watch
+	loops broadcast.Loops[[]discovery.Endpoint] // one lookup loop per name, shared by its watches
 }
 
 var _ discovery.Resolver = (*Resolver)(nil)
@@ -47,7 +45,7 @@ func New(cfg Config) (*Resolver, error) {
 			return nil, fmt.Errorf("%w: Servers is empty and %w", ErrInvalidConfig, err)
 		}
 	}
-	return &Resolver{cfg: cfg, servers: servers, watches: make(map[string]*watch)}, nil
+	return &Resolver{cfg: cfg, servers: servers}, nil
 }
 
 // systemServers returns the nameservers of resolvConf, as host:port.
@@ -66,14 +64,6 @@ func systemServers() ([]string, error) {
 	return out, nil
 }
 
-// watch is the one lookup loop of a name, shared by its watchers.
-type watch struct {
-	hub    broadcast.Hub[[]discovery.Endpoint]
-	refs   int // watchers; under Resolver.mu
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the lookup loop has ended
-}
-
 // Watch delivers the endpoints that name stands for (see the package
 // comment for its forms) to w: at once if another watch of the name
 // already knows them, else after the first lookup; then every change, and
@@ -86,33 +76,8 @@ func (r *Resolver) Watch(ctx context.Context, name string, w discovery.Watcher) 
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	wt := r.watches[name]
-	if wt == nil {
-		lctx, cancel := context.WithCancel(context.Background())
-		wt = &watch{cancel: cancel, done: make(chan struct{})}
-		r.watches[name] = wt
-		go func() {
-			defer close(wt.done)
-			r.run(lctx, name, t, &wt.hub)
-		}()
-	}
-	wt.refs++
-	r.mu.Unlock()
-
-	err = wt.hub.Serve(ctx, w.Update, w.Error)
-
-	r.mu.Lock()
-	wt.refs--
-	last := wt.refs == 0
-	if last {
-		delete(r.watches, name)
-	}
-	r.mu.Unlock()
-	if last {
-		wt.cancel()
-		<-wt.done
-	}
+	run := func(ctx context.Context, hub *broadcast.Hub[[]discovery.Endpoint]) { r.run(ctx, name, t, hub) }
+	_, err = r.loops.Serve(ctx, name, run, w.Update, w.Error)
 	return err
 }
 

@@ -7,4 +7,8 @@
 // so a subscriber that joins late starts from them. States are full
 // snapshots: a subscriber that falls behind gets only the newest of the
 // states queued for it, while every error is delivered.
+//
+// Loops runs one lookup loop per name, started by its first subscriber and
+// stopped with its last, publishing to that name's Hub: the watch the
+// Consul and DNS resolvers share among the watchers of one service.
 package broadcast
