@@ -87,8 +87,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return c.run(ctx, args[1:], stdout, stderr)
 		}
 	}
-	fmt.Fprintf(stderr, "kpool: unknown command %q\n\n", args[0])
-	usage(stderr)
+	// One line and a pointer to the list, as for a bad flag: the whole
+	// usage would scroll the error away.
+	names := make([]string, len(commands))
+	for i, c := range commands {
+		names[i] = c.name
+	}
+	msg := fmt.Sprintf("unknown command %q", args[0])
+	near := typo.Nearest(args[0], names, 2)
+	for _, n := range names {
+		// A command the input begins is the better guess on a tie ("stat":
+		// stats, not start).
+		if len(args[0]) >= 3 && strings.HasPrefix(n, args[0]) && typo.Distance(args[0], n) <= 2 {
+			near = n
+			break
+		}
+	}
+	if near != "" {
+		msg += "; did you mean " + near + "?"
+	}
+	fmt.Fprintf(stderr, "kpool: %s\nrun \"kpool help\" for the commands\n", msg)
 	return 2
 }
 
