@@ -453,6 +453,30 @@ func TestMinIdlePerKeyKeptThroughEviction(t *testing.T) {
 
 // Clear forgets a key that MinIdlePerKey would keep: it leaves the pool and
 // upkeep makes nothing more for it, until it is used again.
+// A key dropped when it emptied and borrowed again, with no other key in
+// between, gets a sub-pool the pool knows: the fast path for a run of
+// Borrows on one key must not keep using the dropped one.
+func TestDroppedKeyBorrowedAgainIsKnown(t *testing.T) {
+	p, _ := newPool(t, keyedpool.Config{})
+	if err := p.Invalidate(mustBorrow(t, p, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Keys(); len(got) != 0 {
+		t.Fatalf("Keys() after the only object of a was invalidated = %v, want none", got)
+	}
+	h := mustBorrow(t, p, "a")
+	if got := p.Keys(); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("Keys() with a borrowed again = %v, want [a]", got)
+	}
+	if got := p.KeyStats("a"); got.Active != 1 {
+		t.Errorf("KeyStats(a).Active = %d, want 1", got.Active)
+	}
+	mustReturn(t, p, h)
+	if got := p.KeyStats("a"); got.Idle != 1 {
+		t.Errorf("KeyStats(a).Idle after Return = %d, want 1", got.Idle)
+	}
+}
+
 func TestClearForgetsKey(t *testing.T) {
 	p, f := newPool(t, keyedpool.Config{MinIdlePerKey: 1})
 	ctx := context.Background()

@@ -45,6 +45,7 @@ type Pool[K comparable, V any] struct {
 	isDrained  bool
 	c          counters // pool-wide totals
 	keys       map[K]*subPool[K, V]
+	last       *subPool[K, V]           // in keys: the latest useLocked's, so that a run of calls on one key compares keys instead of hashing
 	total      int                      // objects of all keys: idle, lent, being made or destroyed
 	victims    int                      // of total: idle objects being destroyed whose room a reservation took
 	retiring   int                      // of total: shared objects destroyed when their last lease comes back
@@ -175,13 +176,20 @@ func (p *Pool[K, V]) dropIfEmptyLocked(sp *subPool[K, V]) {
 	if sp.count == 0 && sp.waiters.Len() == 0 && sp.bo == nil &&
 		(p.lim.minIdle == 0 || sp.forgotten || p.closed) && p.keys[sp.key] == sp {
 		delete(p.keys, sp.key) // if queued for upkeep, the run skips it
+		if p.last == sp {
+			p.last = nil
+		}
 	}
 }
 
 // useLocked returns key's sub-pool for a caller that wants objects of it:
 // a key Clear forgot is wanted again.
 func (p *Pool[K, V]) useLocked(key K) *subPool[K, V] {
-	sp := p.subLocked(key)
+	sp := p.last
+	if sp == nil || sp.key != key {
+		sp = p.subLocked(key)
+		p.last = sp
+	}
 	if sp.forgotten {
 		sp.forgotten = false
 	}

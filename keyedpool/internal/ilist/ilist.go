@@ -3,6 +3,8 @@
 // sit in several lists at once through several Links fields.
 package ilist
 
+import "unsafe"
+
 // Links are the list pointers an element embeds, one Links per list the
 // element can belong to. The zero value is an element in no list.
 type Links[T any] struct {
@@ -19,13 +21,28 @@ func (l *Links[T]) In() bool { return l.in }
 type List[T any] struct {
 	head, tail *T
 	n          int
-	links      func(*T) *Links[T]
+	off        uintptr // of the Links field in T
 }
 
 // New returns an empty list whose elements are linked through the Links that
-// links returns for each element.
+// links returns for each element. links must return a field of the element
+// it is given (it panics otherwise): New calls it once, on a zero T, to learn
+// where that field lies, so that the list reaches the links of an element
+// without calling links again (an indirect call on every step of every
+// push and remove).
 func New[T any](links func(*T) *Links[T]) List[T] {
-	return List[T]{links: links}
+	var z T
+	base := uintptr(unsafe.Pointer(&z))
+	off := uintptr(unsafe.Pointer(links(&z))) - base
+	if off+unsafe.Sizeof(Links[T]{}) > unsafe.Sizeof(z) {
+		panic("ilist: New with links that are not a field of the element")
+	}
+	return List[T]{off: off}
+}
+
+// links returns e's Links of this list: the field at l.off, within e.
+func (l *List[T]) links(e *T) *Links[T] {
+	return (*Links[T])(unsafe.Add(unsafe.Pointer(e), l.off))
 }
 
 // Len returns the number of elements in the list.

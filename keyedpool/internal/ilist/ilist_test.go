@@ -139,3 +139,32 @@ func mustPanic(t *testing.T, name string, f func()) {
 	}()
 	f()
 }
+
+// New refuses an accessor that returns links outside the element: the list
+// would write through them into memory it does not own.
+func TestNewRefusesLinksOutsideTheElement(t *testing.T) {
+	var stray ilist.Links[node]
+	defer func() {
+		if recover() == nil {
+			t.Error("New with links outside the element did not panic")
+		}
+	}()
+	ilist.New(func(*node) *ilist.Links[node] { return &stray })
+}
+
+// Two lists over the two links of the same elements stay apart.
+func TestListsThroughDifferentLinksAreIndependent(t *testing.T) {
+	a, b := ilist.New(linksA), ilist.New(linksB)
+	ns := []*node{{v: 1}, {v: 2}, {v: 3}}
+	for _, n := range ns {
+		a.PushBack(n)
+		b.PushFront(n)
+	}
+	a.Remove(ns[1])
+	if got := values(&a); !slices.Equal(got, []int{1, 3}) {
+		t.Errorf("a = %v, want [1 3]", got)
+	}
+	if got := values(&b); !slices.Equal(got, []int{3, 2, 1}) {
+		t.Errorf("b = %v, want [3 2 1]", got)
+	}
+}
