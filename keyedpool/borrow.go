@@ -7,11 +7,13 @@ import (
 	"time"
 )
 
-// Borrow lends an object of key. It takes an idle object if there is one
-// (activating it, and validating it with TestOnBorrow: an object that fails
-// is destroyed and the next one tried), or a share of a lent object under
-// MaxSharesPerObject, or makes a new one if the limits allow, destroying the
-// oldest idle objects of other keys when MaxTotal is reached. Otherwise it
+// Borrow lends an object of key. With shared leases it takes a share of the
+// busiest lent object under its cap (see MaxSharesPerObject) if there is
+// one. Otherwise it takes an idle object if there is one (activating it,
+// and validating it with TestOnBorrow: an object that fails is destroyed
+// and the next one tried), or makes a new one if the limits allow,
+// destroying the oldest idle objects of other keys when MaxTotal is
+// reached. Otherwise it
 // fails with ErrExhausted (WhenExhausted Fail) or waits, first come first
 // served with the borrowers of every key, until an object or room frees, ctx
 // ends (it returns ctx.Err()) or MaxWait passes (ErrExhausted).
@@ -197,7 +199,7 @@ func (p *Pool[K, V]) roomLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 		if !queued {
 			need++
 		}
-		if need <= (sp.making+sp.activating)*(p.lim.maxShares-1) {
+		if need <= (sp.making+sp.activating)*(p.keySharesLocked(sp)-1) {
 			return grant[K, V]{soon: true, keyBound: true}
 		}
 	}
@@ -236,32 +238,46 @@ func (p *Pool[K, V]) roomLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 	return grant[K, V]{reserved: true, victim: victim}
 }
 
-// lendLocked leases an idle object of sp, or in shared mode a share of its
-// least loaded lent object under the cap; nil if it has neither. fresh says
-// the object came from the idle set, to be activated by its borrower.
+// lendLocked leases what sp has to lend at once: in shared mode first a
+// share of a lent object under its cap (shareLocked), then an idle object;
+// nil if it has neither. fresh says the object came from the idle set, to
+// be activated by its borrower.
 func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) (h *Pooled[K, V], fresh bool) {
+	if p.shared && sp.lent.Len() > 0 {
+		if h = p.shareLocked(sp); h != nil {
+			return h, false
+		}
+	}
 	obj := sp.idle.Front()
 	for sp.testing > 0 && obj != nil && obj.state == stTesting {
 		obj = sp.idle.Next(obj) // under an eviction test, where it stays
 	}
-	if obj != nil {
-		p.unidleLocked(obj)
-		obj.state = stLent
-		if p.shared {
-			obj.state = stBusy // until activated: see ready
-			sp.activating++
-		}
-		h = p.leaseLocked(obj)
-		obj.activeSince = obj.lastBorrowed
-		if obj.idleCounted = p.clockRuns(); obj.idleCounted {
-			p.countIdleLocked(sp, obj.lastBorrowed-max(obj.lastReturned, p.clockStart), 1)
-		}
-		return h, true
-	}
-	if !p.shared {
+	if obj == nil {
 		return nil, false
 	}
+	p.unidleLocked(obj)
+	obj.state = stLent
+	if p.shared {
+		obj.state = stBusy // until activated: see ready
+		sp.activating++
+	}
+	h = p.leaseLocked(obj)
+	obj.activeSince = obj.lastBorrowed
+	if obj.idleCounted = p.clockRuns(); obj.idleCounted {
+		p.countIdleLocked(sp, obj.lastBorrowed-max(obj.lastReturned, p.clockStart), 1)
+	}
+	return h, true
+}
+
+// shareLocked leases a share of the busiest lent object of sp that is under
+// its cap (shareLimit), the oldest of those equally busy; nil if none is.
+// Packing shares onto the busiest objects, rather than spreading them, is
+// what lets load that falls leave whole objects with no lease, to go idle
+// and be retired by the evictor, and an idle object is taken only when the
+// lent ones are full.
+func (p *Pool[K, V]) shareLocked(sp *subPool[K, V]) *Pooled[K, V] {
 	var best *object[K, V]
+	var bestLimit int32
 	var cfg *Config
 	var now int64
 	if p.lim.lifetime {
@@ -275,19 +291,19 @@ func (p *Pool[K, V]) lendLocked(sp *subPool[K, V]) (h *Pooled[K, V], fresh bool)
 			// zero leases: stop lending it, so that it retires when its
 			// borrowers are done.
 			p.retireLocked(o, byLifetime)
-		} else if int(o.shares) < p.lim.maxShares && (best == nil || o.shares < best.shares) {
-			best = o
+		} else if lim := p.shareLimit(o); o.shares < lim && (best == nil || o.shares > best.shares) {
+			best, bestLimit = o, lim
 		}
 		o = next
 	}
 	if best == nil {
-		return nil, false
+		return nil
 	}
-	h = p.leaseLocked(best)
-	if int(best.shares) == p.lim.maxShares {
+	h := p.leaseLocked(best)
+	if best.shares == bestLimit {
 		p.wantUpkeepLocked(sp) // best was the key's last room, maybe
 	}
-	return h, false
+	return h
 }
 
 func (p *Pool[K, V]) unidleLocked(obj *object[K, V]) {

@@ -24,6 +24,7 @@ func (p *Pool[K, V]) destroy(obj *object[K, V], why reason) error {
 // destroyCtx is destroy with the caller's context.
 func (p *Pool[K, V]) destroyCtx(ctx context.Context, obj *object[K, V], why reason) error {
 	sp := obj.sub
+	dropShareCap(obj)
 	err := p.f.Destroy(ctx, sp.key, obj.value)
 	p.mu.Lock()
 	sp.objs.Remove(obj)

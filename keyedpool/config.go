@@ -111,11 +111,15 @@ type Config struct {
 	TestWhileIdle bool
 
 	// MaxSharesPerObject is how many borrowers may hold one object at once.
-	// Zero means the default, 1: exclusive use, as commons-pool2. Above 1,
-	// Borrow lends the least loaded object of a key that is under the cap,
-	// and makes a new one only when all are at the cap (shared leases, for
-	// multiplexed connections such as gRPC's). Negative is invalid. Fixed
-	// when the pool is made: SetConfig refuses to change it.
+	// Zero means the default, 1: exclusive use, as commons-pool2. Above 1
+	// (shared leases, for multiplexed connections such as gRPC's), Borrow
+	// lends a share of the busiest lent object of the key that is under its
+	// cap, then an idle object, and makes a new one only when all are at
+	// their cap: packing, so that when load falls whole objects go idle and
+	// the evictor retires them. An object whose value learns a lower cap of
+	// its own (ShareCapper) takes no more than that; MaxShares lets such
+	// caps alone bound the objects. Negative is invalid. Fixed when the pool
+	// is made: SetConfig refuses to change it.
 	MaxSharesPerObject int
 
 	// TimeBetweenEvictionRuns is how often the evictor runs RunEviction.

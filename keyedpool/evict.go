@@ -285,7 +285,7 @@ func (p *Pool[K, V]) spareLocked(sp *subPool[K, V], upTo int) int {
 		now = p.floorNow(cfg)
 	}
 	for o := sp.lent.Front(); o != nil && n < upTo; o = sp.lent.Next(o) {
-		if int(o.shares) < p.lim.maxShares && (cfg == nil || !p.expired(o, cfg, now)) {
+		if o.shares < p.shareLimit(o) && (cfg == nil || !p.expired(o, cfg, now)) {
 			n++
 		}
 	}

@@ -114,6 +114,14 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 			err = fmt.Errorf("%w: key %v: %w", ErrValidation, sp.key, verr)
 		}
 	}
+	var sc *ShareCap
+	if err == nil {
+		if sc, err = p.shareCapOf(v); err != nil {
+			derr = p.f.Destroy(mctx, sp.key, v)
+			invalid = true
+			err = fmt.Errorf("keyedpool: make key %v: %w", sp.key, err)
+		}
+	}
 	stop()
 	cancel()
 	p.swallow(sp, OpDestroy, derr) // nobody asked for that object
@@ -154,6 +162,9 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 		sp.c.created++
 		p.makeOKLocked(sp)
 		sp.objs.PushBack(obj)
+		if sc != nil {
+			p.adoptShareCapLocked(obj, sc)
+		}
 		switch {
 		case p.closed:
 			obj.state, doomed = stDestroy, true

@@ -66,6 +66,7 @@ type object[K comparable, V any] struct {
 	// to be taken back if it goes back unused.
 	idleCounted bool
 	shares      int32
+	cap         *ShareCap     // shared mode: the value's own share cap (ShareCapper), or nil
 	free        *Pooled[K, V] // leases not in use, linked by next
 	borrows     int64         // leases taken
 	idleSeq     uint64        // when it last went into the idle set, in pool.idleSeqs: its place there
@@ -283,6 +284,9 @@ type ObjectInfo struct {
 	BorrowCount int64
 	// Shares is the number of leases held now.
 	Shares int
+	// ShareCap is the cap the object has learned on its shares (see
+	// ShareCap): 0 if it has none or has not learned one.
+	ShareCap int
 }
 
 // ListObjects returns a snapshot of every object of key that has been made
@@ -309,9 +313,17 @@ func (p *Pool[K, V]) ListObjects(key K) []ObjectInfo {
 			LastReturned: p.at(o.lastReturned),
 			BorrowCount:  o.borrows,
 			Shares:       int(o.shares),
+			ShareCap:     o.shareCapNow(),
 		})
 	}
 	return out
+}
+
+func (o *object[K, V]) shareCapNow() int {
+	if o.cap == nil {
+		return 0
+	}
+	return o.cap.Load()
 }
 
 func (o *object[K, V]) publicState() ObjectState {

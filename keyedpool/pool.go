@@ -101,6 +101,10 @@ type subPool[K comparable, V any] struct {
 	forgotten bool
 
 	bo *makeBackoff // make failures in a row (Config.MakeFailureThreshold), or nil; see backoff.go
+
+	// shareCap: the latest cap an object of the key learned (ShareCap);
+	// 0: none. It sizes the shares objects on their way will carry.
+	shareCap int32
 }
 
 // New returns a pool that makes its objects with f. It refuses an invalid
@@ -333,6 +337,7 @@ func (sp *subPool[K, V]) statsLocked() KeyStats {
 			SharesInUse: sp.shares,
 		},
 		Counters: sp.c.snapshot(),
+		ShareCap: int(sp.shareCap),
 	}
 	if b := sp.bo; b != nil {
 		ks.MakeFailures, ks.BackoffUntil = b.fails, b.until

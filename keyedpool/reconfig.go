@@ -201,7 +201,7 @@ func (p *Pool[K, V]) failWaitersLocked() {
 		next := p.wq.keys.Next(sp)
 		keep := 0
 		if p.shared {
-			keep = (sp.making + sp.activating) * (p.lim.maxShares - 1)
+			keep = (sp.making + sp.activating) * (p.keySharesLocked(sp) - 1)
 		}
 		for sp.waiters.Len() > keep {
 			p.grantLocked(sp.waiters.Back(), grant[K, V]{err: ErrExhausted})

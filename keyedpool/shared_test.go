@@ -11,7 +11,11 @@ import (
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
-func TestSharedLeasesSpreadOverLeastLoaded(t *testing.T) {
+// Shares pack onto the busiest object under its cap, and an idle object is
+// taken only when every lent one is full: load that falls then leaves whole
+// objects without a lease, for the evictor to retire, instead of every
+// object half busy.
+func TestSharedLeasesPackOntoBusiest(t *testing.T) {
 	p, f := newPool(t, keyedpool.Config{MaxSharesPerObject: 3, MaxTotalPerKey: 2, WhenExhausted: keyedpool.Fail})
 	// First borrow makes object A; the second finds A under its cap and
 	// shares it rather than making B.
@@ -26,16 +30,16 @@ func TestSharedLeasesSpreadOverLeastLoaded(t *testing.T) {
 	if b1.Value() == a1.Value() || f.Made.Load() != 2 {
 		t.Fatalf("fourth Borrow() = object %d, want a new object", b1.Value().ID)
 	}
-	// Return one share of A: A has 2, B has 1, so B is the least loaded.
+	// Return one share of A: A has 2, B has 1, so A is the busiest with room.
 	mustReturn(t, p, a3)
-	if h := mustBorrow(t, p, "k"); h.Value() != b1.Value() {
-		t.Errorf("Borrow() = object %d, want least loaded object %d", h.Value().ID, b1.Value().ID)
+	if h := mustBorrow(t, p, "k"); h.Value() != a1.Value() {
+		t.Errorf("Borrow() = object %d, want the busiest object %d", h.Value().ID, a1.Value().ID)
 	}
 	s := p.KeyStats("k")
 	if s.SharesInUse != 4 || s.Active != 2 || s.Idle != 0 {
 		t.Errorf("KeyStats = %+v, want 4 shares on 2 active objects", s)
 	}
-	mustBorrow(t, p, "k") // 3 on A... A has 2 → 3; B has 2
+	mustBorrow(t, p, "k") // B → 2
 	mustBorrow(t, p, "k") // B → 3
 	if _, err := p.Borrow(context.Background(), "k"); !errors.Is(err, keyedpool.ErrExhausted) {
 		t.Errorf("Borrow() with every object at its cap = %v, want ErrExhausted", err)
@@ -44,6 +48,27 @@ func TestSharedLeasesSpreadOverLeastLoaded(t *testing.T) {
 	if got := f.Activated.Load(); got != 2 {
 		t.Errorf("Activate calls = %d, want 2", got)
 	}
+}
+
+// A lent object with room is shared before an idle object is activated.
+func TestSharedLeaseBeforeIdleObject(t *testing.T) {
+	p, f := newPool(t, keyedpool.Config{MaxSharesPerObject: 3})
+	a := mustBorrow(t, p, "k")
+	if err := p.AddObject(context.Background(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	h := mustBorrow(t, p, "k")
+	if h.Value() != a.Value() {
+		t.Errorf("Borrow() = object %d, want a share of lent object %d before idle one", h.Value().ID, a.Value().ID)
+	}
+	if s := p.KeyStats("k"); s.Idle != 1 || s.SharesInUse != 2 {
+		t.Errorf("KeyStats = %+v, want 1 idle, 2 shares", s)
+	}
+	if got := f.Activated.Load(); got != 1 {
+		t.Errorf("Activate calls = %d, want 1 (the idle object untouched)", got)
+	}
+	mustReturn(t, p, a)
+	mustReturn(t, p, h)
 }
 
 func TestSharedObjectGoesIdleWithLastShare(t *testing.T) {
@@ -312,9 +337,16 @@ func TestSharedLendRetiringExpiredObjectQueuesUpkeep(t *testing.T) {
 		hA := mustBorrow(t, p, "k") // A made at 0s, lent
 		sleepPast(5 * time.Second)
 		mustRunEviction(t, p) // upkeep makes B (idle) at 5s: A and B are the 2 spares
+		var fill []*keyedpool.Pooled[string, *testfactory.Obj]
+		for range 3 { // A to its cap, so that the next Borrow takes B
+			fill = append(fill, mustBorrow(t, p, "k"))
+		}
 		hB := mustBorrow(t, p, "k")
 		if hB.Value() == hA.Value() {
 			t.Fatalf("Borrow() shared A, want idle B")
+		}
+		for _, h := range fill {
+			mustReturn(t, p, h)
 		}
 		mustRunEviction(t, p)
 		if got := f.Made.Load(); got != 2 {

@@ -29,6 +29,11 @@ type KeyStats struct {
 	// BackoffUntil is when the key's current backoff period ends: zero when
 	// the key is not in backoff. Past it, one borrower probes.
 	BackoffUntil time.Time
+	// ShareCap is the latest share cap an object of the key learned (see
+	// ShareCap; for a gRPC connection, the streams its server allows): 0
+	// if none has. With shared leases each object takes at most
+	// min(MaxSharesPerObject, its own cap) leases.
+	ShareCap int
 	Gauges
 	Counters
 }
