@@ -221,7 +221,8 @@ const (
 // resolved is a checked Config turned into what the factory uses.
 type resolved[K comparable] struct {
 	target         func(K) (string, error)
-	dialOpts       []grpc.DialOption
+	creds          credentials.TransportCredentials
+	dialOpts       []grpc.DialOption // after the credentials
 	classify       func(error, connectivity.State) bool
 	healthService  string
 	healthTimeout  time.Duration // 0: no health check
@@ -323,7 +324,7 @@ func (c Config[K, T]) resolve() (resolved[K], error) {
 	default:
 		creds = insecure.NewCredentials()
 	}
-	r.dialOpts = append(r.dialOpts, grpc.WithTransportCredentials(creds))
+	r.creds = creds // wrapped per Client: see capCreds
 
 	if ka := c.Keepalive; !ka.Disable {
 		if ka.Time == 0 {

@@ -32,7 +32,16 @@ type Client[T any] struct {
 	// wasReady: the connection has been seen READY since Make, or since
 	// Activate last gave it a fresh start; see Down.
 	wasReady atomic.Bool
+
+	streams keyedpool.ShareCap // the server's stream limit; see streamcap.go
 }
+
+// ShareCap returns the number of concurrent streams the client's server
+// allows, as it last said (its SETTINGS_MAX_CONCURRENT_STREAMS; 0: no limit,
+// or not known yet), for a keyedpool.Pool with shared leases to lend the
+// connection no more shares than that: it implements keyedpool.ShareCapper.
+// The cap is learned only with grpcpool's own credentials (see Config.TLS).
+func (c *Client[T]) ShareCap() *keyedpool.ShareCap { return &c.streams }
 
 // health is a client's grpc.health.v1 state, for Validate and Conn: the
 // backend's last answer and the one Check in flight, if any.
@@ -261,9 +270,12 @@ func (f *Factory[K, T]) Make(ctx context.Context, key K) (*Client[T], error) {
 	if err != nil {
 		return nil, fmt.Errorf("grpcpool: target for key %v: %w", key, err)
 	}
-	opts := f.r.dialOpts
+	c := &Client[T]{key: key, target: target, classify: f.r.classify}
+	opts := make([]grpc.DialOption, 0, len(f.r.dialOpts)+3)
+	opts = append(opts, grpc.WithTransportCredentials(capCreds{f.r.creds, &c.streams}))
+	opts = append(opts, f.r.dialOpts...)
 	if f.r.observer != nil {
-		opts = append(opts[:len(opts):len(opts)], observeOptions(target, f.r.observer)...)
+		opts = append(opts, observeOptions(target, f.r.observer)...)
 	}
 	cc, err := grpc.NewClient(target, opts...)
 	if err != nil {
@@ -275,7 +287,7 @@ func (f *Factory[K, T]) Make(ctx context.Context, key K) (*Client[T], error) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrConnect, target, err)
 		}
 	}
-	c := &Client[T]{conn: cc, stub: f.newStub(cc), key: key, target: target, classify: f.r.classify}
+	c.conn, c.stub = cc, f.newStub(cc)
 	c.wasReady.Store(f.r.connect > 0) // connect returned READY
 	if f.r.healthTimeout > 0 {
 		c.health = &health{service: f.r.healthService, timeout: f.r.healthTimeout, interval: f.r.healthInterval, targets: &f.targets}
