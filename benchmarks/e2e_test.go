@@ -48,13 +48,17 @@ var e2eModes = []e2e.Mode{
 	{Name: "roundrobin10", Kind: e2e.RoundRobin, Conns: 10},
 	{Name: "exclusive16", Kind: e2e.Exclusive, Conns: e2eConns},
 	{Name: "shared", Kind: e2e.Shared, Conns: e2eConns, Shares: 100},
+	// Told nothing of the server: each connection learns its stream cap,
+	// and the pool opens what 1000 callers need under it.
+	{Name: "shared-auto", Kind: e2e.SharedAuto, Conns: e2eCallers},
 }
 
 // BenchmarkE2E sends unary RPCs from 1000 concurrent callers to a real
 // grpc.Server on loopback: one ClientConn, 16 (and, as a control, 10)
 // ClientConns picked round-robin, kpool with exclusive borrowing of up to 16
-// connections, and kpool with shared leases (100 per connection, up to 16
-// connections). b.N is the
+// connections, kpool with shared leases (100 per connection, up to 16
+// connections), and kpool with shared leases told nothing (shared-auto:
+// each connection learns its server's stream cap). b.N is the
 // number of RPCs of a run, spread over the callers; each sub-benchmark
 // reports RPCs per second, median and 99th percentile latency, and the
 // connections the server held at the end.

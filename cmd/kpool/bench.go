@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -30,9 +32,13 @@ Modes: single (one ClientConn), roundrobin (--conns ClientConns picked in
 turn, no pool), exclusive (kpool, one RPC per borrowed connection, up to
 --conns connections), shared (kpool with shared leases through
 grpcpool.Conn: up to --shares RPCs per connection, up to --conns
-connections). The defaults are the README's "capped" scenario: a server
-that allows 100 streams per connection and works 5ms per RPC. The
-benchmark BenchmarkE2E runs the same code.`
+connections), shared-auto (shared told nothing: each connection learns
+how many streams its server allows and takes that many RPCs, and the pool
+opens what the load needs, up to --conns if given, else one per caller;
+--shares auto makes shared run as shared-auto). The defaults are the
+README's "capped" scenario: a server that allows 100 streams per
+connection and works 5ms per RPC. The benchmark BenchmarkE2E runs the same
+code.`
 
 // benchResult is one mode's line of output; its JSON form is --json's.
 type benchResult struct {
@@ -51,7 +57,7 @@ type benchSettings struct {
 	Modes      []string `json:"modes"`
 	Callers    int      `json:"callers"`
 	Conns      int      `json:"conns"`
-	Shares     int      `json:"shares"`
+	Shares     int      `json:"shares"` // 0 with --shares auto
 	MaxStreams uint     `json:"max_streams"`
 	DelayMs    float64  `json:"delay_ms"`
 	Payload    int      `json:"payload_bytes"`
@@ -61,10 +67,10 @@ type benchSettings struct {
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("bench", "[flags]", benchAbout)
-	modes := fs.String("mode", "single,roundrobin,exclusive,shared", "comma-separated `modes` to run, in order")
+	modes := fs.String("mode", "single,roundrobin,exclusive,shared,shared-auto", "comma-separated `modes` to run, in order")
 	callers := fs.Int("callers", 1000, "concurrent callers, each sending its next RPC when the last answers")
 	conns := fs.Int("conns", e2e.DefaultConns, "connections of roundrobin; most connections of exclusive and shared")
-	shares := fs.Int("shares", 0, "RPCs per connection at once in shared mode (0: --max-streams, or 100 without a cap)")
+	sharesFlag := fs.String("shares", "0", "RPCs per connection at once in shared mode (0: --max-streams, or 100 without a cap; auto: learn each server's cap, as shared-auto)")
 	maxStreams := fs.Uint("max-streams", 100, "the server's MAX_CONCURRENT_STREAMS per connection (0: no cap)")
 	delay := fs.Duration("delay", 5*time.Millisecond, "how long the server works on each RPC")
 	payload := fs.Int("payload", 4, "request payload `bytes`, echoed back")
@@ -75,11 +81,26 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return code
 	}
 
+	auto := *sharesFlag == "auto"
+	shares := new(int)
+	if !auto {
+		n, err := strconv.Atoi(*sharesFlag)
+		if err != nil {
+			return usageError(fs, stderr, "--shares is %q, want a number or auto", *sharesFlag)
+		}
+		*shares = n
+	}
+	connsGiven := false
+	fs.Visit(func(f *flag.Flag) { connsGiven = connsGiven || f.Name == "conns" })
+
 	var kinds []e2e.Kind
 	for name := range strings.SplitSeq(*modes, ",") {
 		k, err := e2e.ParseKind(strings.TrimSpace(name))
 		if err != nil {
 			return usageError(fs, stderr, "--mode: %v", err)
+		}
+		if k == e2e.Shared && auto {
+			k = e2e.SharedAuto
 		}
 		kinds = append(kinds, k)
 	}
@@ -89,7 +110,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case *conns < 1:
 		return usageError(fs, stderr, "--conns is %d, want 1 or more", *conns)
 	case *shares < 0:
-		return usageError(fs, stderr, "--shares is %d, want 0 (--max-streams) or more", *shares)
+		return usageError(fs, stderr, "--shares is %d, want 0 (--max-streams), more, or auto", *shares)
 	case *maxStreams > 1<<31-1:
 		return usageError(fs, stderr, "--max-streams is %d, want at most %d", *maxStreams, 1<<31-1)
 	case *delay < 0:
@@ -101,7 +122,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case *warmup < 0:
 		return usageError(fs, stderr, "--warmup is %d, want 0 or more", *warmup)
 	}
-	if *shares == 0 {
+	if *shares == 0 && !auto {
 		*shares = e2e.DefaultShares
 		if *maxStreams > 0 {
 			*shares = int(*maxStreams)
@@ -118,9 +139,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	for _, k := range kinds {
 		settings.Modes = append(settings.Modes, k.String())
 		log.Info("measuring", "mode", k.String(), "duration", *duration, "callers", *callers)
+		n := *conns
+		if k == e2e.SharedAuto && !connsGiven {
+			n = *callers // as many as the server's cap needs
+		}
 		rep, err := e2e.Measure(ctx, e2e.Bench{
 			Server: backend.Options{MaxConcurrentStreams: uint32(*maxStreams), Delay: *delay},
-			Mode:   e2e.Mode{Kind: k, Conns: *conns, Shares: *shares, Payload: make([]byte, *payload)},
+			Mode:   e2e.Mode{Kind: k, Conns: n, Shares: *shares, Payload: make([]byte, *payload)},
 			Warmup: *warmup,
 			Load:   e2e.Load{Callers: *callers, Duration: *duration},
 		})

@@ -16,13 +16,13 @@ func TestBenchTable(t *testing.T) {
 		t.Fatalf("bench = %d, want 0\nstderr: %s", code, stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
-	if len(lines) != 5 {
-		t.Fatalf("bench printed %d lines, want a header and 4 modes:\n%s", len(lines), stdout)
+	if len(lines) != 6 {
+		t.Fatalf("bench printed %d lines, want a header and 5 modes:\n%s", len(lines), stdout)
 	}
 	if got := strings.Fields(lines[0]); strings.Join(got, " ") != "mode requests rps p50 p99 errors connections" {
 		t.Errorf("header = %q", lines[0])
 	}
-	for i, mode := range []string{"single", "roundrobin", "exclusive", "shared"} {
+	for i, mode := range []string{"single", "roundrobin", "exclusive", "shared", "shared-auto"} {
 		f := strings.Fields(lines[i+1])
 		if len(f) != 7 || f[0] != mode || f[5] != "0" || !strings.HasSuffix(f[3], "ms") {
 			t.Errorf("line %d = %q, want mode %s with 0 errors", i+1, lines[i+1], mode)
@@ -64,6 +64,35 @@ func TestBenchJSON(t *testing.T) {
 	}
 	if r := out.Results[0]; r.Connections < 1 || r.Connections > 4 {
 		t.Errorf("shared connections = %d, want 1 to 4", r.Connections)
+	}
+}
+
+// --shares auto runs shared as shared-auto: told nothing of the server's 5
+// streams per connection, it settles on the 4 connections 20 callers need,
+// though --conns is not there to bound it.
+func TestBenchSharesAuto(t *testing.T) {
+	args := []string{"bench", "--json", "--mode", "shared", "--shares", "auto", "--callers", "20",
+		"--max-streams", "5", "--delay", "1ms", "--duration", "150ms", "--warmup", "50"}
+	code, stdout, stderr := runKpool(context.Background(), args...)
+	if code != 0 {
+		t.Fatalf("bench --shares auto = %d, want 0\nstderr: %s", code, stderr)
+	}
+	var out struct {
+		Settings benchSettings
+		Results  []benchResult
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		t.Fatalf("bench --json output is not JSON: %v\n%s", err, stdout)
+	}
+	if len(out.Results) != 1 || out.Results[0].Mode != "shared-auto" {
+		t.Fatalf("results = %+v, want one shared-auto", out.Results)
+	}
+	if r := out.Results[0]; r.Errors != 0 || r.Connections < 4 || r.Connections > 6 {
+		t.Errorf("shared-auto: %d errors on %d connections, want none on 4 to 6 (1.5x what the cap needs)", r.Errors, r.Connections)
+	}
+	code, _, stderr = runKpool(context.Background(), "bench", "--shares", "lots")
+	if code != 2 || !strings.Contains(stderr, `--shares is "lots", want a number or auto`) {
+		t.Errorf("bench --shares lots = %d, stderr %q; want 2 and the flag named", code, stderr)
 	}
 }
 

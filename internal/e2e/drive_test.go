@@ -92,6 +92,9 @@ func TestMeasureEveryKind(t *testing.T) {
 		// 40 callers at 10 shares need 4 connections; the pool may make
 		// them all, never more than Conns.
 		{e2e.Mode{Kind: e2e.Shared, Conns: 6, Shares: 10, Payload: make([]byte, 1024)}, func(n int64) bool { return n >= 1 && n <= 6 }, "1 to 6"},
+		// Told nothing, with room for 40: it learns the server's 10 streams
+		// and settles on the 4 connections 40 callers need (1.5x at most).
+		{e2e.Mode{Kind: e2e.SharedAuto, Conns: 40}, func(n int64) bool { return n >= 4 && n <= 6 }, "4 to 6"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode.Kind.String(), func(t *testing.T) {

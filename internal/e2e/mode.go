@@ -34,14 +34,20 @@ const (
 	// leases: up to Mode.Shares RPCs per connection, up to Mode.Conns
 	// connections.
 	Shared
+	// SharedAuto is Shared with no share limit of the pool's own
+	// (keyedpool.MaxShares): each connection takes as many RPCs as its
+	// server allows, which it learns, and the pool opens another, up to
+	// Mode.Conns, when all are full. Mode.Shares is ignored.
+	SharedAuto
 )
 
 // Kinds lists every Kind in the order the bench command runs them.
-var Kinds = []Kind{Single, RoundRobin, Exclusive, Shared}
+var Kinds = []Kind{Single, RoundRobin, Exclusive, Shared, SharedAuto}
 
-var kindNames = [...]string{Single: "single", RoundRobin: "roundrobin", Exclusive: "exclusive", Shared: "shared"}
+var kindNames = [...]string{Single: "single", RoundRobin: "roundrobin", Exclusive: "exclusive", Shared: "shared", SharedAuto: "shared-auto"}
 
-// String returns the kind's name: single, roundrobin, exclusive or shared.
+// String returns the kind's name: single, roundrobin, exclusive, shared or
+// shared-auto.
 func (k Kind) String() string {
 	if k >= 0 && int(k) < len(kindNames) {
 		return kindNames[k]
@@ -66,8 +72,8 @@ type Mode struct {
 	// Kind is the way of connecting.
 	Kind Kind
 	// Conns is the number of connections of RoundRobin, and the pool's
-	// MaxTotalPerKey (and MaxIdlePerKey) for Exclusive and Shared. Zero or
-	// negative: 16. Single ignores it.
+	// MaxTotalPerKey (and MaxIdlePerKey) for Exclusive, Shared and
+	// SharedAuto. Zero or negative: 16. Single ignores it.
 	Conns int
 	// Shares is the pool's MaxSharesPerObject for Shared: set it to the
 	// server's stream cap. Zero or negative: 100. The other kinds ignore it.
@@ -155,20 +161,23 @@ func NewClient(addr string, m Mode) (*Client, error) {
 			return err
 		}
 		return c, nil
-	case Exclusive, Shared:
+	case Exclusive, Shared, SharedAuto:
 		shares := 1
-		if m.Kind == Shared {
+		switch m.Kind {
+		case Shared:
 			shares = m.Shares
 			if shares <= 0 {
 				shares = DefaultShares
 			}
+		case SharedAuto:
+			shares = keyedpool.MaxShares
 		}
 		p, err := newPool(conns, shares)
 		if err != nil {
 			return nil, fmt.Errorf("e2e: %v: %w", m.label(), err)
 		}
 		c.closes = append(c.closes, p.Close)
-		if m.Kind == Shared {
+		if m.Kind != Exclusive {
 			stub := testpb.NewBenchmarkServiceClient(grpcpool.NewConn(p, addr))
 			c.call = func(ctx context.Context) error {
 				_, err := stub.UnaryCall(ctx, req)
