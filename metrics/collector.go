@@ -22,8 +22,9 @@ type poolView struct {
 }
 
 // split returns the keys of all that keep or get a series of their own, at
-// most max, and the sum of the others. A key gets a series when there is
-// room and keeps it while the pool holds it; forgotten keys make room.
+// most max, and the sum of the others (as addKeyStats sums). A key gets a
+// series when there is room and keeps it while the pool holds it; forgotten
+// keys make room.
 func (v *poolView) split(all map[string]keyedpool.KeyStats, limit int) (own []string, other keyedpool.KeyStats, others, otherBackoff int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -51,6 +52,8 @@ func (v *poolView) split(all map[string]keyedpool.KeyStats, limit int) (own []st
 	return own, other, others, otherBackoff
 }
 
+// addKeyStats adds ks's gauges and counters to sum; sum's ShareCap is the
+// smallest nonzero ShareCap of the two.
 func addKeyStats(sum *keyedpool.KeyStats, ks keyedpool.KeyStats) {
 	sum.Active += ks.Active
 	sum.Idle += ks.Idle
@@ -60,6 +63,12 @@ func addKeyStats(sum *keyedpool.KeyStats, ks keyedpool.KeyStats) {
 	sum.Created += ks.Created
 	sum.Destroyed += ks.Destroyed
 	sum.MakeErrors += ks.MakeErrors
+	// Caps do not add up. The smallest one learned is the tightest server
+	// among the keys summed: the one that bounds what a connection of any
+	// of them can carry. A key with none learned leaves the sum as it is.
+	if ks.ShareCap > 0 && (sum.ShareCap == 0 || ks.ShareCap < sum.ShareCap) {
+		sum.ShareCap = ks.ShareCap
+	}
 }
 
 // descs are the descriptions of every family the collector exports.
@@ -70,7 +79,7 @@ type descs struct {
 	backoffRejections, evictionTests, wait                *prometheus.Desc
 	backgroundErrors                                      *prometheus.Desc
 
-	keyActive, keyIdle, keyWaiters, keyShares                          *prometheus.Desc
+	keyActive, keyIdle, keyWaiters, keyShares, keyStreamCap            *prometheus.Desc
 	keyCreated, keyDestroyed, keyMakeErrors, keyInBackoff              *prometheus.Desc
 	keysAggregated                                                     *prometheus.Desc
 	healthChecks, unhealthy                                            *prometheus.Desc
@@ -109,6 +118,7 @@ func newDescs(o Options) *descs {
 		keyIdle:        d("grpc_pool_key_idle_connections", "Idle connections of one key.", pool, key),
 		keyWaiters:     d("grpc_pool_key_waiters", "Borrowers of one key blocked waiting.", pool, key),
 		keyShares:      d("grpc_pool_key_shares_in_use", "Leases out on one key's connections.", pool, key),
+		keyStreamCap:   d("grpc_pool_key_stream_cap", "Streams the server of one key allows per connection, as its connections last learned (SETTINGS_MAX_CONCURRENT_STREAMS); 0: no limit or not known. For the "+OtherKey+" series, the smallest nonzero cap of the keys it sums.", pool, key),
 		keyCreated:     d("grpc_pool_key_connections_created_total", "Connections made for one key since its sub-pool was made.", pool, key),
 		keyDestroyed:   d("grpc_pool_key_connections_destroyed_total", "Connections of one key destroyed since its sub-pool was made.", pool, key),
 		keyMakeErrors:  d("grpc_pool_key_make_errors_total", "Failed makes of one key since its sub-pool was made.", pool, key),
@@ -142,7 +152,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.opts.PerKey {
 		for _, x := range []*prometheus.Desc{
-			d.keyActive, d.keyIdle, d.keyWaiters, d.keyShares,
+			d.keyActive, d.keyIdle, d.keyWaiters, d.keyShares, d.keyStreamCap,
 			d.keyCreated, d.keyDestroyed, d.keyMakeErrors, d.keyInBackoff, d.keysAggregated,
 		} {
 			ch <- x
@@ -215,6 +225,7 @@ func (c *collector) collectPool(ch chan<- prometheus.Metric, v *poolView) {
 		ch <- gauge(d.keyIdle, float64(ks.Idle), n, k)
 		ch <- gauge(d.keyWaiters, float64(ks.Waiters), n, k)
 		ch <- gauge(d.keyShares, float64(ks.SharesInUse), n, k)
+		ch <- gauge(d.keyStreamCap, float64(ks.ShareCap), n, k)
 		ch <- counter(d.keyCreated, float64(ks.Created), n, k)
 		ch <- counter(d.keyDestroyed, float64(ks.Destroyed), n, k)
 		ch <- counter(d.keyMakeErrors, float64(ks.MakeErrors), n, k)

@@ -578,3 +578,98 @@ func TestFailedNewLeavesNothingRegistered(t *testing.T) {
 		t.Errorf("New() once the conflict is gone = %v, want nil: the failed New left part of itself registered", err)
 	}
 }
+
+// capped is a pooled value that learns its own share cap, as a gRPC
+// connection learns its server's stream limit.
+type capped struct{ cap keyedpool.ShareCap }
+
+func (c *capped) ShareCap() *keyedpool.ShareCap { return &c.cap }
+
+// cappedPool returns a pool with no share limit of its own whose objects
+// start with the cap caps gives their key (0, not known, for a key it
+// lacks), and closes it when the test ends.
+func cappedPool(t *testing.T, caps map[string]int) *keyedpool.Pool[string, *capped] {
+	t.Helper()
+	f := factory.Funcs[string, *capped]{MakeFunc: func(_ context.Context, key string) (*capped, error) {
+		c := &capped{}
+		c.cap.Set(caps[key])
+		return c, nil
+	}}
+	p, err := keyedpool.New(f, keyedpool.Config{MaxSharesPerObject: keyedpool.MaxShares})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("Close() = %v", err)
+		}
+	})
+	return p
+}
+
+// useKeys borrows and returns an object of each key, so that each holds an
+// idle one with the cap it learned, and returns the objects by key.
+func useKeys(t *testing.T, p *keyedpool.Pool[string, *capped], keys ...string) map[string]*capped {
+	t.Helper()
+	objs := make(map[string]*capped)
+	for _, k := range keys {
+		h, err := p.Borrow(context.Background(), k)
+		if err != nil {
+			t.Fatalf("Borrow(%q) = %v", k, err)
+		}
+		objs[k] = h.Value()
+		if err := p.Return(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return objs
+}
+
+// grpc_pool_key_stream_cap is the cap each key's connections learned, 0
+// for a key whose connections learned none, and follows a cap that changes
+// by the next scrape; the __other__ series has the smallest nonzero cap of
+// the keys it sums, the one that bounds a connection of any of them.
+func TestKeyStreamCapExported(t *testing.T) {
+	m, reg := metricstest.New(t, metrics.Options{PerKey: true, MaxKeySeries: 2})
+	p := cappedPool(t, map[string]int{"a": 10, "c": 50, "d": 20})
+	if err := metrics.AddPool(m, "p", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	objs := useKeys(t, p, "a", "b")
+	// The first scrape gives a and b the two series allowed.
+	if _, err := reg.Gather(); err != nil {
+		t.Fatalf("Gather() = %v", err)
+	}
+	useKeys(t, p, "c", "d", "e")
+
+	const help = `# HELP grpc_pool_key_stream_cap Streams the server of one key allows per connection, as its connections last learned (SETTINGS_MAX_CONCURRENT_STREAMS); 0: no limit or not known. For the __other__ series, the smallest nonzero cap of the keys it sums.
+# TYPE grpc_pool_key_stream_cap gauge
+`
+	want := help + `grpc_pool_key_stream_cap{key="__other__",pool="p"} 20
+grpc_pool_key_stream_cap{key="a",pool="p"} 10
+grpc_pool_key_stream_cap{key="b",pool="p"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "grpc_pool_key_stream_cap"); err != nil {
+		t.Errorf("GatherAndCompare: %v", err)
+	}
+
+	objs["a"].cap.Set(4) // the server lowered its limit
+	want = help + `grpc_pool_key_stream_cap{key="__other__",pool="p"} 20
+grpc_pool_key_stream_cap{key="a",pool="p"} 4
+grpc_pool_key_stream_cap{key="b",pool="p"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "grpc_pool_key_stream_cap"); err != nil {
+		t.Errorf("after a's cap fell to 4: %v", err)
+	}
+
+	// Without PerKey the family is neither described nor collected.
+	m2, reg2 := metricstest.New(t, metrics.Options{})
+	if err := metrics.AddPool(m2, "p", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg2, "grpc_pool_key_stream_cap"); err != nil || n != 0 {
+		t.Errorf("grpc_pool_key_stream_cap without PerKey has %d series (%v), want 0", n, err)
+	}
+}

@@ -37,7 +37,8 @@ const DefaultStatsLimit = 1000
 //     service only, not the pools (404 if it is unknown): a readiness
 //     probe per service.
 //   - /stats: a StatsReport in JSON: per pool and per key active, idle,
-//     waiters, shares and counters, and the services. ?key=K reports only
+//     waiters, shares and counters, per key the share cap its connections
+//     learned (KeyReport.ShareCap), and the services. ?key=K reports only
 //     that key (404 if no pool holds it), ?service=NAME only that service
 //     (404 if unknown), ?limit=N at most N keys per pool (default
 //     DefaultStatsLimit).

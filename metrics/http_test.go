@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -132,6 +133,51 @@ func TestEndpoints(t *testing.T) {
 			t.Errorf("/health after Close = %+v, want unhealthy: pool closed", h)
 		}
 	})
+}
+
+// /stats gives each key the share cap its connections learned, as
+// share_cap, present (0) for a key whose connections learned none, and a
+// cap that changed as it is now.
+func TestStatsReportsKeyShareCap(t *testing.T) {
+	m, reg := metricstest.New(t, metrics.Options{})
+	p := cappedPool(t, map[string]int{"a": 10})
+	if err := metrics.AddPool(m, "p", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	objs := useKeys(t, p, "a", "b")
+	base := metricstest.Serve(t, m, reg)
+
+	// Decoded into a map, so that a share_cap the JSON lacks is told from 0.
+	caps := func() map[string]any {
+		t.Helper()
+		var rep struct {
+			Pools []struct {
+				PerKey []map[string]any `json:"per_key"`
+			} `json:"pools"`
+		}
+		metricstest.GetJSON(t, base+"/stats", http.StatusOK, &rep)
+		if len(rep.Pools) != 1 {
+			t.Fatalf("/stats lists %d pools, want 1", len(rep.Pools))
+		}
+		got := make(map[string]any)
+		for _, k := range rep.Pools[0].PerKey {
+			got[fmt.Sprint(k["key"])] = k["share_cap"]
+		}
+		return got
+	}
+	if got, want := caps(), map[string]any{"a": 10.0, "b": 0.0}; !maps.Equal(got, want) {
+		t.Errorf("/stats share_cap by key = %v, want %v", got, want)
+	}
+	objs["a"].cap.Set(4)
+	if got, want := caps(), map[string]any{"a": 4.0, "b": 0.0}; !maps.Equal(got, want) {
+		t.Errorf("/stats share_cap by key after a's cap fell to 4 = %v, want %v", got, want)
+	}
+
+	var rep metrics.StatsReport
+	metricstest.GetJSON(t, base+"/stats?key=a", http.StatusOK, &rep)
+	if len(rep.Pools) != 1 || len(rep.Pools[0].PerKey) != 1 || rep.Pools[0].PerKey[0].ShareCap != 4 {
+		t.Errorf("/stats?key=a = %+v, want key a with ShareCap 4", rep.Pools)
+	}
 }
 
 func TestListenAndServeReportsPortInUse(t *testing.T) {

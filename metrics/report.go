@@ -38,6 +38,12 @@ type KeyReport struct {
 	// BackoffUntil is when the key's make backoff ends, RFC 3339; empty
 	// when it is not in backoff.
 	BackoffUntil string `json:"backoff_until,omitempty"`
+	// ShareCap is keyedpool.KeyStats.ShareCap: the leases one connection
+	// of the key may carry, as its connections last learned it (for a
+	// gRPC connection, the SETTINGS_MAX_CONCURRENT_STREAMS of its
+	// server); 0 when none has learned one (the server sets no limit, the
+	// pool lends no shared leases, or no connection has been made).
+	ShareCap int `json:"share_cap"`
 	GaugesReport
 	Counters CountersReport `json:"counters"`
 }
@@ -168,7 +174,7 @@ func poolReport(v *poolView, key string, limit int) (r PoolReport, ok bool) {
 	}
 	for _, k := range keys {
 		ks := all[k]
-		kr := KeyReport{Key: k, MakeFailures: ks.MakeFailures, GaugesReport: gaugesReport(ks.Gauges), Counters: countersReport(ks.Counters)}
+		kr := KeyReport{Key: k, MakeFailures: ks.MakeFailures, ShareCap: ks.ShareCap, GaugesReport: gaugesReport(ks.Gauges), Counters: countersReport(ks.Counters)}
 		if !ks.BackoffUntil.IsZero() {
 			kr.BackoffUntil = ks.BackoffUntil.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 		}

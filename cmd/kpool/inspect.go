@@ -20,8 +20,11 @@ import (
 
 const statsAbout = `Reads /stats from a running kpool (start or demo) and prints each pool,
 its keys and the services it follows as tables, or the JSON as is with
---json. It exits 1 when it cannot reach the instance or the instance
-answers with an error (an unknown key or service, say).`
+--json. A key's stream cap is the streams its server allows per
+connection, as the pool's connections learned it; "-" when they learned
+none (no limit, or the pool lends no shared leases). It exits 1 when it
+cannot reach the instance or the instance answers with an error (an
+unknown key or service, say).`
 
 const healthAbout = `Reads /health from a running kpool (start or demo) and prints whether it
 is healthy and why not. It exits 0 when healthy, 1 when unhealthy or when
@@ -173,15 +176,20 @@ func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return 0
 }
 
+// printStats prints rep as tables. The stream cap column is each key's
+// share cap (KeyReport.ShareCap): the streams its server allows per
+// connection, as its connections learned it; "-" when they learned none (no
+// limit, no shared leases, or no connection yet). A pool's own row leaves
+// it blank: its keys' servers may differ.
 func printStats(w io.Writer, rep metrics.StatsReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "pool\tkey\tactive\tidle\tmaking\twaiters\tshares\tborrowed\tcreated\tdestroyed\tmake errors\t")
+	fmt.Fprintln(tw, "pool\tkey\tactive\tidle\tmaking\twaiters\tshares\tstream cap\tborrowed\tcreated\tdestroyed\tmake errors\t")
 	for _, p := range rep.Pools {
 		state := p.Name
 		if p.Closed {
 			state += " (closed)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", state, fmt.Sprintf("(%d keys)", p.Keys),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t\t%d\t%d\t%d\t%d\t\n", state, fmt.Sprintf("(%d keys)", p.Keys),
 			p.Active, p.Idle, p.Making, p.Waiters, p.SharesInUse,
 			p.Counters.Borrowed, p.Counters.Created, p.Counters.Destroyed, p.Counters.MakeErrors)
 		for _, k := range p.PerKey {
@@ -189,12 +197,12 @@ func printStats(w io.Writer, rep metrics.StatsReport) {
 			if k.BackoffUntil != "" {
 				key += " (backoff)"
 			}
-			fmt.Fprintf(tw, "\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", key,
-				k.Active, k.Idle, k.Making, k.Waiters, k.SharesInUse,
+			fmt.Fprintf(tw, "\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t\n", key,
+				k.Active, k.Idle, k.Making, k.Waiters, k.SharesInUse, streamCap(k.ShareCap),
 				k.Counters.Borrowed, k.Counters.Created, k.Counters.Destroyed, k.Counters.MakeErrors)
 		}
 		if p.KeysOmitted > 0 {
-			fmt.Fprintf(tw, "\t(%d more keys)\t\t\t\t\t\t\t\t\t\t\n", p.KeysOmitted)
+			fmt.Fprintf(tw, "\t(%d more keys)\t\t\t\t\t\t\t\t\t\t\t\n", p.KeysOmitted)
 		}
 	}
 	tw.Flush()
@@ -208,6 +216,15 @@ func printStats(w io.Writer, rep metrics.StatsReport) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t\n", s.Service, s.Endpoints, s.Usable, s.Updates, s.Errors, s.LastError)
 	}
 	tw.Flush()
+}
+
+// streamCap is the stream cap column's cell for a share cap: "-" for 0,
+// none learned.
+func streamCap(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
 }
 
 func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -8,7 +8,10 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/kpool-go/kpool/grpcpool"
+	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/internal/testfactory"
 	"github.com/kpool-go/kpool/keyedpool"
 	"github.com/kpool-go/kpool/metrics"
@@ -19,15 +22,16 @@ import (
 // address and the pool.
 func serveInstance(t *testing.T) (string, *keyedpool.Pool[string, *testfactory.Obj]) {
 	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	m, err := metrics.New(reg, metrics.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, reg := newMetrics(t)
 	p, err := keyedpool.New(&testfactory.Factory{}, keyedpool.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		ended, stop := context.WithCancel(context.Background())
+		stop() // b is still lent: do not wait for it
+		p.Close(ended)
+	})
 	ctx := context.Background()
 	if err := p.AddObject(ctx, "a"); err != nil {
 		t.Fatal(err)
@@ -38,21 +42,37 @@ func serveInstance(t *testing.T) (string, *keyedpool.Pool[string, *testfactory.O
 	if err := metrics.AddPool(m, "backends", p, nil); err != nil {
 		t.Fatal(err)
 	}
+	return serveMetrics(t, m, reg), p
+}
+
+// newMetrics returns a Metrics on a new pedantic registry, and the registry.
+func newMetrics(t *testing.T) (*metrics.Metrics, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	m, err := metrics.New(reg, metrics.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, reg
+}
+
+// serveMetrics serves m's endpoints on a real loopback port until the test
+// ends, stopping before the cleanups registered earlier (a pool's Close)
+// run, and returns the address.
+func serveMetrics(t *testing.T, m *metrics.Metrics, reg *prometheus.Registry) string {
+	t.Helper()
 	lis, err := metrics.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- metrics.Serve(sctx, lis, m.Handler(reg)) }()
+	go func() { done <- metrics.Serve(ctx, lis, m.Handler(reg)) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		ended, stop := context.WithCancel(ctx)
-		stop() // b is still lent: do not wait for it
-		p.Close(ended)
 	})
-	return lis.Addr().String(), p
+	return lis.Addr().String()
 }
 
 func TestStatsCommand(t *testing.T) {
@@ -67,6 +87,10 @@ func TestStatsCommand(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("stats output lacks %q:\n%s", want, out)
 		}
+	}
+	// Exclusive leases: no connection learns a share cap.
+	if got, ok := tableCell(out, " a ", "stream cap"); !ok || got != "-" {
+		t.Errorf("stats: stream cap of key a = %q (found %v), want \"-\":\n%s", got, ok, out)
 	}
 
 	code, out, _ = runKpool(ctx, "stats", "--addr", addr, "--key", "b", "--json")
@@ -112,4 +136,85 @@ func TestInspectCannotConnect(t *testing.T) {
 			t.Errorf("%s --addr %s = %d, stderr %q; want 1 and a clear error", cmd, dead, code, errOut)
 		}
 	}
+}
+
+// The stats table has a stream cap column: per key, the streams its server
+// allows per connection as the pool's connections learned it from the
+// server's SETTINGS, "-" for a key whose connections learned none (a server
+// with no limit, or a pool without shared leases), blank on a pool's row.
+func TestStatsCommandShowsStreamCap(t *testing.T) {
+	capped := grpctest.Start(t, grpctest.Options{MaxConcurrentStreams: 10})
+	free := grpctest.Start(t, grpctest.Options{})
+	f, err := grpcpool.New(grpcpool.Config[string, testpb.BenchmarkServiceClient]{
+		NewStub: testpb.NewBenchmarkServiceClient, Insecure: true, ConnectTimeout: waitTimeout,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := keyedpool.New(f, keyedpool.Config{MaxSharesPerObject: keyedpool.MaxShares})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("Close() = %v", err)
+		}
+	})
+	for _, addr := range []string{capped.Addr, free.Addr} {
+		h, err := p.Borrow(grpctest.Context(t, waitTimeout), addr)
+		if err != nil {
+			t.Fatalf("Borrow(%s) = %v", addr, err)
+		}
+		if err := grpcpool.Release(p, h, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, reg := newMetrics(t)
+	if err := metrics.AddPool(m, "grpc", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	addr := serveMetrics(t, m, reg)
+
+	code, out, errOut := runKpool(context.Background(), "stats", "--addr", addr)
+	if code != 0 {
+		t.Fatalf("stats = %d, stderr %s", code, errOut)
+	}
+	for _, tc := range []struct{ row, want string }{
+		{capped.Addr, "10"},
+		{free.Addr, "-"},
+		{"(2 keys)", ""},
+	} {
+		if got, ok := tableCell(out, tc.row, "stream cap"); !ok || got != tc.want {
+			t.Errorf("stats: stream cap of the row of %s = %q (found %v), want %q:\n%s", tc.row, got, ok, tc.want, out)
+		}
+	}
+}
+
+// tableCell returns the cell of column in the first row of the right-aligned
+// table in out that contains row: the word that ends where the column's
+// header ends, "" when nothing does. ok is false when out has no such row
+// or column.
+func tableCell(out, row, column string) (cell string, ok bool) {
+	lines := strings.Split(out, "\n")
+	end := strings.Index(lines[0], column)
+	if end < 0 {
+		return "", false
+	}
+	end += len(column)
+	for _, l := range lines[1:] {
+		if !strings.Contains(l, row) {
+			continue
+		}
+		if len(l) < end {
+			return "", true
+		}
+		head := l[:end]
+		if strings.HasSuffix(head, " ") {
+			return "", true
+		}
+		return head[strings.LastIndex(head, " ")+1:], true
+	}
+	return "", false
 }
