@@ -29,8 +29,9 @@ type RouterConfig[T any] struct {
 	Factory factory.KeyedFactory[string, *grpcpool.Client[T]]
 
 	// Pool configures the pool of all endpoints, each endpoint a key:
-	// MaxSharesPerObject near the backends' MAX_CONCURRENT_STREAMS for
-	// shared leases (recommended for Conn), MaxTotalPerKey per endpoint,
+	// MaxSharesPerObject above 1 for shared leases (recommended for Conn;
+	// keyedpool.MaxShares lets each connection take what its server's
+	// stream cap allows, which it learns), MaxTotalPerKey per endpoint,
 	// MinIdlePerKey for the connections an arriving endpoint is warmed to,
 	// MakeFailureThreshold so that dead endpoints are skipped. The zero
 	// value is keyedpool's default: exclusive leases, 8 per endpoint.

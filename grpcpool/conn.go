@@ -19,7 +19,7 @@ import (
 //
 //	conn := grpcpool.NewConn(pool, "10.0.0.7:443")
 //	foo := pb.NewFooClient(conn)
-//	resp, err := foo.Bar(ctx, req) // one share of the least loaded connection
+//	resp, err := foo.Bar(ctx, req) // one share of the busiest connection with room
 //
 // Each unary RPC borrows a share of a connection of the key for as long as
 // it runs. A stream holds its share until it ends: RecvMsg returns an error
@@ -37,11 +37,13 @@ import (
 // connection is lent no more and closed once its other RPCs end. Otherwise
 // it is returned.
 //
-// Make the pool with MaxSharesPerObject near the backend's
-// MAX_CONCURRENT_STREAMS: the pool then opens another connection only when
-// every connection of the key carries that many RPCs, up to MaxTotalPerKey.
-// With exclusive leases (MaxSharesPerObject 1) a Conn still works, with one
-// RPC per connection at a time.
+// Make the pool with MaxSharesPerObject at keyedpool.MaxShares: each
+// connection learns how many streams its server allows (Client.ShareCap)
+// and the pool lends it no more RPCs than that, so none queues inside gRPC
+// for a stream, and opens another connection only when every connection of
+// the key is full, up to MaxTotalPerKey. A lower MaxSharesPerObject bounds
+// each connection further. With exclusive leases (MaxSharesPerObject 1) a
+// Conn still works, with one RPC per connection at a time.
 //
 // With the factory's HealthCheck, an RPC on a connection whose backend last
 // answered other than SERVING fails at once with Unavailable, wrapping

@@ -31,7 +31,7 @@ func ExampleNewConn() {
 		log.Fatal(err)
 	}
 	p, err := keyedpool.New(f, keyedpool.Config{
-		MaxSharesPerObject: 100, // the backend's MAX_CONCURRENT_STREAMS
+		MaxSharesPerObject: keyedpool.MaxShares, // each connection learns its server's stream cap
 		MaxTotalPerKey:     16,
 	})
 	if err != nil {

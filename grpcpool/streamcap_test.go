@@ -88,42 +88,60 @@ func TestConnOpensConnectionsAtTheServersStreamCap(t *testing.T) {
 }
 
 // When load falls, the connections it no longer needs go idle, as shares
-// pack onto the busiest, and the evictor retires them: a burst of 60 RPCs
-// over a server's 10 streams opens 6 connections; 3 callers after it keep
-// one busy, and the other 5 are gone within a few eviction periods.
+// pack onto the busiest, and eviction retires them: a burst of 1000 RPCs
+// over a server's 100 streams per connection opens 10 connections; 20
+// callers after it keep one busy, and two eviction runs MinEvictableIdle
+// apart (two periods of an evictor with that period) retire the other 9;
+// later runs keep the one.
 func TestConnectionsShrinkWhenLoadFalls(t *testing.T) {
-	const period = 100 * time.Millisecond
-	srv := grpctest.Start(t, grpctest.Options{MaxConcurrentStreams: 10})
+	const idle = 200 * time.Millisecond
+	srv := grpctest.Start(t, grpctest.Options{MaxConcurrentStreams: 100})
 	p, foo := sharedPool(t, srv, config{ConnectTimeout: testTimeout}, keyedpool.Config{
-		MaxSharesPerObject: keyedpool.MaxShares, MaxTotalPerKey: 8,
-		TimeBetweenEvictionRuns: period, MinEvictableIdle: period,
+		MaxSharesPerObject: keyedpool.MaxShares, MaxTotalPerKey: 16, MinEvictableIdle: idle,
+		NumTestsPerEvictionRun: -1, // every idle connection each run, not 3
 	})
 	release := srv.Hold()
 	var burst sync.WaitGroup
-	for range 60 {
+	for range 1000 {
 		burst.Go(func() {
 			if _, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x")); err != nil {
 				t.Errorf("UnaryCall() = %v", err)
 			}
 		})
 	}
-	grpctest.WaitFor(t, testTimeout, "the burst on 6 connections", func() bool { return srv.InFlight() == 60 })
+	grpctest.WaitFor(t, testTimeout, "the burst on 10 connections", func() bool { return srv.InFlight() == 1000 })
+	if s := p.KeyStats(srv.Addr); s.Active != 10 {
+		t.Errorf("burst of 1000 over 100 streams per connection: %d connections, want 10", s.Active)
+	}
 	release()
 	burst.Wait()
-	if s := p.KeyStats(srv.Addr); s.Active+s.Idle != 6 {
-		t.Fatalf("after the burst: %d connections, want 6", s.Active+s.Idle)
-	}
 
-	traffic := grpctest.StartTraffic(t, 3, testTimeout, func(ctx context.Context) error {
+	traffic := grpctest.StartTraffic(t, 20, testTimeout, func(ctx context.Context) error {
 		_, err := foo.UnaryCall(ctx, req("x"))
 		return err
 	})
-	start := time.Now()
-	grpctest.WaitFor(t, testTimeout, "one connection left under 3 callers", func() bool {
-		s := p.KeyStats(srv.Addr)
-		return s.Active+s.Idle == 1
-	})
-	t.Logf("5 surplus connections retired %v after the load fell (eviction period %v)", time.Since(start).Round(time.Millisecond), period)
+	// Each run comes MinEvictableIdle after the last, as an evictor's would
+	// with that period. The connections the 20 callers' first borrows
+	// touched went idle a moment later than the rest: two runs.
+	runs := 0
+	for ; runs < 2; runs++ {
+		traffic.More(t, 1000)
+		time.Sleep(idle)
+		if err := p.RunEviction(grpctest.Context(t, testTimeout)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := p.KeyStats(srv.Addr); s.Active+s.Idle != 1 || s.Destroyed != 9 {
+		t.Errorf("two eviction runs after the load fell to 20 callers: %d connections, %d destroyed; want 1 kept, 9 destroyed", s.Active+s.Idle, s.Destroyed)
+	}
+	traffic.More(t, 1000)
+	time.Sleep(idle)
+	if err := p.RunEviction(grpctest.Context(t, testTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.KeyStats(srv.Addr); s.Active+s.Idle != 1 {
+		t.Errorf("a later run: %d connections, want the busy one kept", s.Active+s.Idle)
+	}
 	if _, errs := traffic.Stop(); len(errs) > 0 {
 		t.Errorf("RPCs under low load failed: %v", errs)
 	}
