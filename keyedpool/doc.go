@@ -32,7 +32,7 @@
 // in O(log k) for k keys with waiters, whatever the number of waiters; the
 // borrower is woken after the lock is released. All keys share the one
 // lock, which is the ceiling when many cores borrow and return at once:
-// on two cores, Borrow+Return over 1000 keys in parallel costs about 1.4
+// on two cores, Borrow+Return over 1000 keys in parallel costs 1.3 to 1.4
 // times what it costs in a map of 1000 single-key pools, each with its own
 // lock (BenchmarkKeyed in the benchmarks module), and more cores would
 // widen the gap.
