@@ -96,7 +96,9 @@ type Config[K comparable, T any] struct {
 	Observer Observer
 
 	// DialOptions are passed to grpc.NewClient after the options the fields
-	// above make, so they override them.
+	// above make, so they override them. Transport credentials given here
+	// replace the ones grpcpool wraps to learn each server's stream cap
+	// (Client.ShareCap): set them in TLS or TransportCredentials instead.
 	DialOptions []grpc.DialOption
 }
 

@@ -13,13 +13,20 @@
 //
 // There are two ways to use the pool.
 //
-// Shared use, the one we recommend: make the pool with MaxSharesPerObject
-// near the backends' MAX_CONCURRENT_STREAMS (often 100) and wrap it, per key,
-// in a Conn. A Conn is a grpc.ClientConnInterface, so generated stubs work
-// unchanged (pb.NewFooClient(conn)). Every RPC takes one share of the least
-// loaded connection of its key for as long as it runs, so a connection
-// carries many RPCs at once, as HTTP/2 intends, and the pool opens another
-// only when all are full, up to MaxTotalPerKey.
+// Shared use, the one we recommend: make the pool with MaxSharesPerObject at
+// keyedpool.MaxShares, MaxTotalPerKey at the connections the load needs at
+// the backends' stream cap (and MaxIdlePerKey with it), set ConnectTimeout,
+// and wrap the pool, per key, in a Conn. A Conn is a
+// grpc.ClientConnInterface, so generated stubs work unchanged
+// (pb.NewFooClient(conn)). Every RPC takes one share of the busiest
+// connection of its key that has room, for as long as it runs, so a
+// connection carries many RPCs at once, as HTTP/2 intends, and the pool
+// opens another only when all are full, up to MaxTotalPerKey. Each Client
+// learns how many streams its server allows (Client.ShareCap) and takes no
+// more RPCs than that, so none queues inside gRPC for a stream; with
+// ConnectTimeout it knows before it is first lent, without it a new
+// connection takes the cap its key's other connections learned (on a key
+// with none yet, MaxSharesPerObject) until its server has spoken.
 //
 // Exclusive use, as commons-pool2 users know it: Borrow a *Client (with
 // this package's Borrow, or the pool's), call its Stub, and give it back

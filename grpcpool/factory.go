@@ -38,9 +38,13 @@ type Client[T any] struct {
 
 // ShareCap returns the number of concurrent streams the client's server
 // allows, as it last said (its SETTINGS_MAX_CONCURRENT_STREAMS; 0: no limit,
-// or not known yet), for a keyedpool.Pool with shared leases to lend the
-// connection no more shares than that: it implements keyedpool.ShareCapper.
-// The cap is learned only with grpcpool's own credentials (see Config.TLS).
+// or not known yet: the connection has not heard from its server, which
+// Make waits for only with ConnectTimeout), for a keyedpool.Pool with
+// shared leases to lend the connection no more shares than that: it
+// implements keyedpool.ShareCapper. The cap is learned only with
+// grpcpool's own credentials (Config.TLS, TransportCredentials or
+// Insecure); credentials given in Config.DialOptions replace them, and then
+// it is not.
 func (c *Client[T]) ShareCap() *keyedpool.ShareCap { return &c.streams }
 
 // health is a client's grpc.health.v1 state, for Validate and Conn: the

@@ -15,8 +15,9 @@ import (
 // take the new room at once; one that falls lets the shares already lent
 // run to their end and lends no more until they are under it.
 //
-// The zero value is a cap not known (yet): MaxSharesPerObject alone bounds
-// the object. Set and Load are safe for concurrent use, cost an atomic
+// The zero value is a cap not known (yet): the object then takes the latest
+// cap another object of its key learned, if one did, or else
+// MaxSharesPerObject alone bounds it. Set and Load are safe for concurrent use, cost an atomic
 // operation, and may be called from any goroutine at any time: before the
 // pool has the object, while it lends it, and after it is destroyed (then
 // they change nothing in the pool). A ShareCap belongs to one object in one
@@ -26,9 +27,8 @@ type ShareCap struct {
 	change atomic.Pointer[func(up bool)] // set by the pool while it holds the object
 }
 
-// Set sets the cap to n leases. n of 0 or less means not known, which lets
-// MaxSharesPerObject alone bound the object; n above math.MaxInt32 counts
-// as math.MaxInt32.
+// Set sets the cap to n leases. n of 0 or less means not known (see
+// ShareCap); n above math.MaxInt32 counts as math.MaxInt32.
 func (c *ShareCap) Set(n int) {
 	n = min(max(n, 0), math.MaxInt32)
 	old := int(c.n.Swap(int32(n)))
@@ -113,13 +113,20 @@ func (p *Pool[K, V]) shareCapChanged(obj *object[K, V], up bool) {
 	p.unlock()
 }
 
-// shareLimit is how many leases obj may carry now.
+// shareLimit is how many leases obj may carry now: its own cap, or while
+// it has learned none the latest its key's objects learned, within
+// MaxSharesPerObject.
 func (p *Pool[K, V]) shareLimit(obj *object[K, V]) int32 {
 	lim := int32(p.lim.maxShares)
-	if obj.cap != nil {
-		if n := obj.cap.n.Load(); n > 0 && n < lim {
-			lim = n
-		}
+	if obj.cap == nil {
+		return lim
+	}
+	n := obj.cap.n.Load()
+	if n == 0 {
+		n = obj.sub.shareCap // a new connection, say, not yet told by its server
+	}
+	if n > 0 && n < lim {
+		lim = n
 	}
 	return lim
 }

@@ -29,6 +29,7 @@ func (c *capConn) ShareCap() *keyedpool.ShareCap {
 // capFactory makes capConns whose cap starts at initial (0: not known).
 type capFactory struct {
 	initial           int
+	caps              []int // the caps of the first len(caps) objects, in order; then initial
 	panicCap          bool
 	delay             time.Duration // each Make takes this long
 	made, destroyed   atomic.Int64
@@ -43,6 +44,9 @@ func (f *capFactory) Make(context.Context, string) (*capConn, error) {
 	time.Sleep(f.delay)
 	c := &capConn{id: f.made.Add(1), panicCap: f.panicCap}
 	c.cap.Set(f.initial)
+	if i := int(c.id) - 1; i < len(f.caps) {
+		c.cap.Set(f.caps[i])
+	}
 	return c, nil
 }
 func (f *capFactory) Destroy(context.Context, string, *capConn) error {
@@ -111,6 +115,31 @@ func TestShareCapBoundsShares(t *testing.T) {
 		if err := p.Return(h); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// An object that has not learned its cap (a connection not yet told by its
+// server) takes the latest cap its key's objects learned, not
+// MaxSharesPerObject: a new connection to a server known to allow 2 streams
+// is not handed 100 RPCs to queue.
+func TestShareCapUnknownTakesTheKeys(t *testing.T) {
+	f := &capFactory{caps: []int{2, 0}}
+	p := newCapPool(t, f, keyedpool.Config{MaxSharesPerObject: 100, MaxTotalPerKey: 2, WhenExhausted: keyedpool.Fail})
+	hs := []*keyedpool.Pooled[string, *capConn]{borrowCap(t, p), borrowCap(t, p)} // A, learned 2
+	hs = append(hs, borrowCap(t, p), borrowCap(t, p))                             // B, not learned
+	if hs[2].Value() == hs[0].Value() || hs[3].Value() != hs[2].Value() {
+		t.Fatalf("borrows 3 and 4 = objects %d, %d; want both on a second object", hs[2].Value().id, hs[3].Value().id)
+	}
+	if _, err := p.Borrow(context.Background(), "k"); !errors.Is(err, keyedpool.ErrExhausted) {
+		t.Errorf("fifth Borrow() = %v, want ErrExhausted: the object that learned nothing takes the key's 2", err)
+	}
+	hs[2].Value().cap.Set(3) // B learns its own
+	h := borrowCap(t, p)
+	if h.Value() != hs[2].Value() {
+		t.Errorf("Borrow() after B learned 3 = object %d, want B", h.Value().id)
+	}
+	for _, h := range append(hs, h) {
+		mustReturnCap(t, p, h)
 	}
 }
 

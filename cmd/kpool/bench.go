@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -102,7 +103,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if k == e2e.Shared && auto {
 			k = e2e.SharedAuto
 		}
-		kinds = append(kinds, k)
+		if !slices.Contains(kinds, k) { // --shares auto makes shared one with shared-auto
+			kinds = append(kinds, k)
+		}
 	}
 	switch {
 	case *callers < 1:

@@ -90,6 +90,11 @@ func TestBenchSharesAuto(t *testing.T) {
 	if r := out.Results[0]; r.Errors != 0 || r.Connections < 4 || r.Connections > 6 {
 		t.Errorf("shared-auto: %d errors on %d connections, want none on 4 to 6 (1.5x what the cap needs)", r.Errors, r.Connections)
 	}
+	// With the default modes, shared turned shared-auto runs once.
+	code, stdout, stderr = runKpool(context.Background(), append([]string{"bench", "--shares", "auto"}, smallBench...)...)
+	if code != 0 || strings.Count(stdout, "shared-auto") != 1 || strings.Count(stdout, "\n") != 5 {
+		t.Errorf("bench --shares auto with the default modes = %d:\n%s\nwant shared-auto once among 4 modes", code, stdout)
+	}
 	code, _, stderr = runKpool(context.Background(), "bench", "--shares", "lots")
 	if code != 2 || !strings.Contains(stderr, `--shares is "lots", want a number or auto`) {
 		t.Errorf("bench --shares lots = %d, stderr %q; want 2 and the flag named", code, stderr)
