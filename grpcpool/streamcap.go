@@ -24,9 +24,9 @@ import (
 // sets the Client's keyedpool.ShareCap from every SETTINGS frame. This is
 // exact, costs a few comparisons per frame, and follows a server or proxy
 // that changes its limit. A first SETTINGS frame without the setting means
-// no limit (the cap is not known: MaxSharesPerObject bounds the
-// connection), as in grpc-go; a limit of 0 counts as 1, so that a
-// connection is never capped below one stream.
+// no limit, as in grpc-go (ShareCap.Set(0): MaxSharesPerObject alone bounds
+// the connection); a limit of 0 counts as 1, so that a connection is never
+// capped below one stream.
 //
 // It needs the credentials to be grpcpool's (Config.TLS,
 // Config.TransportCredentials or the insecure default): credentials passed
@@ -144,6 +144,6 @@ func (s *settingsScanner) settled() {
 	case s.limit >= 0:
 		s.cap.Set(int(min(max(s.limit, 1), math.MaxInt32)))
 	case s.frames == 1:
-		s.cap.Set(0) // no limit
+		s.cap.Set(0) // no cap
 	}
 }

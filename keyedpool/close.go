@@ -50,6 +50,7 @@ func (p *Pool[K, V]) destroyBackground(obj *object[K, V], why reason) error {
 // for it) and is reported as swallowed.
 func (p *Pool[K, V]) destroyVictim(obj *object[K, V]) {
 	sp := obj.sub
+	dropShareCap(obj)
 	ctx, cancel := p.bounded(context.Background())
 	err := p.f.Destroy(ctx, sp.key, obj.value)
 	cancel()

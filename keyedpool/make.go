@@ -162,9 +162,6 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 		sp.c.created++
 		p.makeOKLocked(sp)
 		sp.objs.PushBack(obj)
-		if sc != nil {
-			p.adoptShareCapLocked(obj, sc)
-		}
 		switch {
 		case p.closed:
 			obj.state, doomed = stDestroy, true
@@ -179,6 +176,11 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 			}
 			r.lease = p.leaseLocked(obj)
 			p.wantUpkeepLocked(sp) // lent straight from the make: the key may still have no idle object
+		}
+		if sc != nil && !doomed {
+			// Once the object counts where it is going, so that what
+			// its cap tells the key's waiters counts it too.
+			p.adoptShareCapLocked(obj, sc)
 		}
 	}
 	if r.place && !settle {

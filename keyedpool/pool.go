@@ -102,8 +102,9 @@ type subPool[K comparable, V any] struct {
 
 	bo *makeBackoff // make failures in a row (Config.MakeFailureThreshold), or nil; see backoff.go
 
-	// shareCap: the latest cap an object of the key learned (ShareCap);
-	// 0: none. It sizes the shares objects on their way will carry.
+	// shareCap: the latest cap an object of the key learned, as ShareCap.v
+	// (0: none learned; noCap: no cap). It sizes the shares objects on
+	// their way will carry, and bounds objects that have learned none.
 	shareCap int32
 }
 
@@ -337,7 +338,7 @@ func (sp *subPool[K, V]) statsLocked() KeyStats {
 			SharesInUse: sp.shares,
 		},
 		Counters: sp.c.snapshot(),
-		ShareCap: int(sp.shareCap),
+		ShareCap: int(max(sp.shareCap, 0)),
 	}
 	if b := sp.bo; b != nil {
 		ks.MakeFailures, ks.BackoffUntil = b.fails, b.until

@@ -199,14 +199,19 @@ func (p *Pool[K, V]) retireSurplusLocked(sp *subPool[K, V], limit int) {
 func (p *Pool[K, V]) failWaitersLocked() {
 	for sp := p.wq.keys.Front(); sp != nil; {
 		next := p.wq.keys.Next(sp)
-		keep := 0
-		if p.shared {
-			keep = (sp.making + sp.activating) * (p.keySharesLocked(sp) - 1)
-		}
-		for sp.waiters.Len() > keep {
-			p.grantLocked(sp.waiters.Back(), grant[K, V]{err: ErrExhausted})
-		}
+		p.failBeyondSoonLocked(sp)
 		sp = next
+	}
+}
+
+// failBeyondSoonLocked is failWaitersLocked for the waiters of sp.
+func (p *Pool[K, V]) failBeyondSoonLocked(sp *subPool[K, V]) {
+	keep := 0
+	if p.shared {
+		keep = (sp.making + sp.activating) * (p.keySharesLocked(sp) - 1)
+	}
+	for sp.waiters.Len() > keep {
+		p.grantLocked(sp.waiters.Back(), grant[K, V]{err: ErrExhausted})
 	}
 }
 

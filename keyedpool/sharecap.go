@@ -15,33 +15,41 @@ import (
 // take the new room at once; one that falls lets the shares already lent
 // run to their end and lends no more until they are under it.
 //
-// The zero value is a cap not known (yet): the object then takes the latest
-// cap another object of its key learned, if one did, or else
-// MaxSharesPerObject alone bounds it. Set and Load are safe for concurrent use, cost an atomic
-// operation, and may be called from any goroutine at any time: before the
-// pool has the object, while it lends it, and after it is destroyed (then
-// they change nothing in the pool). A ShareCap belongs to one object in one
-// pool.
+// A ShareCap is in one of three states: not known, the zero value (the
+// object has not learned yet: it takes the latest cap or absence of one
+// that its key's objects learned, and MaxSharesPerObject if none did); no
+// cap (Set with 0 or less: MaxSharesPerObject alone bounds the object); or
+// a cap of n (Set with n). Set and Load are safe for concurrent use, cost
+// an atomic operation, and may be called from any goroutine at any time:
+// before the pool has the object, while it lends it, and after it is
+// destroyed (then they change nothing in the pool). A ShareCap belongs to
+// one object in one pool.
 type ShareCap struct {
-	n      atomic.Int32                  // the cap; 0: not known
-	change atomic.Pointer[func(up bool)] // set by the pool while it holds the object
+	// v is the cap: 0 not known, noCap for none, or n > 0.
+	v      atomic.Int32
+	change atomic.Pointer[func()] // set by the pool while it holds the object
 }
 
-// Set sets the cap to n leases. n of 0 or less means not known (see
-// ShareCap); n above math.MaxInt32 counts as math.MaxInt32.
+// noCap is ShareCap.v for an object that has learned it has no cap.
+const noCap = -1
+
+// Set sets the cap to n leases; n of 0 or less means the object has no cap
+// of its own, and n above math.MaxInt32 counts as math.MaxInt32.
 func (c *ShareCap) Set(n int) {
-	n = min(max(n, 0), math.MaxInt32)
-	old := int(c.n.Swap(int32(n)))
-	if old == n {
+	v := int32(noCap)
+	if n > 0 {
+		v = int32(min(n, math.MaxInt32))
+	}
+	if c.v.Swap(v) == v {
 		return
 	}
 	if f := c.change.Load(); f != nil {
-		(*f)(n == 0 || (old != 0 && n > old))
+		(*f)()
 	}
 }
 
-// Load returns the cap: 0 if not known.
-func (c *ShareCap) Load() int { return int(c.n.Load()) }
+// Load returns the cap: 0 if the object has none or has not learned it.
+func (c *ShareCap) Load() int { return int(max(c.v.Load(), 0)) }
 
 // ShareCapper is implemented by pooled values that learn their own share
 // cap (grpcpool.Client is one). The pool calls ShareCap once, after Make
@@ -83,11 +91,24 @@ func (p *Pool[K, V]) shareCapOf(v V) (c *ShareCap, err error) {
 // adoptShareCapLocked makes obj's cap the pool's to follow.
 func (p *Pool[K, V]) adoptShareCapLocked(obj *object[K, V], c *ShareCap) {
 	obj.cap = c
-	if n := c.n.Load(); n > 0 {
-		obj.sub.shareCap = n
+	if v := c.v.Load(); v != 0 {
+		p.keyCapLocked(obj.sub, v)
 	}
-	f := func(up bool) { p.shareCapChanged(obj, up) }
+	f := func() { p.shareCapChanged(obj) }
 	c.change.Store(&f)
+}
+
+// keyCapLocked makes v (a ShareCap.v other than 0) sp's latest cap. With
+// WhenExhausted Fail, the borrowers waiting for sp's objects on their way
+// were let wait for as many shares as the cap known then promised: those
+// the new one leaves without a share fail now, as they would have at once.
+func (p *Pool[K, V]) keyCapLocked(sp *subPool[K, V], v int32) {
+	old := p.keySharesLocked(sp)
+	sp.shareCap = v
+	if p.keySharesLocked(sp) < old && p.cfg.Load().WhenExhausted == Fail {
+		p.serveKeyLocked(sp)
+		p.failBeyondSoonLocked(sp)
+	}
 }
 
 // dropShareCap stops the pool following obj's cap: obj is being destroyed.
@@ -97,18 +118,28 @@ func dropShareCap[K comparable, V any](obj *object[K, V]) {
 	}
 }
 
-// shareCapChanged follows a change of obj's cap: the key's latest known
-// cap, which sizes the shares its objects on their way will take, is now
-// obj's, and a cap that rose may serve waiters.
-func (p *Pool[K, V]) shareCapChanged(obj *object[K, V], up bool) {
+// shareCapChanged follows a change of obj's cap. The key's latest cap,
+// which sizes the shares its objects on their way will take and bounds
+// those that have learned none, is now obj's. A cap that rose frees shares
+// for the key's waiters, served here as by any event that frees a share;
+// one that fell may leave the key short of spares (upkeep) and, with
+// WhenExhausted Fail, waiters more than the objects on their way will take
+// (unlock fails them).
+func (p *Pool[K, V]) shareCapChanged(obj *object[K, V]) {
 	p.mu.Lock()
-	sp := obj.sub
-	if n := obj.cap.n.Load(); n > 0 {
-		sp.shareCap = n
+	if obj.state == stDestroy {
+		p.unlock() // on its way out: it speaks for its key no more
+		return
 	}
-	if up && !p.closed {
+	sp := obj.sub
+	if v := obj.cap.v.Load(); v != 0 {
+		p.keyCapLocked(sp, v)
+	}
+	if !p.closed {
+		p.wantUpkeepLocked(sp)
 		p.wq.unpark(sp)
 		p.redispatch = true
+		p.serveKeyLocked(sp)
 	}
 	p.unlock()
 }
@@ -121,12 +152,12 @@ func (p *Pool[K, V]) shareLimit(obj *object[K, V]) int32 {
 	if obj.cap == nil {
 		return lim
 	}
-	n := obj.cap.n.Load()
-	if n == 0 {
-		n = obj.sub.shareCap // a new connection, say, not yet told by its server
+	v := obj.cap.v.Load()
+	if v == 0 {
+		v = obj.sub.shareCap // a new connection, say, not yet told by its server
 	}
-	if n > 0 && n < lim {
-		lim = n
+	if v > 0 && v < lim {
+		lim = v
 	}
 	return lim
 }

@@ -26,7 +26,8 @@ func (c *capConn) ShareCap() *keyedpool.ShareCap {
 	return &c.cap
 }
 
-// capFactory makes capConns whose cap starts at initial (0: not known).
+// capFactory makes capConns whose cap starts at initial (0: not known;
+// negative: no cap).
 type capFactory struct {
 	initial           int
 	caps              []int // the caps of the first len(caps) objects, in order; then initial
@@ -43,9 +44,12 @@ func (f *capFactory) Make(context.Context, string) (*capConn, error) {
 	}
 	time.Sleep(f.delay)
 	c := &capConn{id: f.made.Add(1), panicCap: f.panicCap}
-	c.cap.Set(f.initial)
+	limit := f.initial
 	if i := int(c.id) - 1; i < len(f.caps) {
-		c.cap.Set(f.caps[i])
+		limit = f.caps[i]
+	}
+	if limit != 0 { // 0: left not known; negative: no cap
+		c.cap.Set(limit)
 	}
 	return c, nil
 }
