@@ -11,6 +11,7 @@ import (
 
 	"github.com/kpool-go/kpool/grpcpool"
 	"github.com/kpool-go/kpool/internal/clienttest"
+	"github.com/kpool-go/kpool/internal/grpctest"
 	"github.com/kpool-go/kpool/keyedpool"
 )
 
@@ -43,6 +44,31 @@ func newPool(t *testing.T, cfg config, pcfg keyedpool.Config) *pool {
 		}
 	})
 	return p
+}
+
+// unaryBurst starts n UnaryCalls through foo at once, each bounded by
+// testTimeout, and returns a function that waits for them all and fails
+// the test for each that failed.
+func unaryBurst(t *testing.T, foo stub, n int) (wait func()) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			_, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x"))
+			errs <- err
+		})
+	}
+	return func() {
+		t.Helper()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Errorf("UnaryCall() = %v", err)
+			}
+		}
+	}
 }
 
 // req is a request whose payload is body.

@@ -2,7 +2,6 @@ package grpcpool_test
 
 import (
 	"crypto/tls"
-	"sync"
 	"testing"
 	"time"
 
@@ -79,14 +78,7 @@ func TestReplacedServerWithLowerCap(t *testing.T) {
 			srv := rvListenAt(t, backend.Options{Addr: old.Addr, MaxConcurrentStreams: 2, TLS: tc.tls})
 			release := srv.Hold()
 			const callers = 6
-			var wg sync.WaitGroup
-			errs := make(chan error, callers)
-			for range callers {
-				wg.Go(func() {
-					_, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x"))
-					errs <- err
-				})
-			}
+			wait := unaryBurst(t, foo, callers)
 			ok := rvPoll(testTimeout, func() bool { return srv.InFlight() == callers })
 			if !ok {
 				t.Errorf("only %d of %d RPCs reached the new server (cap 2)", srv.InFlight(), callers)
@@ -103,13 +95,7 @@ func TestReplacedServerWithLowerCap(t *testing.T) {
 				t.Errorf("KeyStats.ShareCap = %d, want 2", got)
 			}
 			release()
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					t.Errorf("UnaryCall = %v", err)
-				}
-			}
+			wait()
 		})
 	}
 }
@@ -207,14 +193,7 @@ func TestUncappedServerAfterCappedOne(t *testing.T) {
 	}
 	release := srv.Hold()
 	const callers = 6
-	var wg sync.WaitGroup
-	for range callers {
-		wg.Go(func() {
-			if _, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x")); err != nil {
-				t.Errorf("UnaryCall = %v", err)
-			}
-		})
-	}
+	wait := unaryBurst(t, foo, callers)
 	if !rvPoll(testTimeout, func() bool { return srv.InFlight() == callers }) {
 		t.Errorf("%d of %d RPCs reached the uncapped server", srv.InFlight(), callers)
 	}
@@ -229,5 +208,5 @@ func TestUncappedServerAfterCappedOne(t *testing.T) {
 		t.Errorf("6 RPCs on a server with no stream limit took %d connections, want 1 (KeyStats.ShareCap %d)", lent, p.KeyStats(old.Addr).ShareCap)
 	}
 	release()
-	wg.Wait()
+	wait()
 }

@@ -3,7 +3,6 @@ package grpcpool_test
 import (
 	"context"
 	"crypto/tls"
-	"sync"
 	"testing"
 	"time"
 
@@ -60,14 +59,7 @@ func TestConnOpensConnectionsAtTheServersStreamCap(t *testing.T) {
 		keyedpool.Config{MaxSharesPerObject: keyedpool.MaxShares, MaxTotalPerKey: 8})
 	release := srv.Hold()
 	const callers = 35
-	var wg sync.WaitGroup
-	errs := make(chan error, callers)
-	for range callers {
-		wg.Go(func() {
-			_, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x"))
-			errs <- err
-		})
-	}
+	wait := unaryBurst(t, foo, callers)
 	grpctest.WaitFor(t, testTimeout, "35 RPCs running on the server at once", func() bool { return srv.InFlight() == callers })
 	if s := p.KeyStats(srv.Addr); s.Active != 4 || s.SharesInUse != callers {
 		t.Errorf("KeyStats() = %d shares on %d connections, want %d on 4", s.SharesInUse, s.Active, callers)
@@ -78,13 +70,7 @@ func TestConnOpensConnectionsAtTheServersStreamCap(t *testing.T) {
 		}
 	}
 	release()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Errorf("UnaryCall() = %v", err)
-		}
-	}
+	wait()
 }
 
 // When load falls, the connections it no longer needs go idle, as shares
@@ -101,20 +87,13 @@ func TestConnectionsShrinkWhenLoadFalls(t *testing.T) {
 		NumTestsPerEvictionRun: -1, // every idle connection each run, not 3
 	})
 	release := srv.Hold()
-	var burst sync.WaitGroup
-	for range 1000 {
-		burst.Go(func() {
-			if _, err := foo.UnaryCall(grpctest.Context(t, testTimeout), req("x")); err != nil {
-				t.Errorf("UnaryCall() = %v", err)
-			}
-		})
-	}
+	wait := unaryBurst(t, foo, 1000)
 	grpctest.WaitFor(t, testTimeout, "the burst on 10 connections", func() bool { return srv.InFlight() == 1000 })
 	if s := p.KeyStats(srv.Addr); s.Active != 10 {
 		t.Errorf("burst of 1000 over 100 streams per connection: %d connections, want 10", s.Active)
 	}
 	release()
-	burst.Wait()
+	wait()
 
 	traffic := grpctest.StartTraffic(t, 20, testTimeout, func(ctx context.Context) error {
 		_, err := foo.UnaryCall(ctx, req("x"))

@@ -4,7 +4,9 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/kpool-go/kpool/factory"
 	"github.com/kpool-go/kpool/internal/testfactory"
 	"github.com/kpool-go/kpool/keyedpool"
 )
@@ -20,6 +22,25 @@ func newPool(t *testing.T, cfg keyedpool.Config) (*pool, *testfactory.Factory) {
 	t.Helper()
 	f := &testfactory.Factory{}
 	return testfactory.NewPool(t, f, cfg), f
+}
+
+// newPoolOf makes a pool over any factory of string keys and closes it when
+// the test ends, failing the test if Close does not finish within 5 s (a
+// lease never given back).
+func newPoolOf[V any](t *testing.T, f factory.KeyedFactory[string, V], cfg keyedpool.Config) *keyedpool.Pool[string, V] {
+	t.Helper()
+	p, err := keyedpool.New(f, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("Close() = %v", err)
+		}
+	})
+	return p
 }
 
 func mustBorrow(t *testing.T, p *pool, key string) *handle {

@@ -118,18 +118,7 @@ type rvHandle = keyedpool.Pooled[string, *rvConn]
 
 func rvNew(t *testing.T, f *rvFactory, cfg keyedpool.Config) *rvPool {
 	t.Helper()
-	p, err := keyedpool.New(f, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := p.Close(ctx); err != nil {
-			t.Errorf("Close() = %v", err)
-		}
-	})
-	return p
+	return newPoolOf(t, f, cfg)
 }
 
 func rvBorrow(t *testing.T, p *rvPool, key string) *rvHandle {

@@ -63,18 +63,7 @@ func (f *capFactory) Passivate(context.Context, string, *capConn) error { return
 
 func newCapPool(t *testing.T, f *capFactory, cfg keyedpool.Config) *keyedpool.Pool[string, *capConn] {
 	t.Helper()
-	p, err := keyedpool.New(f, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := p.Close(ctx); err != nil {
-			t.Errorf("Close() = %v", err)
-		}
-	})
-	return p
+	return newPoolOf(t, f, cfg)
 }
 
 func borrowCap(t *testing.T, p *keyedpool.Pool[string, *capConn]) *keyedpool.Pooled[string, *capConn] {
