@@ -63,8 +63,8 @@ type ShareCapper interface {
 
 // MaxShares is the largest MaxSharesPerObject: no bound of the pool's own on
 // an object's shares, so that the cap each object learns (ShareCap) alone
-// bounds them, and an object that has not learned one takes every borrower
-// of its key.
+// bounds them, and an object with no cap (nor one learned from its key)
+// takes every borrower of its key.
 const MaxShares = math.MaxInt32
 
 // shareCapOf returns v's ShareCap, if v has one and the pool lends shares.
@@ -91,11 +91,13 @@ func (p *Pool[K, V]) shareCapOf(v V) (c *ShareCap, err error) {
 // adoptShareCapLocked makes obj's cap the pool's to follow.
 func (p *Pool[K, V]) adoptShareCapLocked(obj *object[K, V], c *ShareCap) {
 	obj.cap = c
+	f := func() { p.shareCapChanged(obj) }
+	c.change.Store(&f)
+	// Read after the hook is in place: a Set before it is seen here, one
+	// after it calls the hook, which waits for mu.
 	if v := c.v.Load(); v != 0 {
 		p.keyCapLocked(obj.sub, v)
 	}
-	f := func() { p.shareCapChanged(obj) }
-	c.change.Store(&f)
 }
 
 // keyCapLocked makes v (a ShareCap.v other than 0) sp's latest cap. With
@@ -124,7 +126,7 @@ func dropShareCap[K comparable, V any](obj *object[K, V]) {
 // for the key's waiters, served here as by any event that frees a share;
 // one that fell may leave the key short of spares (upkeep) and, with
 // WhenExhausted Fail, waiters more than the objects on their way will take
-// (unlock fails them).
+// (keyCapLocked fails them).
 func (p *Pool[K, V]) shareCapChanged(obj *object[K, V]) {
 	p.mu.Lock()
 	if obj.state == stDestroy {

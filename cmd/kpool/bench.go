@@ -83,13 +83,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 
 	auto := *sharesFlag == "auto"
-	shares := new(int)
+	shares := 0
 	if !auto {
 		n, err := strconv.Atoi(*sharesFlag)
 		if err != nil {
 			return usageError(fs, stderr, "--shares is %q, want a number or auto", *sharesFlag)
 		}
-		*shares = n
+		shares = n
 	}
 	connsGiven := false
 	fs.Visit(func(f *flag.Flag) { connsGiven = connsGiven || f.Name == "conns" })
@@ -112,8 +112,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return usageError(fs, stderr, "--callers is %d, want 1 or more", *callers)
 	case *conns < 1:
 		return usageError(fs, stderr, "--conns is %d, want 1 or more", *conns)
-	case *shares < 0:
-		return usageError(fs, stderr, "--shares is %d, want 0 (--max-streams), more, or auto", *shares)
+	case shares < 0:
+		return usageError(fs, stderr, "--shares is %d, want 0 (--max-streams), more, or auto", shares)
 	case *maxStreams > 1<<31-1:
 		return usageError(fs, stderr, "--max-streams is %d, want at most %d", *maxStreams, 1<<31-1)
 	case *delay < 0:
@@ -125,16 +125,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case *warmup < 0:
 		return usageError(fs, stderr, "--warmup is %d, want 0 or more", *warmup)
 	}
-	if *shares == 0 && !auto {
-		*shares = e2e.DefaultShares
+	if shares == 0 && !auto {
+		shares = e2e.DefaultShares
 		if *maxStreams > 0 {
-			*shares = int(*maxStreams)
+			shares = int(*maxStreams)
 		}
 	}
 
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	settings := benchSettings{
-		Callers: *callers, Conns: *conns, Shares: *shares, MaxStreams: *maxStreams,
+		Callers: *callers, Conns: *conns, Shares: shares, MaxStreams: *maxStreams,
 		DelayMs: ms(*delay), Payload: *payload, DurationS: duration.Seconds(), Warmup: *warmup,
 	}
 	var results []benchResult
@@ -148,7 +148,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		rep, err := e2e.Measure(ctx, e2e.Bench{
 			Server: backend.Options{MaxConcurrentStreams: uint32(*maxStreams), Delay: *delay},
-			Mode:   e2e.Mode{Kind: k, Conns: n, Shares: *shares, Payload: make([]byte, *payload)},
+			Mode:   e2e.Mode{Kind: k, Conns: n, Shares: shares, Payload: make([]byte, *payload)},
 			Warmup: *warmup,
 			Load:   e2e.Load{Callers: *callers, Duration: *duration},
 		})
