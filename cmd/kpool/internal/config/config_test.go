@@ -88,6 +88,21 @@ func TestParseDefaults(t *testing.T) {
 
 // TestParseErrorsNameFileLineAndField checks each kind of problem gives
 // the line and the field as written in the file.
+// max_shares_per_object: auto is keyedpool.MaxShares, so that each
+// connection takes what its server's stream cap allows; an integer is
+// itself.
+func TestParseSharesAuto(t *testing.T) {
+	for in, want := range map[string]int{"auto": keyedpool.MaxShares, "10": 10, "0x10": 16} {
+		f, err := config.Parse("kpool.yaml", []byte(minimal+"pool:\n  max_shares_per_object: "+in+"\n"))
+		if err != nil {
+			t.Fatalf("Parse(max_shares_per_object: %s) = %v", in, err)
+		}
+		if got := f.KeyedPool().MaxSharesPerObject; got != want {
+			t.Errorf("max_shares_per_object: %s gives MaxSharesPerObject %d, want %d", in, got, want)
+		}
+	}
+}
+
 func TestParseErrorsNameFileLineAndField(t *testing.T) {
 	tests := []struct {
 		name string
@@ -104,6 +119,8 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 			"kpool.yaml:10: pool.max_total: repeated; first set on line 9"},
 		{"not an integer", minimal + "pool:\n  max_total: lots\n",
 			`kpool.yaml:9: pool.max_total: want an integer, got "lots"`},
+		{"shares neither integer nor auto", minimal + "pool:\n  max_shares_per_object: many\n",
+			`kpool.yaml:9: pool.max_shares_per_object: want an integer or auto, got "many"`},
 		{"duration without unit", minimal + "pool:\n  max_wait: 30\n",
 			`kpool.yaml:9: pool.max_wait: want a Go duration such as 500ms, 30s or 1h30m, got "30"`},
 		{"bad enum", minimal + "pool:\n  when_exhausted: wait\n",

@@ -2,11 +2,13 @@ package config
 
 import (
 	"crypto/tls"
+	"strconv"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/kpool-go/kpool/discovery"
+	"github.com/kpool-go/kpool/keyedpool"
 )
 
 // File is a configuration file, decoded and checked. Load and Parse return
@@ -59,7 +61,7 @@ type Pool struct {
 	TestOnBorrow            bool       `yaml:"test_on_borrow"`
 	TestOnReturn            bool       `yaml:"test_on_return"`
 	TestWhileIdle           bool       `yaml:"test_while_idle"`
-	MaxSharesPerObject      int        `yaml:"max_shares_per_object"`
+	MaxSharesPerObject      Shares     `yaml:"max_shares_per_object"`
 	TimeBetweenEvictionRuns Duration   `yaml:"time_between_eviction_runs"`
 	NumTestsPerEvictionRun  int        `yaml:"num_tests_per_eviction_run"`
 	MinEvictableIdle        Duration   `yaml:"min_evictable_idle"`
@@ -287,6 +289,25 @@ func (d *Duration) decodeNode(n *yaml.Node) error {
 		return errWant("a Go duration such as 500ms, 30s or 1h30m", n)
 	}
 	*d = Duration(v)
+	return nil
+}
+
+// Shares is keyedpool.Config.MaxSharesPerObject written as an integer, or
+// as "auto" for keyedpool.MaxShares: no bound of kpool's own, each
+// connection taking as many RPCs as its server's stream cap allows, which
+// it learns.
+type Shares int
+
+func (s *Shares) decodeNode(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode && n.Value == "auto" {
+		*s = Shares(keyedpool.MaxShares)
+		return nil
+	}
+	i, err := strconv.ParseInt(n.Value, 0, strconv.IntSize)
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || err != nil {
+		return errWant("an integer or auto", n)
+	}
+	*s = Shares(i)
 	return nil
 }
 

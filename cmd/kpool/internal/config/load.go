@@ -505,7 +505,7 @@ func (f *File) KeyedPool() keyedpool.Config {
 		TestOnBorrow:            p.TestOnBorrow,
 		TestOnReturn:            p.TestOnReturn,
 		TestWhileIdle:           p.TestWhileIdle,
-		MaxSharesPerObject:      p.MaxSharesPerObject,
+		MaxSharesPerObject:      int(p.MaxSharesPerObject),
 		TimeBetweenEvictionRuns: p.TimeBetweenEvictionRuns.D(),
 		NumTestsPerEvictionRun:  p.NumTestsPerEvictionRun,
 		MinEvictableIdle:        p.MinEvictableIdle.D(),
