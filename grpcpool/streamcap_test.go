@@ -102,8 +102,7 @@ func TestConnectionsShrinkWhenLoadFalls(t *testing.T) {
 	// Each run comes MinEvictableIdle after the last, as an evictor's would
 	// with that period. The connections the 20 callers' first borrows
 	// touched went idle a moment later than the rest: two runs.
-	runs := 0
-	for ; runs < 2; runs++ {
+	for range 2 {
 		traffic.More(t, 1000)
 		time.Sleep(idle)
 		if err := p.RunEviction(grpctest.Context(t, testTimeout)); err != nil {
