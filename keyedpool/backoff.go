@@ -148,7 +148,7 @@ func (p *Pool[K, V]) ForgetFailures(key K) {
 	p.mu.Lock()
 	defer p.unlock()
 	if sp := p.keys[key]; sp != nil {
-		sp.forgotten = true
+		sp.setForgotten(true)
 		p.makeOKLocked(sp)
 		p.dropIfEmptyLocked(sp)
 	}

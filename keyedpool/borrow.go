@@ -41,25 +41,16 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 	}
 	var b borrowState
 	for {
-		p.mu.Lock()
-		if p.closed {
-			p.unlock()
-			return nil, ErrClosed
-		}
-		sp := p.useLocked(key)
-		h, fresh := p.lendLocked(sp)
-		made := false
-		if h != nil {
-			p.unlock()
-		} else {
+		h := p.borrowFast(key)
+		fresh, made := h != nil, false
+		if h == nil {
 			var err error
-			if h, made, err = p.borrowSlow(ctx, sp, &b); err != nil {
+			if h, fresh, made, err = p.borrowPoolWide(ctx, key, &b); err != nil {
 				return nil, err
 			}
 			if h == nil {
 				continue // abandoned objects were taken back: try again
 			}
-			fresh = made || b.fresh
 		}
 		if fresh && !made && p.retired(h) {
 			continue // it outlived MaxLifetime and was destroyed; try the next
@@ -86,6 +77,33 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 		h.leased.Store(true)
 		return h, nil
 	}
+}
+
+// borrowPoolWide is one try of Borrow under the pool's lock, for a key
+// whose lane had nothing for it (see lane.go): the key's idle objects and
+// shares, or room, or a wait, and a make. Its results are borrowSlow's,
+// with fresh: the object must be activated by its borrower.
+func (p *Pool[K, V]) borrowPoolWide(ctx context.Context, key K, b *borrowState) (h *Pooled[K, V], fresh, made bool, err error) {
+	p.mu.Lock()
+	if p.closed {
+		p.unlock()
+		return nil, false, false, ErrClosed
+	}
+	sp := p.useLocked(key)
+	if sp.lane.n.Load() != 0 {
+		p.flushLaneLocked(sp)
+	}
+	if p.lanes.Load() != nil {
+		p.indexLocked(sp)
+	}
+	if h, fresh = p.lendLocked(sp); h != nil {
+		p.unlock()
+		return h, fresh, false, nil
+	}
+	if h, made, err = p.borrowSlow(ctx, sp, b); err != nil || h == nil {
+		return nil, false, false, err
+	}
+	return h, made || b.fresh, made, nil
 }
 
 // borrowSlow is Borrow when sp has nothing to lend at once: it makes room,
@@ -311,6 +329,7 @@ func (p *Pool[K, V]) unidleLocked(obj *object[K, V]) {
 		p.evictNext = p.idle.Next(obj)
 	}
 	obj.sub.idle.Remove(obj)
+	obj.sub.idleN.Store(int32(obj.sub.idle.Len()))
 	p.idle.Remove(obj)
 	p.wantUpkeepLocked(obj.sub)
 }

@@ -102,6 +102,7 @@ func (p *Pool[K, V]) Close(ctx context.Context) error {
 	var doomed []*object[K, V]
 	p.mu.Lock()
 	if !p.closed {
+		p.quiesceLanesLocked()
 		p.closed = true
 		p.isClosed.Store(true)
 		p.closeMakes()
@@ -145,8 +146,9 @@ func (p *Pool[K, V]) Clear(ctx context.Context, key K) error {
 	var doomed []*object[K, V]
 	p.mu.Lock()
 	if sp := p.keys[key]; sp != nil {
+		p.flushLaneLocked(sp)
 		sp.clears++ // for objects under an eviction test
-		sp.forgotten = true
+		sp.setForgotten(true)
 		doomed = p.takeIdleListLocked(&sp.idle, -1, doomed)
 		p.dropIfEmptyLocked(sp)
 	}
@@ -161,7 +163,7 @@ func (p *Pool[K, V]) ClearAll(ctx context.Context) error {
 	p.mu.Lock()
 	p.clears++ // for objects under an eviction test
 	for _, sp := range p.keys {
-		sp.forgotten = true
+		sp.setForgotten(true)
 		p.dropIfEmptyLocked(sp)
 	}
 	p.unlock()
@@ -173,6 +175,7 @@ func (p *Pool[K, V]) ClearAll(ctx context.Context) error {
 // errors, joined.
 func (p *Pool[K, V]) ClearOldest(ctx context.Context) error {
 	p.mu.Lock()
+	p.flushLanesLocked()
 	n := p.idle.Len()*15/100 + 1
 	p.unlock()
 	return p.clearOldest(ctx, n)
@@ -181,6 +184,7 @@ func (p *Pool[K, V]) ClearOldest(ctx context.Context) error {
 // clearOldest destroys up to n of the oldest idle objects; n < 0: all.
 func (p *Pool[K, V]) clearOldest(ctx context.Context, n int) error {
 	p.mu.Lock()
+	p.flushLanesLocked()
 	doomed := p.takeIdleListLocked(&p.idle, n, nil)
 	p.unlock()
 	return p.destroyAll(ctx, doomed, byClear)

@@ -93,6 +93,9 @@ func (p *Pool[K, V]) unlock() {
 			p.dispatchLocked()
 		}
 	}
+	if !p.shared {
+		p.lanesLocked()
+	}
 	w := p.wq.woken
 	if w == nil {
 		p.mu.Unlock()
@@ -209,6 +212,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 			// so that neither waiters nor the surplus check see both.
 			p.victims--
 			sp.count--
+			sp.countN.Store(int32(sp.count))
 			p.total--
 			r, destroy = p.putLocked(g.victim, true)
 			p.roomFreedLocked(sp)

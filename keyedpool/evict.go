@@ -69,6 +69,7 @@ func (p *Pool[K, V]) RunEviction(ctx context.Context) error {
 		return ErrClosed
 	}
 	p.runs++
+	p.flushLanesLocked()
 	now := p.since()
 	p.advanceClockLocked(now)
 	if len(p.failing) > 0 {
@@ -77,6 +78,7 @@ func (p *Pool[K, V]) RunEviction(ctx context.Context) error {
 	if p.lim.every == 0 && !p.handClock {
 		// Called by hand: stamps so far are from a clock nothing moved,
 		// so count idle times from now, and stamp exactly from now on.
+		p.quiesceLanesLocked() // their stamps change
 		p.handClock = true
 		p.clockStart = now
 		for o := p.idle.Front(); o != nil; o = p.idle.Next(o) {
@@ -274,7 +276,7 @@ func (p *Pool[K, V]) testIdle(ctx context.Context, obj *object[K, V]) bool {
 // in shared mode a key whose objects still have room does not grow (a new
 // object is made only when every object is at its cap).
 func (p *Pool[K, V]) spareLocked(sp *subPool[K, V], upTo int) int {
-	n := sp.idle.Len() + sp.activating
+	n := sp.idle.Len() + int(sp.lane.n.Load()) + sp.activating
 	if sp.lent.Len() == 0 || n >= upTo {
 		return n
 	}

@@ -304,6 +304,11 @@ func (p *Pool[K, V]) ListObjects(key K) []ObjectInfo {
 	if sp == nil || sp.objs.Len() == 0 {
 		return nil
 	}
+	// The key's lane's mutex is held while the objects are read: a fast
+	// Return writes a lent object's stamps under it alone.
+	p.flushLaneLocked(sp)
+	sp.lane.mu.Lock()
+	defer sp.lane.mu.Unlock()
 	out := make([]ObjectInfo, 0, sp.objs.Len())
 	for o := sp.objs.Front(); o != nil; o = sp.objs.Next(o) {
 		out = append(out, ObjectInfo{

@@ -39,6 +39,12 @@ type Pool[K comparable, V any] struct {
 	clock    atomic.Int64 // stamp for objects and leases: the evictor's next tick
 	lastTick atomic.Int64 // the evictor's last tick, or the start of the last run
 
+	// The fast paths' state; see lane.go.
+	lanes    atomic.Pointer[laneView]             // nil: lanes off
+	dirty    atomic.Pointer[subPool[K, V]]        // keys whose lanes hold objects or counts, linked by lane.next
+	index    atomic.Pointer[map[K]*subPool[K, V]] // a copy of keys, for borrowFast; see indexLocked
+	idleSeqs atomic.Uint64                        // objects put in the idle set so far: their order there
+
 	mu         sync.Mutex // protects the fields below. Nothing slow runs under it: no factory call, no I/O, no blocking send.
 	lim        limits
 	closed     bool
@@ -59,7 +65,6 @@ type Pool[K comparable, V any] struct {
 	reg         *evictsched.Registration     // the evictor's schedule of this pool, or nil
 	handClock   bool                         // no evictor, and RunEviction was called: stamp from the real clock
 	clears      uint32                       // ClearAlls, so that an object under test learns of them
-	idleSeqs    uint64                       // objects put in the idle set so far: their order there
 	clockStart  int64                        // when the pool's clock started to run; see clockRuns
 	runs        int                          // eviction runs in flight
 	evictNext   *object[K, V]                // in idle: where the next eviction run goes on; nil: the front
@@ -68,6 +73,10 @@ type Pool[K comparable, V any] struct {
 	lentLeases  ilist.List[leaseTrack[K, V]] // leases out, while abandoned objects are tracked
 	backoffKeys int                          // keys in make backoff
 	failing     []*subPool[K, V]             // keys that have a makeBackoff; may hold stale ones
+	laneCfg     *laneView                    // what lanes holds while on; nil: to be made afresh
+	indexMisses int                          // keys used the slow way that index missed since it was made
+	flushBuf    []*object[K, V]              // for flushes; empty between them
+	flushKeys   []*subPool[K, V]             // for flushes; empty between them
 }
 
 // subPool is the part of a pool that belongs to one key. Its fields below
@@ -106,6 +115,10 @@ type subPool[K comparable, V any] struct {
 	// (0: none learned; noCap: no cap). It sizes the shares objects on
 	// their way will carry, and bounds objects that have learned none.
 	shareCap int32
+
+	idleN  atomic.Int32 // idle.Len(), for the fast paths: stored when it changes
+	countN atomic.Int32 // count, likewise
+	lane   lane[K, V]   // see lane.go
 }
 
 // New returns a pool that makes its objects with f. It refuses an invalid
@@ -132,6 +145,7 @@ func New[K comparable, V any](f factory.KeyedFactory[K, V], cfg Config) (*Pool[K
 		lentLeases: ilist.New(trackLinks[K, V]),
 	}
 	p.cfg.Store(&cfg)
+	p.index.Store(new(map[K]*subPool[K, V]))
 	p.closeCtx, p.closeMakes = context.WithCancel(context.Background())
 	p.mu.Lock()
 	p.advanceClockLocked(0)
@@ -167,6 +181,7 @@ func (p *Pool[K, V]) subLocked(key K) *subPool[K, V] {
 			objs:    ilist.New(objLinks[K, V]),
 			waiters: ilist.New(waiterLinks[K, V]),
 		}
+		sp.lane.objs = ilist.New(keyLinks[K, V])
 		p.keys[key] = sp
 	}
 	return sp
@@ -180,6 +195,7 @@ func (p *Pool[K, V]) subLocked(key K) *subPool[K, V] {
 func (p *Pool[K, V]) dropIfEmptyLocked(sp *subPool[K, V]) {
 	if sp.count == 0 && sp.waiters.Len() == 0 && sp.bo == nil &&
 		(p.lim.minIdle == 0 || sp.forgotten || p.closed) && p.keys[sp.key] == sp {
+		p.flushLaneLocked(sp)  // its counts
 		delete(p.keys, sp.key) // if queued for upkeep, the run skips it
 		if p.last == sp {
 			p.last = nil
@@ -196,9 +212,17 @@ func (p *Pool[K, V]) useLocked(key K) *subPool[K, V] {
 		p.last = sp
 	}
 	if sp.forgotten {
-		sp.forgotten = false
+		sp.setForgotten(false)
 	}
 	return sp
+}
+
+// setForgotten sets sp.forgotten, which borrowFast reads under the lane's
+// mutex. Called with the pool's mu held.
+func (sp *subPool[K, V]) setForgotten(v bool) {
+	sp.lane.mu.Lock()
+	sp.forgotten = v
+	sp.lane.mu.Unlock()
 }
 
 // fullLocked reports whether MaxTotal leaves no room for another object.
@@ -207,6 +231,7 @@ func (p *Pool[K, V]) fullLocked() bool { return p.total-p.victims >= p.lim.maxTo
 // reserveLocked counts room for one object of sp that is about to be made.
 func (p *Pool[K, V]) reserveLocked(sp *subPool[K, V]) {
 	sp.count++
+	sp.countN.Store(int32(sp.count))
 	sp.making++
 	p.total++
 	p.making++
@@ -243,6 +268,7 @@ func (p *Pool[K, V]) overLimitsLocked(sp *subPool[K, V]) bool {
 // made) and serves the waiters it lets in.
 func (p *Pool[K, V]) unreserveLocked(sp *subPool[K, V]) {
 	sp.count--
+	sp.countN.Store(int32(sp.count))
 	p.total--
 	p.roomFreedLocked(sp)
 }
@@ -281,6 +307,7 @@ func (p *Pool[K, V]) Keys() []K {
 // Stats returns a snapshot of the whole pool.
 func (p *Pool[K, V]) Stats() Stats {
 	p.mu.Lock()
+	p.flushLanesLocked()
 	s := Stats{
 		Closed:        p.closed,
 		Keys:          len(p.keys),
@@ -311,6 +338,7 @@ func (p *Pool[K, V]) KeyStats(key K) KeyStats {
 	if sp == nil {
 		return KeyStats{}
 	}
+	p.flushLaneLocked(sp)
 	return sp.statsLocked()
 }
 
@@ -321,6 +349,7 @@ func (p *Pool[K, V]) KeyStats(key K) KeyStats {
 func (p *Pool[K, V]) AllKeyStats() map[K]KeyStats {
 	p.mu.Lock()
 	defer p.unlock()
+	p.flushLanesLocked()
 	all := make(map[K]KeyStats, len(p.keys))
 	for k, sp := range p.keys {
 		all[k] = sp.statsLocked()

@@ -78,6 +78,7 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 		return fmt.Errorf("%w: MaxSharesPerObject cannot change after New (is %d, got %d)",
 			ErrInvalidConfig, p.lim.maxShares, lim.maxShares)
 	}
+	p.quiesceLanesLocked()
 	old := p.cfg.Load()
 	if cfg.FIFO != old.FIFO {
 		// The front of a key's idle list is lent first: turn each round,

@@ -88,6 +88,9 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned, background bool) error 
 			p.swallow(sp, op, err)
 		}
 	}
+	if !expired && err == nil && returned && !p.shared && p.returnFast(h) {
+		return nil
+	}
 	p.mu.Lock()
 	if !p.shared {
 		p.unleaseLocked(h, returned)
@@ -164,8 +167,15 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 		obj.state = stDestroy
 		return byClose, true
 	}
+	// The lane's objects go in first, so that obj is the newest and the
+	// MaxIdlePerKey check counts them; the lane's mutex is held until
+	// idleN is stored, so that returnFast's check sees both.
+	sp.lane.mu.Lock()
+	p.drainLaneLocked(sp)
+	p.mergeIdleLocked()
 	if (sp.waiters.Len() == 0 && sp.idle.Len() >= p.lim.maxIdle) || p.overLimitsLocked(sp) {
 		// Beyond MaxIdlePerKey, or over limits SetConfig lowered.
+		sp.lane.mu.Unlock()
 		obj.state = stDestroy
 		return bySurplus, true
 	}
@@ -188,9 +198,10 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 		sp.idle.PushFront(obj)
 		p.idle.PushBack(obj)
 	}
+	sp.idleN.Store(int32(sp.idle.Len()))
+	sp.lane.mu.Unlock()
 	if !unused {
-		p.idleSeqs++
-		obj.idleSeq = p.idleSeqs
+		obj.idleSeq = p.idleSeqs.Add(1)
 		obj.lastReturned = p.stampLocked(obj)
 		if p.clockRuns() && obj.borrows > 0 { // else new: never lent
 			d := obj.lastReturned - max(obj.activeSince, p.clockStart)

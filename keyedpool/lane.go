@@ -1,0 +1,388 @@
+package keyedpool
+
+import (
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/kpool-go/kpool/keyedpool/internal/ilist"
+)
+
+// Lanes: Borrow and Return of one key without the pool's lock.
+//
+// In exclusive mode, while nobody waits and the pool is below MaxTotal, a
+// Return puts the object on its key's lane, a short stack of idle objects
+// under a mutex of the key's own, and a Borrow takes it from there. Neither
+// touches the pool's mu, its lists or its counters, so borrowers of
+// different keys do not contend: each key's lane is its own cache line and
+// its own lock, and the only pool-wide word a Return writes is the sequence
+// number that orders idle objects across keys (an atomic add; a Borrow
+// writes none). Anything the lanes cannot decide alone goes the pool-wide
+// way, under mu: a key with no object on its lane, waiters anywhere, a
+// full pool, a key at MaxIdlePerKey, a failed passivation, FIFO order with
+// older idle objects in the idle lists, shared leases, abandoned-object
+// tracking, a closed pool.
+//
+// The invariants that make this safe:
+//
+//   - A lane's objects are idle (stIdle), counted in their key's count and
+//     the pool's total as idle objects are, but are in neither idle list.
+//     Every one went onto the lane after every object in its key's idle
+//     list went into it, so the lane is the newest end of the key's idle
+//     order, and LIFO takes from the lane's back.
+//   - Lanes are on (pool.lanes holds the view fast paths read) only while
+//     laneWantLocked holds; unlock turns them off at the end of the section
+//     that adds the first waiter or fills the pool, and moves every lane's
+//     objects into the idle lists in their order (flushLanesLocked) before
+//     it releases mu, serving the waiters they let in. So whoever waits
+//     sees every idle object, and no object is lent past a waiter.
+//   - A fast path decides under its lane's mutex, reading pool.lanes there.
+//     A Return registers its lane in pool.dirty before it reads pool.lanes
+//     a second time, and writes nothing if lanes went off meanwhile; a
+//     lane that holds objects is always registered. So the flush that
+//     turns lanes off locks every lane a fast path may be in, waits for it,
+//     and finds what it left: once lanes are off, no fast path runs, and
+//     every object's fields are the locked sections' again.
+//   - What the pool-wide code reads of a key goes through mu and the lane:
+//     the code that reads idle lists or counters flushes the lanes first
+//     (one key: a Borrow or Return that goes the slow way, KeyStats,
+//     ListObjects, Clear; all: Stats, eviction runs, ClearOldest, SetConfig,
+//     Close). Counts it needs without flushing (spare objects for upkeep,
+//     the key's idle count for MaxIdlePerKey) read the atomic lengths.
+//   - Lock order: mu, then a lane. A fast path never takes mu while it
+//     holds its lane.
+//
+// Scaling: with lanes on, a Borrow+Return pair costs two uncontended lane
+// locks on the key's own line, one read of the shared key index and of
+// pool.lanes (read-mostly lines, which every core keeps in its cache), and
+// one atomic add on the shared sequence number. The add is the one write
+// to a line all cores share; on two cores it costs what an uncontended lock
+// does (BenchmarkKeyed), and past that it is a single instruction's worth of
+// contention, not a lock held across list updates, so more cores add
+// throughput until that line's transfer rate, tens of millions of Returns a
+// second, is reached.
+
+// lane is a key's idle objects returned on the fast path, and the counts
+// its fast paths kept, not yet added to the key's and the pool's.
+type lane[K comparable, V any] struct {
+	mu    sync.Mutex
+	objs  ilist.List[object[K, V]] // oldest first, through keyLinks
+	n     atomic.Int32             // objs.Len(), for readers under the pool's mu alone
+	dirty bool                     // in pool.dirty, until a flushLanesLocked takes it out
+	next  *subPool[K, V]           // in pool.dirty
+	c     laneCounts
+}
+
+// laneCounts is what fast paths counted, to be added to the key's and the
+// pool's counters when the lane is flushed.
+type laneCounts struct {
+	borrowed, returned                     int64
+	idleNanos, idles, activeNanos, actives int64
+	leases                                 int
+}
+
+// laneView is what the fast paths read of the pool's settings, made under
+// mu and replaced (through pool.lanes) when they change.
+type laneView struct {
+	maxIdle, minIdle, maxPerKey int
+	fifo                        bool
+	every                       bool  // an evictor runs: stamp from the pool's clock
+	hand                        bool  // RunEviction by hand: stamp from the real clock
+	clockRuns                   bool  // see clockRuns
+	clockStart                  int64 // see Pool.clockStart
+}
+
+// laneStamp is stampLocked for a fast path, from v.
+func (p *Pool[K, V]) laneStamp(v *laneView, obj *object[K, V]) int64 {
+	switch {
+	case v.hand:
+		return max(p.since(), obj.created)
+	case !v.every:
+		return obj.created
+	}
+	return max(p.clock.Load(), obj.created)
+}
+
+// laneWantLocked reports whether the fast paths may run.
+func (p *Pool[K, V]) laneWantLocked() bool {
+	return !p.shared && !p.closed && !p.lim.abandoned && p.wq.Len() == 0 && !p.fullLocked()
+}
+
+// lanesLocked turns the lanes on or off as laneWantLocked says, at the end
+// of a locked section (see unlock). Turning them off flushes them and
+// serves the waiters of the keys whose objects they held.
+func (p *Pool[K, V]) lanesLocked() {
+	want := p.laneWantLocked()
+	if on := p.lanes.Load() != nil; on == want {
+		return
+	}
+	if !want {
+		p.lanes.Store(nil)
+		p.flushLanesLocked()
+		return
+	}
+	if p.laneCfg == nil {
+		cfg := p.cfg.Load()
+		p.laneCfg = &laneView{
+			maxIdle:    p.lim.maxIdle,
+			minIdle:    p.lim.minIdle,
+			maxPerKey:  p.lim.maxPerKey,
+			fifo:       cfg.FIFO,
+			every:      p.lim.every > 0,
+			hand:       p.handClock,
+			clockRuns:  p.clockRuns(),
+			clockStart: p.clockStart,
+		}
+	}
+	p.lanes.Store(p.laneCfg)
+}
+
+// quiesceLanesLocked turns the lanes off and flushes them, for a section
+// that changes what they read (settings, the clock) or walks every object:
+// once it returns, no fast path runs until unlock turns them on again,
+// with a view made afresh.
+func (p *Pool[K, V]) quiesceLanesLocked() {
+	p.lanes.Store(nil)
+	p.laneCfg = nil
+	p.flushLanesLocked()
+}
+
+// borrowFast lends an object of key from its lane, or returns nil for the
+// caller to go the pool-wide way. The object is fresh: its borrower
+// activates it.
+func (p *Pool[K, V]) borrowFast(key K) *Pooled[K, V] {
+	if p.lanes.Load() == nil {
+		return nil
+	}
+	sp := (*p.index.Load())[key]
+	if sp == nil {
+		return nil
+	}
+	l := &sp.lane
+	l.mu.Lock()
+	v := p.lanes.Load()
+	if v == nil || sp.forgotten || (v.fifo && sp.idleN.Load() != 0) {
+		// Off; or a key Clear forgot, which the slow way marks wanted; or
+		// older idle objects come first.
+		l.mu.Unlock()
+		return nil
+	}
+	obj := l.objs.Back()
+	if v.fifo {
+		obj = l.objs.Front()
+	}
+	if obj == nil {
+		l.mu.Unlock()
+		return nil
+	}
+	l.objs.Remove(obj)
+	left := l.n.Add(-1)
+	obj.state = stLent
+	h := obj.free
+	if h != nil {
+		obj.free = h.next
+		h.next = nil
+	} else {
+		h = &Pooled[K, V]{obj: obj}
+	}
+	obj.shares++
+	obj.borrows++
+	l.c.leases++
+	l.c.borrowed++
+	obj.lastBorrowed = p.laneStamp(v, obj)
+	obj.activeSince = obj.lastBorrowed
+	if obj.idleCounted = v.clockRuns; obj.idleCounted {
+		l.c.idleNanos += obj.lastBorrowed - max(obj.lastReturned, v.clockStart)
+		l.c.idles++
+	}
+	upkeep := v.minIdle > 0 && int(left)+int(sp.idleN.Load()) < v.minIdle
+	l.mu.Unlock()
+	if upkeep {
+		p.mu.Lock()
+		p.wantUpkeepLocked(sp)
+		p.unlock()
+	}
+	return h
+}
+
+// returnFast puts the object of h, passivated, on its key's lane, and
+// reports whether it did; if not, the caller goes the pool-wide way, and
+// nothing has changed.
+func (p *Pool[K, V]) returnFast(h *Pooled[K, V]) bool {
+	if p.lanes.Load() == nil {
+		return false
+	}
+	obj := h.obj
+	sp := obj.sub
+	l := &sp.lane
+	l.mu.Lock()
+	v := p.lanes.Load()
+	if v == nil || int(l.n.Load())+int(sp.idleN.Load()) >= v.maxIdle || int(sp.countN.Load()) > v.maxPerKey {
+		// Lanes off, or the key at MaxIdlePerKey, or over a
+		// MaxTotalPerKey SetConfig lowered: putLocked decides.
+		l.mu.Unlock()
+		return false
+	}
+	if !l.dirty {
+		l.dirty = true
+		for {
+			head := p.dirty.Load()
+			l.next = head
+			if p.dirty.CompareAndSwap(head, sp) {
+				break
+			}
+		}
+		if p.lanes.Load() == nil {
+			// Turned off since: the flush may have passed this lane.
+			l.mu.Unlock()
+			return false
+		}
+	}
+	h.next = obj.free
+	obj.free = h
+	obj.shares--
+	l.c.leases--
+	l.c.returned++
+	obj.state = stIdle
+	obj.idleSeq = p.idleSeqs.Add(1)
+	obj.lastReturned = p.laneStamp(v, obj)
+	if v.clockRuns && obj.borrows > 0 {
+		l.c.activeNanos += obj.lastReturned - max(obj.activeSince, v.clockStart)
+		l.c.actives++
+	}
+	l.objs.PushBack(obj)
+	l.n.Add(1)
+	l.mu.Unlock()
+	return true
+}
+
+// drainLaneLocked moves sp's lane into the idle lists, its objects as the
+// newest of the key's, and adds its counts to the key's and the pool's.
+// Called with mu and the lane's mu held. The objects are appended to
+// p.flushBuf, for the caller to put into the pool's idle list.
+func (p *Pool[K, V]) drainLaneLocked(sp *subPool[K, V]) (moved bool) {
+	l := &sp.lane
+	if c := &l.c; *c != (laneCounts{}) {
+		p.c.borrowed += c.borrowed
+		sp.c.borrowed += c.borrowed
+		p.c.returned += c.returned
+		sp.c.returned += c.returned
+		p.c.idleNanos += c.idleNanos
+		sp.c.idleNanos += c.idleNanos
+		p.c.idles += c.idles
+		sp.c.idles += c.idles
+		p.c.activeNanos += c.activeNanos
+		sp.c.activeNanos += c.activeNanos
+		p.c.actives += c.actives
+		sp.c.actives += c.actives
+		p.shares += c.leases
+		sp.shares += c.leases
+		*c = laneCounts{}
+	}
+	if l.objs.Len() == 0 {
+		return false
+	}
+	fifo := p.cfg.Load().FIFO
+	for o := l.objs.PopFront(); o != nil; o = l.objs.PopFront() {
+		if fifo {
+			sp.idle.PushBack(o)
+		} else {
+			sp.idle.PushFront(o)
+		}
+		p.flushBuf = append(p.flushBuf, o)
+	}
+	l.n.Store(0)
+	sp.idleN.Store(int32(sp.idle.Len()))
+	return true
+}
+
+// flushLaneLocked flushes sp's lane, for a section that reads the key's
+// idle objects or counters. Called with mu held.
+func (p *Pool[K, V]) flushLaneLocked(sp *subPool[K, V]) {
+	sp.lane.mu.Lock()
+	p.drainLaneLocked(sp)
+	sp.lane.mu.Unlock()
+	p.mergeIdleLocked()
+}
+
+// flushLanesLocked flushes every lane that holds objects or counts, and
+// serves the waiters of the keys whose objects it moved (there are some
+// only when lanes were just turned off). Called with mu held.
+func (p *Pool[K, V]) flushLanesLocked() {
+	sp := p.dirty.Swap(nil)
+	if sp == nil {
+		return
+	}
+	moved := p.flushKeys[:0]
+	for sp != nil {
+		l := &sp.lane
+		l.mu.Lock()
+		next := l.next
+		l.next, l.dirty = nil, false
+		if p.drainLaneLocked(sp) {
+			moved = append(moved, sp)
+		}
+		l.mu.Unlock()
+		sp = next
+	}
+	slices.SortFunc(p.flushBuf, func(a, b *object[K, V]) int {
+		switch {
+		case a.idleSeq < b.idleSeq:
+			return -1
+		case a.idleSeq > b.idleSeq:
+			return 1
+		}
+		return 0
+	})
+	p.mergeIdleLocked()
+	if p.wq.Len() > 0 {
+		for _, sp := range moved {
+			p.serveIdleLocked(sp)
+		}
+	}
+	clear(moved)
+	p.flushKeys = moved[:0]
+}
+
+// mergeIdleLocked puts the objects in p.flushBuf, in ascending idleSeq,
+// into the pool's idle list at their places by idleSeq, and empties it.
+// They were returned lately, so it walks from the back.
+func (p *Pool[K, V]) mergeIdleLocked() {
+	at := p.idle.Back() // the objects after it are later than those left to place
+	for i := len(p.flushBuf) - 1; i >= 0; i-- {
+		o := p.flushBuf[i]
+		for at != nil && at.idleSeq > o.idleSeq {
+			at = p.idle.Prev(at)
+		}
+		switch next := (*object[K, V])(nil); {
+		case at == nil:
+			p.idle.PushFront(o)
+		default:
+			if next = p.idle.Next(at); next != nil {
+				p.idle.InsertBefore(o, next)
+			} else {
+				p.idle.PushBack(o)
+			}
+		}
+	}
+	clear(p.flushBuf)
+	p.flushBuf = p.flushBuf[:0]
+}
+
+// indexLocked keeps the key index that borrowFast reads in step with
+// p.keys, for sp, a key just used the pool-wide way. The index is a copy
+// of p.keys, made again once the keys it misses or holds stale reach a
+// quarter of p.keys, so that its cost per new key is O(1) amortised; until
+// then a key it misses goes the pool-wide way.
+func (p *Pool[K, V]) indexLocked(sp *subPool[K, V]) {
+	if (*p.index.Load())[sp.key] == sp {
+		return
+	}
+	if p.indexMisses++; p.indexMisses < len(p.keys)/4+1 {
+		return
+	}
+	p.indexMisses = 0
+	m := maps.Clone(p.keys)
+	p.index.Store(&m)
+}
