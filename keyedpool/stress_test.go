@@ -21,23 +21,33 @@ import (
 // pool forgot to count would show. At the end every object made must have
 // been destroyed exactly once and the counters must agree. The Evictor
 // variants add eviction runs every half millisecond and by hand, with every
-// eviction option on and short enough to act during the test.
+// eviction option on and short enough to act during the test. The Roomy
+// variants give MaxTotal room for every key's MaxTotalPerKey, without
+// abandoned-object tracking, and look at Stats less often, so that
+// exclusive Borrows and Returns mostly take the per-key lanes (lane.go),
+// which turn off and on as waiters come and go at the per-key limit.
 func TestStress(t *testing.T) {
 	for _, shares := range []int{1, 3} {
 		for _, evict := range []bool{false, true} {
-			t.Run(fmt.Sprintf("Shares=%d/Evictor=%v", shares, evict), func(t *testing.T) { stress(t, shares, evict) })
+			t.Run(fmt.Sprintf("Shares=%d/Evictor=%v", shares, evict), func(t *testing.T) { stress(t, shares, evict, false) })
 		}
+	}
+	for _, evict := range []bool{false, true} {
+		t.Run(fmt.Sprintf("Roomy/Evictor=%v", evict), func(t *testing.T) { stress(t, 1, evict, true) })
 	}
 }
 
-func stress(t *testing.T, shares int, evict bool) {
+func stress(t *testing.T, shares int, evict, roomy bool) {
 	const (
 		goroutines = 16
 		ops        = 400
 		keys       = 12
-		maxTotal   = 10
 		maxPerKey  = 3
 	)
+	maxTotal, statsEvery := 10, 1
+	if roomy {
+		maxTotal, statsEvery = keys*maxPerKey, 25
+	}
 	errMake := errors.New("make failed")
 	sometimesPanic := func(context.Context, *testfactory.Obj) error {
 		if rand.IntN(100) == 0 {
@@ -76,7 +86,9 @@ func stress(t *testing.T, shares int, evict bool) {
 		base.MakeFailureThreshold = 2
 		base.MakeBackoffBase = 100 * time.Microsecond
 		base.MakeBackoffMax = time.Millisecond
-		base.Abandoned = &keyedpool.AbandonedConfig{RemoveOnMaintenance: true, RemoveOnBorrow: true, Timeout: 2 * time.Millisecond}
+		if !roomy {
+			base.Abandoned = &keyedpool.AbandonedConfig{RemoveOnMaintenance: true, RemoveOnBorrow: true, Timeout: 2 * time.Millisecond}
+		}
 	}
 	p, err := keyedpool.New(f, base)
 	if err != nil {
@@ -102,11 +114,11 @@ func stress(t *testing.T, shares int, evict bool) {
 					err = p.Return(h)
 				}
 				if err != nil && !errors.Is(err, testfactory.ErrDead) && !errors.Is(err, keyedpool.ErrFactoryPanic) &&
-					!(evict && errors.Is(err, keyedpool.ErrNotBorrowed)) { // taken back as abandoned
+					!(evict && !roomy && errors.Is(err, keyedpool.ErrNotBorrowed)) { // taken back as abandoned
 					t.Errorf("giving back: %v", err)
 				}
 			}
-			for range ops {
+			for i := range ops {
 				key := fmt.Sprintf("k%d", rng.IntN(keys))
 				switch op := rng.IntN(100); {
 				case op < 55 && len(held) < 3:
@@ -153,6 +165,9 @@ func stress(t *testing.T, shares int, evict bool) {
 					if err := p.SetConfig(cfg); err != nil && !errors.Is(err, keyedpool.ErrFactoryPanic) {
 						t.Errorf("SetConfig() = %v", err)
 					}
+				}
+				if i%statsEvery != 0 {
+					continue
 				}
 				if s := p.Stats(); s.Active+s.Idle+s.Making > maxTotal || s.SharesInUse > maxTotal*shares {
 					t.Errorf("Stats() = %+v exceeds MaxTotal %d", s, maxTotal)
