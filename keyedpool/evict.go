@@ -351,8 +351,11 @@ keys:
 			break
 		}
 		sp.queued = false
+		// At most what the key lacks now: a make of this run that fails
+		// is tried again by the next run, not by this one.
+		budget := p.upkeepNeedLocked(sp)
 		p.unlock()
-		for {
+		for ; budget > 0; budget-- {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():

@@ -213,6 +213,9 @@ func (p *Pool[K, V]) returnFast(h *Pooled[K, V]) bool {
 	if p.lanes.Load() == nil {
 		return false
 	}
+	if t := h.track; t != nil && t.links.In() {
+		return false // lent while abandoned objects were tracked: unleaseLocked untracks it
+	}
 	obj := h.obj
 	sp := obj.sub
 	l := &sp.lane
