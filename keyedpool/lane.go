@@ -50,8 +50,10 @@ import (
 //     ListObjects, Clear; all: Stats, eviction runs, ClearOldest, SetConfig,
 //     Close). Counts it needs without flushing (spare objects for upkeep,
 //     the key's idle count for MaxIdlePerKey) read the atomic lengths.
-//   - Lock order: mu, then a lane. A fast path never takes mu while it
-//     holds its lane.
+//   - Lock order: mu, then a lane, then dirtyMu. A fast path never takes
+//     mu while it holds its lane. A key dropped from the pool leaves
+//     pool.dirty with it (dropLaneLocked), so one-off keys do not pile up
+//     there.
 //
 // Scaling: with lanes on, a Borrow+Return pair costs two uncontended lane
 // locks on the key's own line, one read of the shared key index and of
@@ -67,11 +69,15 @@ import (
 // its fast paths kept, not yet added to the key's and the pool's.
 type lane[K comparable, V any] struct {
 	mu    sync.Mutex
-	objs  ilist.List[object[K, V]] // oldest first, through keyLinks
-	n     atomic.Int32             // objs.Len(), for readers under the pool's mu alone
-	dirty bool                     // in pool.dirty, until a flushLanesLocked takes it out
-	next  *subPool[K, V]           // in pool.dirty
+	objs  ilist.List[object[K, V]]   // oldest first, through keyLinks
+	n     atomic.Int32               // objs.Len(), for readers under the pool's mu alone
+	dirty bool                       // in pool.dirty, or taken out by a flushLanesLocked that has yet to drain it
+	links ilist.Links[subPool[K, V]] // in pool.dirty; protected by pool.dirtyMu
 	c     laneCounts
+}
+
+func laneLinks[K comparable, V any](sp *subPool[K, V]) *ilist.Links[subPool[K, V]] {
+	return &sp.lane.links
 }
 
 // laneCounts is what fast paths counted, to be added to the key's and the
@@ -229,13 +235,9 @@ func (p *Pool[K, V]) returnFast(h *Pooled[K, V]) bool {
 	}
 	if !l.dirty {
 		l.dirty = true
-		for {
-			head := p.dirty.Load()
-			l.next = head
-			if p.dirty.CompareAndSwap(head, sp) {
-				break
-			}
-		}
+		p.dirtyMu.Lock()
+		p.dirty.PushBack(sp)
+		p.dirtyMu.Unlock()
 		if p.lanes.Load() == nil {
 			// Turned off since: the flush may have passed this lane.
 			l.mu.Unlock()
@@ -309,26 +311,48 @@ func (p *Pool[K, V]) flushLaneLocked(sp *subPool[K, V]) {
 	p.mergeIdleLocked()
 }
 
+// dropLaneLocked flushes the lane of sp, a key being dropped, and takes it
+// out of pool.dirty, so that nothing keeps the dropped sub-pool. Called
+// with mu held.
+func (p *Pool[K, V]) dropLaneLocked(sp *subPool[K, V]) {
+	l := &sp.lane
+	l.mu.Lock()
+	p.drainLaneLocked(sp) // its counts; it holds no object
+	if l.dirty {
+		p.dirtyMu.Lock()
+		if l.links.In() { // else a flushLanesLocked took it out and drains it
+			p.dirty.Remove(sp)
+			l.dirty = false
+		}
+		p.dirtyMu.Unlock()
+	}
+	l.mu.Unlock()
+}
+
 // flushLanesLocked flushes every lane that holds objects or counts, and
 // serves the waiters of the keys whose objects it moved (there are some
 // only when lanes were just turned off). Called with mu held.
 func (p *Pool[K, V]) flushLanesLocked() {
-	sp := p.dirty.Swap(nil)
-	if sp == nil {
+	keys := p.flushKeys[:0]
+	p.dirtyMu.Lock()
+	for sp := p.dirty.PopFront(); sp != nil; sp = p.dirty.PopFront() {
+		keys = append(keys, sp)
+	}
+	p.dirtyMu.Unlock()
+	if len(keys) == 0 {
 		return
 	}
-	moved := p.flushKeys[:0]
-	for sp != nil {
+	moved := keys[:0]
+	for _, sp := range keys {
 		l := &sp.lane
 		l.mu.Lock()
-		next := l.next
-		l.next, l.dirty = nil, false
+		l.dirty = false
 		if p.drainLaneLocked(sp) {
 			moved = append(moved, sp)
 		}
 		l.mu.Unlock()
-		sp = next
 	}
+	clear(keys[len(moved):])
 	slices.SortFunc(p.flushBuf, func(a, b *object[K, V]) int {
 		switch {
 		case a.idleSeq < b.idleSeq:

@@ -41,9 +41,10 @@ type Pool[K comparable, V any] struct {
 
 	// The fast paths' state; see lane.go.
 	lanes    atomic.Pointer[laneView]             // nil: lanes off
-	dirty    atomic.Pointer[subPool[K, V]]        // keys whose lanes hold objects or counts, linked by lane.next
 	index    atomic.Pointer[map[K]*subPool[K, V]] // a copy of keys, for borrowFast; see indexLocked
 	idleSeqs atomic.Uint64                        // objects put in the idle set so far: their order there
+	dirtyMu  sync.Mutex                           // protects dirty; taken after a lane's mutex, never before one
+	dirty    ilist.List[subPool[K, V]]            // keys whose lanes hold objects or counts, through lane.links
 
 	mu         sync.Mutex // protects the fields below. Nothing slow runs under it: no factory call, no I/O, no blocking send.
 	lim        limits
@@ -143,6 +144,7 @@ func New[K comparable, V any](f factory.KeyedFactory[K, V], cfg Config) (*Pool[K
 		lent:       ilist.New(allLinks[K, V]),
 		wq:         newWaitQueue[K, V](),
 		lentLeases: ilist.New(trackLinks[K, V]),
+		dirty:      ilist.New(laneLinks[K, V]),
 	}
 	p.cfg.Store(&cfg)
 	p.index.Store(new(map[K]*subPool[K, V]))
@@ -195,7 +197,7 @@ func (p *Pool[K, V]) subLocked(key K) *subPool[K, V] {
 func (p *Pool[K, V]) dropIfEmptyLocked(sp *subPool[K, V]) {
 	if sp.count == 0 && sp.waiters.Len() == 0 && sp.bo == nil &&
 		(p.lim.minIdle == 0 || sp.forgotten || p.closed) && p.keys[sp.key] == sp {
-		p.flushLaneLocked(sp)  // its counts
+		p.dropLaneLocked(sp)
 		delete(p.keys, sp.key) // if queued for upkeep, the run skips it
 		if p.last == sp {
 			p.last = nil

@@ -180,6 +180,11 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 		return bySurplus, true
 	}
 	obj.state = stIdle
+	if !unused {
+		// Under the lane's mutex, so that no fast Return of the key takes
+		// a number before obj's and goes on the lane, after obj.
+		obj.idleSeq = p.idleSeqs.Add(1)
+	}
 	fifo := p.cfg.Load().FIFO
 	switch {
 	case unused:
@@ -201,7 +206,6 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 	sp.idleN.Store(int32(sp.idle.Len()))
 	sp.lane.mu.Unlock()
 	if !unused {
-		obj.idleSeq = p.idleSeqs.Add(1)
 		obj.lastReturned = p.stampLocked(obj)
 		if p.clockRuns() && obj.borrows > 0 { // else new: never lent
 			d := obj.lastReturned - max(obj.activeSince, p.clockStart)
