@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kpool-go/kpool/keyedpool"
+	"vitess.io/vitess/go/pools/smartconnpool"
 )
 
 // dispatchTimeout bounds a whole Dispatch sub-benchmark: setting up its
@@ -44,7 +45,8 @@ var dispatchWaiters = []int{1000, 10_000}
 // Being first come first served, the line rotates: the waiter served is
 // the one that last ran W events ago, whose stack and state have left the
 // CPU's caches by then, more so at 10,000 than at 1000. That costs
-// whatever the pool, so event=ChanHandoff, the baseline, rotates the same
+// whatever the pool (event=ReturnSameKeyVitess is ReturnSameKey on vitess
+// smartconnpool, capacity 1, which pays it too), so event=ChanHandoff, the baseline, rotates the same
 // W goroutines through a plain unbuffered channel (whose receivers are
 // served in order too) with no pool at all: a same-key event's growth
 // with W beyond the baseline's is the pool's own. (On a 2-core AMD EPYC
@@ -63,6 +65,7 @@ func BenchmarkDispatch(b *testing.B) {
 			b.Run("event=ReturnSameKey", func(b *testing.B) {
 				dispatchSameKey(b, w, (*keyedpool.Pool[string, *conn]).Return)
 			})
+			b.Run("event=ReturnSameKeyVitess", func(b *testing.B) { dispatchVitess(b, w) })
 			b.Run("event=ChanHandoff", func(b *testing.B) { dispatchChanBaseline(b, w) })
 		})
 	}
@@ -273,4 +276,64 @@ func dispatchChanBaseline(b *testing.B, w int) {
 			b.Fatalf("the value did not come back within %v", dispatchTimeout)
 		}
 	}
+}
+
+// dispatchVitess is dispatchSameKey's ReturnSameKey on a vitess
+// smartconnpool of capacity 1: w goroutines wait in Get, and each Recycle
+// of the timed loop goes to one of them.
+func dispatchVitess(b *testing.B, w int) {
+	ctx, cancel := context.WithTimeout(context.Background(), dispatchTimeout)
+	defer cancel()
+	p, err := newVitess(1, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer closeVitess(b, p)
+	held, err := p.Get(ctx, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	handles := make(chan *smartconnpool.Pooled[*conn])
+	var started atomic.Int64
+	stop := startWaiters(ctx, w, func(ctx context.Context) {
+		started.Add(1)
+		for {
+			c, err := p.Get(ctx, nil)
+			if err != nil {
+				if ctx.Err() == nil {
+					b.Errorf("vitess Get() = %v, want a connection or the end", err)
+				}
+				return
+			}
+			select {
+			case handles <- c:
+			case <-ctx.Done():
+				c.Recycle()
+				return
+			}
+		}
+	})
+	// vitess does not say how many wait: wait until all have started,
+	// and then a while, for the last to reach their wait.
+	for started.Load() < int64(w) {
+		select {
+		case <-ctx.Done():
+			b.Fatalf("%d of %d goroutines started within %v", started.Load(), w, dispatchTimeout)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+
+	b.ReportAllocs()
+	for b.Loop() {
+		held.Recycle()
+		select {
+		case held = <-handles:
+		case <-ctx.Done():
+			b.Fatalf("no waiter was served within %v", dispatchTimeout)
+		}
+	}
+	b.StopTimer()
+	held.Recycle()
+	stop()
 }
