@@ -15,8 +15,9 @@ import (
 // Return puts the object on its key's lane, a short stack of idle objects
 // under a mutex of the key's own, and a Borrow takes it from there. Neither
 // touches the pool's mu, its lists or its counters, so borrowers of
-// different keys do not contend: each key's lane is its own cache line and
-// its own lock, and the only pool-wide word a Return writes is the sequence
+// different keys do not contend: each key's lane is in the key's own
+// sub-pool, under its own lock, and the only pool-wide word a Return
+// writes is the sequence
 // number that orders idle objects across keys (an atomic add; a Borrow
 // writes none). Anything the lanes cannot decide alone goes the pool-wide
 // way, under mu: a key with no object on its lane, waiters anywhere, a
@@ -56,14 +57,13 @@ import (
 //     there.
 //
 // Scaling: with lanes on, a Borrow+Return pair costs two uncontended lane
-// locks on the key's own line, one read of the shared key index and of
-// pool.lanes (read-mostly lines, which every core keeps in its cache), and
-// one atomic add on the shared sequence number. The add is the one write
-// to a line all cores share; on two cores it costs what an uncontended lock
-// does (BenchmarkKeyed), and past that it is a single instruction's worth of
-// contention, not a lock held across list updates, so more cores add
-// throughput until that line's transfer rate, tens of millions of Returns a
-// second, is reached.
+// locks in the key's own sub-pool, a lookup in the shared key index and a
+// read of pool.lanes (read-mostly lines, which every core keeps in its
+// cache), and one atomic add on the shared sequence number, which has
+// cache lines of its own. The add is the one write to a line all cores
+// share: one instruction, not a lock held across list updates, so more
+// cores add throughput until that line's transfer rate, some tens of
+// millions of Returns a second, is reached.
 
 // lane is a key's idle objects returned on the fast path, and the counts
 // its fast paths kept, not yet added to the key's and the pool's.
