@@ -37,7 +37,9 @@
 // as a whole. In exclusive mode, while no borrower waits and the pool is
 // below MaxTotal, a Return puts its object on its key's lane, a stack of
 // idle objects under the key's own mutex, and a Borrow of the key takes
-// it from there: neither takes the pool's mutex. The pool-wide lists and
+// it from there: neither takes the pool's mutex (except a Borrow that
+// leaves its key short of MinIdlePerKey, which takes it once to queue the
+// key for upkeep, until the next eviction run). The pool-wide lists and
 // counters catch up whenever something reads them (Stats, an eviction
 // run, a waiter, the pool filling up), so every promise about order,
 // limits and fairness holds as if every object had gone through them. A

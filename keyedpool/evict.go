@@ -305,10 +305,10 @@ func (p *Pool[K, V]) upkeepNeedLocked(sp *subPool[K, V]) int {
 // wantUpkeepLocked queues sp for the next eviction run's upkeep if it has
 // fewer than MinIdlePerKey spare objects (spareLocked).
 func (p *Pool[K, V]) wantUpkeepLocked(sp *subPool[K, V]) {
-	if sp.queued || sp.forgotten || p.lim.minIdle == 0 || p.upkeepNeedLocked(sp) <= 0 {
+	if sp.queued.Load() || sp.forgotten || p.lim.minIdle == 0 || p.upkeepNeedLocked(sp) <= 0 {
 		return
 	}
-	sp.queued = true
+	sp.queued.Store(true)
 	if len(p.upkeep) == cap(p.upkeep) && len(p.upkeep) > 2*len(p.keys) {
 		// Mostly keys dropped since they were queued, with no run to
 		// skip them (no evictor): forget those.
@@ -335,7 +335,7 @@ func (p *Pool[K, V]) ensureMinIdle(ctx context.Context) error {
 		// Keys a cut-short run did not reach wait for the next.
 		p.mu.Lock()
 		for _, sp := range queue[next:] {
-			sp.queued = false
+			sp.queued.Store(false)
 			if p.keys[sp.key] == sp {
 				p.wantUpkeepLocked(sp)
 			}
@@ -350,7 +350,7 @@ keys:
 			p.unlock()
 			break
 		}
-		sp.queued = false
+		sp.queued.Store(false)
 		// At most what the key lacks now: a make of this run that fails
 		// is tried again by the next run, not by this one.
 		budget := p.upkeepNeedLocked(sp)

@@ -202,7 +202,9 @@ func (p *Pool[K, V]) borrowFast(key K) *Pooled[K, V] {
 		l.c.idleNanos += obj.lastBorrowed - max(obj.lastReturned, v.clockStart)
 		l.c.idles++
 	}
-	upkeep := v.minIdle > 0 && int(left)+int(sp.idleN.Load()) < v.minIdle
+	// A key left short of MinIdlePerKey is queued for upkeep, under mu:
+	// only the first time, until the next eviction run takes it.
+	upkeep := v.minIdle > 0 && int(left)+int(sp.idleN.Load()) < v.minIdle && !sp.queued.Load()
 	l.mu.Unlock()
 	if upkeep {
 		p.mu.Lock()
@@ -375,10 +377,22 @@ func (p *Pool[K, V]) flushLanesLocked() {
 // mergeIdleLocked puts the objects in p.flushBuf, in ascending idleSeq,
 // into the pool's idle list at their places by idleSeq, and empties it.
 // They were returned lately, so it walks from the back.
+//
+// An object that lands behind the eviction runs' cursor was returned
+// after the last run began (each run flushes the lanes first), so had it
+// gone into the list when returned it would have been ahead of the
+// cursor: the cursor moves back to the oldest such object, and the next
+// run looks at it before going on. The objects it passes again are those
+// the last run looked at after it; a run looks at no more than
+// NumTestsPerEvictionRun.
 func (p *Pool[K, V]) mergeIdleLocked() {
 	at := p.idle.Back() // the objects after it are later than those left to place
+	var behind *object[K, V]
 	for i := len(p.flushBuf) - 1; i >= 0; i-- {
 		o := p.flushBuf[i]
+		if p.evictNext != nil && o.idleSeq < p.evictNext.idleSeq {
+			behind = o
+		}
 		for at != nil && at.idleSeq > o.idleSeq {
 			at = p.idle.Prev(at)
 		}
@@ -392,6 +406,9 @@ func (p *Pool[K, V]) mergeIdleLocked() {
 				p.idle.PushBack(o)
 			}
 		}
+	}
+	if behind != nil {
+		p.evictNext = behind
 	}
 	clear(p.flushBuf)
 	p.flushBuf = p.flushBuf[:0]

@@ -8,7 +8,8 @@ import (
 )
 
 // objState is where an object is in its life. Every change happens under
-// the pool's mu. The main cycle, and the side tracks:
+// the pool's mu, except those of an object on its key's lane (lane.go),
+// which happen under the lane's mutex. The main cycle, and the side tracks:
 //
 //	make ──► busy ──► idle ──► lent ──► busy ──► idle ...
 //	        (new,  (passivated)   (returned: last lease back)
@@ -24,11 +25,13 @@ import (
 //	busy     lent     lent to its maker; shared: activated         runMake, ready
 //	busy     idle     passivated: new, or its last lease is back    putLocked
 //	idle     lent     lent (exclusive)                             lendLocked
+//	idle     lent     lent from its key's lane (exclusive)         borrowFast
 //	idle     busy     lent (shared), until its borrower activates  lendLocked
 //	idle     testing  an eviction run tests it                     evictOne
 //	testing  idle     passed (or the run was cut short)            evictOne
 //	lent     busy     shared: its last lease is back               giveBack
 //	lent     idle     exclusive: returned and passivated           putLocked
+//	lent     idle     the same, onto its key's lane                returnFast
 //	lent     broken   shared: invalidated, past MaxLifetime or     retireLocked
 //	                  surplus while other leases are out
 //	broken   destroy  its last lease is back                       unretireLocked
@@ -39,8 +42,9 @@ import (
 // The goroutine that moves an object to busy or destroy, or lends it in
 // exclusive mode, holds it alone until it moves it on. In exclusive mode a
 // returned object keeps stLent while its returner passivates it. Only idle
-// and testing objects are in the idle lists, only shared lent ones in the
-// lent lists, and every object until gone is in its key's objs list.
+// and testing objects are in the idle lists, and only idle ones on the
+// lanes (never in both), only shared lent ones in the lent lists, and
+// every object until gone is in its key's objs list.
 type objState uint8
 
 const (
@@ -53,7 +57,8 @@ const (
 )
 
 // object is one pooled value and its bookkeeping. Its mutable fields are
-// protected by the pool's mu.
+// protected by the pool's mu, and while the object goes onto or off its
+// key's lane by the lane's mutex (see lane.go).
 type object[K comparable, V any] struct {
 	// Hot: what every Borrow and Return reads or writes, together.
 	sub       *subPool[K, V]
@@ -96,7 +101,7 @@ func objLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] {
 // once reused a stale handle is indistinguishable from the new borrower's.
 type Pooled[K comparable, V any] struct {
 	obj    *object[K, V]
-	next   *Pooled[K, V] // in obj.free; protected by the pool's mu
+	next   *Pooled[K, V] // in obj.free; protected as obj's fields are
 	leased atomic.Bool
 
 	track *leaseTrack[K, V] // made on the first lease while abandoned objects are tracked

@@ -113,7 +113,7 @@ type subPool[K comparable, V any] struct {
 	waiters    ilist.List[waiter[K, V]]   // blocked borrowers of this key, by ticket; see waitQueue
 	lineLinks  ilist.Links[subPool[K, V]] // in pool.wq.keys while waiters is not empty
 	readyAt    int                        // 1 + its index in pool.wq.ready; 0: not there
-	queued     bool                       // in pool.upkeep
+	queued     atomic.Bool                // in pool.upkeep; written under mu, read by borrowFast without it
 	clears     uint32                     // Clears of the key, so that an object under test learns of them
 	// forgotten: Clear or ClearAll was called and no Borrow, AddObject or
 	// Prepare since, so the key is dropped once it holds nothing even when
