@@ -185,15 +185,7 @@ func (p *Pool[K, V]) borrowFast(key K) *Pooled[K, V] {
 	l.objs.Remove(obj)
 	left := l.n.Add(-1)
 	obj.state = stLent
-	h := obj.free
-	if h != nil {
-		obj.free = h.next
-		h.next = nil
-	} else {
-		h = &Pooled[K, V]{obj: obj}
-	}
-	obj.shares++
-	obj.borrows++
+	h := obj.take()
 	l.c.leases++
 	l.c.borrowed++
 	obj.lastBorrowed = p.laneStamp(v, obj)
@@ -246,9 +238,7 @@ func (p *Pool[K, V]) returnFast(h *Pooled[K, V]) bool {
 			return false
 		}
 	}
-	h.next = obj.free
-	obj.free = h
-	obj.shares--
+	obj.putBack(h)
 	l.c.leases--
 	l.c.returned++
 	obj.state = stIdle

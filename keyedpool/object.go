@@ -137,17 +137,31 @@ func (h *Pooled[K, V]) MarkUsed() {
 	}
 }
 
-// leaseLocked takes a lease on obj.
-func (p *Pool[K, V]) leaseLocked(obj *object[K, V]) *Pooled[K, V] {
-	h := obj.free
+// take takes a lease of o's own: a handle from o.free, or a new one, and
+// counts it in o. Called by whoever guards o's fields (see object).
+func (o *object[K, V]) take() *Pooled[K, V] {
+	h := o.free
 	if h != nil {
-		obj.free = h.next
+		o.free = h.next
 		h.next = nil
 	} else {
-		h = &Pooled[K, V]{obj: obj}
+		h = &Pooled[K, V]{obj: o}
 	}
-	obj.shares++
-	obj.borrows++
+	o.shares++
+	o.borrows++
+	return h
+}
+
+// putBack puts h, a lease of o, back into o.free and uncounts it.
+func (o *object[K, V]) putBack(h *Pooled[K, V]) {
+	h.next = o.free
+	o.free = h
+	o.shares--
+}
+
+// leaseLocked takes a lease on obj.
+func (p *Pool[K, V]) leaseLocked(obj *object[K, V]) *Pooled[K, V] {
+	h := obj.take()
 	obj.sub.shares++
 	p.shares++
 	p.c.borrowed++
@@ -170,13 +184,11 @@ func (p *Pool[K, V]) leaseLocked(obj *object[K, V]) *Pooled[K, V] {
 // Returned.
 func (p *Pool[K, V]) unleaseLocked(h *Pooled[K, V], returned bool) (last bool) {
 	obj := h.obj
-	h.next = obj.free
-	obj.free = h
+	obj.putBack(h)
 	if t := h.track; t != nil && t.links.In() {
 		p.lentLeases.Remove(t)
 		t.stack = nil
 	}
-	obj.shares--
 	obj.sub.shares--
 	p.shares--
 	if returned {
