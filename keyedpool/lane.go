@@ -88,6 +88,16 @@ type laneCounts struct {
 	leases                                 int
 }
 
+// addLane adds what a lane counted to c.
+func (c *counters) addLane(l *laneCounts) {
+	c.borrowed += l.borrowed
+	c.returned += l.returned
+	c.idleNanos += l.idleNanos
+	c.idles += l.idles
+	c.activeNanos += l.activeNanos
+	c.actives += l.actives
+}
+
 // laneView is what the fast paths read of the pool's settings, made under
 // mu and replaced (through pool.lanes) when they change.
 type laneView struct {
@@ -95,7 +105,6 @@ type laneView struct {
 	fifo                        bool
 	every                       bool  // an evictor runs: stamp from the pool's clock
 	hand                        bool  // RunEviction by hand: stamp from the real clock
-	clockRuns                   bool  // see clockRuns
 	clockStart                  int64 // see Pool.clockStart
 }
 
@@ -137,7 +146,6 @@ func (p *Pool[K, V]) lanesLocked() {
 			fifo:       cfg.FIFO,
 			every:      p.lim.every > 0,
 			hand:       p.handClock,
-			clockRuns:  p.clockRuns(),
 			clockStart: p.clockStart,
 		}
 	}
@@ -190,7 +198,7 @@ func (p *Pool[K, V]) borrowFast(key K) *Pooled[K, V] {
 	l.c.borrowed++
 	obj.lastBorrowed = p.laneStamp(v, obj)
 	obj.activeSince = obj.lastBorrowed
-	if obj.idleCounted = v.clockRuns; obj.idleCounted {
+	if obj.idleCounted = v.every || v.hand; obj.idleCounted { // the clock runs: see clockRuns
 		l.c.idleNanos += obj.lastBorrowed - max(obj.lastReturned, v.clockStart)
 		l.c.idles++
 	}
@@ -244,7 +252,7 @@ func (p *Pool[K, V]) returnFast(h *Pooled[K, V]) bool {
 	obj.state = stIdle
 	obj.idleSeq = p.idleSeqs.Add(1)
 	obj.lastReturned = p.laneStamp(v, obj)
-	if v.clockRuns && obj.borrows > 0 {
+	if (v.every || v.hand) && obj.borrows > 0 {
 		l.c.activeNanos += obj.lastReturned - max(obj.activeSince, v.clockStart)
 		l.c.actives++
 	}
@@ -261,18 +269,8 @@ func (p *Pool[K, V]) returnFast(h *Pooled[K, V]) bool {
 func (p *Pool[K, V]) drainLaneLocked(sp *subPool[K, V]) (moved bool) {
 	l := &sp.lane
 	if c := &l.c; *c != (laneCounts{}) {
-		p.c.borrowed += c.borrowed
-		sp.c.borrowed += c.borrowed
-		p.c.returned += c.returned
-		sp.c.returned += c.returned
-		p.c.idleNanos += c.idleNanos
-		sp.c.idleNanos += c.idleNanos
-		p.c.idles += c.idles
-		sp.c.idles += c.idles
-		p.c.activeNanos += c.activeNanos
-		sp.c.activeNanos += c.activeNanos
-		p.c.actives += c.actives
-		sp.c.actives += c.actives
+		p.c.addLane(c)
+		sp.c.addLane(c)
 		p.shares += c.leases
 		sp.shares += c.leases
 		*c = laneCounts{}
@@ -310,13 +308,11 @@ func (p *Pool[K, V]) dropLaneLocked(sp *subPool[K, V]) {
 	l := &sp.lane
 	l.mu.Lock()
 	p.drainLaneLocked(sp) // its counts; it holds no object
-	if l.dirty {
+	if l.dirty {          // then it is in pool.dirty: only flushLanesLocked takes lanes out, under mu too
 		p.dirtyMu.Lock()
-		if l.links.In() { // else a flushLanesLocked took it out and drains it
-			p.dirty.Remove(sp)
-			l.dirty = false
-		}
+		p.dirty.Remove(sp)
 		p.dirtyMu.Unlock()
+		l.dirty = false
 	}
 	l.mu.Unlock()
 }
