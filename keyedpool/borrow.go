@@ -18,12 +18,14 @@ import (
 // served with the borrowers of every key, until an object or room frees, ctx
 // ends (it returns ctx.Err()) or MaxWait passes (ErrExhausted).
 //
-// MaxWait is one deadline for the whole Borrow, counted from the moment it
-// first has to wait (in line, or for a make): a borrower handed an object
-// that then fails activation or validation, or is past MaxLifetime, waits
-// again only for what is left of it, and keeps its place in line ahead of
-// later borrowers. A make still running at the deadline goes on, and its
-// object joins the pool.
+// A borrower handed an object that then fails activation or validation,
+// or is past MaxLifetime, keeps its place in line: the object is destroyed,
+// and the room that frees goes to the borrower before any that came after
+// it (borrowers that came before it, waiting for room, go first). MaxWait
+// is one deadline for the whole Borrow, counted from the moment it first
+// has to wait (in line, or for a make): such a borrower waits again only
+// for what is left of it. A make still running at the deadline goes on,
+// and its object joins the pool.
 //
 // A failed make returns the factory's error, wrapped; a panic in a factory
 // method an error wrapping ErrFactoryPanic. A key that cannot be hashed or
@@ -39,9 +41,12 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 	if err := p.checkKey(key); err != nil {
 		return nil, err
 	}
-	var b borrowState
+	var b borrowState[K, V]
 	for {
-		h := p.borrowFast(key)
+		var h *Pooled[K, V]
+		if b.discard == nil { // else the pool-wide way settles it first
+			h = p.borrowFast(key, &b)
+		}
 		fresh, made := h != nil, false
 		if h == nil {
 			var err error
@@ -52,15 +57,24 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 				continue // abandoned objects were taken back: try again
 			}
 		}
-		if fresh && !made && p.retired(h) {
-			continue // it outlived MaxLifetime and was destroyed; try the next
+		if fresh && !made {
+			if obj := p.retired(h); obj != nil {
+				// It outlived MaxLifetime: try the next, in this
+				// borrower's place in line (see discard).
+				b.discard, b.discardWhy = obj, byLifetime
+				continue
+			}
 		}
 		if fresh {
-			if err := p.ready(ctx, h); err != nil {
-				if made || ctx.Err() != nil {
+			if failed, err := p.ready(ctx, h, made); err != nil {
+				if failed == nil || made || ctx.Err() != nil {
+					if failed != nil {
+						p.destroyBackground(failed, byBorrowValidation)
+					}
 					return nil, err
 				}
-				continue // the object was destroyed; try the next
+				b.discard, b.discardWhy = failed, byBorrowValidation
+				continue // try the next, in this borrower's place in line
 			}
 		}
 		if p.isClosed.Load() {
@@ -83,8 +97,19 @@ func (p *Pool[K, V]) Borrow(ctx context.Context, key K) (*Pooled[K, V], error) {
 // whose lane had nothing for it (see lane.go): the key's idle objects and
 // shares, or room, or a wait, and a make. Its results are borrowSlow's,
 // with fresh: the object must be activated by its borrower.
-func (p *Pool[K, V]) borrowPoolWide(ctx context.Context, key K, b *borrowState) (h *Pooled[K, V], fresh, made bool, err error) {
+func (p *Pool[K, V]) borrowPoolWide(ctx context.Context, key K, b *borrowState[K, V]) (h *Pooled[K, V], fresh, made bool, err error) {
+	discard := b.discard
+	if discard != nil {
+		b.discard = nil
+		p.swallow(discard.sub, OpDestroy, p.destroyValue(discard))
+	}
 	p.mu.Lock()
+	if b.ticket == 0 {
+		b.ticket = p.wq.issue() // its place in line, from now on
+	}
+	if discard != nil {
+		p.settleDiscardLocked(discard, b.discardWhy, b.ticket)
+	}
 	if p.closed {
 		p.unlock()
 		return nil, false, false, ErrClosed
@@ -111,7 +136,7 @@ func (p *Pool[K, V]) borrowPoolWide(ctx context.Context, key K, b *borrowState) 
 // p.mu held; returns with it released. A nil h and nil err means try
 // again; made says h's object was just made for this borrower. Whether an
 // object granted from the idle set must be activated is left in b.fresh.
-func (p *Pool[K, V]) borrowSlow(ctx context.Context, sp *subPool[K, V], b *borrowState) (h *Pooled[K, V], made bool, err error) {
+func (p *Pool[K, V]) borrowSlow(ctx context.Context, sp *subPool[K, V], b *borrowState[K, V]) (h *Pooled[K, V], made bool, err error) {
 	g := p.roomLocked(sp, false)
 	if !g.ok() {
 		cfg := p.cfg.Load()
@@ -148,11 +173,19 @@ func (p *Pool[K, V]) borrowSlow(ctx context.Context, sp *subPool[K, V], b *borro
 
 // borrowState is what one Borrow keeps across its tries: its MaxWait
 // deadline and its place in line.
-type borrowState struct {
-	deadline time.Time     // zero: not started, or no MaxWait
-	started  bool          // deadline is set, if MaxWait asks for one
-	ticket   uint64        // place in line once queued; 0: never queued
-	waited   time.Duration // time spent waiting so far, over all its waits
+type borrowState[K comparable, V any] struct {
+	deadline time.Time // zero: not started, or no MaxWait
+	started  bool      // deadline is set, if MaxWait asks for one
+	// ticket: its place in line, taken when it first came the pool-wide
+	// way, or the lanes' (see borrowFast); 0: none yet.
+	ticket uint64
+	// discard: an object lent to it that failed activation or validation
+	// or was past MaxLifetime, destroyed by its next try, which frees its
+	// room only once the borrower has its place in line again (see
+	// settleDiscardLocked).
+	discard    *object[K, V]
+	discardWhy reason
+	waited     time.Duration // time spent waiting so far, over all its waits
 	// waitedBefore: it has waited, and is counted in Counters.Waited.
 	waitedBefore bool
 	swept        bool // abandoned objects were taken back for it, which it does once
@@ -162,7 +195,7 @@ type borrowState struct {
 // start starts the Borrow's deadline, maxWait from now, if it has not
 // started yet, and returns it (zero: none). Only borrowers that wait read
 // the clock.
-func (b *borrowState) start(maxWait time.Duration) time.Time {
+func (b *borrowState[K, V]) start(maxWait time.Duration) time.Time {
 	if !b.started {
 		b.started = true
 		if maxWait > 0 {
@@ -224,9 +257,17 @@ func (p *Pool[K, V]) roomLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 	if sp.count >= p.lim.maxPerKey {
 		return grant[K, V]{keyBound: true}
 	}
-	full := p.fullLocked()
-	if full && p.idle.Len() == 0 {
-		return grant[K, V]{}
+	var victim *object[K, V]
+	if p.fullLocked() {
+		// Room only by taking over the room of the oldest idle object that
+		// no eviction test holds; none: no room.
+		victim = p.idle.Front()
+		for victim != nil && victim.state == stTesting {
+			victim = p.idle.Next(victim)
+		}
+		if victim == nil {
+			return grant[K, V]{}
+		}
 	}
 	// Only now that there is room: past the backoff period, this borrower
 	// becomes the probe and must make.
@@ -236,18 +277,10 @@ func (p *Pool[K, V]) roomLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 			return grant[K, V]{err: err}
 		}
 	}
-	var victim *object[K, V]
-	if full {
-		// Take over the room of the oldest idle object. It stays counted
-		// in its own key until destroyed, so that key's limit holds; the
-		// pool-wide limit counts it and the reservation as one.
-		victim = p.idle.Front()
-		for victim.state == stTesting { // idle.Len() counts it, so there is another
-			victim = p.idle.Next(victim)
-			if victim == nil {
-				return grant[K, V]{}
-			}
-		}
+	if victim != nil {
+		// The victim stays counted in its own key until destroyed, so
+		// that key's limit holds; the pool-wide limit counts it and the
+		// reservation as one.
 		p.unidleLocked(victim)
 		victim.state = stDestroy
 		p.victims++
@@ -334,33 +367,64 @@ func (p *Pool[K, V]) unidleLocked(obj *object[K, V]) {
 	p.wantUpkeepLocked(obj.sub)
 }
 
-// retired destroys the object of a lease just taken from the idle set if it
-// has outlived MaxLifetime, and reports whether it did.
-func (p *Pool[K, V]) retired(h *Pooled[K, V]) bool {
+// retired takes back the lease h, just taken from the idle set, if its
+// object has outlived MaxLifetime, and returns the object, to be
+// destroyed (its room still counted); nil if it has not.
+func (p *Pool[K, V]) retired(h *Pooled[K, V]) *object[K, V] {
 	cfg := p.cfg.Load()
 	if cfg.MaxLifetime <= 0 || !p.expired(h.obj, cfg, p.floorNow(cfg)) {
-		return false
+		return nil
 	}
-	obj := h.obj
 	p.mu.Lock()
+	obj := p.failedLocked(h)
+	p.unlock()
+	return obj
+}
+
+// failedLocked takes back the lease h, whose object must not be lent, and
+// returns the object, marked to be destroyed; its room stays counted until
+// it is.
+func (p *Pool[K, V]) failedLocked(h *Pooled[K, V]) *object[K, V] {
+	obj := h.obj
 	p.unleaseLocked(h, false)
 	if p.shared {
 		p.activatedLocked(obj.sub)
 	}
 	obj.state = stDestroy
-	p.unlock()
-	p.destroyBackground(obj, byLifetime)
-	return true
+	return obj
 }
 
-// ready activates an object just taken from the idle set or just made, and
-// validates it with TestOnBorrow. On failure it destroys the object, unless
-// the failure came from ctx ending: the borrower gave up, the object is not
-// to blame, and it goes back to the pool where it was.
-func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
+// settleDiscardLocked ends obj, an object lent to the borrower holding
+// ticket that it could not use, whose value is destroyed: it frees the
+// object's room for the waiters that came before that borrower, and leaves
+// the rest to unlock, so that the borrower, which comes back the
+// pool-wide way, gets the room before those that came after it.
+func (p *Pool[K, V]) settleDiscardLocked(obj *object[K, V], why reason, ticket uint64) {
+	sp := obj.sub
+	p.forgetLocked(obj, why)
+	sp.count--
+	sp.countN.Store(int32(sp.count))
+	p.total--
+	if p.wq.Len() > 0 {
+		p.wq.unpark(sp)
+		p.dispatchBeforeLocked(ticket)
+		p.redispatch = true
+	}
+	p.wantUpkeepLocked(sp)
+	p.dropIfEmptyLocked(sp)
+	p.checkDrainedLocked()
+}
+
+// ready activates an object just taken from the idle set or just made
+// (made), and validates it with TestOnBorrow. If the failure came from ctx
+// ending, the borrower gave up, the object is not to blame, and it goes
+// back to the pool: where it was, or as the newest if made. Otherwise the
+// lease is taken back and the object returned as failed, to be destroyed
+// by the caller.
+func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V], made bool) (failed *object[K, V], err error) {
 	obj := h.obj
 	sp := obj.sub
-	err := p.f.Activate(ctx, sp.key, obj.value)
+	err = p.f.Activate(ctx, sp.key, obj.value)
 	if err == nil && p.cfg.Load().TestOnBorrow {
 		err = p.f.Validate(ctx, sp.key, obj.value)
 	}
@@ -381,33 +445,32 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V]) error {
 			}
 			p.unlock()
 		}
-		return nil
+		return nil, nil
 	}
-	gaveUp := ctx.Err() != nil
+	if ctx.Err() == nil {
+		p.mu.Lock()
+		failed = p.failedLocked(h)
+		p.unlock()
+		return failed, fmt.Errorf("%w: key %v: %w", ErrValidation, sp.key, err)
+	}
+	pctx, cancel := p.bounded(context.WithoutCancel(ctx))
+	perr := p.f.Passivate(pctx, sp.key, obj.value)
+	cancel()
+	p.swallow(sp, OpPassivate, perr)
 	why, destroy := byBorrowValidation, true
-	var perr error
-	if gaveUp {
-		pctx, cancel := p.bounded(context.WithoutCancel(ctx))
-		perr = p.f.Passivate(pctx, sp.key, obj.value)
-		cancel()
-		p.swallow(sp, OpPassivate, perr)
-	}
 	p.mu.Lock()
-	p.unleaseLocked(h, false)
-	if p.shared {
-		p.activatedLocked(sp)
-	}
-	if gaveUp && perr == nil {
-		why, destroy = p.putLocked(obj, true)
+	if perr == nil {
+		p.unleaseLocked(h, false)
+		if p.shared {
+			p.activatedLocked(sp)
+		}
+		why, destroy = p.putLocked(obj, !made)
 	} else {
-		obj.state = stDestroy
+		p.failedLocked(h)
 	}
 	p.unlock()
 	if destroy {
 		p.destroyBackground(obj, why)
 	}
-	if gaveUp {
-		return ctx.Err()
-	}
-	return fmt.Errorf("%w: key %v: %w", ErrValidation, sp.key, err)
+	return nil, ctx.Err()
 }

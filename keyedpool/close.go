@@ -23,18 +23,35 @@ func (p *Pool[K, V]) destroy(obj *object[K, V], why reason) error {
 
 // destroyCtx is destroy with the caller's context.
 func (p *Pool[K, V]) destroyCtx(ctx context.Context, obj *object[K, V], why reason) error {
-	sp := obj.sub
-	dropShareCap(obj)
-	err := p.f.Destroy(ctx, sp.key, obj.value)
+	err := p.destroyValueCtx(ctx, obj)
 	p.mu.Lock()
-	sp.objs.Remove(obj)
-	p.countDestroyLocked(sp, why)
-	p.unreserveLocked(sp)
+	p.forgetLocked(obj, why)
+	p.unreserveLocked(obj.sub)
 	p.unlock()
-	if err != nil {
-		return fmt.Errorf("keyedpool: destroy key %v: %w", sp.key, err)
+	return err
+}
+
+// destroyValue destroys obj's value, bounded by FactoryTimeout; the object
+// is still counted, and forgetLocked and freeing its room are the caller's.
+func (p *Pool[K, V]) destroyValue(obj *object[K, V]) error {
+	ctx, cancel := p.bounded(context.Background())
+	defer cancel()
+	return p.destroyValueCtx(ctx, obj)
+}
+
+func (p *Pool[K, V]) destroyValueCtx(ctx context.Context, obj *object[K, V]) error {
+	dropShareCap(obj)
+	if err := p.f.Destroy(ctx, obj.sub.key, obj.value); err != nil {
+		return fmt.Errorf("keyedpool: destroy key %v: %w", obj.sub.key, err)
 	}
 	return nil
+}
+
+// forgetLocked drops obj, whose value is destroyed, from its key's objects
+// and counts it as destroyed for why.
+func (p *Pool[K, V]) forgetLocked(obj *object[K, V], why reason) {
+	obj.sub.objs.Remove(obj)
+	p.countDestroyLocked(obj.sub, why)
 }
 
 // destroyBackground is destroy in work no caller waits for: its error is
@@ -49,20 +66,13 @@ func (p *Pool[K, V]) destroyBackground(obj *object[K, V], why reason) error {
 // of another key. Its error has nobody to go to (the borrower did not ask
 // for it) and is reported as swallowed.
 func (p *Pool[K, V]) destroyVictim(obj *object[K, V]) {
-	sp := obj.sub
-	dropShareCap(obj)
-	ctx, cancel := p.bounded(context.Background())
-	err := p.f.Destroy(ctx, sp.key, obj.value)
-	cancel()
+	err := p.destroyValue(obj)
 	p.mu.Lock()
-	sp.objs.Remove(obj)
+	p.forgetLocked(obj, byClear)
 	p.victims--
-	p.countDestroyLocked(sp, byClear)
-	p.unreserveLocked(sp)
+	p.unreserveLocked(obj.sub)
 	p.unlock()
-	if err != nil {
-		p.swallow(sp, OpDestroy, fmt.Errorf("keyedpool: destroy key %v: %w", sp.key, err))
-	}
+	p.swallow(obj.sub, OpDestroy, err)
 }
 
 // destroyAll destroys objects already taken out of the pool, each call

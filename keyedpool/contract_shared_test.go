@@ -860,20 +860,38 @@ func randomFaults(t *testing.T, shares int) {
 func TestWaitedCountsBorrowsNotWaits(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &testfactory.Factory{}
-		p := testfactory.NewPool(t, f, keyedpool.Config{MaxTotal: 2, TestOnBorrow: true})
-		h1, h2 := mustBorrow(t, p, "a"), mustBorrow(t, p, "a")
-		b3 := borrowAsync(context.Background(), p, "a")
-		synctest.Wait()
+		var p *keyedpool.Pool[string, *testfactory.Obj]
+		var failing atomic.Pointer[testfactory.Obj]
+		// The object failing goes to b3, c's key being at its limit.
+		// While b3 validates it, b's limit is raised, so that c, older
+		// than b3, takes the room its destruction frees, and b3 waits
+		// again.
+		f.ValidateHook = func(ctx context.Context, o *testfactory.Obj) error {
+			if o != failing.Load() {
+				return nil
+			}
+			cfg := p.Config()
+			cfg.MaxTotalPerKey = 2
+			if err := p.SetConfig(cfg); err != nil {
+				t.Errorf("SetConfig = %v", err)
+			}
+			return errors.New("broken")
+		}
+		p = testfactory.NewPool(t, f, keyedpool.Config{MaxTotal: 2, MaxTotalPerKey: 1, TestOnBorrow: true})
+		ha, hb := mustBorrow(t, p, "a"), mustBorrow(t, p, "b")
+		// c waits first, for key b at its MaxTotalPerKey; b3 then for a.
 		c := borrowAsync(context.Background(), p, "b")
 		synctest.Wait()
-		h1.Value().Dead.Store(true) // fails TestOnBorrow when handed to b3
-		mustReturn(t, p, h1)
+		b3 := borrowAsync(context.Background(), p, "a")
+		synctest.Wait()
+		failing.Store(ha.Value())
+		mustReturn(t, p, ha)
 		synctest.Wait()
 		rc := <-c
 		if rc.err != nil {
 			t.Fatalf("borrower of b = %v", rc.err)
 		}
-		mustReturn(t, p, h2) // b3 waited again; now served
+		mustReturn(t, p, hb) // b3 waited again; now served
 		r3 := <-b3
 		if r3.err != nil {
 			t.Fatalf("borrower of a = %v", r3.err)

@@ -10,7 +10,7 @@ import (
 // ends or the Borrow's deadline (b, MaxWait) passes. A borrower that waited
 // before goes back to its place in line. Called with p.mu held; returns
 // with it released.
-func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState) (grant[K, V], error) {
+func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState[K, V]) (grant[K, V], error) {
 	var left time.Duration
 	if deadline := b.start(p.cfg.Load().MaxWait); !deadline.IsZero() {
 		if left = time.Until(deadline); left <= 0 {
@@ -138,10 +138,20 @@ func (p *Pool[K, V]) serveIdleLocked(sp *subPool[K, V]) {
 // room freed or idle objects appeared: the longest waiting borrower whose key
 // can take an object gets it. A waiter whose key is at MaxTotalPerKey does
 // not hold up the others.
-func (p *Pool[K, V]) dispatchLocked() { p.dispatchAheadLocked(nil) }
+func (p *Pool[K, V]) dispatchLocked() { p.dispatchBeforeLocked(math.MaxUint64) }
 
 // dispatchAheadLocked is dispatchLocked for the waiters that came before the
-// first waiter of stop (all waiters if stop has none or is nil).
+// first waiter of stop (all waiters if stop has none).
+func (p *Pool[K, V]) dispatchAheadLocked(stop *subPool[K, V]) {
+	limit := uint64(math.MaxUint64)
+	if w := stop.waiters.Front(); w != nil {
+		limit = w.ticket
+	}
+	p.dispatchBeforeLocked(limit)
+}
+
+// dispatchBeforeLocked is dispatchLocked for the waiters whose tickets are
+// below limit: those that came before the borrower holding it.
 //
 // It keeps the pool's fairness invariant: after every event under the lock,
 // every waiter that could be served has been. A waiter of a key with an
@@ -152,13 +162,7 @@ func (p *Pool[K, V]) dispatchLocked() { p.dispatchAheadLocked(nil) }
 // and no idle object of another key can be destroyed for it), at which
 // point none can. Keys that cannot take room for reasons of their own are
 // parked on the way (see waitQueue), so that none is looked at twice.
-func (p *Pool[K, V]) dispatchAheadLocked(stop *subPool[K, V]) {
-	limit := uint64(math.MaxUint64)
-	if stop != nil {
-		if w := stop.waiters.Front(); w != nil {
-			limit = w.ticket
-		}
-	}
+func (p *Pool[K, V]) dispatchBeforeLocked(limit uint64) {
 	for {
 		sp := p.wq.first()
 		if sp == nil {

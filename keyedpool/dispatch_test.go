@@ -187,65 +187,83 @@ func TestRoomGoesOldestFirstAcrossParkedKeys(t *testing.T) {
 }
 
 // The heap after a requeue: a borrower handed an object that fails
-// validation goes back to its key with its old ticket, in front of a later
-// waiter of the same key. Its key's place in the heap must follow (up),
-// so that the next room goes to it, not to a waiter of another key that
-// came after it but before its key's later waiter.
+// validation, whose freed room an older waiter takes, goes back to its key
+// with its old ticket, in front of a later waiter of the same key. Its
+// key's place in the heap must follow (up), so that the next room goes to
+// it, not to a waiter of another key that came after it but before its
+// key's later waiter.
 func TestRequeuedBorrowerKeepsItsPlaceAcrossKeys(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
-		p, _ := newPool(t, keyedpool.Config{MaxTotal: 2, TestOnBorrow: true})
+		p, f := newPool(t, keyedpool.Config{MaxTotal: 3, MaxTotalPerKey: 1, TestOnBorrow: true})
+		var failing atomic.Pointer[testfactory.Obj]
+		f.ValidateHook = func(ctx context.Context, o *testfactory.Obj) error {
+			if o != failing.Load() {
+				return nil
+			}
+			// While a1 is validated, b's waiter, older than a's, comes
+			// out of its key's limit: it takes the room a1's destruction
+			// frees, and a's waiter queues again.
+			cfg := p.Config()
+			cfg.MaxTotalPerKey = 2
+			if err := p.SetConfig(cfg); err != nil {
+				t.Errorf("SetConfig = %v", err)
+			}
+			return errors.New("broken")
+		}
+		b1 := mustBorrow(t, p, "b")
 		a1 := mustBorrow(t, p, "a")
 		x1 := mustBorrow(t, p, "x")
-		wa1 := borrowAsync(ctx, p, "a") // t1
+		wb := borrowAsync(ctx, p, "b") // t1, at b's limit
 		synctest.Wait()
-		wc := borrowAsync(ctx, p, "c") // t2
+		wa1 := borrowAsync(ctx, p, "a") // t2, at a's limit
 		synctest.Wait()
-		we := borrowAsync(ctx, p, "e") // t3
+		wc := borrowAsync(ctx, p, "c") // t3
 		synctest.Wait()
-		wa2 := borrowAsync(ctx, p, "a") // t4
+		we := borrowAsync(ctx, p, "e") // t4
 		synctest.Wait()
-		// a1 goes to wa1, fails validation and is destroyed: its room goes
-		// to the next in line at that moment, c; wa1 queues again with t1.
-		a1.Value().Dead.Store(true)
+		wa2 := borrowAsync(ctx, p, "a") // t5
+		synctest.Wait()
+		failing.Store(a1.Value())
 		mustReturn(t, p, a1)
 		synctest.Wait()
-		rc, waiting := pending(wc)
-		if waiting || rc.err != nil {
-			t.Fatalf("c after the failed hand-off: waiting %v, err %v", waiting, rc.err)
+		rb, waiting := pending(wb)
+		if waiting || rb.err != nil {
+			t.Fatalf("b after the failed hand-off: waiting %v, err %v", waiting, rb.err)
 		}
-		if got := p.Stats().Waiters; got != 3 {
-			t.Fatalf("Waiters = %d, want 3 (a1 again, e, a2)", got)
+		if got := p.Stats().Waiters; got != 4 {
+			t.Fatalf("Waiters = %d, want 4 (a1 again, c, e, a2)", got)
 		}
-		// Room frees: wa1 (t1) first, then e (t3), then wa2 (t4).
+		// Room frees: wa1 (t2) first, then c (t3), e (t4), wa2 (t5).
 		if err := p.Invalidate(x1); err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
 		r1, w1 := pending(wa1)
-		_, ew := pending(we)
 		if w1 || r1.err != nil {
-			t.Fatalf("requeued a (ticket 1) not served first: waiting %v, err %v; e (ticket 3) served %v", w1, r1.err, !ew)
+			_, cw := pending(wc)
+			t.Fatalf("requeued a (ticket 2) not served first: waiting %v, err %v; c (ticket 3) served %v", w1, r1.err, !cw)
 		}
-		if !ew {
-			t.Fatal("e served too")
+		mustReturn(t, p, rb.h) // its room goes to c
+		synctest.Wait()
+		rc, cw := pending(wc)
+		if cw || rc.err != nil {
+			t.Fatalf("c not served next: waiting %v, err %v", cw, rc.err)
 		}
-		if _, w := pending(wa2); !w {
-			t.Fatal("a's later waiter served too")
-		}
-		mustReturn(t, p, rc.h) // c's object idle: its room goes to e (older than a2)
+		mustReturn(t, p, r1.h) // its room goes to e (older than a2)
 		synctest.Wait()
 		re, ew := pending(we)
 		if ew || re.err != nil {
 			_, w2 := pending(wa2)
 			t.Fatalf("e not served next: waiting %v, err %v; a2 served %v", ew, re.err, !w2)
 		}
-		mustReturn(t, p, r1.h)
+		mustReturn(t, p, rc.h)
 		synctest.Wait()
 		r2, w2 := pending(wa2)
 		if w2 || r2.err != nil {
 			t.Fatalf("a2 not served last: waiting %v, err %v", w2, r2.err)
 		}
+		mustReturn(t, p, b1)
 		mustReturn(t, p, re.h)
 		mustReturn(t, p, r2.h)
 	})

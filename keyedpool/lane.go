@@ -149,6 +149,9 @@ func (p *Pool[K, V]) lanesLocked() {
 			clockStart: p.clockStart,
 		}
 	}
+	// Every borrower the lanes lend to came before any that waits after
+	// this: should its object fail, it goes back in line ahead of them.
+	p.laneTicket.Store(p.wq.issue())
 	p.lanes.Store(p.laneCfg)
 }
 
@@ -164,8 +167,9 @@ func (p *Pool[K, V]) quiesceLanesLocked() {
 
 // borrowFast lends an object of key from its lane, or returns nil for the
 // caller to go the pool-wide way. The object is fresh: its borrower
-// activates it.
-func (p *Pool[K, V]) borrowFast(key K) *Pooled[K, V] {
+// activates it. A borrower it lends to without a place in line gets the
+// lanes' ticket as its place, in b.
+func (p *Pool[K, V]) borrowFast(key K, b *borrowState[K, V]) *Pooled[K, V] {
 	if p.lanes.Load() == nil {
 		return nil
 	}
@@ -189,6 +193,9 @@ func (p *Pool[K, V]) borrowFast(key K) *Pooled[K, V] {
 	if obj == nil {
 		l.mu.Unlock()
 		return nil
+	}
+	if b.ticket == 0 {
+		b.ticket = p.laneTicket.Load() // of this spell of the lanes: see lanesLocked
 	}
 	l.objs.Remove(obj)
 	left := l.n.Add(-1)
@@ -251,6 +258,7 @@ func (p *Pool[K, V]) returnFast(h *Pooled[K, V]) bool {
 	l.c.returned++
 	obj.state = stIdle
 	obj.idleSeq = p.idleSeqs.Add(1)
+	obj.idleCounted = false // as putLocked: a new idle span
 	obj.lastReturned = p.laneStamp(v, obj)
 	if (v.every || v.hand) && obj.borrows > 0 {
 		l.c.activeNanos += obj.lastReturned - max(obj.activeSince, v.clockStart)

@@ -67,8 +67,8 @@ type object[K comparable, V any] struct {
 	allLinks  ilist.Links[object[K, V]] // in pool.idle or pool.lent
 	state     objState
 	brokenWhy reason // stBroken: why it will be destroyed
-	// idleCounted: its last lend from the idle set counted an idle span,
-	// to be taken back if it goes back unused.
+	// idleCounted: its lend from the idle set counted an idle span, to be
+	// taken back if it goes back unused; cleared when it goes idle again.
 	idleCounted bool
 	shares      int32
 	cap         *ShareCap     // shared mode: the value's own share cap (ShareCapper), or nil

@@ -42,6 +42,9 @@ type Pool[K comparable, V any] struct {
 	// The fast paths' state; see lane.go.
 	lanes atomic.Pointer[laneView]             // nil: lanes off
 	index atomic.Pointer[map[K]*subPool[K, V]] // a copy of keys, for borrowFast; see indexLocked
+	// laneTicket: the ticket the lanes took when they last came on, the
+	// place in line of every borrower they lend to (see borrowFast).
+	laneTicket atomic.Uint64
 
 	// idleSeqs is written by every Return, from every core: it has cache
 	// lines of its own (128 bytes, for CPUs that fetch lines in pairs),

@@ -184,6 +184,7 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 		// Under the lane's mutex, so that no fast Return of the key takes
 		// a number before obj's and goes on the lane, after obj.
 		obj.idleSeq = p.idleSeqs.Add(1)
+		obj.idleCounted = false // a new idle span, which no lend counted yet
 	}
 	fifo := p.cfg.Load().FIFO
 	switch {

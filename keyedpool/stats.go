@@ -87,7 +87,7 @@ type Counters struct {
 	// eviction run's test (TestWhileIdle).
 	DestroyedByEvictor int64
 	// DestroyedByLifetime: older than MaxLifetime, found idle by an
-	// eviction run or returned.
+	// eviction run, or when lent or returned.
 	DestroyedByLifetime int64
 	// DestroyedByAbandoned: taken back as leaked (Config.Abandoned).
 	DestroyedByAbandoned int64

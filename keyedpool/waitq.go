@@ -62,6 +62,12 @@ func newWaitQueue[K comparable, V any]() waitQueue[K, V] {
 // Len returns the number of waiters.
 func (q *waitQueue[K, V]) Len() int { return q.n }
 
+// issue returns a new ticket, later than every ticket issued before.
+func (q *waitQueue[K, V]) issue() uint64 {
+	q.tickets++
+	return q.tickets
+}
+
 // get returns a waiter for reuse, or a new one.
 func (q *waitQueue[K, V]) get() *waiter[K, V] {
 	w := q.free
@@ -91,16 +97,17 @@ func (q *waitQueue[K, V]) put(w *waiter[K, V]) {
 	q.free = w
 }
 
-// add queues w on sp and returns its ticket. A w with ticket 0 is new and
-// goes last; one with a ticket (a borrower that waited before) goes back to
-// its place, ahead of every waiter of sp that came after it. Such a
-// borrower was served recently, so the walk from the front is short. The
-// key is unparked, since a new waiter may be what lets it take room.
+// add queues w on sp at the place its ticket gives it, and returns the
+// ticket; 0 issues a new one, which goes last. A borrower takes its ticket
+// when it first comes the pool-wide way (see borrowState), so it usually
+// goes last; one that waited or was lent before goes back to its place,
+// ahead of every waiter of sp that came after it. Such a borrower was
+// served recently, so the walk from the front is short. The key is
+// unparked, since a new waiter may be what lets it take room.
 func (q *waitQueue[K, V]) add(w *waiter[K, V], sp *subPool[K, V], ticket uint64) uint64 {
 	w.sub = sp
 	if ticket == 0 {
-		q.tickets++
-		ticket = q.tickets
+		ticket = q.issue()
 	}
 	w.ticket = ticket
 	l := &sp.waiters
