@@ -140,21 +140,29 @@ func (p *Pool[K, V]) borrowSlow(ctx context.Context, sp *subPool[K, V], b *borro
 	g := p.roomLocked(sp, false)
 	if !g.ok() {
 		cfg := p.cfg.Load()
+		fail := cfg.WhenExhausted == Fail && !g.soon
+		var sweep *AbandonedConfig
 		if ab := cfg.Abandoned; ab != nil && ab.RemoveOnBorrow && !b.swept {
-			// Leaked objects may be what fills the pool: take them back
-			// and try again, once.
+			// Leaked objects may be what fills the pool: take them back,
+			// once per Borrow. A borrower that may wait does so from its
+			// place in line, so that the room they free is its before
+			// that of those who came after it; one that may not has no
+			// place to keep, and tries again.
 			b.swept = true
-			p.dropIfEmptyLocked(sp)
-			p.unlock()
-			p.removeAbandoned(ab, p.since())
-			return nil, false, nil
+			if fail {
+				p.dropIfEmptyLocked(sp)
+				p.unlock()
+				p.removeAbandoned(ab, p.since())
+				return nil, false, nil
+			}
+			sweep = ab
 		}
-		if cfg.WhenExhausted == Fail && !g.soon {
+		if fail {
 			p.dropIfEmptyLocked(sp)
 			p.unlock()
 			return nil, false, ErrExhausted
 		}
-		if g, err = p.wait(ctx, sp, b); err != nil {
+		if g, err = p.wait(ctx, sp, b, sweep); err != nil {
 			return nil, false, err
 		}
 	} else {
@@ -282,7 +290,7 @@ func (p *Pool[K, V]) roomLocked(sp *subPool[K, V], queued bool) grant[K, V] {
 		// that key's limit holds; the pool-wide limit counts it and the
 		// reservation as one.
 		p.unidleLocked(victim)
-		victim.state = stDestroy
+		p.doomLocked(victim)
 		p.victims++
 	}
 	p.reserveLocked(sp)
@@ -360,6 +368,7 @@ func (p *Pool[K, V]) shareLocked(sp *subPool[K, V]) *Pooled[K, V] {
 func (p *Pool[K, V]) unidleLocked(obj *object[K, V]) {
 	if obj == p.evictNext {
 		p.evictNext = p.idle.Next(obj)
+		obj.evictPending = true
 	}
 	obj.sub.idle.Remove(obj)
 	obj.sub.idleN.Store(int32(obj.sub.idle.Len()))
@@ -390,7 +399,7 @@ func (p *Pool[K, V]) failedLocked(h *Pooled[K, V]) *object[K, V] {
 	if p.shared {
 		p.activatedLocked(obj.sub)
 	}
-	obj.state = stDestroy
+	p.doomLocked(obj)
 	return obj
 }
 
@@ -407,7 +416,7 @@ func (p *Pool[K, V]) settleDiscardLocked(obj *object[K, V], why reason, ticket u
 	p.total--
 	if p.wq.Len() > 0 {
 		p.wq.unpark(sp)
-		p.dispatchBeforeLocked(ticket)
+		p.dispatchBeforeLocked(ticket + 1) // its equals too: see laneTicket
 		p.redispatch = true
 	}
 	p.wantUpkeepLocked(sp)

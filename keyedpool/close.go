@@ -51,6 +51,8 @@ func (p *Pool[K, V]) destroyValueCtx(ctx context.Context, obj *object[K, V]) err
 // and counts it as destroyed for why.
 func (p *Pool[K, V]) forgetLocked(obj *object[K, V], why reason) {
 	obj.sub.objs.Remove(obj)
+	obj.sub.dying--
+	p.dying--
 	p.countDestroyLocked(obj.sub, why)
 }
 
@@ -97,7 +99,7 @@ func (p *Pool[K, V]) takeIdleLocked(obj *object[K, V], doomed []*object[K, V]) [
 		return doomed
 	}
 	p.unidleLocked(obj)
-	obj.state = stDestroy
+	p.doomLocked(obj)
 	return append(doomed, obj)
 }
 

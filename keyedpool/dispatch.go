@@ -8,9 +8,10 @@ import (
 
 // wait queues a borrower of sp and blocks until it is granted something, ctx
 // ends or the Borrow's deadline (b, MaxWait) passes. A borrower that waited
-// before goes back to its place in line. Called with p.mu held; returns
-// with it released.
-func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState[K, V]) (grant[K, V], error) {
+// before goes back to its place in line. With sweep, abandoned objects are
+// taken back once it is queued, before it blocks. Called with p.mu held;
+// returns with it released.
+func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState[K, V], sweep *AbandonedConfig) (grant[K, V], error) {
 	var left time.Duration
 	if deadline := b.start(p.cfg.Load().MaxWait); !deadline.IsZero() {
 		if left = time.Until(deadline); left <= 0 {
@@ -22,6 +23,9 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState
 	w := p.wq.get()
 	b.ticket = p.wq.add(w, sp, b.ticket)
 	p.unlock()
+	if sweep != nil {
+		p.removeAbandoned(sweep, p.since())
+	}
 
 	start := time.Now()
 	var timeout <-chan time.Time
@@ -215,6 +219,7 @@ func (p *Pool[K, V]) undo(sp *subPool[K, V], g grant[K, V]) {
 			// The reservation's room goes back to the victim, in one step,
 			// so that neither waiters nor the surplus check see both.
 			p.victims--
+			p.undoomLocked(g.victim)
 			sp.count--
 			sp.countN.Store(int32(sp.count))
 			p.total--

@@ -209,7 +209,7 @@ func (p *Pool[K, V]) evictOne(ctx context.Context, cfg *Config, s evictor.Settin
 	}
 	if destroy {
 		p.unidleLocked(obj)
-		obj.state = stDestroy
+		p.doomLocked(obj)
 	} else {
 		obj.state = stIdle
 		p.serveIdleLocked(sp)

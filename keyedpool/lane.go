@@ -149,9 +149,6 @@ func (p *Pool[K, V]) lanesLocked() {
 			clockStart: p.clockStart,
 		}
 	}
-	// Every borrower the lanes lend to came before any that waits after
-	// this: should its object fail, it goes back in line ahead of them.
-	p.laneTicket.Store(p.wq.issue())
 	p.lanes.Store(p.laneCfg)
 }
 
@@ -167,8 +164,8 @@ func (p *Pool[K, V]) quiesceLanesLocked() {
 
 // borrowFast lends an object of key from its lane, or returns nil for the
 // caller to go the pool-wide way. The object is fresh: its borrower
-// activates it. A borrower it lends to without a place in line gets the
-// lanes' ticket as its place, in b.
+// activates it. A borrower it lends to without a place in line gets one in
+// b (see waitQueue.laneTicket).
 func (p *Pool[K, V]) borrowFast(key K, b *borrowState[K, V]) *Pooled[K, V] {
 	if p.lanes.Load() == nil {
 		return nil
@@ -195,7 +192,7 @@ func (p *Pool[K, V]) borrowFast(key K, b *borrowState[K, V]) *Pooled[K, V] {
 		return nil
 	}
 	if b.ticket == 0 {
-		b.ticket = p.laneTicket.Load() // of this spell of the lanes: see lanesLocked
+		b.ticket = p.wq.laneTicket()
 	}
 	l.objs.Remove(obj)
 	left := l.n.Add(-1)
@@ -203,7 +200,7 @@ func (p *Pool[K, V]) borrowFast(key K, b *borrowState[K, V]) *Pooled[K, V] {
 	h := obj.take()
 	l.c.leases++
 	l.c.borrowed++
-	obj.lastBorrowed = p.laneStamp(v, obj)
+	obj.prevBorrowed, obj.lastBorrowed = obj.lastBorrowed, p.laneStamp(v, obj)
 	obj.activeSince = obj.lastBorrowed
 	if obj.idleCounted = v.every || v.hand; obj.idleCounted { // the clock runs: see clockRuns
 		l.c.idleNanos += obj.lastBorrowed - max(obj.lastReturned, v.clockStart)
@@ -258,7 +255,7 @@ func (p *Pool[K, V]) returnFast(h *Pooled[K, V]) bool {
 	l.c.returned++
 	obj.state = stIdle
 	obj.idleSeq = p.idleSeqs.Add(1)
-	obj.idleCounted = false // as putLocked: a new idle span
+	obj.idleCounted, obj.evictPending = false, false // as putLocked: a new idle span
 	obj.lastReturned = p.laneStamp(v, obj)
 	if (v.every || v.hand) && obj.borrows > 0 {
 		l.c.activeNanos += obj.lastReturned - max(obj.activeSince, v.clockStart)

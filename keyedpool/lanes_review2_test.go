@@ -57,7 +57,7 @@ func checkLanesLocked[V any](p *Pool[string, V]) error {
 			return fmt.Errorf("pool idle list out of idleSeq order: %d before %d", prev.idleSeq, o.idleSeq)
 		}
 	}
-	sum := 0
+	sum, sumDying := 0, 0
 	for k, sp := range p.keys {
 		sp.lane.mu.Lock()
 		n, ln, dirty := int(sp.lane.n.Load()), sp.lane.objs.Len(), sp.lane.dirty
@@ -82,6 +82,12 @@ func checkLanesLocked[V any](p *Pool[string, V]) error {
 			}
 			last = o.idleSeq
 		}
+		dying := 0 // under the lane's mutex too: the fast paths move lent objects under it
+		for o := sp.objs.Front(); o != nil; o = sp.objs.Next(o) {
+			if o.state == stDestroy {
+				dying++
+			}
+		}
 		sp.lane.mu.Unlock()
 		if bad != nil {
 			return bad
@@ -95,6 +101,10 @@ func checkLanesLocked[V any](p *Pool[string, V]) error {
 		if n > 0 && (!dirty || !sp.lane.links.In()) {
 			return fmt.Errorf("key %s: lane holds %d objects but is not in pool.dirty", k, n)
 		}
+		if dying != sp.dying {
+			return fmt.Errorf("key %s: %d objects being destroyed, dying %d", k, dying, sp.dying)
+		}
+		sumDying += dying
 		if int(sp.idleN.Load()) != sp.idle.Len() || int(sp.countN.Load()) != sp.count {
 			return fmt.Errorf("key %s: idleN %d/%d countN %d/%d", k, sp.idleN.Load(), sp.idle.Len(), sp.countN.Load(), sp.count)
 		}
@@ -125,6 +135,9 @@ func checkLanesLocked[V any](p *Pool[string, V]) error {
 	}
 	if sum != p.idle.Len() {
 		return fmt.Errorf("key idle lists hold %d, pool idle list %d", sum, p.idle.Len())
+	}
+	if sumDying != p.dying {
+		return fmt.Errorf("keys have %d objects being destroyed, pool dying %d", sumDying, p.dying)
 	}
 	return nil
 }

@@ -164,7 +164,8 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 		sp.objs.PushBack(obj)
 		switch {
 		case p.closed:
-			obj.state, doomed = stDestroy, true
+			p.doomLocked(obj)
+			doomed = true
 			r.err = fmt.Errorf("%w: key %v: closed while its object was being made", ErrClosed, sp.key)
 		case r.place:
 			settle = true // stays stBusy, and counted in placing, until passivated
@@ -237,7 +238,7 @@ func (p *Pool[K, V]) settleNew(obj *object[K, V], background func() bool, placin
 		sp.placing--
 	}
 	if err != nil {
-		obj.state = stDestroy
+		p.doomLocked(obj)
 	} else {
 		why, destroy = p.putLocked(obj, false)
 	}

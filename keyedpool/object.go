@@ -35,9 +35,15 @@ import (
 //	lent     broken   shared: invalidated, past MaxLifetime or     retireLocked
 //	                  surplus while other leases are out
 //	broken   destroy  its last lease is back                       unretireLocked
-//	*        destroy  a factory call failed, surplus, cleared,     (many)
+//	*        destroy  a factory call failed, surplus, cleared,     doomLocked
 //	                  closed, or its room handed to another key
-//	destroy  (gone)   Destroy called; its room is freed            destroyCtx
+//	destroy  busy     a victim whose room went unused, on its way  undoomLocked
+//	                  back to idle
+//	destroy  (gone)   Destroy called; its room is freed            forgetLocked
+//
+// A destroyed object's room is freed by destroyCtx, destroyVictim, or, for
+// one its borrower could not use, by that borrower's next try
+// (settleDiscardLocked), once it is back in line.
 //
 // The goroutine that moves an object to busy or destroy, or lends it in
 // exclusive mode, holds it alone until it moves it on. In exclusive mode a
@@ -70,11 +76,15 @@ type object[K comparable, V any] struct {
 	// idleCounted: its lend from the idle set counted an idle span, to be
 	// taken back if it goes back unused; cleared when it goes idle again.
 	idleCounted bool
-	shares      int32
-	cap         *ShareCap     // shared mode: the value's own share cap (ShareCapper), or nil
-	free        *Pooled[K, V] // leases not in use, linked by next
-	borrows     int64         // leases taken
-	idleSeq     uint64        // when it last went into the idle set, in pool.idleSeqs: its place there
+	// evictPending: it left the idle set as the eviction runs' next
+	// object, not looked at: should it go back unused, the cursor moves
+	// back to it (see putLocked). Cleared when it goes idle again.
+	evictPending bool
+	shares       int32
+	cap          *ShareCap     // shared mode: the value's own share cap (ShareCapper), or nil
+	free         *Pooled[K, V] // leases not in use, linked by next
+	borrows      int64         // leases taken
+	idleSeq      uint64        // when it last went into the idle set, in pool.idleSeqs: its place there
 	// Stamps in nanoseconds since the pool's epoch. created reads the real
 	// clock; the others the pool's clock (see clock.go). activeSince is
 	// when the object last left the idle set (or was made) to be lent.
@@ -82,10 +92,14 @@ type object[K comparable, V any] struct {
 	lease                                   Pooled[K, V] // the first lease, so exclusive use allocates none
 
 	// Cold: read at make, destroy, eviction or on request.
-	created  int64
-	jitter   uint32                    // this object's share of MaxLifetimeJitter, out of 1<<32
-	objLinks ilist.Links[object[K, V]] // in sub.objs
-	rctx     returnCtx[K, V]           // the context of Passivate and Validate at Return
+	created int64
+	// prevBorrowed: lastBorrowed before the latest lend, which
+	// unleaseLocked puts back if that lend is undone, keeping the undone
+	// lend's stamp here instead.
+	prevBorrowed int64
+	jitter       uint32                    // this object's share of MaxLifetimeJitter, out of 1<<32
+	objLinks     ilist.Links[object[K, V]] // in sub.objs
+	rctx         returnCtx[K, V]           // the context of Passivate and Validate at Return
 }
 
 func keyLinks[K comparable, V any](o *object[K, V]) *ilist.Links[object[K, V]] { return &o.keyLinks }
@@ -166,7 +180,7 @@ func (p *Pool[K, V]) leaseLocked(obj *object[K, V]) *Pooled[K, V] {
 	p.shares++
 	p.c.borrowed++
 	obj.sub.c.borrowed++
-	obj.lastBorrowed = p.stampLocked(obj)
+	obj.prevBorrowed, obj.lastBorrowed = obj.lastBorrowed, p.stampLocked(obj)
 	if p.lim.abandoned {
 		if h.track == nil {
 			h.track = &leaseTrack[K, V]{h: h}
@@ -198,6 +212,9 @@ func (p *Pool[K, V]) unleaseLocked(h *Pooled[K, V], returned bool) (last bool) {
 		p.c.borrowed--
 		obj.sub.c.borrowed--
 		obj.borrows--
+		// LastBorrowed goes back to what it was, as if never lent; the
+		// lend's stamp stays in prevBorrowed, for putLocked.
+		obj.lastBorrowed, obj.prevBorrowed = obj.prevBorrowed, obj.lastBorrowed
 	}
 	return obj.shares == 0
 }
@@ -239,7 +256,7 @@ func (p *Pool[K, V]) retireLocked(obj *object[K, V], why reason) {
 
 // unretireLocked moves a retiring object on to being destroyed.
 func (p *Pool[K, V]) unretireLocked(obj *object[K, V]) {
-	obj.state = stDestroy
+	p.doomLocked(obj)
 	obj.sub.retiring--
 	p.retiring--
 }

@@ -42,9 +42,6 @@ type Pool[K comparable, V any] struct {
 	// The fast paths' state; see lane.go.
 	lanes atomic.Pointer[laneView]             // nil: lanes off
 	index atomic.Pointer[map[K]*subPool[K, V]] // a copy of keys, for borrowFast; see indexLocked
-	// laneTicket: the ticket the lanes took when they last came on, the
-	// place in line of every borrower they lend to (see borrowFast).
-	laneTicket atomic.Uint64
 
 	// idleSeqs is written by every Return, from every core: it has cache
 	// lines of its own (128 bytes, for CPUs that fetch lines in pairs),
@@ -69,6 +66,7 @@ type Pool[K comparable, V any] struct {
 	total      int                      // objects of all keys: idle, lent, being made or destroyed
 	victims    int                      // of total: idle objects being destroyed whose room a reservation took
 	retiring   int                      // of total: shared objects destroyed when their last lease comes back
+	dying      int                      // of total: objects being destroyed (victims too): see doomLocked
 	making     int                      // objects being made, all keys
 	shares     int                      // leases out, all keys
 	idle       ilist.List[object[K, V]] // idle objects of all keys, oldest first
@@ -108,6 +106,7 @@ type subPool[K comparable, V any] struct {
 	// first borrower, after which they take more.
 	activating int
 	retiring   int                        // shared mode: objects that take no lease and go when their last comes back
+	dying      int                        // objects being destroyed, still counted: see doomLocked
 	shares     int                        // leases out
 	testing    int                        // idle objects under an eviction test, which stay in idle
 	idle       ilist.List[object[K, V]]   // idle objects; the front is lent first
@@ -274,9 +273,28 @@ func (p *Pool[K, V]) activatedLocked(sp *subPool[K, V]) {
 
 // overLimitsLocked reports whether sp, or the pool, holds more objects
 // than the limits allow, which only SetConfig lowering them leads to:
-// objects that retire already do not count.
+// objects that retire or are being destroyed already do not count.
 func (p *Pool[K, V]) overLimitsLocked(sp *subPool[K, V]) bool {
-	return sp.count-sp.retiring > p.lim.maxPerKey || p.total-p.victims-p.retiring > p.lim.maxTotal
+	return sp.count-sp.retiring-sp.dying > p.lim.maxPerKey || p.total-p.dying-p.retiring > p.lim.maxTotal
+}
+
+// doomLocked marks obj, still counted in its key and the pool, as being
+// destroyed, and counts it as dying until forgetLocked, so that limits
+// lowered meanwhile count it as gone already.
+func (p *Pool[K, V]) doomLocked(obj *object[K, V]) {
+	if obj.state != stDestroy {
+		obj.state = stDestroy
+		obj.sub.dying++
+		p.dying++
+	}
+}
+
+// undoomLocked takes doomLocked back, for a victim whose room was not used
+// after all: it is busy until put back.
+func (p *Pool[K, V]) undoomLocked(obj *object[K, V]) {
+	obj.state = stBusy
+	obj.sub.dying--
+	p.dying--
 }
 
 // unreserveLocked frees the room of one object of sp (destroyed, or never

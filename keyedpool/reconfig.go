@@ -111,11 +111,10 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 		if raisedMin {
 			p.wantUpkeepLocked(sp)
 		}
-		n0 := len(doomed)
 		// From the back: those that would be lent last, in either order,
 		// so that the rest keep theirs. Objects under an eviction test are
-		// left to it.
-		excess := max(sp.idle.Len()-lim.maxIdle, sp.count-lim.maxPerKey)
+		// left to it; objects being destroyed are gone already.
+		excess := max(sp.idle.Len()-lim.maxIdle, sp.count-sp.dying-lim.maxPerKey)
 		for o := sp.idle.Back(); o != nil && excess > 0; {
 			next := sp.idle.Prev(o)
 			if o.state != stTesting {
@@ -125,21 +124,19 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 			o = next
 		}
 		if p.shared {
-			// The idle objects just doomed still count in sp until
-			// destroyed, below: they are part of what goes.
-			p.retireSurplusLocked(sp, lim.maxPerKey+len(doomed)-n0)
+			p.retireSurplusLocked(sp, lim.maxPerKey)
 		}
 		p.dropIfEmptyLocked(sp) // MinIdlePerKey may no longer keep it
 	}
-	if excess := p.total - p.victims - len(doomed) - lim.maxTotal; excess > 0 {
+	if excess := p.total - p.dying - lim.maxTotal; excess > 0 {
 		doomed = p.takeIdleListLocked(&p.idle, excess, doomed)
 	}
 	for _, sp := range p.keys {
-		over := p.total - p.victims - len(doomed) - p.retiring - lim.maxTotal
+		over := p.total - p.dying - p.retiring - lim.maxTotal
 		if !p.shared || over <= 0 {
 			break
 		}
-		p.retireSurplusLocked(sp, max(0, sp.count-sp.retiring-over))
+		p.retireSurplusLocked(sp, max(0, sp.count-sp.retiring-sp.dying-over))
 	}
 	if cfg.WhenExhausted == Fail && old.WhenExhausted != Fail {
 		p.failWaitersLocked()
@@ -176,9 +173,10 @@ func (p *Pool[K, V]) resetClockLocked() {
 
 // retireSurplusLocked stops lending sp's lent shared objects, least loaded
 // first, until no more than limit of its objects will remain: those
-// retiring already (invalidated, past their lifetime) do not count.
+// retiring already (invalidated, past their lifetime) or being destroyed
+// do not count.
 func (p *Pool[K, V]) retireSurplusLocked(sp *subPool[K, V], limit int) {
-	for over := sp.count - sp.retiring - limit; over > 0; over-- {
+	for over := sp.count - sp.retiring - sp.dying - limit; over > 0; over-- {
 		var least *object[K, V]
 		for o := sp.lent.Front(); o != nil; o = sp.lent.Next(o) {
 			if least == nil || o.shares < least.shares {

@@ -97,10 +97,10 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned, background bool) error 
 	}
 	switch {
 	case expired:
-		obj.state = stDestroy
+		p.doomLocked(obj)
 		why, destroy = byLifetime, true
 	case err != nil:
-		obj.state = stDestroy
+		p.doomLocked(obj)
 		destroy = true
 	default:
 		why, destroy = p.putLocked(obj, false)
@@ -148,7 +148,7 @@ func (p *Pool[K, V]) invalidate(h *Pooled[K, V], why reason) error {
 		why = obj.brokenWhy // the first cause counts
 		p.unretireLocked(obj)
 	}
-	obj.state = stDestroy
+	p.doomLocked(obj)
 	p.unlock()
 	return p.destroy(obj, why)
 }
@@ -164,7 +164,7 @@ func (p *Pool[K, V]) invalidate(h *Pooled[K, V], why reason) error {
 func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destroy bool) {
 	sp := obj.sub
 	if p.closed {
-		obj.state = stDestroy
+		p.doomLocked(obj)
 		return byClose, true
 	}
 	// The lane's objects go in first, so that obj is the newest and the
@@ -176,7 +176,7 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 	if (sp.waiters.Len() == 0 && sp.idle.Len() >= p.lim.maxIdle) || p.overLimitsLocked(sp) {
 		// Beyond MaxIdlePerKey, or over limits SetConfig lowered.
 		sp.lane.mu.Unlock()
-		obj.state = stDestroy
+		p.doomLocked(obj)
 		return bySurplus, true
 	}
 	obj.state = stIdle
@@ -184,7 +184,9 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 		// Under the lane's mutex, so that no fast Return of the key takes
 		// a number before obj's and goes on the lane, after obj.
 		obj.idleSeq = p.idleSeqs.Add(1)
-		obj.idleCounted = false // a new idle span, which no lend counted yet
+		// A new idle span, which no lend counted yet, at the newest end,
+		// where the eviction runs have yet to come.
+		obj.idleCounted, obj.evictPending = false, false
 	}
 	fifo := p.cfg.Load().FIFO
 	switch {
@@ -193,9 +195,17 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 		// the idle span its lend counted is taken back.
 		insertBySeq(&sp.idle, obj, !fifo)
 		insertBySeq(&p.idle, obj, false)
+		if obj.evictPending {
+			// It was to be looked at next: it still is.
+			obj.evictPending = false
+			if p.evictNext != nil && obj.idleSeq < p.evictNext.idleSeq {
+				p.evictNext = obj
+			}
+		}
 		if obj.idleCounted {
 			obj.idleCounted = false
-			p.countIdleLocked(sp, -(obj.lastBorrowed - max(obj.lastReturned, p.clockStart)), -1)
+			// The lend's stamp: see unleaseLocked.
+			p.countIdleLocked(sp, -(obj.prevBorrowed - max(obj.lastReturned, p.clockStart)), -1)
 		}
 	case fifo:
 		sp.idle.PushBack(obj)

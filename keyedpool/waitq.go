@@ -1,6 +1,7 @@
 package keyedpool
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/kpool-go/kpool/keyedpool/internal/ilist"
@@ -45,8 +46,10 @@ func lineLinks[K comparable, V any](sp *subPool[K, V]) *ilist.Links[subPool[K, V
 //
 // A waitQueue is protected by the pool's mu.
 type waitQueue[K comparable, V any] struct {
-	n       int                       // waiters, all keys
-	tickets uint64                    // waiters queued so far: the last ticket given
+	n int // waiters, all keys
+	// tickets: the last ticket issued. Written under the pool's mu, read
+	// without it by the lanes (laneTicket).
+	tickets atomic.Uint64
 	keys    ilist.List[subPool[K, V]] // keys with waiters, parked or not
 	ready   []*subPool[K, V]          // min-heap of keys that may take room, by first ticket
 	free    *waiter[K, V]             // waiters for reuse, linked by next
@@ -62,10 +65,20 @@ func newWaitQueue[K comparable, V any]() waitQueue[K, V] {
 // Len returns the number of waiters.
 func (q *waitQueue[K, V]) Len() int { return q.n }
 
-// issue returns a new ticket, later than every ticket issued before.
+// issue returns a new ticket, later than every ticket issued before: an
+// even number, so that the odd ones between are laneTicket's.
 func (q *waitQueue[K, V]) issue() uint64 {
-	q.tickets++
-	return q.tickets
+	return q.tickets.Add(2)
+}
+
+// laneTicket returns the place in line of a borrower lent an object from a
+// lane, which takes no ticket of its own, to keep the lanes free of a word
+// every core writes: the odd number after the last ticket issued. So it
+// comes after every borrower that took a ticket before it and before every
+// one after; lane borrowers between the same two tickets are equals,
+// queued in the order they come back. Safe without the pool's mu.
+func (q *waitQueue[K, V]) laneTicket() uint64 {
+	return q.tickets.Load() + 1
 }
 
 // get returns a waiter for reuse, or a new one.
@@ -114,11 +127,11 @@ func (q *waitQueue[K, V]) add(w *waiter[K, V], sp *subPool[K, V], ticket uint64)
 	if l.Len() == 0 {
 		q.keys.PushBack(sp)
 	}
-	if b := l.Back(); b == nil || b.ticket < ticket {
+	if b := l.Back(); b == nil || b.ticket <= ticket {
 		l.PushBack(w)
 	} else {
 		mark := l.Front()
-		for mark.ticket < ticket {
+		for mark.ticket <= ticket { // behind its equals: they came back first
 			mark = l.Next(mark)
 		}
 		l.InsertBefore(w, mark)

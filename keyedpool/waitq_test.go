@@ -30,27 +30,44 @@ func TestWaitQueueKeepsEachKeyInTicketOrder(t *testing.T) {
 		q.add(w, a, 0)
 		ws = append(ws, w)
 	}
-	if got, want := queued(a), []uint64{1, 2, 3, 4}; !slices.Equal(got, want) {
+	if got, want := queued(a), []uint64{2, 4, 6, 8}; !slices.Equal(got, want) {
 		t.Fatalf("tickets = %v, want %v", got, want)
 	}
 	// The first is served and must wait again: it goes back to its place,
 	// ahead of those that came after it, and keeps its ticket.
 	q.remove(ws[0])
 	q.remove(ws[1])
-	if got := q.add(ws[1], a, 2); got != 2 {
-		t.Errorf("requeued ticket = %d, want 2", got)
+	if got := q.add(ws[1], a, 4); got != 4 {
+		t.Errorf("requeued ticket = %d, want 4", got)
 	}
-	q.add(ws[0], a, 1)
-	if got, want := queued(a), []uint64{1, 2, 3, 4}; !slices.Equal(got, want) {
+	q.add(ws[0], a, 2)
+	if got, want := queued(a), []uint64{2, 4, 6, 8}; !slices.Equal(got, want) {
 		t.Errorf("after requeue: tickets = %v, want %v", got, want)
 	}
 	// A new waiter goes last, with a ticket no one had.
 	w := q.get()
-	if got := q.add(w, a, 0); got != 5 {
-		t.Errorf("new ticket = %d, want 5", got)
+	if got := q.add(w, a, 0); got != 10 {
+		t.Errorf("new ticket = %d, want 10", got)
 	}
 	if q.Len() != 5 {
 		t.Errorf("Len() = %d, want 5", q.Len())
+	}
+	// Borrowers lent from lanes between two tickets hold the odd number
+	// between: after the first, before the second, and behind their
+	// equals that queued before them.
+	if got := q.laneTicket(); got != 11 {
+		t.Fatalf("laneTicket() = %d, want 11", got)
+	}
+	q.remove(ws[2])
+	l1, l2 := q.get(), q.get()
+	q.add(l1, a, 5)
+	q.add(l2, a, 5)
+	q.add(ws[2], a, 6)
+	if got, want := queued(a), []uint64{2, 4, 5, 5, 6, 8, 10}; !slices.Equal(got, want) {
+		t.Errorf("with lane borrowers: tickets = %v, want %v", got, want)
+	}
+	if f := a.waiters.Next(a.waiters.Next(a.waiters.Front())); f != l1 || a.waiters.Next(f) != l2 {
+		t.Error("equal tickets not in the order they queued")
 	}
 }
 
