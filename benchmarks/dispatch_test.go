@@ -43,15 +43,26 @@ var dispatchWaiters = []int{1000, 10_000}
 // event, one hand-off between goroutines and, for Invalidate, one make.
 //
 // Being first come first served, the line rotates: the waiter served is
-// the one that last ran W events ago, whose stack and state have left the
-// CPU's caches by then, more so at 10,000 than at 1000. That costs
-// whatever the pool (event=ReturnSameKeyVitess is ReturnSameKey on vitess
-// smartconnpool, capacity 1, which pays it too), so event=ChanHandoff, the baseline, rotates the same
-// W goroutines through a plain unbuffered channel (whose receivers are
-// served in order too) with no pool at all: a same-key event's growth
-// with W beyond the baseline's is the pool's own. (On a 2-core AMD EPYC
-// the baseline grows by about 0.7 µs from 1000 to 10,000 waiters, which
-// is more than 1.3x of a Return's cost on its own.)
+// the one that last ran W events ago, whose goroutine (its g, its stack,
+// its wait records) has left the CPU's caches and TLB by then, more so at
+// 10,000 than at 1000. Every pool pays that, and the baselines show how
+// much of a same-key event's growth with W it is:
+//
+//   - event=ReturnSameKeyVitess is ReturnSameKey on vitess smartconnpool,
+//     capacity 1, W waiting in Get;
+//   - event=ChanHandoff rotates the same W goroutines through an
+//     unbuffered channel (whose receivers are served in order too), each
+//     waiting in a select with its context, as a pool's waiter must, with
+//     no pool at all;
+//   - event=ChanHandoffBare is the same with a bare receive, no select: the
+//     least a hand-off to the longest waiting of W parked goroutines costs
+//     in Go.
+//
+// What the bare hand-off gains from W = 1000 to 10,000 every same-key row
+// gains too, whatever the pool does; a pool's own growth is what it gains
+// beyond that. (On the 2-core AMD EPYC VM of README's tables the bare
+// hand-off gains about 0.5 µs, more on its own than the 30% that 1.3x
+// leaves a Return of kpool's or vitess's at W = 1000: see README.)
 //
 // Setting up 10,000 waiters takes some tens of milliseconds, outside the
 // timer (b.Loop runs the setup once).
@@ -67,6 +78,7 @@ func BenchmarkDispatch(b *testing.B) {
 			})
 			b.Run("event=ReturnSameKeyVitess", func(b *testing.B) { dispatchVitess(b, w) })
 			b.Run("event=ChanHandoff", func(b *testing.B) { dispatchChanBaseline(b, w) })
+			b.Run("event=ChanHandoffBare", func(b *testing.B) { dispatchChanBare(b, w) })
 		})
 	}
 }
@@ -336,4 +348,46 @@ func dispatchVitess(b *testing.B, w int) {
 	b.StopTimer()
 	held.Recycle()
 	stop()
+}
+
+// dispatchChanBare is dispatchChanBaseline without the select on the
+// context: each of w goroutines receives on one unbuffered channel and
+// sends what it got back on another, and does nothing else. It is the
+// least that handing a value to the longest waiting of w parked goroutines
+// costs in Go, pool or no pool: waking a goroutine that last ran w
+// hand-offs ago. What it gains from 1000 to 10,000 goroutines, every
+// same-key row gains too, whatever the pool does.
+func dispatchChanBare(b *testing.B, w int) {
+	objs := make(chan *conn) // the line: receivers are served in order
+	back := make(chan *conn)
+	var started atomic.Int64
+	var wg sync.WaitGroup
+	for range w {
+		wg.Go(func() {
+			started.Add(1)
+			for c := range objs {
+				back <- c
+			}
+		})
+	}
+	// Nothing here can end a lost wake-up but the watchdog.
+	watchdog := time.AfterFunc(dispatchTimeout, func() {
+		panic(fmt.Sprintf("event=ChanHandoffBare, %d goroutines: no hand-off within %v", w, dispatchTimeout))
+	})
+	defer func() {
+		close(objs)
+		wg.Wait()
+		watchdog.Stop()
+	}()
+	for started.Load() < int64(w) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(10 * time.Millisecond) // for the last to reach their receive
+
+	c := newConn()
+	b.ReportAllocs()
+	for b.Loop() {
+		objs <- c
+		c = <-back
+	}
 }
