@@ -61,7 +61,7 @@ var dispatchWaiters = []int{1000, 10_000}
 // What the bare hand-off gains from W = 1000 to 10,000 every same-key row
 // gains too, whatever the pool does; a pool's own growth is what it gains
 // beyond that. (On the 2-core AMD EPYC VM of README's tables the bare
-// hand-off gains about 0.5 µs, more on its own than the 30% that 1.3x
+// hand-off gains about 0.4 µs, more on its own than the 30% that 1.3x
 // leaves a Return of kpool's or vitess's at W = 1000: see README.)
 //
 // Setting up 10,000 waiters takes some tens of milliseconds, outside the
