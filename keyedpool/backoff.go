@@ -17,6 +17,7 @@ import (
 // Protected by the pool's mu.
 type makeBackoff struct {
 	fails   int       // consecutive failed makes
+	probes  int       // failed probes since the backoff began: the period's doublings
 	lastErr error     // the last of them
 	last    time.Time // when it failed
 	until   time.Time // end of the backoff period; zero: not in backoff
@@ -59,6 +60,7 @@ func (p *Pool[K, V]) countRejectedLocked(sp *subPool[K, V]) {
 // makeFailedLocked counts a failed make of sp and opens or extends its
 // backoff once MakeFailureThreshold failures follow each other.
 func (p *Pool[K, V]) makeFailedLocked(sp *subPool[K, V], err error) {
+	probe := sp.bo != nil && sp.bo.probing
 	sp.bo.endProbe()
 	cfg := p.cfg.Load()
 	if cfg.MakeFailureThreshold == 0 || p.closed {
@@ -74,10 +76,16 @@ func (p *Pool[K, V]) makeFailedLocked(sp *subPool[K, V], err error) {
 	if b.fails < cfg.MakeFailureThreshold {
 		return
 	}
-	if b.until.IsZero() {
+	switch {
+	case b.until.IsZero():
 		p.backoffKeys++
+		b.probes = 0
+	case probe:
+		b.probes++
 	}
-	b.until = time.Now().Add(backoffPeriod(cfg.MakeBackoffBase, cfg.MakeBackoffMax, b.fails-cfg.MakeFailureThreshold, rand.Float64()))
+	// A make that began before the backoff and failed in it extends the
+	// period, without doubling it: only a failed probe does.
+	b.until = time.Now().Add(backoffPeriod(cfg.MakeBackoffBase, cfg.MakeBackoffMax, b.probes, rand.Float64()))
 }
 
 // backoffPeriod is the backoff after doublings failed probes: base doubled

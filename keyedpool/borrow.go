@@ -450,7 +450,16 @@ func (p *Pool[K, V]) ready(ctx context.Context, h *Pooled[K, V], made bool) (fai
 			if p.overLimitsLocked(sp) {
 				p.retireLocked(obj, bySurplus)
 			} else {
-				p.serveKeyLocked(sp)
+				p.serveKeyLocked(sp) // may retire it: past MaxLifetime
+			}
+			if sp.waiters.Len() > 0 && p.cfg.Load().WhenExhausted == Fail {
+				// With Fail, waiters waited for this object; those it
+				// took no share for (it retired, or is full) get room if
+				// there is some, and otherwise fail, as they would have
+				// at once with nothing on its way.
+				p.wq.unpark(sp)
+				p.dispatchLocked()
+				p.failBeyondSoonLocked(sp)
 			}
 			p.unlock()
 		}

@@ -344,9 +344,17 @@ func (p *Pool[K, V]) ListObjects(key K) []ObjectInfo {
 	sp.lane.mu.Lock()
 	defer sp.lane.mu.Unlock()
 	out := make([]ObjectInfo, 0, sp.objs.Len())
+	cfg := p.cfg.Load()
+	now := p.floorNow(cfg)
 	for o := sp.objs.Front(); o != nil; o = sp.objs.Next(o) {
+		state := o.publicState()
+		if p.shared && state == ObjectLent && cfg.MaxLifetime > 0 && p.expired(o, cfg, now) {
+			// It takes no new lease (lendLocked retires it when one is
+			// asked of it), as a retiring object.
+			state = ObjectRetiring
+		}
 		out = append(out, ObjectInfo{
-			State:        o.publicState(),
+			State:        state,
 			Created:      p.at(o.created),
 			LastBorrowed: p.at(o.lastBorrowed),
 			LastReturned: p.at(o.lastReturned),

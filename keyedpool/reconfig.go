@@ -113,8 +113,8 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 		}
 		// From the back: those that would be lent last, in either order,
 		// so that the rest keep theirs. Objects under an eviction test are
-		// left to it; objects being destroyed are gone already.
-		excess := max(sp.idle.Len()-lim.maxIdle, sp.count-sp.dying-lim.maxPerKey)
+		// left to it; objects being destroyed or retiring are gone already.
+		excess := max(sp.idle.Len()-lim.maxIdle, sp.count-sp.dying-sp.retiring-lim.maxPerKey)
 		for o := sp.idle.Back(); o != nil && excess > 0; {
 			next := sp.idle.Prev(o)
 			if o.state != stTesting {
@@ -128,7 +128,7 @@ func (p *Pool[K, V]) SetConfig(cfg Config) error {
 		}
 		p.dropIfEmptyLocked(sp) // MinIdlePerKey may no longer keep it
 	}
-	if excess := p.total - p.dying - lim.maxTotal; excess > 0 {
+	if excess := p.total - p.dying - p.retiring - lim.maxTotal; excess > 0 {
 		doomed = p.takeIdleListLocked(&p.idle, excess, doomed)
 	}
 	for _, sp := range p.keys {
