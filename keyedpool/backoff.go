@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"time"
 )
 
@@ -18,6 +17,7 @@ import (
 type makeBackoff struct {
 	fails   int       // consecutive failed makes
 	probes  int       // failed probes since the backoff began: the period's doublings
+	at      int       // the key's index in pool.failing
 	lastErr error     // the last of them
 	last    time.Time // when it failed
 	until   time.Time // end of the backoff period; zero: not in backoff
@@ -63,11 +63,13 @@ func (p *Pool[K, V]) makeFailedLocked(sp *subPool[K, V], err error) {
 	probe := sp.bo != nil && sp.bo.probing
 	sp.bo.endProbe()
 	cfg := p.cfg.Load()
-	if cfg.MakeFailureThreshold == 0 || p.closed {
+	if cfg.MakeFailureThreshold == 0 || p.closed || sp.forgotten {
+		// Off; or a key ForgetFailures or Clear forgot, whose make began
+		// before: kept only if it is used again.
 		return
 	}
 	if sp.bo == nil {
-		sp.bo = &makeBackoff{}
+		sp.bo = &makeBackoff{at: len(p.failing)}
 		p.failing = append(p.failing, sp)
 	}
 	b := sp.bo
@@ -120,6 +122,13 @@ func (p *Pool[K, V]) makeOKLocked(sp *subPool[K, V]) {
 	if !sp.bo.until.IsZero() {
 		p.backoffKeys--
 	}
+	// Out of failing at once, so that a recovered key is not held there:
+	// the last key takes its place.
+	i, last := sp.bo.at, len(p.failing)-1
+	p.failing[i] = p.failing[last]
+	p.failing[i].bo.at = i
+	p.failing[last] = nil
+	p.failing = p.failing[:last]
 	sp.bo = nil
 }
 
@@ -128,18 +137,17 @@ func (p *Pool[K, V]) makeOKLocked(sp *subPool[K, V]) {
 // that failed do not grow the pool for ever. Eviction runs call it.
 func (p *Pool[K, V]) forgetFailuresLocked(now time.Time) {
 	maxQuiet := p.cfg.Load().MakeBackoffMax
-	p.failing = slices.DeleteFunc(p.failing, func(sp *subPool[K, V]) bool {
+	// From the back: makeOKLocked moves the last key, already looked at,
+	// into the place it frees.
+	for i := len(p.failing) - 1; i >= 0; i-- {
+		sp := p.failing[i]
 		b := sp.bo
-		switch {
-		case b == nil || p.keys[sp.key] != sp:
-			return true // recovered or dropped already
-		case sp.count > 0 || sp.waiters.Len() > 0 || b.probing || now.Sub(b.last) < maxQuiet || now.Before(b.until):
-			return false
+		if sp.count > 0 || sp.waiters.Len() > 0 || b.probing || now.Sub(b.last) < maxQuiet || now.Before(b.until) {
+			continue
 		}
 		p.makeOKLocked(sp)
 		p.dropIfEmptyLocked(sp)
-		return true
-	})
+	}
 }
 
 // ForgetFailures ends key's make-failure streak and its backoff, if any,

@@ -71,6 +71,11 @@ func (p *Pool[K, V]) wait(ctx context.Context, sp *subPool[K, V], b *borrowState
 	}
 	g := w.g
 	p.wq.put(w)
+	if g.err != nil {
+		// Failed (Close, Fail): the key may hold nothing now, with
+		// nobody waiting.
+		p.dropIfEmptyLocked(sp)
+	}
 	p.unlock()
 	if err != nil {
 		p.undo(sp, g)

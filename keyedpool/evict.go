@@ -206,6 +206,10 @@ func (p *Pool[K, V]) evictOne(ctx context.Context, cfg *Config, s evictor.Settin
 	case uint64(sp.clears)<<32|uint64(p.clears) != clears:
 		// Cleared during its test: as it would have been, were it idle.
 		why, destroy = byClear, true
+	case (sp.waiters.Len() == 0 && sp.idle.Len() > p.lim.maxIdle) || p.overLimitsLocked(sp):
+		// Over limits SetConfig lowered during its test, which left it
+		// to the test: as it would have been, were it idle.
+		why, destroy = bySurplus, true
 	}
 	if destroy {
 		p.unidleLocked(obj)
@@ -243,9 +247,12 @@ func (p *Pool[K, V]) testIdle(ctx context.Context, obj *object[K, V]) bool {
 	key, v := sp.key, obj.value
 	tctx, cancel := p.bounded(ctx)
 	defer cancel()
+	run := ctx
 	call := func(ctx context.Context, op Op, f func(context.Context, K, V) error) error {
 		err := f(ctx, key, v)
-		if err != nil && tctx.Err() == nil {
+		// Reported unless the run ended: a FactoryTimeout that ran out
+		// is the object's failure.
+		if err != nil && run.Err() == nil {
 			p.swallow(sp, op, fmt.Errorf("keyedpool: eviction test of key %v: %w", key, err))
 		}
 		return err

@@ -411,9 +411,15 @@ func (p *Pool[K, V]) mergeIdleLocked() {
 // quarter of p.keys, so that its cost per new key is O(1) amortised; until
 // then a key it misses goes the pool-wide way.
 func (p *Pool[K, V]) indexLocked(sp *subPool[K, V]) {
-	if (*p.index.Load())[sp.key] == sp {
-		return
+	if (*p.index.Load())[sp.key] != sp {
+		p.indexStaleLocked()
 	}
+}
+
+// indexStaleLocked counts a key the index misses or holds stale (dropped
+// from p.keys), and makes the index again once they reach a quarter of
+// p.keys.
+func (p *Pool[K, V]) indexStaleLocked() {
 	if p.indexMisses++; p.indexMisses < len(p.keys)/4+1 {
 		return
 	}

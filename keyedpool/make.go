@@ -290,6 +290,7 @@ func (p *Pool[K, V]) addRoomLocked(sp *subPool[K, V]) error {
 	}
 	p.reserveLocked(sp)
 	sp.placing++
+	p.wantUpkeepLocked(sp) // a key made for is one the evictor keeps, from now on
 	return nil
 }
 

@@ -84,7 +84,7 @@ type Pool[K comparable, V any] struct {
 	upkeep      []*subPool[K, V]             // keys with fewer than MinIdlePerKey spare objects, first queued first; may hold dropped ones
 	lentLeases  ilist.List[leaseTrack[K, V]] // leases out, while abandoned objects are tracked
 	backoffKeys int                          // keys in make backoff
-	failing     []*subPool[K, V]             // keys that have a makeBackoff; may hold stale ones
+	failing     []*subPool[K, V]             // the keys that have a makeBackoff, each at its makeBackoff's at
 	laneCfg     *laneView                    // what lanes holds while on; nil: to be made afresh
 	indexMisses int                          // keys used the slow way that index missed since it was made
 	flushBuf    []*object[K, V]              // for flushes; empty between them
@@ -211,6 +211,9 @@ func (p *Pool[K, V]) dropIfEmptyLocked(sp *subPool[K, V]) {
 		(p.lim.minIdle == 0 || sp.forgotten || p.closed) && p.keys[sp.key] == sp {
 		p.dropLaneLocked(sp)
 		delete(p.keys, sp.key) // if queued for upkeep, the run skips it
+		if (*p.index.Load())[sp.key] == sp {
+			p.indexStaleLocked() // so that the index lets go of it in time
+		}
 		if p.last == sp {
 			p.last = nil
 		}
