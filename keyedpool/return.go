@@ -198,7 +198,9 @@ func (p *Pool[K, V]) putLocked(obj *object[K, V], unused bool) (r reason, destro
 		if obj.evictPending {
 			// It was to be looked at next: it still is.
 			obj.evictPending = false
-			if p.evictNext != nil && obj.idleSeq < p.evictNext.idleSeq {
+			// (A nil cursor: it was the last, and the runs would start
+			// over from the front before coming to it.)
+			if p.evictNext == nil || obj.idleSeq < p.evictNext.idleSeq {
 				p.evictNext = obj
 			}
 		}
