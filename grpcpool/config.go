@@ -86,7 +86,9 @@ type Config[K comparable, T any] struct {
 	// broken, so that Conn and Release invalidate the connection instead of
 	// returning it. It is called with the error (never nil) and the
 	// connection's state just after the RPC failed. Nil, the default:
-	// DefaultClassifier.
+	// DefaultClassifier. One that panics counts as broken (the connection
+	// cannot be judged), and the RPC's error (Release's) gets the panic as
+	// an error wrapping keyedpool.ErrFactoryPanic.
 	Classifier func(err error, state connectivity.State) bool
 
 	// Observer, when set, is told about every RPC the factory's

@@ -121,13 +121,12 @@ func (c *Conn[K, T]) Invoke(ctx context.Context, method string, args, reply any,
 	if err != nil {
 		return borrowStatus(ctx, err)
 	}
-	if err := h.Value().serving(ctx); err != nil {
-		c.release(h, nil) // not sent: the connection is not to blame
+	if f, err := h.Value().serving(ctx); err != nil {
+		c.releaseAfter(h, f) // not sent: the connection is not to blame
 		return borrowStatus(ctx, err)
 	}
 	err = h.Value().conn.Invoke(ctx, method, args, reply, opts...)
-	c.release(h, err)
-	return err
+	return joinPanic(err, c.release(h, err))
 }
 
 // NewStream borrows a share of a connection of the key, as Invoke (whose
@@ -138,14 +137,13 @@ func (c *Conn[K, T]) NewStream(ctx context.Context, desc *grpc.StreamDesc, metho
 	if err != nil {
 		return nil, borrowStatus(ctx, err)
 	}
-	if err := h.Value().serving(ctx); err != nil {
-		c.release(h, nil) // not sent: the connection is not to blame
+	if f, err := h.Value().serving(ctx); err != nil {
+		c.releaseAfter(h, f) // not sent: the connection is not to blame
 		return nil, borrowStatus(ctx, err)
 	}
 	cs, err := h.Value().conn.NewStream(ctx, desc, method, opts...)
 	if err != nil {
-		c.release(h, err)
-		return nil, err
+		return nil, joinPanic(err, c.release(h, err))
 	}
 	s := &stream[K, T]{ClientStream: cs, conn: c, h: h, oneResponse: !desc.ServerStreams}
 	// The callback runs in its own goroutine when ctx ends; stop, called
@@ -155,19 +153,52 @@ func (c *Conn[K, T]) NewStream(ctx context.Context, desc *grpc.StreamDesc, metho
 	return s, nil
 }
 
-// release gives back a share after an RPC that returned err.
-func (c *Conn[K, T]) release(h *keyedpool.Pooled[K, *Client[T]], err error) {
+// release gives back a share after an RPC that returned err. It returns
+// the error of a Classifier that panicked (the connection is invalidated
+// then: it cannot be judged), for the RPC's caller; nil otherwise.
+func (c *Conn[K, T]) release(h *keyedpool.Pooled[K, *Client[T]], err error) error {
 	if c.lender != nil {
 		c.lender.Release(h, err)
-		return
+		return nil
 	}
+	broken, perr := h.Value().broken(err)
 	// The pool's own errors here can only be a destroy error (closing the
 	// connection), which the RPC's caller can do nothing about.
-	if h.Value().Broken(err) || h.Value().Down() {
+	if broken || h.Value().Down() {
 		_ = c.pool.Invalidate(h)
 	} else {
 		_ = c.pool.Return(h)
 	}
+	return perr
+}
+
+// releaseAfter gives back a share of a connection on which nothing was
+// sent, once f, a health Check the borrower started and gave up waiting
+// for, has ended: until then the Check holds one of the connection's
+// streams, which the share stands for, so that no RPC lent it queues
+// inside gRPC for a stream.
+func (c *Conn[K, T]) releaseAfter(h *keyedpool.Pooled[K, *Client[T]], f *flight) {
+	if f == nil {
+		c.release(h, nil)
+		return
+	}
+	select {
+	case <-f.done:
+		c.release(h, nil)
+	default:
+		go func() { // ends with the Check, within HealthCheck.Timeout
+			<-f.done
+			c.release(h, nil)
+		}()
+	}
+}
+
+// joinPanic adds perr, a user callback's panic, to err, an RPC's error.
+func joinPanic(err, perr error) error {
+	if perr == nil {
+		return err
+	}
+	return errors.Join(err, perr)
 }
 
 // stream is a ClientStream that gives its share back, once, when it ends.
@@ -181,15 +212,15 @@ type stream[K comparable, T any] struct {
 }
 
 // end gives the share back unless that was done already; byCtx says the
-// stream's context callback calls it.
-func (s *stream[K, T]) end(err error, byCtx bool) {
+// stream's context callback calls it. It returns release's.
+func (s *stream[K, T]) end(err error, byCtx bool) error {
 	if !s.ended.CompareAndSwap(false, true) {
-		return
+		return nil
 	}
 	if !byCtx {
 		s.stop()
 	}
-	s.conn.release(s.h, err)
+	return s.conn.release(s.h, err)
 }
 
 // RecvMsg ends the stream, as gRPC does, on an error or on the response of
@@ -201,7 +232,7 @@ func (s *stream[K, T]) RecvMsg(m any) error {
 	case errors.Is(err, io.EOF):
 		s.end(nil, false)
 	case err != nil || s.oneResponse:
-		s.end(err, false)
+		err = joinPanic(err, s.end(err, false))
 	}
 	return err
 }
@@ -212,7 +243,7 @@ func (s *stream[K, T]) SendMsg(m any) error {
 	s.h.MarkUsed()
 	err := s.ClientStream.SendMsg(m)
 	if err != nil && !errors.Is(err, io.EOF) {
-		s.end(err, false)
+		err = joinPanic(err, s.end(err, false))
 	}
 	return err
 }
@@ -221,7 +252,7 @@ func (s *stream[K, T]) SendMsg(m any) error {
 func (s *stream[K, T]) Header() (md metadata.MD, err error) {
 	md, err = s.ClientStream.Header()
 	if err != nil {
-		s.end(err, false)
+		err = joinPanic(err, s.end(err, false))
 	}
 	return md, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,22 +144,23 @@ func (c *Client[T]) check(ctx context.Context) error {
 	return f.wait(ctx)
 }
 
-// serving returns the backend's last health answer; see Serving.
-func (c *Client[T]) serving(ctx context.Context) error {
+// serving returns the backend's last health answer (see Serving), and the
+// Check it started and waited for, if it did: nil if none.
+func (c *Client[T]) serving(ctx context.Context) (*flight, error) {
 	h := c.health
 	if h == nil {
-		return nil
+		return nil, nil
 	}
 	h.mu.Lock()
 	if h.flight != nil || time.Since(h.started) < h.interval {
 		err := h.err
 		h.mu.Unlock()
-		return err
+		return nil, err
 	}
 	f := h.startLocked()
 	h.mu.Unlock()
 	go c.run(ctx, f)
-	return f.wait(ctx)
+	return f, f.wait(ctx)
 }
 
 // Serving returns the backend's last grpc.health.v1 answer as Conn uses it:
@@ -174,7 +176,10 @@ func (c *Client[T]) serving(ctx context.Context) error {
 // Serving returns ctx.Err() and the Check goes on, and its answer, not the
 // caller's giving up, is what later callers get. Without HealthCheck it
 // returns nil at once.
-func (c *Client[T]) Serving(ctx context.Context) error { return c.serving(ctx) }
+func (c *Client[T]) Serving(ctx context.Context) error {
+	_, err := c.serving(ctx)
+	return err
+}
 
 // Down reports whether gRPC reports the client's connection down, so that
 // no RPC is to be sent on it: it is in TRANSIENT_FAILURE or SHUTDOWN, or it
@@ -225,6 +230,21 @@ func (c *Client[T]) Target() string { return c.target }
 // the pool, by the factory's Classifier. A nil err is never broken.
 func (c *Client[T]) Broken(err error) bool {
 	return err != nil && c.classify(err, c.conn.GetState())
+}
+
+// broken is Broken for the pool's own releases: a Classifier that panics
+// says broken (the connection cannot be judged), and the panic comes back
+// as an error wrapping keyedpool.ErrFactoryPanic.
+func (c *Client[T]) broken(err error) (broken bool, perr error) {
+	if err == nil {
+		return false, nil
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			broken, perr = true, &keyedpool.PanicError{Method: "Classifier", Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return c.classify(err, c.conn.GetState()), nil
 }
 
 // DefaultClassifier is the rule Conn and Release use unless
@@ -291,7 +311,14 @@ func (f *Factory[K, T]) Make(ctx context.Context, key K) (*Client[T], error) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrConnect, target, err)
 		}
 	}
+	made := false
+	defer func() {
+		if !made {
+			cc.Close() // NewStub panicked: the pool reports it, the connection must not outlive it
+		}
+	}()
 	c.conn, c.stub = cc, f.newStub(cc)
+	made = true
 	c.wasReady.Store(f.r.connect > 0) // connect returned READY
 	if f.r.healthTimeout > 0 {
 		c.health = &health{service: f.r.healthService, timeout: f.r.healthTimeout, interval: f.r.healthInterval, targets: &f.targets}
@@ -467,10 +494,16 @@ const maxDownLeases = 64
 // after the RPCs made with it: it invalidates the client when err (the
 // last RPC's error, or nil) means its connection is broken (Client.Broken)
 // or when its connection is down (Client.Down), so that it is lent no more,
-// and returns it otherwise. It returns the pool's error.
+// and returns it otherwise. It returns the pool's error, and, if the
+// Classifier panicked (the client is invalidated then), an error wrapping
+// keyedpool.ErrFactoryPanic.
 func Release[K comparable, T any](p *keyedpool.Pool[K, *Client[T]], h *keyedpool.Pooled[K, *Client[T]], err error) error {
-	if h != nil && (h.Value().Broken(err) || h.Value().Down()) {
-		return p.Invalidate(h)
+	if h == nil {
+		return p.Return(h)
+	}
+	broken, perr := h.Value().broken(err)
+	if broken || h.Value().Down() {
+		return errors.Join(p.Invalidate(h), perr)
 	}
 	return p.Return(h)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -11,6 +12,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/kpool-go/kpool/keyedpool"
 )
 
 // Observer is told about every RPC of the user's that a factory's
@@ -20,7 +23,11 @@ import (
 // when its answer or error arrives (also when it fails before it is sent,
 // as with an expired deadline), for a stream when the caller reads its end
 // or an error, or when its context ends first. It is called concurrently
-// from the RPCs' goroutines and must return quickly.
+// from the RPCs' goroutines and must return quickly. A panic in it is
+// recovered, and added to the RPC's error as an error wrapping
+// keyedpool.ErrFactoryPanic where the RPC ends in an error; at a
+// stream's clean end (io.EOF, or the response of a stream that has one)
+// or its context's, which callers do not read as errors, it is dropped.
 type Observer interface {
 	// ObserveRPC reports one finished RPC: the target of the connection
 	// that carried it, its full method name ("/pkg.Service/Method"), its
@@ -44,24 +51,36 @@ func observeOptions(target string, obs Observer) []grpc.DialOption {
 		}
 		start := time.Now()
 		err := invoker(ctx, method, req, reply, cc, opts...)
-		obs.ObserveRPC(target, method, status.Code(err), time.Since(start))
-		return err
+		return joinPanic(err, observe(obs, target, method, status.Code(err), time.Since(start)))
 	}
 	stream := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		start := time.Now()
 		cs, err := streamer(ctx, desc, cc, method, opts...)
 		if err != nil {
-			obs.ObserveRPC(target, method, status.Code(err), time.Since(start))
-			return nil, err
+			return nil, joinPanic(err, observe(obs, target, method, status.Code(err), time.Since(start)))
 		}
-		s := &observedStream{ClientStream: cs, target: target, method: method, start: start, obs: obs}
+		s := &observedStream{ClientStream: cs, target: target, method: method, start: start, obs: obs, oneResponse: !desc.ServerStreams}
 		// A stream the caller abandons by ending its context is never read
 		// to its end: report it when the context ends. AfterFunc starts no
-		// goroutine until then.
-		s.stop = context.AfterFunc(ctx, func() { s.end(status.FromContextError(ctx.Err()).Code()) })
+		// goroutine until then. (A panic of the Observer's there has no
+		// caller to go to, and ends with the callback.)
+		s.stop = context.AfterFunc(ctx, func() { _ = s.end(status.FromContextError(ctx.Err()).Code()) })
 		return s, nil
 	}
 	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream)}
+}
+
+// observe reports one RPC to obs, and returns a panic of obs's as an error
+// wrapping keyedpool.ErrFactoryPanic, so that it neither unwinds through
+// the RPC's bookkeeping nor goes unseen.
+func observe(obs Observer, target, method string, code codes.Code, d time.Duration) (perr error) {
+	defer func() {
+		if v := recover(); v != nil {
+			perr = &keyedpool.PanicError{Method: "ObserveRPC", Value: v, Stack: debug.Stack()}
+		}
+	}()
+	obs.ObserveRPC(target, method, code, d)
+	return nil
 }
 
 // observedStream reports its stream's end once.
@@ -70,25 +89,30 @@ type observedStream struct {
 	target, method string
 	start          time.Time
 	obs            Observer
+	oneResponse    bool // the stream ends with its first response (no server streaming)
 	stop           func() bool
 	once           sync.Once
 }
 
-func (s *observedStream) end(code codes.Code) {
-	s.once.Do(func() { s.obs.ObserveRPC(s.target, s.method, code, time.Since(s.start)) })
+func (s *observedStream) end(code codes.Code) (perr error) {
+	s.once.Do(func() { perr = observe(s.obs, s.target, s.method, code, time.Since(s.start)) })
+	return perr
 }
 
 // RecvMsg reports the stream's end when it reads one: io.EOF is the server's
-// OK, any other error its status.
+// OK, any other error its status, and the response of a stream that has
+// one (gRPC ends it then) OK. A panic of the Observer's is added to an
+// error RecvMsg returns; with io.EOF or a response, which callers compare
+// and use as they are, it is dropped.
 func (s *observedStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
-	if err != nil {
+	switch {
+	case err == io.EOF, err == nil && s.oneResponse:
 		s.stop()
-		if err == io.EOF {
-			s.end(codes.OK)
-		} else {
-			s.end(status.Code(err))
-		}
+		_ = s.end(codes.OK)
+	case err != nil:
+		s.stop()
+		err = joinPanic(err, s.end(status.Code(err)))
 	}
 	return err
 }
