@@ -366,7 +366,14 @@ func (p *Pool[K, V]) shareLocked(sp *subPool[K, V]) *Pooled[K, V] {
 }
 
 func (p *Pool[K, V]) unidleLocked(obj *object[K, V]) {
-	if obj == p.evictNext {
+	if obj == p.evictNext && p.idle.Next(obj) == nil && p.lanes.Load() != nil && p.wq.Len() == 0 {
+		// The cursor would pass the newest object in idle, but newer ones
+		// may be on the lanes: they are next, so they go into idle first.
+		// (With nobody waiting the flush serves nobody, so it does not
+		// reenter the section that lends obj.)
+		p.flushLanesLocked()
+	}
+	if obj == p.evictNext { // the flush may have moved it back, to older lane objects
 		p.evictNext = p.idle.Next(obj)
 		obj.evictPending = true
 	}

@@ -373,7 +373,8 @@ func (p *Pool[K, V]) flushLanesLocked() {
 // after the last run began (each run flushes the lanes first), so had it
 // gone into the list when returned it would have been ahead of the
 // cursor: the cursor moves back to the oldest such object, and the next
-// run looks at it before going on. The objects it passes again are those
+// run looks at it before going on. (A cursor about to pass the newest
+// object in the idle list has the lanes flushed first: see unidleLocked.) The objects it passes again are those
 // the last run looked at after it; a run looks at no more than
 // NumTestsPerEvictionRun.
 func (p *Pool[K, V]) mergeIdleLocked() {

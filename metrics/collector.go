@@ -3,6 +3,7 @@ package metrics
 import (
 	"math"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,6 +20,26 @@ type poolView struct {
 
 	mu     sync.Mutex          // protects series
 	series map[string]struct{} // keys with series of their own (Options.PerKey)
+
+	borrows atomic.Int64 // the most borrows_total has shown: see shownBorrows
+}
+
+// shownBorrows returns what borrows_total shows for n, the pool's Borrowed
+// now: never less than it showed before. The pool counts a Borrow when it
+// hands over the object and takes it back off if the object then fails
+// activation or validation or its borrower gives up, so a scrape in
+// between would otherwise see the counter go down, which Prometheus reads
+// as a reset. Such a Borrow stays counted until later ones make up for it.
+func (v *poolView) shownBorrows(n int64) int64 {
+	for {
+		shown := v.borrows.Load()
+		if n <= shown {
+			return shown
+		}
+		if v.borrows.CompareAndSwap(shown, n) {
+			return n
+		}
+	}
 }
 
 // split returns the keys of all that keep or get a series of their own, at
@@ -193,7 +214,7 @@ func (c *collector) collectPool(ch chan<- prometheus.Metric, v *poolView) {
 	ch <- gauge(d.up, up, n)
 	ch <- gauge(d.waitMax, s.MaxWaitTime.Seconds(), n)
 
-	ch <- counter(d.borrows, float64(s.Borrowed), n)
+	ch <- counter(d.borrows, float64(v.shownBorrows(s.Borrowed)), n)
 	ch <- counter(d.returns, float64(s.Returned), n)
 	ch <- counter(d.created, float64(s.Created), n)
 	for _, r := range destroyReasons(s.Counters) {

@@ -2,9 +2,11 @@ package grpcmetrics
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -63,16 +65,29 @@ func NewObserver(m *metrics.Metrics) (*Observer, error) {
 	return obs, nil
 }
 
-// ObserveRPC implements grpcpool.Observer.
+// ObserveRPC implements grpcpool.Observer. A target or method that is not
+// valid UTF-8 is shown with its invalid bytes replaced, as metrics shows
+// keys.
 func (o *Observer) ObserveRPC(target, method string, code codes.Code, d time.Duration) {
+	method = validUTF8(method)
 	if !o.perKey {
 		o.requests.WithLabelValues(method, code.String()).Inc()
 		o.duration.WithLabelValues(method).Observe(d.Seconds())
 		return
 	}
-	key := o.keyLabel(target)
+	key := o.keyLabel(validUTF8(target))
 	o.requests.WithLabelValues(key, method, code.String()).Inc()
 	o.duration.WithLabelValues(key, method).Observe(d.Seconds())
+}
+
+// validUTF8 returns s with its invalid bytes replaced: Prometheus refuses
+// (with a panic) a label value that is not valid UTF-8. Valid text, all
+// there is in practice, is returned as it is, without a copy.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // keyLabel returns target, or metrics.OtherKey once MaxKeySeries targets
