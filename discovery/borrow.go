@@ -158,20 +158,24 @@ func (r *Router[T]) borrowOnce(ctx context.Context, svc *service, c *candidates[
 // Release gives back a client that Borrow lent, after the RPCs made with it:
 // err is the last RPC's error, or nil. The client is invalidated (closed
 // once its other leases are back) when err means its connection is broken
-// (grpcpool.Client.Broken), when gRPC reports its connection down
+// (grpcpool.Client.Classify), when gRPC reports its connection down
 // (grpcpool.Client.Down), or when no service lists its endpoint any
-// more; otherwise it goes back to the pool. It returns the pool's error.
+// more; otherwise it goes back to the pool. It returns the pool's error,
+// and, if the Classifier panicked, an error wrapping
+// keyedpool.ErrFactoryPanic.
 func (r *Router[T]) Release(h *keyedpool.Pooled[string, *grpcpool.Client[T]], err error) error {
 	if h == nil {
 		return keyedpool.ErrNotBorrowed
 	}
 	key := h.Key()
+	broken, perr := h.Value().Classify(err)
 	var rerr error
-	if r.addr(key) == nil || h.Value().Broken(err) || h.Value().Down() {
+	if r.addr(key) == nil || broken || h.Value().Down() {
 		rerr = r.pool.Invalidate(h)
 	} else {
 		rerr = r.pool.Return(h)
 	}
+	rerr = errors.Join(rerr, perr)
 	if r.addr(key) == nil {
 		// The endpoint left, before or while the client went back: retire
 		// closed the idle connections before this one was among them, and

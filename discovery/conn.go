@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
@@ -86,6 +87,11 @@ func (l *lender[T]) Borrow(ctx context.Context) (*keyedpool.Pooled[string, *grpc
 	return l.r.borrow(ctx, svc)
 }
 
-func (l *lender[T]) Release(h *keyedpool.Pooled[string, *grpcpool.Client[T]], err error) {
-	_ = l.r.Release(h, err) // a destroy error is nothing the RPC's caller can act on
+func (l *lender[T]) Release(h *keyedpool.Pooled[string, *grpcpool.Client[T]], err error) error {
+	// Only a Classifier's panic goes to the RPC's caller: a destroy error
+	// is nothing it can act on.
+	if rerr := l.r.Release(h, err); errors.Is(rerr, keyedpool.ErrFactoryPanic) {
+		return rerr
+	}
+	return nil
 }

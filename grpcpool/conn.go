@@ -79,9 +79,10 @@ type Lender[K comparable, T any] interface {
 	Borrow(ctx context.Context) (*keyedpool.Pooled[K, *Client[T]], error)
 	// Release gives h back once its RPC or stream has ended with err (nil
 	// on success, or when the RPC was not sent). Release decides between
-	// Return and Invalidate; Client.Broken tells whether err means the
-	// connection is broken.
-	Release(h *keyedpool.Pooled[K, *Client[T]], err error)
+	// Return and Invalidate; Client.Classify tells whether err means the
+	// connection is broken. It returns Classify's panic error, if any,
+	// which the RPC's caller gets with the RPC's error; nil otherwise.
+	Release(h *keyedpool.Pooled[K, *Client[T]], err error) error
 }
 
 // NewConn returns a Conn that sends the RPCs for key over p's clients.
@@ -158,10 +159,9 @@ func (c *Conn[K, T]) NewStream(ctx context.Context, desc *grpc.StreamDesc, metho
 // then: it cannot be judged), for the RPC's caller; nil otherwise.
 func (c *Conn[K, T]) release(h *keyedpool.Pooled[K, *Client[T]], err error) error {
 	if c.lender != nil {
-		c.lender.Release(h, err)
-		return nil
+		return c.lender.Release(h, err)
 	}
-	broken, perr := h.Value().broken(err)
+	broken, perr := h.Value().Classify(err)
 	// The pool's own errors here can only be a destroy error (closing the
 	// connection), which the RPC's caller can do nothing about.
 	if broken || h.Value().Down() {

@@ -443,12 +443,15 @@ func (l *countingLender) Borrow(c context.Context) (*handle, error) {
 	return l.p.Borrow(c, l.key)
 }
 
-func (l *countingLender) Release(h *handle, err error) {
+func (l *countingLender) Release(h *handle, err error) error {
 	l.releases.Add(1)
 	if err != nil {
 		l.lastErr.Store(err)
 	}
-	grpcpool.Release(l.p, h, err)
+	if rerr := grpcpool.Release(l.p, h, err); errors.Is(rerr, keyedpool.ErrFactoryPanic) {
+		return rerr
+	}
+	return nil
 }
 
 // A Conn over a Lender borrows and releases each RPC's and stream's client
@@ -505,7 +508,7 @@ func TestLenderConn(t *testing.T) {
 type failLender struct{ err error }
 
 func (f failLender) Borrow(context.Context) (*handle, error) { return nil, f.err }
-func (f failLender) Release(*handle, error)                  { panic("Release without Borrow") }
+func (f failLender) Release(*handle, error) error            { panic("Release without Borrow") }
 
 // Serving reports the health answer Conn uses.
 func TestClientServing(t *testing.T) {

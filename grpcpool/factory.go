@@ -229,13 +229,16 @@ func (c *Client[T]) Target() string { return c.target }
 // connection is broken and should be invalidated rather than returned to
 // the pool, by the factory's Classifier. A nil err is never broken.
 func (c *Client[T]) Broken(err error) bool {
-	return err != nil && c.classify(err, c.conn.GetState())
+	broken, _ := c.Classify(err)
+	return broken
 }
 
-// broken is Broken for the pool's own releases: a Classifier that panics
-// says broken (the connection cannot be judged), and the panic comes back
-// as an error wrapping keyedpool.ErrFactoryPanic.
-func (c *Client[T]) broken(err error) (broken bool, perr error) {
+// Classify is Broken for callers that give the client back and can report
+// a panic: a Classifier that panics says broken (the connection cannot be
+// judged), and the panic is returned as an error wrapping
+// keyedpool.ErrFactoryPanic; nil otherwise. Conn, Release and the
+// discovery Router give clients back through it. Safe for concurrent use.
+func (c *Client[T]) Classify(err error) (broken bool, perr error) {
 	if err == nil {
 		return false, nil
 	}
@@ -501,7 +504,7 @@ func Release[K comparable, T any](p *keyedpool.Pool[K, *Client[T]], h *keyedpool
 	if h == nil {
 		return p.Return(h)
 	}
-	broken, perr := h.Value().broken(err)
+	broken, perr := h.Value().Classify(err)
 	if broken || h.Value().Down() {
 		return errors.Join(p.Invalidate(h), perr)
 	}

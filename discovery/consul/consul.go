@@ -111,10 +111,13 @@ func (r *Resolver) run(ctx context.Context, service string, hub *broadcast.Hub[[
 			}
 			continue
 		}
+		recovered := fails > 0
 		fails = 0
 		index = nextIndex(index, meta.LastIndex)
 		eps := endpoints(entries, r.cfg.FallbackToAll)
-		if !published || !equal(eps, last) {
+		// After failures, the same list again too: it is what says the
+		// queries succeed again (LastError clears).
+		if !published || recovered || !equal(eps, last) {
 			hub.Publish(eps)
 			published, last = true, eps
 		}

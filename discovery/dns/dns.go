@@ -85,8 +85,8 @@ func (r *Resolver) Watch(ctx context.Context, name string, w discovery.Watcher) 
 // each failure to hub.
 func (r *Resolver) run(ctx context.Context, name string, t target, hub *broadcast.Hub[[]discovery.Endpoint]) {
 	var (
-		published bool
-		last      []discovery.Endpoint
+		published, failed bool
+		last              []discovery.Endpoint
 	)
 	for {
 		eps, err := r.lookup(ctx, t)
@@ -96,9 +96,12 @@ func (r *Resolver) run(ctx context.Context, name string, t target, hub *broadcas
 		switch {
 		case err != nil:
 			hub.Fail(fmt.Errorf("dns: %q: %w", name, err))
-		case !published || !equal(eps, last):
+			failed = true
+		case !published || failed || !equal(eps, last):
+			// After a failure, the same list again too: it is what says
+			// the lookups succeed again (LastError clears).
 			hub.Publish(eps)
-			published, last = true, eps
+			published, failed, last = true, false, eps
 		}
 		if !sleep(ctx, jittered(r.cfg.Interval, r.cfg.Jitter, rand.Float64())) {
 			return
