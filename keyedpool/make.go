@@ -185,7 +185,8 @@ func (p *Pool[K, V]) runMake(ctx context.Context, sp *subPool[K, V], r *makeRequ
 		}
 	}
 	if r.place && !settle {
-		sp.placing-- // no object joins the pool
+		sp.placing--           // no object joins the pool
+		p.wantUpkeepLocked(sp) // the key may lack what it was made for: upkeep makes it up
 	}
 	r.finished = true
 	bg := r.background && !p.closed

@@ -29,12 +29,16 @@ type mdlFactory struct {
 	*testfactory.Factory
 	mu   sync.Mutex
 	objs map[int64]*testfactory.Obj
+	dead map[string]bool // keys whose new objects are made Dead (model2_test.go)
 }
 
 func (f *mdlFactory) Make(ctx context.Context, key string) (*testfactory.Obj, error) {
 	o, err := f.Factory.Make(ctx, key)
 	if err == nil {
 		f.mu.Lock()
+		if f.dead[key] {
+			o.Dead.Store(true)
+		}
 		f.objs[o.ID] = o
 		f.mu.Unlock()
 	}
@@ -56,18 +60,21 @@ const (
 	mdlClear
 	mdlEvictor
 	mdlLifetime
+	mdlClose
 	mdlNumReasons
 )
 
-var mdlReasonNames = [...]string{"borrowValidation", "returnValidation", "surplus", "invalidate", "clear", "evictor", "lifetime"}
+var mdlReasonNames = [...]string{"borrowValidation", "returnValidation", "surplus", "invalidate", "clear", "evictor", "lifetime", "close"}
 
 type mdlCounters struct {
 	borrowed, returned, created int64
+	makeErrors, backoffRejected int64
 	destroyed                   [mdlNumReasons]int64
 }
 
 func (c *mdlCounters) String() string {
-	return fmt.Sprintf("borrowed=%d returned=%d created=%d destroyed=%v", c.borrowed, c.returned, c.created, c.destroyed)
+	return fmt.Sprintf("borrowed=%d returned=%d created=%d makeErrors=%d backoffRejected=%d destroyed=%v",
+		c.borrowed, c.returned, c.created, c.makeErrors, c.backoffRejected, c.destroyed)
 }
 
 type mdlState int
@@ -87,6 +94,7 @@ type mdlObj struct {
 	dead    bool
 	created time.Time
 	h       *keyedpool.Pooled[string, *testfactory.Obj]
+	group   int // nonzero: made by one upkeep run for one key, in an order the model cannot know
 }
 
 type mdlCfg struct {
@@ -98,6 +106,12 @@ type mdlCfg struct {
 	minEvictable                     time.Duration
 	lifetime                         time.Duration
 	rawMaxTotal, rawPerKey, rawMaxId int
+	// Extensions (model2_test.go); zero in TestModel's scenarios.
+	minIdle                 int
+	softMin                 time.Duration
+	testOnCreate            bool
+	threshold               int
+	backoffBase, backoffMax time.Duration
 }
 
 func (c mdlCfg) config() keyedpool.Config {
@@ -113,6 +127,12 @@ func (c mdlCfg) config() keyedpool.Config {
 		NumTestsPerEvictionRun: c.numTests,
 		MinEvictableIdle:       c.minEvictable,
 		MaxLifetime:            c.lifetime,
+		MinIdlePerKey:          c.minIdle,
+		SoftMinEvictableIdle:   c.softMin,
+		TestOnCreate:           c.testOnCreate,
+		MakeFailureThreshold:   c.threshold,
+		MakeBackoffBase:        c.backoffBase,
+		MakeBackoffMax:         c.backoffMax,
 	}
 }
 
@@ -145,6 +165,7 @@ type mdl struct {
 	pool      mdlCounters
 	perKey    map[string]*mdlCounters
 	tests     int64
+	x         *mdlX // extensions (model2_test.go); nil in TestModel
 }
 
 func newMdl(cfg mdlCfg, keys []string) *mdl {
@@ -220,6 +241,9 @@ func (m *mdl) destroy(o *mdlObj, why int) {
 	}
 	delete(m.objs, o.id)
 	m.destroyed[o.id] = true
+	if o.group != 0 {
+		m.x.gone[o.id] = o
+	}
 	m.pool.destroyed[why]++
 	m.kc(o.key).destroyed[why]++
 }
@@ -235,11 +259,14 @@ func (m *mdl) putIdle(o *mdlObj, now time.Time) {
 // dropEmpty forgets the counters of keys that hold nothing (their sub-pool is dropped).
 func (m *mdl) dropEmpty() {
 	for k := range m.perKey {
-		if t, _, _ := m.count(k); t == 0 {
+		if t, _, _ := m.count(k); t == 0 && !m.keep(k) {
 			delete(m.perKey, k)
 		}
 	}
 }
+
+// keep reports whether key k keeps its sub-pool while it holds nothing.
+func (m *mdl) keep(k string) bool { return m.x != nil && m.x.keep(m, k) }
 
 // borrow returns the id the Borrow must lend, or 0 for ErrExhausted.
 func (m *mdl) expired(o *mdlObj, now time.Time) bool {
@@ -262,7 +289,7 @@ func (m *mdl) borrow(k string, now time.Time) int64 {
 			m.destroy(o, why)
 			// Docs vague: the implementation drops the key's sub-pool (and
 			// its counters) mid-Borrow when that destroy empties it.
-			if t, _, _ := m.count(k); t == 0 {
+			if t, _, _ := m.count(k); t == 0 && !m.keep(k) {
 				delete(m.perKey, k)
 			}
 			continue
@@ -281,8 +308,8 @@ func (m *mdl) borrow(k string, now time.Time) int64 {
 	if tot > m.cfg.maxTotal {
 		return 0
 	}
+	var victim *mdlObj
 	if tot == m.cfg.maxTotal {
-		var victim *mdlObj
 		for _, o := range m.idleAll() {
 			if o.key != k {
 				victim = o
@@ -292,11 +319,26 @@ func (m *mdl) borrow(k string, now time.Time) int64 {
 		if victim == nil {
 			return 0
 		}
+	}
+	if m.x != nil {
+		if r := m.x.beforeMake(m, k, now); r != 0 {
+			return r
+		}
+	}
+	if victim != nil {
 		m.destroy(victim, mdlClear)
+	}
+	if m.x != nil {
+		if r := m.x.make(m, k, now, true); r != 0 {
+			return r
+		}
 	}
 	m.made++
 	o := &mdlObj{id: m.made, key: k, state: mdlLent, borrows: 1, created: now}
 	m.objs[o.id] = o
+	if m.x != nil {
+		o.dead = m.x.newDead[k]
+	}
 	m.pool.created++
 	m.kc(k).created++
 	m.pool.borrowed++
@@ -390,7 +432,7 @@ func (m *mdl) runEviction(now time.Time) {
 		m.tests++
 		if m.expired(o, now) {
 			m.destroy(o, mdlLifetime)
-		} else if now.Sub(o.retAt) > m.cfg.minEvictable || (m.cfg.testWhileIdle && o.dead) {
+		} else if now.Sub(o.retAt) > m.cfg.minEvictable || m.softEvict(o, now) || (m.cfg.testWhileIdle && o.dead) {
 			m.destroy(o, mdlEvictor)
 		}
 	}
@@ -431,10 +473,19 @@ const (
 	mdlOpDead
 	mdlOpAddObject
 	mdlOpCheck
+	// Extensions (model2_test.go): weight 0 in TestModel.
+	mdlOpFailOn   // the key's makes fail from now on
+	mdlOpFailOff  // they succeed again
+	mdlOpNewDead  // toggles: the key's new objects fail validation
+	mdlOpPrepare  // Prepare(key)
+	mdlOpForget   // ForgetFailures(key)
+	mdlOpClose    // Close with an ended context
+	mdlOpClearAll // ClearAll
 	mdlNumOps
 )
 
-var mdlOpNames = [...]string{"Borrow", "Return", "Invalidate", "ReturnTwice", "Clear", "ClearOldest", "RunEviction", "Sleep", "SetConfig", "Dead", "AddObject", "Check"}
+var mdlOpNames = [...]string{"Borrow", "Return", "Invalidate", "ReturnTwice", "Clear", "ClearOldest", "RunEviction", "Sleep", "SetConfig", "Dead", "AddObject", "Check",
+	"FailOn", "FailOff", "NewDead", "Prepare", "ForgetFailures", "Close", "ClearAll"}
 
 type mdlOp struct {
 	kind int
@@ -446,7 +497,7 @@ type mdlOp struct {
 
 func (o mdlOp) String() string {
 	switch o.kind {
-	case mdlOpBorrow, mdlOpClear, mdlOpAddObject:
+	case mdlOpBorrow, mdlOpClear, mdlOpAddObject, mdlOpFailOn, mdlOpFailOff, mdlOpNewDead, mdlOpPrepare, mdlOpForget:
 		return fmt.Sprintf("%s(k%d)", mdlOpNames[o.kind], o.key)
 	case mdlOpReturn, mdlOpInvalidate, mdlOpReturnTwice, mdlOpDead:
 		return fmt.Sprintf("%s(#%d)", mdlOpNames[o.kind], o.pick)
@@ -454,8 +505,12 @@ func (o mdlOp) String() string {
 		return fmt.Sprintf("Sleep(%ds)", o.dur)
 	case mdlOpSetConfig:
 		c := o.cfg
-		return fmt.Sprintf("SetConfig{MaxTotal:%d PerKey:%d MaxIdle:%d FIFO:%v TOB:%v TOR:%v TWI:%v NumTests:%d MaxLifetime:%v}",
-			c.rawMaxTotal, c.rawPerKey, c.rawMaxId, c.fifo, c.testOnBorrow, c.testOnReturn, c.testWhileIdle, c.numTests, c.lifetime)
+		ext := ""
+		if c.threshold != 0 || c.minIdle != 0 || c.softMin != 0 || c.testOnCreate {
+			ext = fmt.Sprintf(" MinIdle:%d SoftMin:%v TOC:%v Threshold:%d Backoff:%v..%v", c.minIdle, c.softMin, c.testOnCreate, c.threshold, c.backoffBase, c.backoffMax)
+		}
+		return fmt.Sprintf("SetConfig{MaxTotal:%d PerKey:%d MaxIdle:%d FIFO:%v TOB:%v TOR:%v TWI:%v NumTests:%d MaxLifetime:%v%s}",
+			c.rawMaxTotal, c.rawPerKey, c.rawMaxId, c.fifo, c.testOnBorrow, c.testOnReturn, c.testWhileIdle, c.numTests, c.lifetime, ext)
 	}
 	return mdlOpNames[o.kind]
 }
@@ -465,6 +520,7 @@ type mdlScenario struct {
 	cfg       mdlCfg
 	ops       []mdlOp
 	checkProb float64 // chance of a full Stats/ListObjects check after an op
+	ext       bool    // the extended model (model2_test.go)
 }
 
 func mdlRandCfg(r *rand.Rand) mdlCfg {
@@ -493,12 +549,18 @@ func mdlRandCfg(r *rand.Rand) mdlCfg {
 	return c
 }
 
-func mdlGen(seed uint64, nops int) mdlScenario {
+func mdlGen(seed uint64, nops int) mdlScenario { return mdlGenX(seed, nops, false) }
+
+func mdlGenX(seed uint64, nops int, ext bool) mdlScenario {
 	r := rand.New(rand.NewPCG(seed, seed*7+1))
-	s := mdlScenario{nkeys: 2 + r.IntN(3), cfg: mdlRandCfg(r)}
+	s := mdlScenario{nkeys: 2 + r.IntN(3), cfg: mdlRandCfg(r), ext: ext}
 	s.checkProb = []float64{1, 0.3, 0.05}[r.IntN(3)]
 	// Weights: many borrows and returns, so that the pool fills and drains.
 	w := [mdlNumOps]int{30, 25, 5, 3, 2, 2, 4, 4, 2, 3, 3, 2}
+	if s.ext {
+		s.cfg = mdlExtCfg(r, s.cfg)
+		w = mdlExtWeights
+	}
 	tot := 0
 	for _, x := range w {
 		tot += x
@@ -513,6 +575,9 @@ func mdlGen(seed uint64, nops int) mdlScenario {
 		op := mdlOp{kind: kind, key: r.IntN(s.nkeys), pick: r.IntN(1000), dur: 1 + r.IntN(8)}
 		if kind == mdlOpSetConfig {
 			op.cfg = mdlRandCfg(r)
+			if s.ext {
+				op.cfg = mdlExtSetCfg(s.cfg, op.cfg)
+			}
 		}
 		s.ops = append(s.ops, op)
 	}
@@ -534,11 +599,14 @@ func mdlRunBubble(s mdlScenario) string {
 		keys[i] = "k" + strconv.Itoa(i)
 	}
 	f := &mdlFactory{Factory: &testfactory.Factory{}, objs: map[int64]*testfactory.Obj{}}
+	m := newMdl(s.cfg, keys)
+	if s.ext {
+		m.x = newMdlX(f)
+	}
 	p, err := keyedpool.New[string, *testfactory.Obj](f, s.cfg.config())
 	if err != nil {
 		return "New: " + err.Error()
 	}
-	m := newMdl(s.cfg, keys)
 	ctx := context.Background()
 	var log []string
 	fail := func(i int, format string, args ...any) string {
@@ -562,9 +630,31 @@ func mdlRunBubble(s mdlScenario) string {
 		desc := op.String()
 		switch op.kind {
 		case mdlOpBorrow:
-			want := m.borrow(k, now)
+			var want int64
+			if m.x != nil && m.x.closed {
+				want = mdlWantClosed
+			} else {
+				m.x.use(k)
+				want = m.borrow(k, now)
+				if m.x != nil && want <= 0 {
+					// The pool may not queue the key for upkeep
+					// (TestModelBugUpkeepAfterExhaustedBorrow).
+					m.x.stale[k] = true
+				}
+			}
 			h, err := p.Borrow(ctx, k)
+			if m.x != nil && want > 0 && err == nil && h.Value().ID != want && m.x.trySwap(m, want, h.Value().ID) {
+				want = h.Value().ID
+			}
 			switch {
+			case want < 0:
+				if werr := m.x.wantErr(want); !errors.Is(err, werr) {
+					if err == nil {
+						p.Return(h)
+					}
+					res = fail(i, "Borrow(%s) = %v, want %v", k, err, werr)
+				}
+				desc += fmt.Sprintf(" -> %v", m.x.wantErr(want))
 			case want == 0 && err == nil:
 				desc += fmt.Sprintf(" -> got obj %d", h.Value().ID)
 				log = append(log, desc)
@@ -594,7 +684,11 @@ func mdlRunBubble(s mdlScenario) string {
 			desc = fmt.Sprintf("%s(obj %d)", mdlOpNames[op.kind], o.id)
 			h := o.h
 			wantDead := op.kind != mdlOpInvalidate && m.cfg.testOnReturn && o.dead && !m.expired(o, now)
-			m.giveBack(o, op.kind == mdlOpInvalidate, now)
+			if m.x != nil && m.x.closed {
+				wantDead = m.x.giveBackClosed(m, o, op.kind == mdlOpInvalidate, now)
+			} else {
+				m.giveBack(o, op.kind == mdlOpInvalidate, now)
+			}
 			var err error
 			if op.kind == mdlOpInvalidate {
 				err = p.Invalidate(h)
@@ -614,6 +708,7 @@ func mdlRunBubble(s mdlScenario) string {
 			}
 		case mdlOpClear:
 			m.clear(k)
+			m.x.forget(m, k, false)
 			if err := p.Clear(ctx, k); err != nil {
 				res = fail(i, "Clear = %v", err)
 			}
@@ -623,6 +718,14 @@ func mdlRunBubble(s mdlScenario) string {
 				res = fail(i, "ClearOldest = %v", err)
 			}
 		case mdlOpEvict:
+			if m.x != nil {
+				var msg string
+				desc, msg = m.x.runEviction(m, p, ctx, now, desc)
+				if msg != "" {
+					res = fail(i, "%s", msg)
+				}
+				break
+			}
 			m.runEviction(now)
 			if err := p.RunEviction(ctx); err != nil {
 				res = fail(i, "RunEviction = %v", err)
@@ -630,6 +733,12 @@ func mdlRunBubble(s mdlScenario) string {
 		case mdlOpSleep:
 			time.Sleep(time.Duration(op.dur) * time.Second)
 		case mdlOpSetConfig:
+			if m.x != nil && m.x.closed {
+				if err := p.SetConfig(op.cfg.config()); !errors.Is(err, keyedpool.ErrClosed) {
+					res = fail(i, "SetConfig after Close = %v, want ErrClosed", err)
+				}
+				break
+			}
 			m.setConfig(op.cfg)
 			if err := p.SetConfig(op.cfg.config()); err != nil {
 				res = fail(i, "SetConfig = %v", err)
@@ -649,6 +758,14 @@ func mdlRunBubble(s mdlScenario) string {
 			f.obj(o.id).Dead.Store(true)
 			desc = fmt.Sprintf("Dead(obj %d, %s)", o.id, map[mdlState]string{mdlIdle: "idle", mdlLent: "lent"}[o.state])
 		case mdlOpAddObject:
+			if m.x != nil {
+				var msg string
+				desc, msg = m.x.addObjectOp(m, p, ctx, k, now, desc)
+				if msg != "" {
+					res = fail(i, "%s", msg)
+				}
+				break
+			}
 			_, ki, _ := m.count(k)
 			if ki >= m.cfg.maxIdle {
 				desc += " (skipped: key at MaxIdlePerKey, docs vague)"
@@ -667,6 +784,17 @@ func mdlRunBubble(s mdlScenario) string {
 			} else {
 				desc += " -> ErrExhausted"
 			}
+		default:
+			var msg string
+			desc, msg = m.x.op(m, p, ctx, op, k, now, desc)
+			if msg != "" {
+				res = fail(i, "%s", msg)
+			}
+		}
+		if res == "" && m.x != nil {
+			if msg := m.x.afterOp(m, p, now); msg != "" {
+				res = fail(i, "%s", msg)
+			}
 		}
 		if res != "" {
 			if len(log) == 0 || !strings.HasPrefix(log[len(log)-1], desc) {
@@ -676,6 +804,9 @@ func mdlRunBubble(s mdlScenario) string {
 		}
 		log = append(log, desc)
 		m.dropEmpty()
+		if m.x != nil {
+			m.x.reconcile(m)
+		}
 		// Side-effect-free check after every op: which objects the factory destroyed.
 		if msg := mdlCheckDestroyed(m, f); msg != "" {
 			res = fail(i, "%s", msg)
@@ -731,9 +862,10 @@ func mdlCheckDestroyed(m *mdl, f *mdlFactory) string {
 
 func mdlCheckCounters(what string, got keyedpool.Counters, want *mdlCounters) string {
 	g := mdlCounters{borrowed: got.Borrowed, returned: got.Returned, created: got.Created,
+		makeErrors: got.MakeErrors, backoffRejected: got.BackoffRejected,
 		destroyed: [mdlNumReasons]int64{got.DestroyedByBorrowValidation, got.DestroyedByReturnValidation,
 			got.DestroyedSurplus, got.DestroyedByInvalidate, got.DestroyedByClear, got.DestroyedByEvictor,
-			got.DestroyedByLifetime}}
+			got.DestroyedByLifetime, got.DestroyedByClose}}
 	var sum int64
 	for _, d := range want.destroyed {
 		sum += d
@@ -750,7 +882,7 @@ func mdlCheckStats(m *mdl, p *keyedpool.Pool[string, *testfactory.Obj]) string {
 	tot, idle, lent := m.count("")
 	nkeys := 0
 	for _, k := range m.keys {
-		if t, _, _ := m.count(k); t > 0 {
+		if t, _, _ := m.count(k); t > 0 || m.keep(k) {
 			nkeys++
 		}
 	}
@@ -761,6 +893,11 @@ func mdlCheckStats(m *mdl, p *keyedpool.Pool[string, *testfactory.Obj]) string {
 	if msg := mdlCheckCounters("Stats", st.Counters, &m.pool); msg != "" {
 		return msg
 	}
+	if m.x != nil {
+		if msg := m.x.check(m, p, st); msg != "" {
+			return msg
+		}
+	}
 	if st.EvictionTests != m.tests {
 		return fmt.Sprintf("Stats.EvictionTests = %d, want %d", st.EvictionTests, m.tests)
 	}
@@ -769,7 +906,7 @@ func mdlCheckStats(m *mdl, p *keyedpool.Pool[string, *testfactory.Obj]) string {
 	var wantKeys []string
 	for _, k := range m.keys {
 		kt, ki, kl := m.count(k)
-		if kt > 0 {
+		if kt > 0 || m.keep(k) {
 			wantKeys = append(wantKeys, k)
 		}
 		ks := p.KeyStats(k)
@@ -805,6 +942,12 @@ func mdlCheckStats(m *mdl, p *keyedpool.Pool[string, *testfactory.Obj]) string {
 		var got []string
 		for _, oi := range p.ListObjects(k) {
 			got = append(got, fmt.Sprintf("%v/%d/%d", oi.State, oi.BorrowCount, oi.Shares))
+		}
+		if m.x != nil {
+			// Upkeep makes objects concurrently: their creation order
+			// is not known to the model.
+			slices.Sort(got)
+			slices.Sort(want)
 		}
 		if !slices.Equal(got, want) {
 			return fmt.Sprintf("ListObjects(%s) = %v, want %v (objects %v)", k, got, want, ids)

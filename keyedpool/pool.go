@@ -207,16 +207,23 @@ func (p *Pool[K, V]) subLocked(key K) *subPool[K, V] {
 // MinIdlePerKey covers, so that eviction runs make up its idle objects,
 // until Clear or ClearAll forgets it (or the pool closes).
 func (p *Pool[K, V]) dropIfEmptyLocked(sp *subPool[K, V]) {
-	if sp.count == 0 && sp.waiters.Len() == 0 && sp.bo == nil &&
-		(p.lim.minIdle == 0 || sp.forgotten || p.closed) && p.keys[sp.key] == sp {
-		p.dropLaneLocked(sp)
-		delete(p.keys, sp.key) // if queued for upkeep, the run skips it
-		if (*p.index.Load())[sp.key] == sp {
-			p.indexStaleLocked() // so that the index lets go of it in time
-		}
-		if p.last == sp {
-			p.last = nil
-		}
+	if sp.count != 0 || sp.waiters.Len() != 0 || p.keys[sp.key] != sp {
+		return
+	}
+	if sp.bo != nil || (p.lim.minIdle > 0 && !sp.forgotten && !p.closed) {
+		// Kept: with MinIdlePerKey, eviction runs make up its objects,
+		// so it is queued for them (a Borrow that found no room, for
+		// one, left it with none).
+		p.wantUpkeepLocked(sp)
+		return
+	}
+	p.dropLaneLocked(sp)
+	delete(p.keys, sp.key) // if queued for upkeep, the run skips it
+	if (*p.index.Load())[sp.key] == sp {
+		p.indexStaleLocked() // so that the index lets go of it in time
+	}
+	if p.last == sp {
+		p.last = nil
 	}
 }
 

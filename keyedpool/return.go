@@ -74,7 +74,9 @@ func (p *Pool[K, V]) giveBack(h *Pooled[K, V], returned, background bool) error 
 	expired := cfg.MaxLifetime > 0 && p.expired(obj, cfg, p.floorNow(cfg))
 	why, destroy := byReturnValidation, false
 	var err error
-	if !expired {
+	// After Close it is destroyed (putLocked): passivating or validating
+	// it first would be for nothing.
+	if !expired && !p.isClosed.Load() {
 		op := OpPassivate
 		err = p.f.Passivate(&obj.rctx, sp.key, obj.value)
 		if err == nil && cfg.TestOnReturn {
