@@ -87,8 +87,10 @@ func (f *routerFactory[T]) Validate(ctx context.Context, key string, c *grpcpool
 	if err != nil {
 		// A connection that fails its check (its state, its health
 		// check) is as good as a failed connect, until one succeeds or a
-		// connection of the endpoint is seen READY.
+		// connection of the endpoint is seen READY and serving.
 		f.failed(ctx, st)
+	} else {
+		f.ready(st, c) // a check passed: the connect works
 	}
 	return err
 }
@@ -116,10 +118,11 @@ func (f *routerFactory[T]) failed(ctx context.Context, st *addrState[T]) {
 	}
 }
 
-// ready records a connect that succeeded if c is READY.
+// ready records a connect that succeeded if c is READY and, with health
+// checks, its backend answered SERVING (grpcpool.Client.Healthy).
 func (f *routerFactory[T]) ready(st *addrState[T], c *grpcpool.Client[T]) {
 	at := f.r.clock()
-	if c.ClientConn().GetState() == connectivity.Ready {
+	if c.Healthy() {
 		st.connected(at)
 	}
 }

@@ -15,8 +15,10 @@ func (st *addrState[T]) connectFailed(at int64) { storeMax(&st.failedAt, at) }
 func (st *addrState[T]) lastFailed() bool { return st.failedAt.Load() > st.okAt.Load() }
 
 // look reads the states of st's connections as gRPC reports them now:
-// whether one is READY, which it records as a connect that succeeded, and
-// whether one is in TRANSIENT_FAILURE, its last connect failed.
+// whether one works (grpcpool.Client.Healthy: READY and, with health
+// checks, answered SERVING), which it records as a connect that succeeded,
+// and whether one is in TRANSIENT_FAILURE, or READY but not serving: its
+// last connect failed.
 func (r *Router[T]) look(st *addrState[T]) (ready, failing bool) {
 	// Read before the states: a failure recorded meanwhile stays the
 	// latest.
@@ -25,7 +27,14 @@ func (r *Router[T]) look(st *addrState[T]) (ready, failing bool) {
 		for _, c := range *p {
 			switch c.ClientConn().GetState() {
 			case connectivity.Ready:
-				ready = true
+				// A READY transport to a backend whose health Check
+				// says it is not serving is no working connection; one
+				// not checked yet says nothing either way.
+				if c.Healthy() {
+					ready = true
+				} else if c.HealthErr() != nil {
+					failing = true
+				}
 			case connectivity.TransientFailure:
 				failing = true
 			}

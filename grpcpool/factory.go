@@ -62,10 +62,11 @@ type health struct {
 	targets           *targets    // the factory's, told every answer
 	destroyed         atomic.Bool // Destroy was called: later answers are not the backend's
 
-	mu      sync.Mutex // protects the fields below; taken before targets.mu
-	err     error      // the last answer: nil for SERVING, and before the first
-	started time.Time  // when the last Check began; zero: never
-	flight  *flight    // the Check in flight; nil: none
+	mu       sync.Mutex // protects the fields below; taken before targets.mu
+	err      error      // the last answer: nil for SERVING, and before the first
+	answered bool       // a Check has answered
+	started  time.Time  // when the last Check began; zero: never
+	flight   *flight    // the Check in flight; nil: none
 }
 
 // flight is one health Check in flight, shared by every caller that waits
@@ -119,7 +120,7 @@ func (c *Client[T]) run(ctx context.Context, f *flight) {
 	h.mu.Lock()
 	h.flight = nil
 	if !h.destroyed.Load() {
-		h.err = err
+		h.err, h.answered = err, true
 		// Under h.mu, so that the factory's view of the target follows the
 		// order of this client's answers.
 		h.targets.checked(c.target, err)
@@ -161,6 +162,36 @@ func (c *Client[T]) serving(ctx context.Context) (*flight, error) {
 	h.mu.Unlock()
 	go c.run(ctx, f)
 	return f, f.wait(ctx)
+}
+
+// HealthErr returns the backend's last grpc.health.v1 answer as Serving
+// does, but never starts a Check or waits: nil for SERVING, before the
+// first answer, and without HealthCheck. Safe for concurrent use.
+func (c *Client[T]) HealthErr() error {
+	h := c.health
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err
+}
+
+// Healthy reports whether the client's connection is READY and, with
+// HealthCheck, its backend's last grpc.health.v1 answer was SERVING: a
+// client whose backend was never checked is not known healthy then. It
+// never starts a Check or waits. Safe for concurrent use.
+func (c *Client[T]) Healthy() bool {
+	if c.conn.GetState() != connectivity.Ready {
+		return false
+	}
+	h := c.health
+	if h == nil {
+		return true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.answered && h.err == nil
 }
 
 // Serving returns the backend's last grpc.health.v1 answer as Conn uses it:

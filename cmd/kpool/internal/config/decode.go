@@ -136,7 +136,9 @@ func (d *decoder) spoiled(path string) bool {
 		}
 		i := max(strings.LastIndexByte(p, '.'), strings.LastIndexByte(p, '['))
 		if i < 0 {
-			return false
+			// The file's root, path "", spoils everything in it: a file
+			// that is not a mapping wrote no field at all.
+			return p != "" && d.failed[""]
 		}
 		p = p[:i]
 	}

@@ -248,8 +248,13 @@ func (m *Manager) Apply(cfg *config.File) error {
 
 	m.mu.Lock()
 	old := m.cfg
-	m.cfg = cfg
 	m.mu.Unlock()
+	// What runs from now on: cfg, but with the sections that need a
+	// restart as they were, so that the next reload is compared with what
+	// runs, not with what a file asked for in vain.
+	eff := *cfg
+	eff.GRPC, eff.HTTP, eff.Metrics, eff.Name, eff.Balancer = old.GRPC, old.HTTP, old.Metrics, old.Name, old.Balancer
+	eff.Services = nil
 
 	var restart []string
 	if !reflect.DeepEqual(old.GRPC, cfg.GRPC) {
@@ -284,16 +289,23 @@ func (m *Manager) Apply(cfg *config.File) error {
 			if !had || !slices.Equal(o.Discovery.Static.Addresses, s.Discovery.Static.Addresses) {
 				m.static.Set(s.Name, staticEndpoints(s.Discovery.Static.Addresses))
 			}
+			eff.Services = append(eff.Services, s)
 		case had && reflect.DeepEqual(o.Discovery, s.Discovery):
+			eff.Services = append(eff.Services, s)
 		case had:
 			restart = append(restart, fmt.Sprintf("services[%s].discovery", s.Name))
+			eff.Services = append(eff.Services, o)
 		default:
 			restart = append(restart, fmt.Sprintf("services[%s] (new, %s)", s.Name, kind(s.Discovery)))
 		}
 	}
 	for _, name := range sortedKeys(running) {
 		restart = append(restart, fmt.Sprintf("services[%s] (removed)", name))
+		eff.Services = append(eff.Services, running[name])
 	}
+	m.mu.Lock()
+	m.cfg = &eff
+	m.mu.Unlock()
 	if len(restart) > 0 {
 		m.log.Warn("changed sections apply after a restart; running with the old ones", "sections", restart)
 	}
